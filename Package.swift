@@ -1,0 +1,95 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// One module per stage; dependencies point one way:
+//   TailgateWire → TailgateBuffer → TailgatePolicies → TailgateIngest / TailgateExport → TailgateRuntime → tailgate
+// Wire, Buffer and Policies are pure (no I/O, injected clocks). Ingest and Export are the only modules doing I/O.
+let package = Package(
+    name: "tailgate",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tailgate", targets: ["tailgate"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        // System libraries.
+        .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+
+        // Pure stages.
+        .target(name: "TailgateWire", dependencies: ["CXXHash", "CZlib"]),
+        .target(name: "TailgateBuffer", dependencies: [
+            "TailgateWire",
+            .product(name: "HeapModule", package: "swift-collections"),
+            .product(name: "DequeModule", package: "swift-collections"),
+        ]),
+        .target(name: "TailgatePolicies", dependencies: ["TailgateWire", "TailgateBuffer", "CXXHash", "Yams"]),
+
+        // I/O stages.
+        .target(name: "TailgateIngest", dependencies: [
+            "TailgateWire",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "TailgateExport", dependencies: [
+            "TailgateWire", "TailgateBuffer",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "DequeModule", package: "swift-collections"),
+        ]),
+
+        // Wiring and CLI.
+        .target(name: "TailgateRuntime", dependencies: [
+            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateIngest", "TailgateExport", "Yams",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
+        .executableTarget(name: "tailgate", dependencies: [
+            "TailgateRuntime", "TailgatePolicies",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "tailgate-bench", dependencies: [
+            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateTestSupport",
+        ]),
+
+        // Builders of OTLP test requests, shared by the test targets.
+        .target(name: "TailgateTestSupport", dependencies: ["TailgateWire"], path: "Tests/TailgateTestSupport"),
+        .testTarget(name: "TailgateWireTests", dependencies: ["TailgateWire", "TailgateTestSupport"]),
+        .testTarget(name: "TailgateBufferTests", dependencies: ["TailgateBuffer", "TailgateWire", "TailgateTestSupport"]),
+        .testTarget(name: "TailgatePoliciesTests", dependencies: ["TailgatePolicies", "TailgateBuffer", "TailgateWire", "TailgateTestSupport"]),
+        .testTarget(name: "TailgateIngestTests", dependencies: [
+            "TailgateIngest", "TailgateWire", "TailgateTestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "TailgateRuntimeTests", dependencies: [
+            "TailgateRuntime", "TailgatePolicies", "TailgateBuffer", "TailgateExport", "TailgateWire", "TailgateTestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+    ]
+)

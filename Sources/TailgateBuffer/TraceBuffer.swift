@@ -1,0 +1,494 @@
+import DequeModule
+import HeapModule
+import Synchronization
+import TailgateWire
+
+/// When and how much the buffer holds. Every field has a documented default.
+public struct BufferConfiguration: Sendable, Equatable {
+    /// Number of independently locked shards (rounded up to a power of two). Default 16.
+    public var shardCount: Int = 16
+    /// Once a trace's root span (no parent) has arrived, decide after this long, to let other services'
+    /// exporters deliver their spans. Default 5 s.
+    public var waitAfterRoot: Duration = .seconds(5)
+    /// Decide a trace after this long without a new span. Default 30 s.
+    public var idleTimeout: Duration = .seconds(30)
+    /// Decide a trace at the latest this long after its first span. Default 5 min.
+    public var maxTraceAge: Duration = .seconds(300)
+    /// A trace reaching this many spans is decided at once; its later spans follow that decision. Default 10,000.
+    public var maxSpansPerTrace: Int = 10_000
+    /// Over this many buffered bytes, the oldest traces are decided early (never dropped undecided). Default 512 MiB.
+    public var maxBufferedBytes: Int = 512 << 20
+    /// How many decided trace IDs are remembered, per outcome (kept and dropped), for late spans. Default 100,000.
+    public var decisionCacheSize: Int = 100_000
+
+    public init() {}
+}
+
+/// Why a trace was decided when it was.
+public enum DecisionTrigger: String, Sendable, CaseIterable {
+    /// `waitAfterRoot` passed after the root span arrived.
+    case root
+    /// `idleTimeout` passed without new spans.
+    case idle
+    /// `maxTraceAge` passed since the first span.
+    case maxAge = "max_age"
+    /// The trace reached `maxSpansPerTrace`.
+    case spanLimit = "span_limit"
+    /// The buffer was over `maxBufferedBytes`; the oldest traces were decided early.
+    case memoryPressure = "memory_pressure"
+    /// The proxy is shutting down.
+    case shutdown
+}
+
+/// Running aggregates of one trace: everything a policy may look at, without rescanning spans.
+public struct TraceSummary: Sendable, Equatable {
+    public var traceID: TraceID
+    public var spanCount: Int = 0
+    /// Bits of `StatusCode.bit` for every status seen.
+    public var statusMask: UInt8 = 0
+    /// Per-slot sums of the `AttributePlan` over all spans.
+    public var sums = SIMD4<Int64>()
+    public var earliestStart: UInt64 = .max
+    public var latestEnd: UInt64 = 0
+    public var rootSeen = false
+    /// Span payload bytes of the trace.
+    public var spanBytes: Int = 0
+    public var trigger: DecisionTrigger = .idle
+
+    public init(traceID: TraceID) {
+        self.traceID = traceID
+    }
+
+    /// Earliest start to latest end, in nanoseconds (0 when unknown).
+    public var durationNanos: UInt64 {
+        latestEnd > earliestStart ? latestEnd - earliestStart : 0
+    }
+
+    public func has(_ status: StatusCode) -> Bool { statusMask & status.bit != 0 }
+
+    @inline(__always)
+    mutating func add(_ span: SpanFacts) {
+        spanCount += 1
+        statusMask |= span.status.bit
+        sums &+= span.sums
+        if span.startTime != 0 && span.startTime < earliestStart { earliestStart = span.startTime }
+        if span.endTime > latestEnd { latestEnd = span.endTime }
+        if span.isRoot { rootSeen = true }
+        spanBytes += span.bytes.count
+    }
+}
+
+/// The outcome of evaluating policies on a trace.
+public struct Decision: Sendable, Equatable {
+    public var keep: Bool
+    /// Index of the policy that decided (-1: no policy matched, the trace is dropped).
+    public var policy: Int
+
+    public init(keep: Bool, policy: Int) {
+        self.keep = keep
+        self.policy = policy
+    }
+
+    public static let noMatch = Decision(keep: false, policy: -1)
+}
+
+/// Decides whole traces. Called with the shard's lock held, so it must be quick and must not block.
+public protocol TraceDecider: Sendable {
+    func decide(_ trace: TraceSummary) -> Decision
+}
+
+/// A span kept encoded: which scope it came from and where its payload sits in `BufferedSpans.data`.
+public struct SpanRef: Sendable {
+    var origin: UInt32
+    var offset: UInt32
+    var length: UInt32
+}
+
+/// Spans held as their original bytes, with the scopes (and so resources) they came from.
+public struct BufferedSpans: Sendable {
+    public private(set) var origins: [ScopeOrigin] = []
+    var refs: [SpanRef] = []
+    var data: [UInt8] = []
+
+    public init() {}
+
+    public var count: Int { refs.count }
+    public var isEmpty: Bool { refs.isEmpty }
+    /// Memory the spans hold (payloads and index), used for the buffer's accounting.
+    var accountedBytes: Int { data.count + refs.count * MemoryLayout<SpanRef>.stride }
+
+    @inline(__always)
+    mutating func append(_ span: SpanFacts, scope: ScopeOrigin, body: UnsafeRawBufferPointer) {
+        let origin: Int
+        if let last = origins.indices.last, origins[last] === scope {
+            origin = last
+        } else if let found = origins.lastIndex(where: { $0 === scope }) {
+            origin = found
+        } else {
+            origin = origins.count
+            origins.append(scope)
+        }
+        refs.append(SpanRef(origin: UInt32(origin), offset: UInt32(data.count), length: UInt32(span.bytes.count)))
+        data.append(contentsOf: UnsafeRawBufferPointer(rebasing: body[span.bytes]))
+    }
+
+    /// Calls `body` with each span's scope and payload, in arrival order.
+    public func forEach(_ body: (ScopeOrigin, UnsafeRawBufferPointer) -> Void) {
+        data.withUnsafeBytes { raw in
+            for ref in refs {
+                let lower = Int(ref.offset)
+                body(origins[Int(ref.origin)], UnsafeRawBufferPointer(rebasing: raw[lower..<lower + Int(ref.length)]))
+            }
+        }
+    }
+}
+
+/// A trace with its decision; `spans` is nil for dropped traces (their bytes are released at once).
+public struct DecidedTrace: Sendable {
+    public var summary: TraceSummary
+    public var decision: Decision
+    public var spans: BufferedSpans?
+}
+
+/// What happened to the spans of one request.
+public struct InsertOutcome: Sendable {
+    /// Spans added to buffered traces.
+    public var buffered = 0
+    /// Spans of traces already decided "keep": to be forwarded now.
+    public var lateKept = BufferedSpans()
+    /// Spans of traces already decided "drop": dropped.
+    public var lateDropped = 0
+    /// Traces decided during the insert (span limit or memory pressure).
+    public var decided: [DecidedTrace] = []
+
+    public init() {}
+}
+
+/// Groups spans by trace ID until each trace's decision window closes. Sharded by XXH3 of the trace ID,
+/// one lock per shard. Thread-safe.
+public final class TraceBuffer: Sendable {
+    public let configuration: BufferConfiguration
+    private let shards: [Shard]
+    private let shardMask: UInt64
+    private let clock: any NanoClock
+    private let decider: any TraceDecider
+    private let tracesGauge = Atomic<Int>(0)
+    private let bytesGauge = Atomic<Int>(0)
+
+    public init(configuration: BufferConfiguration, decider: any TraceDecider, clock: any NanoClock = SystemClock()) {
+        var config = configuration
+        var n = 1
+        while n < max(1, config.shardCount) { n <<= 1 }
+        config.shardCount = n
+        self.configuration = config
+        self.clock = clock
+        self.decider = decider
+        shardMask = UInt64(n - 1)
+        let timing = Timing(config)
+        shards = (0..<n).map { _ in Shard(timing: timing) }
+    }
+
+    /// Traces currently buffered.
+    public var bufferedTraces: Int { tracesGauge.load(ordering: .relaxed) }
+    /// Bytes currently buffered (span payloads plus index).
+    public var bufferedBytes: Int { bytesGauge.load(ordering: .relaxed) }
+
+    @inline(__always)
+    private func shardIndex(_ id: TraceID) -> Int {
+        Int(truncatingIfNeeded: id.xxh3() & shardMask)
+    }
+
+    /// Adds the spans of a scanned request. `body` is the request the span ranges refer to.
+    public func insert(_ request: ScannedRequest, body: UnsafeRawBufferPointer) -> InsertOutcome {
+        var outcome = InsertOutcome()
+        let spans = request.spans
+        guard !spans.isEmpty else { return outcome }
+        let now = clock.now()
+
+        if shards.count == 1 {
+            apply(shard: 0, indices: Array(spans.indices)[...], request, body, now, &outcome)
+            return outcome
+        }
+        // Counting sort of span indices by shard, so each shard's lock is taken once per request.
+        var shardOf = [UInt32](repeating: 0, count: spans.count)
+        var starts = [Int](repeating: 0, count: shards.count + 1)
+        for i in spans.indices {
+            let s = shardIndex(spans[i].traceID)
+            shardOf[i] = UInt32(s)
+            starts[s + 1] += 1
+        }
+        for s in 0..<shards.count { starts[s + 1] += starts[s] }
+        var order = [Int](repeating: 0, count: spans.count)
+        var fill = starts
+        for i in spans.indices {
+            let s = Int(shardOf[i])
+            order[fill[s]] = i
+            fill[s] += 1
+        }
+        for s in 0..<shards.count where starts[s] < starts[s + 1] {
+            apply(shard: s, indices: order[starts[s]..<starts[s + 1]], request, body, now, &outcome)
+        }
+        return outcome
+    }
+
+    private func apply(
+        shard s: Int, indices: ArraySlice<Int>, _ request: ScannedRequest, _ body: UnsafeRawBufferPointer,
+        _ now: UInt64, _ outcome: inout InsertOutcome
+    ) {
+        let budget = configuration.maxBufferedBytes / shards.count
+        let delta = shards[s].state.withLock { state -> Delta in
+            let before = (state.traces.count, state.bytes)
+            state.insert(indices: indices, request, body, now, budget, decider, &outcome)
+            return Delta(traces: state.traces.count - before.0, bytes: state.bytes - before.1)
+        }
+        apply(delta)
+    }
+
+    private struct Delta { var traces: Int; var bytes: Int }
+
+    private func apply(_ delta: Delta) {
+        if delta.traces != 0 { tracesGauge.add(delta.traces, ordering: .relaxed) }
+        if delta.bytes != 0 { bytesGauge.add(delta.bytes, ordering: .relaxed) }
+    }
+
+    /// Decides every trace whose decision window has closed by now.
+    public func decideExpired() -> [DecidedTrace] {
+        let now = clock.now()
+        var out: [DecidedTrace] = []
+        for shard in shards {
+            let delta = shard.state.withLock { state -> Delta in
+                let before = (state.traces.count, state.bytes)
+                state.decideExpired(now: now, decider: decider, into: &out)
+                return Delta(traces: state.traces.count - before.0, bytes: state.bytes - before.1)
+            }
+            apply(delta)
+        }
+        return out
+    }
+
+    /// Decides every buffered trace now (shutdown).
+    public func decideAll(trigger: DecisionTrigger = .shutdown) -> [DecidedTrace] {
+        var out: [DecidedTrace] = []
+        for shard in shards {
+            let delta = shard.state.withLock { state -> Delta in
+                let before = (state.traces.count, state.bytes)
+                state.decideAll(trigger: trigger, decider: decider, into: &out)
+                return Delta(traces: state.traces.count - before.0, bytes: state.bytes - before.1)
+            }
+            apply(delta)
+        }
+        return out
+    }
+
+    /// The earliest pending deadline, if any (for tests and for sizing the decision tick).
+    public func nextDeadline() -> UInt64? {
+        shards.compactMap { $0.state.withLock { $0.deadlines.min?.deadline } }.min()
+    }
+}
+
+// MARK: - Shards
+
+struct Timing: Sendable {
+    var waitAfterRoot: UInt64
+    var idle: UInt64
+    var maxAge: UInt64
+    var maxSpans: Int
+    var cacheSize: Int
+
+    init(_ c: BufferConfiguration) {
+        waitAfterRoot = c.waitAfterRoot.nanoseconds
+        idle = c.idleTimeout.nanoseconds
+        maxAge = c.maxTraceAge.nanoseconds
+        maxSpans = max(1, c.maxSpansPerTrace)
+        cacheSize = max(1, c.decisionCacheSize / max(1, c.shardCount))
+    }
+}
+
+final class Shard: Sendable {
+    let state: Mutex<ShardState>
+    init(timing: Timing) {
+        state = Mutex(ShardState(timing: timing))
+    }
+}
+
+/// Fixed per-trace overhead counted against the memory bound (entry object, dictionary slot, heap and queue items).
+let traceOverheadBytes = 256
+
+/// Mutable per-trace state. Only ever touched with its shard's lock held (hence the unchecked conformance).
+final class TraceEntry: @unchecked Sendable {
+    var summary: TraceSummary
+    var spans = BufferedSpans()
+    let generation: UInt64
+    let firstSeen: UInt64
+    var lastSeen: UInt64
+    var rootArrived: UInt64 = 0
+    /// Deadline of this trace's live heap item.
+    var scheduled: UInt64
+
+    init(id: TraceID, generation: UInt64, now: UInt64, scheduled: UInt64) {
+        summary = TraceSummary(traceID: id)
+        self.generation = generation
+        firstSeen = now
+        lastSeen = now
+        self.scheduled = scheduled
+    }
+
+    var accountedBytes: Int { spans.accountedBytes + traceOverheadBytes }
+
+    func deadline(_ t: Timing) -> (UInt64, DecisionTrigger) {
+        var best = (firstSeen &+ t.maxAge, DecisionTrigger.maxAge)
+        let idle = lastSeen &+ t.idle
+        if idle < best.0 { best = (idle, .idle) }
+        if rootArrived != 0 {
+            let root = rootArrived &+ t.waitAfterRoot
+            if root <= best.0 { best = (root, .root) }
+        }
+        return best
+    }
+}
+
+struct DeadlineItem: Comparable {
+    var deadline: UInt64
+    var id: TraceID
+    var generation: UInt64
+    static func < (a: DeadlineItem, b: DeadlineItem) -> Bool { a.deadline < b.deadline }
+    static func == (a: DeadlineItem, b: DeadlineItem) -> Bool { a.deadline == b.deadline && a.id == b.id }
+}
+
+/// A bounded set of trace IDs that forgets the oldest first.
+struct DecisionCache {
+    private var members: Set<TraceID> = []
+    private var order: Deque<TraceID> = []
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    func contains(_ id: TraceID) -> Bool { members.contains(id) }
+
+    mutating func insert(_ id: TraceID) {
+        guard members.insert(id).inserted else { return }
+        order.append(id)
+        if order.count > capacity, let oldest = order.popFirst() { members.remove(oldest) }
+    }
+}
+
+struct ShardState {
+    let timing: Timing
+    var traces: [TraceID: TraceEntry] = [:]
+    var deadlines = Heap<DeadlineItem>()
+    /// Traces in creation order (with generation), for deciding the oldest first under memory pressure.
+    var arrival: Deque<(TraceID, UInt64)> = []
+    var bytes = 0
+    var nextGeneration: UInt64 = 1
+    var kept: DecisionCache
+    var dropped: DecisionCache
+
+    init(timing: Timing) {
+        self.timing = timing
+        kept = DecisionCache(capacity: timing.cacheSize)
+        dropped = DecisionCache(capacity: timing.cacheSize)
+    }
+
+    mutating func insert(
+        indices: ArraySlice<Int>, _ request: ScannedRequest, _ body: UnsafeRawBufferPointer, _ now: UInt64,
+        _ budget: Int, _ decider: any TraceDecider, _ outcome: inout InsertOutcome
+    ) {
+        var current: TraceEntry? = nil
+        for i in indices {
+            let span = request.spans[i]
+            let scope = request.scopes[Int(span.scope)]
+            let entry: TraceEntry
+            if let c = current, c.summary.traceID == span.traceID {
+                entry = c
+            } else if let found = traces[span.traceID] {
+                entry = found
+            } else if kept.contains(span.traceID) {
+                outcome.lateKept.append(span, scope: scope, body: body)
+                current = nil
+                continue
+            } else if dropped.contains(span.traceID) {
+                outcome.lateDropped += 1
+                current = nil
+                continue
+            } else {
+                let deadline = now &+ min(timing.idle, timing.maxAge)
+                entry = TraceEntry(id: span.traceID, generation: nextGeneration, now: now, scheduled: deadline)
+                nextGeneration += 1
+                traces[span.traceID] = entry
+                deadlines.insert(DeadlineItem(deadline: deadline, id: span.traceID, generation: entry.generation))
+                arrival.append((span.traceID, entry.generation))
+                bytes += traceOverheadBytes
+            }
+            current = entry
+            let before = entry.spans.accountedBytes
+            entry.summary.add(span)
+            entry.spans.append(span, scope: scope, body: body)
+            bytes += entry.spans.accountedBytes - before
+            entry.lastSeen = now
+            outcome.buffered += 1
+            if span.isRoot && entry.rootArrived == 0 {
+                entry.rootArrived = now
+                let deadline = now &+ timing.waitAfterRoot
+                if deadline < entry.scheduled {
+                    entry.scheduled = deadline
+                    deadlines.insert(DeadlineItem(deadline: deadline, id: span.traceID, generation: entry.generation))
+                }
+            }
+            if entry.summary.spanCount >= timing.maxSpans {
+                outcome.decided.append(decide(entry, .spanLimit, decider))
+                current = nil
+            }
+        }
+        // Over the memory bound: decide the oldest traces early.
+        while bytes > budget, let (id, generation) = arrival.popFirst() {
+            guard let entry = traces[id], entry.generation == generation else { continue }
+            outcome.decided.append(decide(entry, .memoryPressure, decider))
+        }
+    }
+
+    mutating func decide(_ entry: TraceEntry, _ trigger: DecisionTrigger, _ decider: any TraceDecider) -> DecidedTrace {
+        traces.removeValue(forKey: entry.summary.traceID)
+        bytes -= entry.accountedBytes
+        entry.summary.trigger = trigger
+        let decision = decider.decide(entry.summary)
+        if decision.keep {
+            kept.insert(entry.summary.traceID)
+            return DecidedTrace(summary: entry.summary, decision: decision, spans: entry.spans)
+        } else {
+            dropped.insert(entry.summary.traceID)
+            return DecidedTrace(summary: entry.summary, decision: decision, spans: nil)
+        }
+    }
+
+    mutating func decideExpired(now: UInt64, decider: any TraceDecider, into out: inout [DecidedTrace]) {
+        while let top = deadlines.min, top.deadline <= now {
+            _ = deadlines.removeMin()
+            guard let entry = traces[top.id], entry.generation == top.generation, entry.scheduled == top.deadline else {
+                continue  // decided already, or a superseded item
+            }
+            let (deadline, trigger) = entry.deadline(timing)
+            if deadline <= now {
+                out.append(decide(entry, trigger, decider))
+            } else {
+                entry.scheduled = deadline
+                deadlines.insert(DeadlineItem(deadline: deadline, id: top.id, generation: top.generation))
+            }
+        }
+        // Forget arrival records of traces decided already, so the queue stays as long as the live traces.
+        while let (id, generation) = arrival.first, traces[id]?.generation != generation {
+            arrival.removeFirst()
+        }
+    }
+
+    mutating func decideAll(trigger: DecisionTrigger, decider: any TraceDecider, into out: inout [DecidedTrace]) {
+        // Oldest first, so output order follows arrival.
+        while let (id, generation) = arrival.popFirst() {
+            guard let entry = traces[id], entry.generation == generation else { continue }
+            out.append(decide(entry, trigger, decider))
+        }
+        for entry in Array(traces.values) {
+            out.append(decide(entry, trigger, decider))
+        }
+        deadlines = Heap()
+    }
+}

@@ -1,0 +1,68 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import NIOConcurrencyHelpers
+import TailgateWire
+
+/// Writes each export request as one line of OTLP/JSON, the shape the OpenTelemetry Collector's file
+/// exporter writes, so the output can be read back by the Collector's `otlpjsonfile` receiver or by
+/// `tailgate` recordings. `-` writes to standard output.
+public final class FileDownstream: Downstream {
+    public let target: String
+    /// The open descriptor (nil once closed), under a lock so lines are never interleaved.
+    private let descriptor: NIOLockedValueBox<Int32?>
+    private let ownsDescriptor: Bool
+
+    public init(path: String) throws {
+        target = "file:\(path)"
+        if path == "-" {
+            descriptor = NIOLockedValueBox(STDOUT_FILENO)
+            ownsDescriptor = false
+        } else {
+            let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw FileDownstreamError(path: path, errno: errno) }
+            descriptor = NIOLockedValueBox(fd)
+            ownsDescriptor = true
+        }
+    }
+
+    public func run() async throws {}
+
+    public func close() {
+        descriptor.withLockedValue { fd in
+            guard let f = fd else { return }
+            if ownsDescriptor { _ = Glibc.close(f) }
+            fd = nil
+        }
+    }
+
+    public func send(_ request: [UInt8]) async -> SendOutcome {
+        let line: [UInt8]
+        do {
+            line = try OTLPJSON.jsonFromProtobuf(request) + [UInt8(ascii: "\n")]
+        } catch {
+            return .permanent(reason: "cannot encode as JSON: \(error)")
+        }
+        return descriptor.withLockedValue { fd -> SendOutcome in
+            guard let f = fd else { return .permanent(reason: "file closed") }
+            var offset = 0
+            while offset < line.count {
+                let n = line.withUnsafeBytes { write(f, $0.baseAddress! + offset, $0.count - offset) }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return .retryable(reason: "write to \(target) failed: \(String(cString: strerror(errno)))", retryAfter: nil)
+                }
+                offset += n
+            }
+            return .delivered
+        }
+    }
+}
+
+public struct FileDownstreamError: Error, CustomStringConvertible {
+    public var path: String
+    public var errno: Int32
+    public var description: String { "cannot open \(path) for appending: \(String(cString: strerror(errno)))" }
+}

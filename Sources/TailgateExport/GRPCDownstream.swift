@@ -1,0 +1,77 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import TailgateWire
+
+struct RawBytes: Sendable { var bytes: [UInt8] }
+
+struct RawSerializer: MessageSerializer {
+    func serialize<Bytes: GRPCContiguousBytes>(_ message: RawBytes) throws -> Bytes { Bytes(message.bytes) }
+}
+
+struct RawDeserializer: MessageDeserializer {
+    func deserialize<Bytes: GRPCContiguousBytes>(_ serializedMessageBytes: Bytes) throws -> RawBytes {
+        RawBytes(bytes: serializedMessageBytes.withUnsafeBytes { Array($0) })
+    }
+}
+
+/// OTLP/gRPC to the real collector, on grpc-swift-2 with raw bytes (no generated code).
+public final class GRPCDownstream: Downstream {
+    static let method = MethodDescriptor(
+        fullyQualifiedService: "opentelemetry.proto.collector.trace.v1.TraceService", method: "Export")
+
+    public let target: String
+    private let client: GRPCClient<HTTP2ClientTransport.Posix>
+    private let options: CallOptions
+
+    public init(host: String, port: Int, gzip: Bool, timeout: Duration) throws {
+        target = "grpc://\(formatHost(host)):\(port)"
+        var config = HTTP2ClientTransport.Posix.Config.defaults
+        config.compression.enabledAlgorithms = .all
+        let resolvable: any ResolvableTarget = host.contains(":")
+            ? .ipv6(host: host, port: port)
+            : .ipv4(host: host == "localhost" ? "127.0.0.1" : host, port: port)
+        let transport = try HTTP2ClientTransport.Posix(target: resolvable, transportSecurity: .plaintext, config: config)
+        client = GRPCClient(transport: transport)
+        var options = CallOptions.defaults
+        options.timeout = timeout
+        options.compression = gzip ? .gzip : CompressionAlgorithm.none
+        options.waitForReady = false
+        self.options = options
+    }
+
+    public func run() async throws {
+        try await client.runConnections()
+    }
+
+    public func close() {
+        client.beginGracefulShutdown()
+    }
+
+    public func send(_ request: [UInt8]) async -> SendOutcome {
+        do {
+            let response = try await client.unary(
+                request: ClientRequest(message: RawBytes(bytes: request)),
+                descriptor: Self.method,
+                serializer: RawSerializer(),
+                deserializer: RawDeserializer(),
+                options: options
+            ) { response in try response.message }
+            _ = response  // A partial_success in the response is logged by no one: the collector accepted the request.
+            return .delivered
+        } catch let error as RPCError {
+            return Self.classify(error)
+        } catch {
+            return .retryable(reason: "transport error: \(error)", retryAfter: nil)
+        }
+    }
+
+    /// OTLP's retryable codes (RESOURCE_EXHAUSTED counts as retryable: a collector under pressure says so).
+    static func classify(_ error: RPCError) -> SendOutcome {
+        switch error.code {
+        case .cancelled, .deadlineExceeded, .aborted, .outOfRange, .unavailable, .dataLoss, .resourceExhausted:
+            return .retryable(reason: "\(error.code): \(error.message)", retryAfter: nil)
+        default:
+            return .permanent(reason: "\(error.code): \(error.message)")
+        }
+    }
+}

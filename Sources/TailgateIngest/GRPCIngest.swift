@@ -1,0 +1,99 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import NIOCore
+import NIOPosix
+import TailgateWire
+
+/// Request bytes exactly as received (after gRPC decompression); no generated code involved.
+struct RawBytes: Sendable {
+    var bytes: [UInt8]
+}
+
+struct RawDeserializer: MessageDeserializer {
+    func deserialize<Bytes: GRPCContiguousBytes>(_ serializedMessageBytes: Bytes) throws -> RawBytes {
+        RawBytes(bytes: serializedMessageBytes.withUnsafeBytes { Array($0) })
+    }
+}
+
+struct RawSerializer: MessageSerializer {
+    func serialize<Bytes: GRPCContiguousBytes>(_ message: RawBytes) throws -> Bytes {
+        Bytes(message.bytes)
+    }
+}
+
+/// `opentelemetry.proto.collector.trace.v1.TraceService/Export`, handled on raw bytes.
+struct TraceServiceExport: RegistrableRPCService {
+    static let method = MethodDescriptor(
+        fullyQualifiedService: "opentelemetry.proto.collector.trace.v1.TraceService", method: "Export")
+
+    let handler: any TraceIngestHandler
+
+    func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
+        let handler = self.handler
+        router.registerHandler(
+            forMethod: Self.method, deserializer: RawDeserializer(), serializer: RawSerializer()
+        ) { streamRequest, _ in
+            let request = try await ServerRequest(stream: streamRequest)
+            let result = request.message.bytes.withUnsafeBytes { handler.ingest($0, transport: .grpc) }
+            switch result {
+            case .accepted:
+                return StreamingServerResponse(single: ServerResponse(message: RawBytes(bytes: [])))
+            case .partiallyAccepted(let rejected, let message):
+                let body = OTLPResponse.exportResponse(rejectedSpans: rejected, message: message)
+                return StreamingServerResponse(single: ServerResponse(message: RawBytes(bytes: body)))
+            case .invalid(let message):
+                throw RPCError(code: .invalidArgument, message: message)
+            case .overloaded(let seconds, let message):
+                var metadata = Metadata()
+                let details = OTLPResponse.status(
+                    code: RPCError.Code.unavailable.rawValue, message: message, retryAfterSeconds: seconds)
+                metadata.addBinary(details, forKey: "grpc-status-details-bin")
+                throw RPCError(code: .unavailable, message: message, metadata: metadata)
+            }
+        }
+    }
+}
+
+/// The OTLP/gRPC receiver (default port 4317). gzip is accepted; the size limit applies after decompression.
+public final class GRPCIngestServer: Sendable {
+    private let server: GRPCServer<HTTP2ServerTransport.Posix>
+    private let transport: HTTP2ServerTransport.Posix
+
+    public init(host: String, port: Int, maxRequestBytes: Int, handler: any TraceIngestHandler) {
+        var config = HTTP2ServerTransport.Posix.Config.defaults
+        config.compression.enabledAlgorithms = .all
+        config.rpc.maxRequestPayloadSize = maxRequestBytes
+        transport = HTTP2ServerTransport.Posix(
+            address: .ipv4OrIPv6(host: host, port: port), transportSecurity: .plaintext, config: config)
+        server = GRPCServer(transport: transport, services: [TraceServiceExport(handler: handler)])
+    }
+
+    /// Runs until `beginGracefulShutdown()` and the in-flight calls finished.
+    public func serve() async throws {
+        try await server.serve()
+    }
+
+    /// Stops accepting new connections and calls; lets in-flight calls finish.
+    public func beginGracefulShutdown() {
+        server.beginGracefulShutdown()
+    }
+
+    /// The bound port (useful with port 0), once listening.
+    public var listeningPort: Int? {
+        get async {
+            guard let address = try? await transport.listeningAddress else { return nil }
+            if let v4 = address.ipv4 { return v4.port }
+            if let v6 = address.ipv6 { return v6.port }
+            return nil
+        }
+    }
+}
+
+extension GRPCNIOTransportCore.SocketAddress {
+    /// An IPv4 address for dotted quads and `localhost`, IPv6 otherwise.
+    static func ipv4OrIPv6(host: String, port: Int) -> Self {
+        if host.contains(":") { return .ipv6(host: host, port: port) }
+        return .ipv4(host: host == "localhost" ? "127.0.0.1" : host, port: port)
+    }
+}

@@ -1,0 +1,94 @@
+import TailgateWire
+
+/// The transport a request arrived on (a metric label).
+public enum IngestTransport: String, Sendable {
+    case grpc
+    case http
+}
+
+/// What the pipeline did with one export request.
+public enum IngestResult: Sendable, Equatable {
+    /// Every span accepted.
+    case accepted
+    /// Some spans were rejected (invalid IDs); the client must not retry.
+    case partiallyAccepted(rejectedSpans: Int64, message: String)
+    /// The request is malformed: INVALID_ARGUMENT / HTTP 400. Not retryable.
+    case invalid(String)
+    /// Temporarily unable to take more: UNAVAILABLE / HTTP 503 with Retry-After. Retryable.
+    case overloaded(retryAfterSeconds: Int, message: String)
+}
+
+/// Receives the protobuf bytes of each `ExportTraceServiceRequest`, whatever transport and encoding it came in.
+public protocol TraceIngestHandler: Sendable {
+    /// Called on an I/O thread; must not block.
+    func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport) -> IngestResult
+    /// A request refused before it reached `ingest` (too large, bad encoding or content type, malformed JSON).
+    func refused(transport: IngestTransport, reason: RefusalReason)
+}
+
+/// Why a request was refused before its spans were read.
+public enum RefusalReason: String, Sendable, CaseIterable {
+    case tooLarge = "too_large"
+    case badEncoding = "bad_encoding"
+    case badContentType = "bad_content_type"
+    case malformedJSON = "malformed_json"
+    case notFound = "not_found"
+}
+
+/// Encodings of the OTLP response messages.
+public enum OTLPResponse {
+    /// `ExportTraceServiceResponse`: empty on full success, with `partial_success` otherwise.
+    public static func exportResponse(rejectedSpans: Int64 = 0, message: String = "") -> [UInt8] {
+        guard rejectedSpans != 0 || !message.isEmpty else { return [] }
+        var w = ProtoWriter()
+        w.appendMessageField(1) { p in
+            if rejectedSpans != 0 { p.appendVarintField(1, UInt64(bitPattern: rejectedSpans)) }
+            if !message.isEmpty { p.appendStringField(2, message) }
+        }
+        return w.bytes
+    }
+
+    public static func exportResponseJSON(rejectedSpans: Int64 = 0, message: String = "") -> String {
+        guard rejectedSpans != 0 || !message.isEmpty else { return "{}" }
+        return #"{"partialSuccess":{"rejectedSpans":"\#(rejectedSpans)","errorMessage":\#(jsonString(message))}}"#
+    }
+
+    /// `google.rpc.Status` with a gRPC code and message, optionally carrying a `google.rpc.RetryInfo`.
+    public static func status(code: Int, message: String, retryAfterSeconds: Int? = nil) -> [UInt8] {
+        var w = ProtoWriter()
+        if code != 0 { w.appendVarintField(1, UInt64(code)) }
+        if !message.isEmpty { w.appendStringField(2, message) }
+        if let retryAfterSeconds {
+            // details: Any { type_url, value: RetryInfo { retry_delay: Duration { seconds } } }
+            w.appendMessageField(3) { any in
+                any.appendStringField(1, "type.googleapis.com/google.rpc.RetryInfo")
+                any.appendMessageField(2) { info in
+                    info.appendMessageField(1) { d in d.appendVarintField(1, UInt64(retryAfterSeconds)) }
+                }
+            }
+        }
+        return w.bytes
+    }
+
+    public static func statusJSON(code: Int, message: String) -> String {
+        #"{"code":\#(code),"message":\#(jsonString(message))}"#
+    }
+}
+
+/// A JSON string literal.
+public func jsonString(_ s: String) -> String {
+    var out = "\""
+    for scalar in s.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case let c where c.value < 0x20:
+            out += "\\u" + String(repeating: "0", count: 4 - String(c.value, radix: 16).count) + String(c.value, radix: 16)
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out + "\""
+}

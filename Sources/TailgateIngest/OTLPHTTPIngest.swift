@@ -1,0 +1,138 @@
+import NIOCore
+import NIOHTTP1
+import TailgateWire
+
+/// The OTLP/HTTP receiver's route: `POST /v1/traces` with `application/x-protobuf` or `application/json`,
+/// optionally `Content-Encoding: gzip`. Answers in the request's content type, as OTLP requires.
+public struct OTLPHTTPIngest: Sendable {
+    public let handler: any TraceIngestHandler
+    /// Limit on the body after decompression.
+    public let maxRequestBytes: Int
+
+    public init(handler: any TraceIngestHandler, maxRequestBytes: Int) {
+        self.handler = handler
+        self.maxRequestBytes = maxRequestBytes
+    }
+
+    enum Encoding {
+        case protobuf
+        case json
+
+        var contentType: String { self == .json ? "application/json" : "application/x-protobuf" }
+    }
+
+    // gRPC status codes used in google.rpc.Status bodies.
+    static let invalidArgument = 3
+    static let resourceExhausted = 8
+    static let unavailable = 14
+    static let notFound = 5
+    static let unimplemented = 12
+
+    public func handle(_ request: HTTPRequest) -> HTTPResponse {
+        let head = request.head
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        guard path == "/v1/traces" else {
+            handler.refused(transport: .http, reason: .notFound)
+            return HTTPResponse(status: .notFound, text: "not found: Tailgate accepts OTLP traces at POST /v1/traces\n")
+        }
+        guard head.method == .POST else {
+            var response = HTTPResponse(status: .methodNotAllowed, text: "use POST for /v1/traces\n")
+            response.headers.add(name: "Allow", value: "POST")
+            return response
+        }
+        let contentType = head.headers.first(name: "content-type")?.lowercased() ?? ""
+        let encoding: Encoding
+        if contentType.hasPrefix("application/x-protobuf") || contentType.hasPrefix("application/protobuf") {
+            encoding = .protobuf
+        } else if contentType.hasPrefix("application/json") {
+            encoding = .json
+        } else {
+            handler.refused(transport: .http, reason: .badContentType)
+            return HTTPResponse(
+                status: .unsupportedMediaType,
+                text: "unsupported Content-Type '\(contentType)': use application/x-protobuf or application/json\n")
+        }
+
+        // Decompress (bounded), then transcode JSON, then hand the protobuf bytes over.
+        let contentEncoding = head.headers.first(name: "content-encoding")?.lowercased() ?? "identity"
+        var decompressed: [UInt8]? = nil
+        switch contentEncoding {
+        case "identity", "":
+            break
+        case "gzip", "x-gzip":
+            do {
+                let result = request.body.withUnsafeReadableBytes { raw in
+                    Result { () throws(Gzip.Failure) -> [UInt8] in try Gzip.decompress(raw, limit: maxRequestBytes) }
+                }
+                decompressed = try result.get()
+            } catch .tooLarge(let limit) {
+                handler.refused(transport: .http, reason: .tooLarge)
+                return error(.payloadTooLarge, Self.resourceExhausted, "request body exceeds the limit of \(limit) bytes after decompression", encoding)
+            } catch {
+                handler.refused(transport: .http, reason: .badEncoding)
+                return self.error(.badRequest, Self.invalidArgument, "\(error)", encoding)
+            }
+        default:
+            handler.refused(transport: .http, reason: .badEncoding)
+            return error(.unsupportedMediaType, Self.unimplemented, "unsupported Content-Encoding '\(contentEncoding)': use gzip or none", encoding)
+        }
+
+        let result: IngestResult
+        switch encoding {
+        case .protobuf:
+            if let decompressed {
+                result = decompressed.withUnsafeBytes { handler.ingest($0, transport: .http) }
+            } else {
+                result = request.body.withUnsafeReadableBytes { handler.ingest($0, transport: .http) }
+            }
+        case .json:
+            let json = decompressed ?? Array(request.body.readableBytesView)
+            let protobuf: [UInt8]
+            do {
+                protobuf = try OTLPJSON.protobufFromJSON(json)
+            } catch {
+                handler.refused(transport: .http, reason: .malformedJSON)
+                return self.error(.badRequest, Self.invalidArgument, "malformed OTLP/JSON: \(error)", encoding)
+            }
+            result = protobuf.withUnsafeBytes { handler.ingest($0, transport: .http) }
+        }
+
+        switch result {
+        case .accepted:
+            return success(encoding)
+        case .partiallyAccepted(let rejected, let message):
+            return success(encoding, rejected: rejected, message: message)
+        case .invalid(let message):
+            return error(.badRequest, Self.invalidArgument, message, encoding)
+        case .overloaded(let seconds, let message):
+            var response = error(.serviceUnavailable, Self.unavailable, message, encoding)
+            response.headers.add(name: "Retry-After", value: String(seconds))
+            return response
+        }
+    }
+
+    /// The answer to a body over the limit before decompression.
+    public func tooLarge(_ head: HTTPRequestHead, limit: Int) -> HTTPResponse {
+        handler.refused(transport: .http, reason: .tooLarge)
+        let json = head.headers.first(name: "content-type")?.lowercased().hasPrefix("application/json") ?? false
+        return error(.payloadTooLarge, Self.resourceExhausted, "request body exceeds the limit of \(limit) bytes", json ? .json : .protobuf)
+    }
+
+    private func success(_ encoding: Encoding, rejected: Int64 = 0, message: String = "") -> HTTPResponse {
+        switch encoding {
+        case .protobuf:
+            HTTPResponse(status: .ok, contentType: encoding.contentType, body: OTLPResponse.exportResponse(rejectedSpans: rejected, message: message))
+        case .json:
+            HTTPResponse(status: .ok, contentType: encoding.contentType, body: Array(OTLPResponse.exportResponseJSON(rejectedSpans: rejected, message: message).utf8))
+        }
+    }
+
+    private func error(_ status: HTTPResponseStatus, _ code: Int, _ message: String, _ encoding: Encoding) -> HTTPResponse {
+        switch encoding {
+        case .protobuf:
+            HTTPResponse(status: status, contentType: encoding.contentType, body: OTLPResponse.status(code: code, message: message))
+        case .json:
+            HTTPResponse(status: status, contentType: encoding.contentType, body: Array(OTLPResponse.statusJSON(code: code, message: message).utf8))
+        }
+    }
+}

@@ -1,0 +1,51 @@
+import TailgateBuffer
+import TailgateWire
+import Yams
+
+/// `status_code`: keeps traces in which any span has one of `status_codes` (ERROR, OK, UNSET).
+public struct StatusCodePolicy: SamplingPolicy {
+    public static let typeName = "status_code"
+    public static let keys = ["status_codes"]
+
+    /// Bits of `StatusCode.bit`.
+    public var mask: UInt8
+
+    public init(codes: [StatusCode]) {
+        mask = codes.reduce(0) { $0 | $1.bit }
+    }
+
+    public static func parse(_ block: Node?, at typeNode: Node, reader: inout YAMLReader, plan: inout AttributePlan) -> Self? {
+        guard let block else {
+            reader.error(typeNode, "status_code policy needs a 'status_code:' block with 'status_codes', e.g. status_codes: [ERROR]")
+            return nil
+        }
+        var codes: [StatusCode] = []
+        var sawKey = false
+        var ok = true
+        for (key, keyNode, value) in reader.mapping(block, allowed: keys, what: "status_code") where key == "status_codes" {
+            sawKey = true
+            let items = reader.sequence(value, what: "status_codes")
+            if items.isEmpty { reader.error(keyNode, "status_codes must name at least one of ERROR, OK, UNSET"); ok = false }
+            for item in items {
+                let name = reader.string(item, what: "a status code") ?? ""
+                switch name.uppercased() {
+                case "ERROR", "STATUS_CODE_ERROR": codes.append(.error)
+                case "OK", "STATUS_CODE_OK": codes.append(.ok)
+                case "UNSET", "STATUS_CODE_UNSET": codes.append(.unset)
+                default:
+                    var message = "unknown status code '\(name)'; expected ERROR, OK or UNSET"
+                    if let hint = suggestion(for: name, among: ["ERROR", "OK", "UNSET"]) { message += "; did you mean '\(hint)'?" }
+                    reader.error(item, message)
+                    ok = false
+                }
+            }
+        }
+        if !sawKey {
+            reader.error(block, "status_code policy needs 'status_codes', e.g. status_codes: [ERROR]")
+            return nil
+        }
+        return ok ? StatusCodePolicy(codes: codes) : nil
+    }
+
+    public func keeps(_ trace: TraceSummary) -> Bool { trace.statusMask & mask != 0 }
+}

@@ -1,0 +1,125 @@
+import Foundation
+import TailgateBuffer
+import TailgateExport
+import TailgatePolicies
+import Yams
+
+/// The server's configuration. Every field has a documented default, so `tailgate serve` runs without any file.
+public struct TailgateConfiguration: Sendable, Equatable {
+    /// OTLP/gRPC listen address, or nil for off. Default `127.0.0.1:4317`.
+    public var grpcListen: String? = "127.0.0.1:4317"
+    /// OTLP/HTTP listen address, or nil for off. Default `127.0.0.1:4318`.
+    public var httpListen: String? = "127.0.0.1:4318"
+    /// Prometheus `/metrics` listen address, or nil for off. Default `127.0.0.1:9464`.
+    public var metricsListen: String? = "127.0.0.1:9464"
+    /// Where kept traces go. Default `file:tailgate-traces.jsonl` (OTLP/JSON lines in the working directory).
+    public var downstream: DownstreamAddress = .file(path: "tailgate-traces.jsonl")
+    /// Policies file; nil uses the built-in default (the same as `policies/default.yaml`).
+    public var policiesPath: String? = nil
+    /// Largest accepted export request, after decompression. Default 16 MiB.
+    public var maxRequestBytes: Int = 16 << 20
+    /// How often expired traces are decided. Default 100 ms.
+    public var decisionTick: Duration = .milliseconds(100)
+    public var buffer = BufferConfiguration()
+    public var forwarder = ForwarderConfiguration()
+
+    public init() {}
+
+    static let topKeys = ["grpc_listen", "http_listen", "metrics_listen", "downstream", "policies", "limits", "buffer", "forwarder"]
+    static let bufferKeys = [
+        "shards", "wait_after_root", "idle_timeout", "max_trace_age", "max_spans_per_trace", "max_buffered_bytes",
+        "decision_cache_size", "decision_tick",
+    ]
+    static let forwarderKeys = [
+        "max_batch_spans", "max_batch_bytes", "batch_timeout", "queue_bytes", "concurrency", "compression", "timeout",
+        "initial_backoff", "max_backoff", "max_retry_time", "shutdown_timeout",
+    ]
+
+    /// Loads a configuration file over the defaults; relative `policies` paths are relative to the file.
+    public static func load(path: String) throws(DiagnosticsError) -> TailgateConfiguration {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw DiagnosticsError([Diagnostic(file: path, line: 1, column: 1, message: "cannot read file: \(error.localizedDescription)")])
+        }
+        var config = try parse(text, file: path)
+        if let p = config.policiesPath, !p.hasPrefix("/") {
+            let dir = (path as NSString).deletingLastPathComponent
+            if !dir.isEmpty { config.policiesPath = (dir as NSString).appendingPathComponent(p) }
+        }
+        return config
+    }
+
+    public static func parse(_ text: String, file: String) throws(DiagnosticsError) -> TailgateConfiguration {
+        var reader = YAMLReader(file: file)
+        var config = TailgateConfiguration()
+        guard let root = reader.parse(text) else { throw DiagnosticsError(reader.diagnostics) }
+        for (key, _, value) in reader.mapping(root, allowed: topKeys, what: "the configuration file") {
+            switch key {
+            case "grpc_listen", "http_listen", "metrics_listen":
+                guard let s = reader.string(value, what: key) else { continue }
+                let address: String?
+                if s == "off" || s.isEmpty { address = nil }
+                else if parseHostPort(s) != nil { address = s }
+                else { reader.error(value, "\(key) must be HOST:PORT (or off), got '\(s)'"); continue }
+                switch key {
+                case "grpc_listen": config.grpcListen = address
+                case "http_listen": config.httpListen = address
+                default: config.metricsListen = address
+                }
+            case "downstream":
+                guard let s = reader.string(value, what: key) else { continue }
+                if let d = DownstreamAddress(s) { config.downstream = d } else {
+                    reader.error(value, "downstream must be grpc://HOST:PORT, http://HOST:PORT[/path] or file:PATH, got '\(s)'")
+                }
+            case "policies":
+                config.policiesPath = reader.string(value, what: key)
+            case "limits":
+                for (k, _, v) in reader.mapping(value, allowed: ["max_request_bytes"], what: "limits") where k == "max_request_bytes" {
+                    if let n = reader.size(v, what: k) { config.maxRequestBytes = n }
+                }
+            case "buffer":
+                for (k, _, v) in reader.mapping(value, allowed: bufferKeys, what: "buffer") {
+                    switch k {
+                    case "shards": if let n = reader.integer(v, what: k, range: 1...4096) { config.buffer.shardCount = Int(n) }
+                    case "wait_after_root": if let d = reader.duration(v, what: k) { config.buffer.waitAfterRoot = d }
+                    case "idle_timeout": if let d = reader.duration(v, what: k) { config.buffer.idleTimeout = d }
+                    case "max_trace_age": if let d = reader.duration(v, what: k) { config.buffer.maxTraceAge = d }
+                    case "max_spans_per_trace": if let n = reader.integer(v, what: k, range: 1...100_000_000) { config.buffer.maxSpansPerTrace = Int(n) }
+                    case "max_buffered_bytes": if let n = reader.size(v, what: k) { config.buffer.maxBufferedBytes = n }
+                    case "decision_cache_size": if let n = reader.integer(v, what: k, range: 0...100_000_000) { config.buffer.decisionCacheSize = Int(n) }
+                    case "decision_tick": if let d = reader.duration(v, what: k) { config.decisionTick = d }
+                    default: break
+                    }
+                }
+            case "forwarder":
+                for (k, _, v) in reader.mapping(value, allowed: forwarderKeys, what: "forwarder") {
+                    switch k {
+                    case "max_batch_spans": if let n = reader.integer(v, what: k, range: 1...10_000_000) { config.forwarder.maxBatchSpans = Int(n) }
+                    case "max_batch_bytes": if let n = reader.size(v, what: k) { config.forwarder.maxBatchBytes = n }
+                    case "batch_timeout": if let d = reader.duration(v, what: k) { config.forwarder.batchTimeout = d }
+                    case "queue_bytes": if let n = reader.size(v, what: k) { config.forwarder.queueBytes = n }
+                    case "concurrency": if let n = reader.integer(v, what: k, range: 1...256) { config.forwarder.concurrency = Int(n) }
+                    case "compression":
+                        switch reader.string(v, what: k) {
+                        case "gzip": config.forwarder.gzip = true
+                        case "none": config.forwarder.gzip = false
+                        default: reader.error(v, "compression must be gzip or none")
+                        }
+                    case "timeout": if let d = reader.duration(v, what: k) { config.forwarder.timeout = d }
+                    case "initial_backoff": if let d = reader.duration(v, what: k) { config.forwarder.initialBackoff = d }
+                    case "max_backoff": if let d = reader.duration(v, what: k) { config.forwarder.maxBackoff = d }
+                    case "max_retry_time": if let d = reader.duration(v, what: k) { config.forwarder.maxRetryTime = d }
+                    case "shutdown_timeout": if let d = reader.duration(v, what: k) { config.forwarder.shutdownTimeout = d }
+                    default: break
+                    }
+                }
+            default:
+                break
+            }
+        }
+        if reader.hasErrors { throw DiagnosticsError(reader.diagnostics) }
+        return config
+    }
+}

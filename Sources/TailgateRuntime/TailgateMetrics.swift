@@ -1,0 +1,144 @@
+import CoreMetrics
+import Metrics
+import Prometheus
+import Synchronization
+import TailgateBuffer
+import TailgateExport
+import TailgateIngest
+
+/// Every metric Tailgate exposes on `/metrics`. Metrics are created once (never on the hot path) through an
+/// injected swift-metrics factory backed by a Prometheus registry, so tests and servers each get their own.
+public final class TailgateMetrics: Sendable, ForwarderObserver {
+    public let registry: PrometheusCollectorRegistry
+    let factory: PrometheusMetricsFactory
+
+    let spansReceived: [IngestTransport: CoreMetrics.Counter]
+    let requestsAccepted: [IngestTransport: CoreMetrics.Counter]
+    let spansRejected: [IngestTransport: CoreMetrics.Counter]
+    let requestsRefused: [String: CoreMetrics.Counter]
+    let spansKept: CoreMetrics.Counter
+    let spansForwarded: CoreMetrics.Counter
+    let requestsForwarded: CoreMetrics.Counter
+    let spansDropped: [String: CoreMetrics.Counter]
+    let tracesDecided: Mutex<[String: CoreMetrics.Counter]>
+    let tracesDecidedByTrigger: [DecisionTrigger: CoreMetrics.Counter]
+    let forwardFailures: Mutex<[String: CoreMetrics.Counter]>
+    let tracesBuffered: CoreMetrics.Gauge
+    let bytesBuffered: CoreMetrics.Gauge
+    let forwardQueueBytes: CoreMetrics.Gauge
+
+    /// Why spans were dropped (the `reason` label of `tailgate_spans_dropped_total`).
+    public enum DropReason: String, CaseIterable, Sendable {
+        /// No policy kept the trace.
+        case policy
+        /// Late span of a trace already dropped by policy.
+        case lateDropped = "late_span_of_dropped_trace"
+        /// Invalid trace or span ID (reported to the client as partial success).
+        case invalidSpan = "invalid_span"
+    }
+
+    public init() {
+        let registry = PrometheusCollectorRegistry()
+        self.registry = registry
+        let factory = PrometheusMetricsFactory(registry: registry)
+        self.factory = factory
+        func counter(_ name: String, _ dims: [(String, String)] = []) -> CoreMetrics.Counter {
+            CoreMetrics.Counter(label: name, dimensions: dims, factory: factory)
+        }
+        var received: [IngestTransport: CoreMetrics.Counter] = [:]
+        var accepted: [IngestTransport: CoreMetrics.Counter] = [:]
+        var rejected: [IngestTransport: CoreMetrics.Counter] = [:]
+        for t in [IngestTransport.grpc, .http] {
+            received[t] = counter("tailgate_spans_received_total", [("transport", t.rawValue)])
+            accepted[t] = counter("tailgate_requests_accepted_total", [("transport", t.rawValue)])
+            rejected[t] = counter("tailgate_spans_rejected_total", [("transport", t.rawValue)])
+        }
+        spansReceived = received
+        requestsAccepted = accepted
+        spansRejected = rejected
+        var refused: [String: CoreMetrics.Counter] = [:]
+        for t in [IngestTransport.grpc, .http] {
+            for r in RefusalReason.allCases + [nil] {
+                let reason = r?.rawValue ?? "invalid"
+                refused["\(t.rawValue)/\(reason)"] = counter("tailgate_requests_refused_total", [("transport", t.rawValue), ("reason", reason)])
+            }
+            refused["\(t.rawValue)/overloaded"] = counter("tailgate_requests_refused_total", [("transport", t.rawValue), ("reason", "overloaded")])
+        }
+        requestsRefused = refused
+        spansKept = counter("tailgate_spans_kept_total")
+        spansForwarded = counter("tailgate_spans_forwarded_total")
+        requestsForwarded = counter("tailgate_forward_requests_total")
+        var dropped: [String: CoreMetrics.Counter] = [:]
+        for r in DropReason.allCases.map(\.rawValue) + ForwardDropReason.allCases.map(\.rawValue) {
+            dropped[r] = counter("tailgate_spans_dropped_total", [("reason", r)])
+        }
+        spansDropped = dropped
+        tracesDecided = Mutex([:])
+        var byTrigger: [DecisionTrigger: CoreMetrics.Counter] = [:]
+        for t in DecisionTrigger.allCases {
+            byTrigger[t] = counter("tailgate_traces_decided_by_trigger_total", [("trigger", t.rawValue)])
+        }
+        tracesDecidedByTrigger = byTrigger
+        forwardFailures = Mutex([:])
+        tracesBuffered = CoreMetrics.Gauge(label: "tailgate_traces_buffered", factory: factory)
+        bytesBuffered = CoreMetrics.Gauge(label: "tailgate_buffered_bytes", factory: factory)
+        forwardQueueBytes = CoreMetrics.Gauge(label: "tailgate_forward_queue_bytes", factory: factory)
+    }
+
+    /// The Prometheus text exposition.
+    public func exposition() -> [UInt8] {
+        var buffer: [UInt8] = []
+        registry.emit(into: &buffer)
+        return buffer
+    }
+
+    func refused(_ transport: IngestTransport, _ reason: String) {
+        requestsRefused["\(transport.rawValue)/\(reason)"]?.increment()
+    }
+
+    func dropped(_ spans: Int, _ reason: DropReason) {
+        if spans > 0 { spansDropped[reason.rawValue]?.increment(by: spans) }
+    }
+
+    /// `tailgate_traces_decided_total{policy, decision}`: policy names come from the loaded file.
+    func decided(policy: String, keep: Bool) {
+        let key = "\(policy)/\(keep)"
+        let counter = tracesDecided.withLock { counters -> CoreMetrics.Counter in
+            if let c = counters[key] { return c }
+            let c = CoreMetrics.Counter(label: "tailgate_traces_decided_total",
+                            dimensions: [("policy", policy), ("decision", keep ? "keep" : "drop")], factory: factory)
+            counters[key] = c
+            return c
+        }
+        counter.increment()
+    }
+
+    // MARK: ForwarderObserver
+
+    public func forwarded(spans: Int, requests: Int) {
+        spansForwarded.increment(by: spans)
+        requestsForwarded.increment(by: requests)
+    }
+
+    public func dropped(spans: Int, reason: ForwardDropReason) {
+        if spans > 0 { spansDropped[reason.rawValue]?.increment(by: spans) }
+    }
+
+    public func sendFailed(reason: String, willRetry: Bool) {
+        // Keep the label's cardinality low: the part before the first colon ("unavailable", "HTTP 503", …).
+        let short = String(reason.prefix { $0 != ":" }.prefix(40))
+        let key = "\(short)/\(willRetry)"
+        let counter = forwardFailures.withLock { counters -> CoreMetrics.Counter in
+            if let c = counters[key] { return c }
+            let c = CoreMetrics.Counter(label: "tailgate_forward_failures_total",
+                            dimensions: [("reason", short), ("retried", willRetry ? "true" : "false")], factory: factory)
+            counters[key] = c
+            return c
+        }
+        counter.increment()
+    }
+
+    public func queued(bytes: Int) {
+        forwardQueueBytes.record(bytes)
+    }
+}

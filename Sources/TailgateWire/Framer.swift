@@ -1,0 +1,100 @@
+// Re-framing: builds a valid ExportTraceServiceRequest out of spans kept as their original bytes,
+// grouped by resource and scope. Origins with equal bytes (the same service sending several requests)
+// share one ResourceSpans / ScopeSpans in the output.
+
+public struct RequestFramer: Sendable {
+    struct ScopeGroup: Sendable {
+        var header: [UInt8]
+        /// Concatenated `spans` fields (tag, length, payload).
+        var spans: [UInt8] = []
+    }
+
+    struct ResourceGroup: Sendable {
+        var header: [UInt8]
+        var scopes: [ScopeGroup] = []
+        var scopeByHeader: [[UInt8]: Int] = [:]
+    }
+
+    private var resources: [ResourceGroup] = []
+    private var resourceByHeader: [[UInt8]: Int] = [:]
+    /// Identity cache: origin object → (resource index, scope index). The framer retains the origins it saw,
+    /// so identifiers stay unique while it lives.
+    private var scopeByIdentity: [ObjectIdentifier: (Int, Int)] = [:]
+    private var retained: [ScopeOrigin] = []
+
+    public private(set) var spanCount = 0
+    /// Sum of the span payload sizes appended so far.
+    public private(set) var spanBytes = 0
+
+    public init() {}
+
+    public var isEmpty: Bool { spanCount == 0 }
+
+    /// Appends one span (its payload bytes, without tag and length).
+    public mutating func append(scope: ScopeOrigin, span: UnsafeRawBufferPointer) {
+        let (r, s) = group(for: scope)
+        var w = ProtoWriter()
+        swap(&w.bytes, &resources[r].scopes[s].spans)
+        w.appendBytesField(2, span)
+        swap(&w.bytes, &resources[r].scopes[s].spans)
+        spanCount += 1
+        spanBytes += span.count
+    }
+
+    private mutating func group(for scope: ScopeOrigin) -> (Int, Int) {
+        let id = ObjectIdentifier(scope)
+        if let hit = scopeByIdentity[id] { return hit }
+        let r: Int
+        if let existing = resourceByHeader[scope.resource.header] {
+            r = existing
+        } else {
+            r = resources.count
+            resources.append(ResourceGroup(header: scope.resource.header))
+            resourceByHeader[scope.resource.header] = r
+        }
+        let s: Int
+        if let existing = resources[r].scopeByHeader[scope.header] {
+            s = existing
+        } else {
+            s = resources[r].scopes.count
+            resources[r].scopes.append(ScopeGroup(header: scope.header))
+            resources[r].scopeByHeader[scope.header] = s
+        }
+        scopeByIdentity[id] = (r, s)
+        retained.append(scope)
+        return (r, s)
+    }
+
+    /// The encoded ExportTraceServiceRequest holding every appended span.
+    public func encode() -> [UInt8] {
+        // Sizes first, so every length prefix is written once and nothing is copied twice.
+        var scopeSizes: [[Int]] = []
+        var resourceSizes: [Int] = []
+        var total = 0
+        for resource in resources {
+            var sizes: [Int] = []
+            var rsize = resource.header.count
+            for scope in resource.scopes {
+                let ssize = scope.header.count + scope.spans.count
+                sizes.append(ssize)
+                rsize += 1 + ProtoWriter.varintSize(UInt64(ssize)) + ssize
+            }
+            scopeSizes.append(sizes)
+            resourceSizes.append(rsize)
+            total += 1 + ProtoWriter.varintSize(UInt64(rsize)) + rsize
+        }
+        var w = ProtoWriter(capacity: total)
+        for (i, resource) in resources.enumerated() {
+            w.appendTag(1, .lengthDelimited)
+            w.appendVarint(UInt64(resourceSizes[i]))
+            w.bytes.append(contentsOf: resource.header)
+            for (j, scope) in resource.scopes.enumerated() {
+                w.appendTag(2, .lengthDelimited)
+                w.appendVarint(UInt64(scopeSizes[i][j]))
+                w.bytes.append(contentsOf: scope.header)
+                w.bytes.append(contentsOf: scope.spans)
+            }
+        }
+        return w.bytes
+    }
+}

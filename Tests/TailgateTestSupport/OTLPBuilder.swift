@@ -1,0 +1,179 @@
+import TailgateWire
+
+/// Builds encoded OTLP requests for tests, field by field, with ProtoWriter (independent of the scanner).
+public struct TestSpan: Sendable {
+    public var traceID: TraceID
+    public var spanID: UInt64
+    public var parentSpanID: UInt64 = 0
+    public var name: String = "span"
+    public var start: UInt64 = 1_000
+    public var end: UInt64 = 2_000
+    public var status: StatusCode? = nil
+    public var intAttributes: [(String, Int64)] = []
+    public var stringAttributes: [(String, String)] = []
+
+    public init(trace: TraceID, span: UInt64, parent: UInt64 = 0, name: String = "span", start: UInt64 = 1_000, end: UInt64 = 2_000,
+                status: StatusCode? = nil, ints: [(String, Int64)] = [], strings: [(String, String)] = []) {
+        traceID = trace
+        spanID = span
+        parentSpanID = parent
+        self.name = name
+        self.start = start
+        self.end = end
+        self.status = status
+        intAttributes = ints
+        stringAttributes = strings
+    }
+
+    /// The Span message payload.
+    public var encoded: [UInt8] {
+        var w = ProtoWriter()
+        w.appendBytesField(1, traceID.bytes)
+        w.appendBytesField(2, be64(spanID))
+        if parentSpanID != 0 { w.appendBytesField(4, be64(parentSpanID)) }
+        w.appendStringField(5, name)
+        w.appendVarintField(6, 1)
+        w.appendFixed64Field(7, start)
+        w.appendFixed64Field(8, end)
+        for (k, v) in stringAttributes {
+            w.appendMessageField(9) { kv in
+                kv.appendStringField(1, k)
+                kv.appendMessageField(2) { $0.appendStringField(1, v) }
+            }
+        }
+        for (k, v) in intAttributes {
+            w.appendMessageField(9) { kv in
+                kv.appendStringField(1, k)
+                kv.appendMessageField(2) { $0.appendVarintField(3, UInt64(bitPattern: v)) }
+            }
+        }
+        if let status {
+            w.appendMessageField(15) { s in
+                s.appendStringField(2, "status message")
+                if status != .unset { s.appendVarintField(3, UInt64(status.rawValue)) }
+            }
+        }
+        return w.bytes
+    }
+}
+
+public func be64(_ v: UInt64) -> [UInt8] {
+    withUnsafeBytes(of: v.bigEndian) { Array($0) }
+}
+
+/// A resource (by service name) with scopes of spans.
+public struct TestResource: Sendable {
+    public var service: String
+    public var scopes: [(name: String, spans: [TestSpan])]
+
+    public init(service: String, scopes: [(name: String, spans: [TestSpan])]) {
+        self.service = service
+        self.scopes = scopes
+    }
+
+    public init(service: String, spans: [TestSpan]) {
+        self.init(service: service, scopes: [("scope", spans)])
+    }
+}
+
+/// An encoded ExportTraceServiceRequest.
+public func exportRequest(_ resources: [TestResource]) -> [UInt8] {
+    var w = ProtoWriter()
+    for resource in resources {
+        w.appendMessageField(1) { rs in
+            rs.appendMessageField(1) { r in
+                r.appendMessageField(1) { kv in
+                    kv.appendStringField(1, "service.name")
+                    kv.appendMessageField(2) { $0.appendStringField(1, resource.service) }
+                }
+            }
+            for scope in resource.scopes {
+                rs.appendMessageField(2) { ss in
+                    ss.appendMessageField(1) { $0.appendStringField(1, scope.name) }
+                    for span in scope.spans { ss.appendBytesField(2, span.encoded) }
+                }
+            }
+            rs.appendStringField(3, "https://opentelemetry.io/schemas/1.26.0")
+        }
+    }
+    return w.bytes
+}
+
+public func exportRequest(service: String = "svc", spans: [TestSpan]) -> [UInt8] {
+    exportRequest([TestResource(service: service, spans: spans)])
+}
+
+/// Reads back what a request holds: per resource service name, per scope name, span IDs (a full, slow decode for tests).
+public struct DecodedSpan: Equatable, Sendable, Hashable {
+    public var service: String
+    public var scope: String
+    public var traceID: TraceID
+    public var spanID: UInt64
+    public var payload: [UInt8]
+}
+
+public func decodeRequest(_ bytes: [UInt8]) throws -> [DecodedSpan] {
+    var out: [DecodedSpan] = []
+    try bytes.withUnsafeBytes { (raw: UnsafeRawBufferPointer) throws in
+        var req = ProtoReader(raw)
+        while let (f, wt) = try req.readTag() {
+            guard f == 1 else { try req.skip(wt); continue }
+            var rs = ProtoReader(raw, range: try req.readLengthDelimited())
+            var service = ""
+            var scopes: [Range<Int>] = []
+            while let (f2, wt2) = try rs.readTag() {
+                if f2 == 1 {
+                    var res = ProtoReader(raw, range: try rs.readLengthDelimited())
+                    while let (f3, wt3) = try res.readTag() {
+                        guard f3 == 1 else { try res.skip(wt3); continue }
+                        var kv = ProtoReader(raw, range: try res.readLengthDelimited())
+                        var key = ""
+                        var value = ""
+                        while let (f4, wt4) = try kv.readTag() {
+                            if f4 == 1 { key = kv.string(try kv.readLengthDelimited()) }
+                            else if f4 == 2 {
+                                var any = ProtoReader(raw, range: try kv.readLengthDelimited())
+                                while let (f5, wt5) = try any.readTag() {
+                                    if f5 == 1 { value = any.string(try any.readLengthDelimited()) } else { try any.skip(wt5) }
+                                }
+                            } else { try kv.skip(wt4) }
+                        }
+                        if key == "service.name" { service = value }
+                    }
+                } else if f2 == 2 {
+                    scopes.append(try rs.readLengthDelimited())
+                } else { try rs.skip(wt2) }
+            }
+            for scopeRange in scopes {
+                var ss = ProtoReader(raw, range: scopeRange)
+                var scopeName = ""
+                var spans: [Range<Int>] = []
+                while let (f6, wt6) = try ss.readTag() {
+                    if f6 == 1 {
+                        var sc = ProtoReader(raw, range: try ss.readLengthDelimited())
+                        while let (f7, wt7) = try sc.readTag() {
+                            if f7 == 1 { scopeName = sc.string(try sc.readLengthDelimited()) } else { try sc.skip(wt7) }
+                        }
+                    } else if f6 == 2 {
+                        spans.append(try ss.readLengthDelimited())
+                    } else { try ss.skip(wt6) }
+                }
+                for spanRange in spans {
+                    var sp = ProtoReader(raw, range: spanRange)
+                    var tid = TraceID(hi: 0, lo: 0)
+                    var sid: UInt64 = 0
+                    while let (f8, wt8) = try sp.readTag() {
+                        if f8 == 1 { let r = try sp.readLengthDelimited(); tid = TraceID(loadingFrom: raw, at: r.lowerBound) }
+                        else if f8 == 2 { let r = try sp.readLengthDelimited(); sid = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: r.lowerBound, as: UInt64.self)) }
+                        else { try sp.skip(wt8) }
+                    }
+                    out.append(DecodedSpan(service: service, scope: scopeName, traceID: tid, spanID: sid, payload: Array(raw[spanRange])))
+                }
+            }
+        }
+    }
+    return out
+}
+
+/// A deterministic trace ID for tests.
+public func tid(_ n: UInt64) -> TraceID { TraceID(hi: 0xABCD_0000_0000_0000 | n, lo: n &* 0x9E37_79B9_7F4A_7C15 | 1) }

@@ -1,0 +1,228 @@
+import Testing
+import TailgateTestSupport
+@testable import TailgateWire
+
+private func scan(_ bytes: [UInt8], plan: AttributePlan = AttributePlan()) throws(ScanError) -> ScannedRequest {
+    var result = ScannedRequest()
+    let scanner = OTLPScanner(plan: plan)
+    let outcome = bytes.withUnsafeBytes { raw in Result { () throws(ScanError) in try scanner.scan(raw, into: &result) } }
+    try outcome.get()
+    return result
+}
+
+private var tokenPlan: AttributePlan {
+    var plan = AttributePlan()
+    _ = plan.slot(forFirstOf: ["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"])
+    _ = plan.slot(forFirstOf: ["gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"])
+    return plan
+}
+
+@Suite struct ScannerTests {
+    @Test func readsDecisionFieldsOfEachSpan() throws {
+        let root = TestSpan(trace: tid(1), span: 10, name: "agent.run", start: 100, end: 900, status: .ok)
+        let child = TestSpan(trace: tid(1), span: 11, parent: 10, name: "llm.call", start: 200, end: 800, status: .error)
+        let body = exportRequest(spans: [root, child])
+        let r = try scan(body)
+        #expect(r.spans.count == 2)
+        #expect(r.scopes.count == 1)
+        #expect(r.rejectedSpans == 0)
+        let s0 = r.spans[0], s1 = r.spans[1]
+        #expect(s0.traceID == tid(1) && s0.spanID == 10 && s0.parentSpanID == 0 && s0.isRoot)
+        #expect(s0.startTime == 100 && s0.endTime == 900 && s0.status == .ok)
+        #expect(s1.parentSpanID == 10 && !s1.isRoot && s1.status == .error)
+        // The reported range is exactly the span's payload.
+        #expect(Array(body[s1.bytes]) == child.encoded)
+    }
+
+    @Test(arguments: [
+        // (attributes, expected input slot, expected output slot)
+        ([("gen_ai.usage.input_tokens", Int64(120)), ("gen_ai.usage.output_tokens", 30)], Int64(120), Int64(30)),
+        ([("gen_ai.usage.prompt_tokens", 7), ("gen_ai.usage.completion_tokens", 8)], 7, 8),
+        // Current name wins over the deprecated one on the same span, in either order: counted once.
+        ([("gen_ai.usage.prompt_tokens", 5), ("gen_ai.usage.input_tokens", 50)], 50, 0),
+        ([("gen_ai.usage.input_tokens", 50), ("gen_ai.usage.prompt_tokens", 5)], 50, 0),
+        ([("other", 99), ("gen_ai.usage.input_tokens_x", 1)], 0, 0),
+    ] as [([(String, Int64)], Int64, Int64)])
+    func extractsTokenAttributes(attributes: [(String, Int64)], input: Int64, output: Int64) throws {
+        let span = TestSpan(trace: tid(2), span: 1, ints: attributes, strings: [("gen_ai.request.model", "gpt")])
+        let r = try scan(exportRequest(spans: [span]), plan: tokenPlan)
+        #expect(r.spans[0].sums[0] == input)
+        #expect(r.spans[0].sums[1] == output)
+    }
+
+    @Test func attributesAreIgnoredWithoutAPlan() throws {
+        let span = TestSpan(trace: tid(2), span: 1, ints: [("gen_ai.usage.input_tokens", 5)])
+        let r = try scan(exportRequest(spans: [span]))
+        #expect(r.spans[0].sums == SIMD4<Int64>())
+    }
+
+    @Test func skipsUnknownFieldsOfEveryWireType() throws {
+        var w = ProtoWriter()
+        w.appendBytesField(1, tid(3).bytes)
+        w.appendVarintField(100, 7)                // unknown varint
+        w.appendFixed32Field(101, 9)               // unknown fixed32
+        w.appendFixed64Field(102, 9)               // unknown fixed64
+        w.appendTag(103, .startGroup)              // unknown group with a nested field
+        w.appendVarintField(1, 1)
+        w.appendTag(103, .endGroup)
+        w.appendBytesField(2, be64(5))
+        w.appendStringField(104, "x")
+        let body = exportRequestWithRawSpan(w.bytes)
+        let r = try scan(body)
+        #expect(r.spans.count == 1)
+        #expect(r.spans[0].traceID == tid(3) && r.spans[0].spanID == 5)
+    }
+
+    @Test func rejectsSpansWithInvalidIDsButKeepsTheRest() throws {
+        var zeroTrace = TestSpan(trace: TraceID(hi: 0, lo: 0), span: 1)
+        zeroTrace.name = "zero"
+        var shortSpan = ProtoWriter()
+        shortSpan.appendBytesField(1, tid(4).bytes)
+        shortSpan.appendBytesField(2, [1, 2, 3])
+        let good = TestSpan(trace: tid(4), span: 2)
+        var w = ProtoWriter()
+        w.appendMessageField(1) { rs in
+            rs.appendMessageField(2) { ss in
+                ss.appendBytesField(2, zeroTrace.encoded)
+                ss.appendBytesField(2, shortSpan.bytes)
+                ss.appendBytesField(2, good.encoded)
+            }
+        }
+        let r = try scan(w.bytes)
+        #expect(r.spans.count == 1)
+        #expect(r.rejectedSpans == 2)
+        #expect(r.rejectionMessage?.contains("trace_id") == true)
+    }
+
+    @Test(arguments: [
+        // (bytes, expected fragment of the message)
+        ([0x0A, 0x05, 0x12], "runs past the end"),                    // resource_spans length 5, only 1 byte
+        ([0x0A], "truncated varint"),
+        ([0x0F, 0x00], "invalid wire type"),                           // wire type 7
+        ([0x0A, 0x02, 0x12, 0x80], "runs past the end"),             // scope_spans length truncated inside
+        ([0x0A, 0x04, 0x12, 0x02, 0x12, 0x05], "runs past the end"), // span length 5 inside 2-byte scope
+        ([0x0C], "unexpected end-group"),
+    ] as [([UInt8], String)])
+    func malformedInputGivesAClearError(bytes: [UInt8], fragment: String) {
+        #expect {
+            _ = try scan(bytes)
+        } throws: { error in
+            guard let e = error as? ScanError else { return false }
+            return e.description.contains(fragment) && e.description.hasPrefix("malformed protobuf:")
+        }
+    }
+
+    @Test func errorNamesThePathOfTheBadSpan() throws {
+        var w = ProtoWriter()
+        w.appendMessageField(1) { rs in
+            rs.appendMessageField(2) { ss in ss.appendBytesField(2, TestSpan(trace: tid(1), span: 1).encoded) }
+            rs.appendMessageField(2) { ss in
+                ss.appendBytesField(2, TestSpan(trace: tid(1), span: 2).encoded)
+                ss.appendBytesField(2, [0x38])  // span 1 of scope 1: field 7 (fixed64 expected varint-typed tag 0x38) truncated
+            }
+        }
+        do {
+            _ = try scan(w.bytes)
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.path == "resourceSpans[0].scopeSpans[1].spans[1]")
+        }
+    }
+
+    @Test func emptyRequestHasNoSpans() throws {
+        let r = try scan([])
+        #expect(r.spans.isEmpty && r.scopes.isEmpty)
+    }
+}
+
+/// A request holding one span whose payload is `span`.
+func exportRequestWithRawSpan(_ span: [UInt8]) -> [UInt8] {
+    var w = ProtoWriter()
+    w.appendMessageField(1) { rs in rs.appendMessageField(2) { ss in ss.appendBytesField(2, span) } }
+    return w.bytes
+}
+
+@Suite struct FramerTests {
+    @Test func reframedRequestHoldsTheSameSpansGroupedByResourceAndScope() throws {
+        let a1 = TestSpan(trace: tid(1), span: 1, name: "a1")
+        let a2 = TestSpan(trace: tid(1), span: 2, parent: 1, name: "a2")
+        let b1 = TestSpan(trace: tid(2), span: 3, name: "b1")
+        let t1 = TestSpan(trace: tid(1), span: 4, parent: 2, name: "tool")
+        let req1 = exportRequest([
+            TestResource(service: "agent", scopes: [("s1", [a1, b1]), ("s2", [a2])]),
+            TestResource(service: "tools", spans: [t1]),
+        ])
+        // A second request from the same agent service and scope: must merge into the same groups.
+        let a3 = TestSpan(trace: tid(1), span: 5, parent: 1, name: "a3")
+        let req2 = exportRequest([TestResource(service: "agent", scopes: [("s1", [a3])])])
+
+        var framer = RequestFramer()
+        for req in [req1, req2] {
+            let r = try scan(req)
+            req.withUnsafeBytes { raw in
+                for s in r.spans where s.traceID == tid(1) {
+                    framer.append(scope: r.scopes[Int(s.scope)], span: UnsafeRawBufferPointer(rebasing: raw[s.bytes]))
+                }
+            }
+        }
+        #expect(framer.spanCount == 4)
+        let out = framer.encode()
+        let decoded = try decodeRequest(out)
+        #expect(decoded.map(\.spanID).sorted() == [1, 2, 4, 5])
+        #expect(Set(decoded.map(\.traceID)) == [tid(1)])
+        // Span bytes are the originals.
+        #expect(decoded.first { $0.spanID == 2 }?.payload == a2.encoded)
+        // Grouping: agent/s1 holds spans 1 and 5 in one ScopeSpans; agent/s2 holds 2; tools holds 4.
+        #expect(decoded.filter { $0.service == "agent" && $0.scope == "s1" }.map(\.spanID) == [1, 5])
+        #expect(decoded.filter { $0.service == "agent" && $0.scope == "s2" }.map(\.spanID) == [2])
+        #expect(decoded.filter { $0.service == "tools" }.map(\.spanID) == [4])
+        // And the output is itself a request the scanner accepts, with 2 resources and 3 scopes.
+        let again = try scan(out)
+        #expect(again.spans.count == 4)
+        #expect(again.scopes.count == 3)
+        #expect(Set(again.scopes.map { ObjectIdentifier($0.resource) }).count == 2)
+    }
+
+    @Test func emptyFramerEncodesAnEmptyRequest() {
+        #expect(RequestFramer().encode().isEmpty)
+    }
+}
+
+@Suite struct GzipTests {
+    @Test func roundTrip() throws {
+        let input = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 * 7 % 251) }
+        let compressed = Gzip.compress(input)
+        #expect(compressed.count < input.count)
+        #expect(compressed.prefix(2) == [0x1F, 0x8B])
+        #expect(try Gzip.decompress(compressed, limit: input.count) == input)
+    }
+
+    @Test func bombStopsAtTheLimit() {
+        let zeros = [UInt8](repeating: 0, count: 20 << 20)
+        let bomb = Gzip.compress(zeros)
+        #expect(bomb.count < 100_000)
+        #expect(throws: Gzip.Failure.tooLarge(limit: 1 << 20)) { try Gzip.decompress(bomb, limit: 1 << 20) }
+    }
+
+    @Test func corruptAndTruncatedDataAreErrors() {
+        let good = Gzip.compress(Array("hello hello hello".utf8))
+        #expect { try Gzip.decompress(Array(good.prefix(good.count - 6)), limit: 1000) } throws: { ($0 as? Gzip.Failure)?.description.contains("invalid gzip") == true }
+        #expect { try Gzip.decompress([0x1F, 0x8B, 0x08, 0x00, 0xFF, 0xFF], limit: 1000) } throws: { $0 is Gzip.Failure }
+        #expect { try Gzip.decompress(Array("not gzip at all".utf8), limit: 1000) } throws: { $0 is Gzip.Failure }
+    }
+}
+
+@Suite struct TraceIDTests {
+    @Test func hexRoundTripAndHash() {
+        let id = TraceID(hex: "4bf92f3577b34da6a3ce929d0e0e4736")!
+        #expect(id.description == "4bf92f3577b34da6a3ce929d0e0e4736")
+        #expect(id.bytes.count == 16 && id.bytes[0] == 0x4B && id.bytes[15] == 0x36)
+        #expect(TraceID(hex: "4BF92F3577B34DA6A3CE929D0E0E4736") == id)
+        #expect(TraceID(hex: "4bf92f") == nil)
+        #expect(TraceID(hex: "zz" + String(repeating: "0", count: 30)) == nil)
+        // XXH3-64 of the 16 wire bytes; expected values computed independently with python-xxhash.
+        #expect(id.xxh3() == 519_413_188_669_670_458)
+        #expect(id.xxh3(seed: 1) == 5_271_800_383_191_573_569)
+        #expect(xxh3("salt") == 11_229_228_473_275_659_907)
+    }
+}
