@@ -63,6 +63,8 @@ public final class Forwarder: Sendable {
         var queuedBytes = 0
         var waiters: Deque<CheckedContinuation<Batch?, Never>> = []
         var finishing = false
+        /// Set when a batch did not fit; cleared once the queue drained below half. While set, ingest pushes back.
+        var overflowed = false
         var deadline: ContinuousClock.Instant? = nil
     }
 
@@ -79,9 +81,10 @@ public final class Forwarder: Sendable {
         self.logger = logger
     }
 
-    /// True when the queue is nearly full: ingest should push back (retryable errors) instead of accepting more.
+    /// True when the queue is nearly full, or recently overflowed: ingest should push back (retryable errors)
+    /// instead of accepting more.
     public var isSaturated: Bool {
-        state.withLock { $0.queuedBytes } >= configuration.queueBytes * 9 / 10
+        state.withLock { $0.overflowed || $0.queuedBytes >= configuration.queueBytes / 10 * 9 }
     }
 
     /// Adds a kept trace's spans to the current batch (non-blocking).
@@ -110,7 +113,10 @@ public final class Forwarder: Sendable {
         let batch = Batch(request: framer.encode(), spans: framer.spanCount)
         let (waiter, accepted, queued) = state.withLock { state -> (CheckedContinuation<Batch?, Never>?, Bool, Int) in
             if let w = state.waiters.popFirst() { return (w, true, state.queuedBytes) }
-            guard state.queuedBytes + batch.request.count <= configuration.queueBytes else { return (nil, false, state.queuedBytes) }
+            guard state.queuedBytes + batch.request.count <= configuration.queueBytes else {
+                state.overflowed = true
+                return (nil, false, state.queuedBytes)
+            }
             state.queue.append(batch)
             state.queuedBytes += batch.request.count
             return (nil, true, state.queuedBytes)
@@ -129,6 +135,7 @@ public final class Forwarder: Sendable {
             let immediate = state.withLock { state -> Batch?? in
                 if let b = state.queue.popFirst() {
                     state.queuedBytes -= b.request.count
+                    if state.queuedBytes < configuration.queueBytes / 2 { state.overflowed = false }
                     return .some(b)
                 }
                 if state.finishing { return .some(nil) }

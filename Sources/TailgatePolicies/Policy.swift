@@ -9,7 +9,8 @@ public protocol SamplingPolicy: Sendable {
     static var typeName: String { get }
     /// Keys allowed inside the policy's own block (e.g. `probabilistic: {sampling_percentage: 10}`).
     static var keys: [String] { get }
-    /// Parses the policy's block, reporting problems to `reader`; returns nil when it is invalid.
+    /// Parses the policy's block, reporting problems to `reader`; returns nil when it is invalid. `typeNode` is where
+    /// to report what is missing: the block's key, or the `type:` value when there is no block.
     /// Policies that read span attributes register them in `plan`.
     static func parse(_ block: Node?, at typeNode: Node, reader: inout YAMLReader, plan: inout AttributePlan) -> Self?
     /// Whether this policy keeps the trace.

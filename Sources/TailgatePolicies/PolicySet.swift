@@ -129,7 +129,7 @@ public struct PolicySet: Sendable {
         for (blockName, block) in blocks where blockName != typeName {
             reader.error(block.key, "block '\(blockName)' does not belong to a policy of type '\(typeName)'")
         }
-        guard let policy = type.parse(blocks[typeName]?.value, at: typeNode, reader: &reader, plan: &plan) else { return nil }
+        guard let policy = type.parse(blocks[typeName]?.value, at: blocks[typeName]?.key ?? typeNode, reader: &reader, plan: &plan) else { return nil }
         return (NamedPolicy(name: name.0, type: typeName, policy: policy), name)
     }
 }

@@ -103,7 +103,7 @@ func metricValue(_ pipeline: Pipeline, _ line: String) -> Double? {
             if baseline.keeps(s) { sampled = sampled ?? id } else if unsampled.count < 2 { unsampled.append(id) }
         }
         let errorTrace = unsampled[0], expensive = unsampled[1]
-        try await withForwarder(pipeline) {
+        await withForwarder(pipeline) {
             for (id, err, tokens) in [(errorTrace, true, Int64(10)), (expensive, false, 10_000), (sampled!, false, 10)] {
                 let (a, t) = agentTrace(id, error: err, tokens: tokens)
                 #expect(ingest(pipeline, t) == .accepted)
@@ -143,7 +143,7 @@ func metricValue(_ pipeline: Pipeline, _ line: String) -> Double? {
 
     @Test func malformedRequestIsInvalidAndHarmsNothing() async throws {
         let (pipeline, downstream, _) = try testPipeline(policies: "policies: [{name: all, type: always_sample}]")
-        try await withForwarder(pipeline) {
+        await withForwarder(pipeline) {
             let (a, _) = agentTrace(tid(5))
             guard case .invalid(let message) = ingest(pipeline, Array(a.prefix(a.count - 3))) else {
                 Issue.record("expected invalid"); return
@@ -170,7 +170,7 @@ func metricValue(_ pipeline: Pipeline, _ line: String) -> Double? {
     @Test func retryableFailuresAreRetriedUntilDelivered() async throws {
         let (pipeline, downstream, _) = try testPipeline(
             policies: "policies: [{name: all, type: always_sample}]", downstream: RecordingDownstream(failures: 3))
-        try await withForwarder(pipeline) {
+        await withForwarder(pipeline) {
             _ = ingest(pipeline, exportRequest(spans: [TestSpan(trace: tid(1), span: 1)]))
             pipeline.decideAll()
         }
@@ -181,7 +181,7 @@ func metricValue(_ pipeline: Pipeline, _ line: String) -> Double? {
     @Test func permanentFailuresAreCountedAsDrops() async throws {
         let (pipeline, downstream, _) = try testPipeline(
             policies: "policies: [{name: all, type: always_sample}]", downstream: RecordingDownstream(failures: 1, permanent: true))
-        try await withForwarder(pipeline) {
+        await withForwarder(pipeline) {
             _ = ingest(pipeline, exportRequest(spans: [TestSpan(trace: tid(1), span: 1), TestSpan(trace: tid(1), span: 2, parent: 1)]))
             pipeline.decideAll()
         }

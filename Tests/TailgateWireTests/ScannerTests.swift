@@ -99,7 +99,7 @@ private var tokenPlan: AttributePlan {
         ([0x0A, 0x05, 0x12], "runs past the end"),                    // resource_spans length 5, only 1 byte
         ([0x0A], "truncated varint"),
         ([0x0F, 0x00], "invalid wire type"),                           // wire type 7
-        ([0x0A, 0x02, 0x12, 0x80], "runs past the end"),             // scope_spans length truncated inside
+        ([0x0A, 0x02, 0x12, 0x80], "truncated varint"),              // scope_spans length truncated inside
         ([0x0A, 0x04, 0x12, 0x02, 0x12, 0x05], "runs past the end"), // span length 5 inside 2-byte scope
         ([0x0C], "unexpected end-group"),
     ] as [([UInt8], String)])

@@ -32,7 +32,7 @@ public struct LatencyPolicy: SamplingPolicy {
         }
         guard ok else { return nil }
         guard let threshold else {
-            reader.error(block, "latency policy needs 'threshold_ms'")
+            reader.error(typeNode, "latency policy needs 'threshold_ms'")
             return nil
         }
         if let upper, upper != 0, upper < threshold {

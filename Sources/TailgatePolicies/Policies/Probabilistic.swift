@@ -39,7 +39,7 @@ public struct ProbabilisticPolicy: SamplingPolicy {
         }
         guard ok else { return nil }
         guard let percentage else {
-            reader.error(block, "probabilistic policy needs 'sampling_percentage' (0 to 100)")
+            reader.error(typeNode, "probabilistic policy needs 'sampling_percentage' (0 to 100)")
             return nil
         }
         if percentage == 0 { reader.warning(block, "sampling_percentage 0 never keeps a trace") }

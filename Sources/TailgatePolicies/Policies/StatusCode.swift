@@ -41,7 +41,7 @@ public struct StatusCodePolicy: SamplingPolicy {
             }
         }
         if !sawKey {
-            reader.error(block, "status_code policy needs 'status_codes', e.g. status_codes: [ERROR]")
+            reader.error(typeNode, "status_code policy needs 'status_codes', e.g. status_codes: [ERROR]")
             return nil
         }
         return ok ? StatusCodePolicy(codes: codes) : nil

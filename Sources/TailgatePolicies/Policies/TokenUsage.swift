@@ -42,7 +42,7 @@ public struct TokenUsagePolicy: SamplingPolicy {
         }
         guard ok else { return nil }
         guard let minTotal else {
-            reader.error(block, "token_usage policy needs 'min_total_tokens'")
+            reader.error(typeNode, "token_usage policy needs 'min_total_tokens'")
             return nil
         }
         if let maxTotal, maxTotal < minTotal {
