@@ -28,13 +28,21 @@ struct TraceServiceExport: RegistrableRPCService {
         fullyQualifiedService: "opentelemetry.proto.collector.trace.v1.TraceService", method: "Export")
 
     let handler: any TraceIngestHandler
+    let maxRequestBytes: Int
 
     func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
         let handler = self.handler
+        let limit = maxRequestBytes
         router.registerHandler(
             forMethod: Self.method, deserializer: RawDeserializer(), serializer: RawSerializer()
         ) { streamRequest, _ in
             let request = try await ServerRequest(stream: streamRequest)
+            guard request.message.bytes.count <= limit else {
+                handler.refused(transport: .grpc, reason: .tooLarge)
+                throw RPCError(
+                    code: .resourceExhausted,
+                    message: "request of \(request.message.bytes.count) bytes exceeds the limit of \(limit) bytes after decompression")
+            }
             let result = request.message.bytes.withUnsafeBytes { handler.ingest($0, transport: .grpc) }
             switch result {
             case .accepted:
@@ -56,6 +64,11 @@ struct TraceServiceExport: RegistrableRPCService {
 }
 
 /// The OTLP/gRPC receiver (default port 4317). gzip is accepted; the size limit applies after decompression.
+///
+/// The limit is enforced here, so that an oversize request gets RESOURCE_EXHAUSTED (not retryable by OTLP clients).
+/// The transport's own limit is set higher (twice the limit, at least 64 MiB) because grpc-swift-nio-transport
+/// resets the stream (clients see CANCELLED, which they retry) when its limit is hit; only requests beyond that
+/// outer bound still get the reset.
 public final class GRPCIngestServer: Sendable {
     private let server: GRPCServer<HTTP2ServerTransport.Posix>
     private let transport: HTTP2ServerTransport.Posix
@@ -63,10 +76,10 @@ public final class GRPCIngestServer: Sendable {
     public init(host: String, port: Int, maxRequestBytes: Int, handler: any TraceIngestHandler) {
         var config = HTTP2ServerTransport.Posix.Config.defaults
         config.compression.enabledAlgorithms = .all
-        config.rpc.maxRequestPayloadSize = maxRequestBytes
+        config.rpc.maxRequestPayloadSize = max(2 * maxRequestBytes, 64 << 20)
         transport = HTTP2ServerTransport.Posix(
             address: .ipv4OrIPv6(host: host, port: port), transportSecurity: .plaintext, config: config)
-        server = GRPCServer(transport: transport, services: [TraceServiceExport(handler: handler)])
+        server = GRPCServer(transport: transport, services: [TraceServiceExport(handler: handler, maxRequestBytes: maxRequestBytes)])
     }
 
     /// Runs until `beginGracefulShutdown()` and the in-flight calls finished.

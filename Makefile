@@ -1,0 +1,45 @@
+# Tailgate: the two commands of the README, and their helpers.
+#   make run    build and run the proxy on its built-in default configuration
+#   make test   run the whole test suite (Swift unit tests + Python end-to-end tests)
+#   make bench  hot-path benchmarks in a release build
+
+SWIFT ?= swift
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := libxxhash-dev zlib1g-dev pkg-config python3-venv
+
+.PHONY: run test unit e2e bench deps venv build
+
+# System libraries the build links (libxxhash, zlib); installed only when missing.
+deps:
+	@if ! pkg-config --exists libxxhash zlib 2>/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
+		echo "installing $(APT_PACKAGES)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+# Python environment for the end-to-end tests (real OpenTelemetry SDK, grpcio, opentelemetry-proto).
+$(VENV)/.installed: Tests/EndToEnd/requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r Tests/EndToEnd/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+build: deps
+	$(SWIFT) build --product tailgate
+
+run: deps
+	$(SWIFT) build -c release --product tailgate
+	.build/release/tailgate serve $(ARGS)
+
+unit: deps
+	$(SWIFT) test
+
+e2e: build venv
+	$(PY) -m pytest -q -p no:cacheprovider Tests/EndToEnd
+
+test: unit e2e
+
+bench: deps
+	$(SWIFT) run -c release tailgate-bench
