@@ -1,1 +1,181 @@
-print("placeholder")
+// Hot-path benchmarks. Run in a release build: `make bench` (swift run -c release tailgate-bench).
+// Prints numbers; asserts nothing about time.
+import Dispatch
+import Foundation
+import TailgateBuffer
+import TailgatePolicies
+import TailgateTestSupport
+import TailgateWire
+
+/// Agent-shaped traffic like the OpenTelemetry SDK sends: 512-span requests, 5 spans per trace, gen_ai attributes.
+func makeRequests(count: Int, spansPerRequest: Int = 512, seed: UInt64) -> [[UInt8]] {
+    var rng = seed
+    func next() -> UInt64 { rng &+= 0x9E37_79B9_7F4A_7C15; var z = rng; z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9; z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB; return z ^ (z >> 31) }
+    var out: [[UInt8]] = []
+    for _ in 0..<count {
+        var spans: [TestSpan] = []
+        while spans.count < spansPerRequest {
+            let trace = TraceID(hi: next(), lo: next())
+            let t0: UInt64 = 1_700_000_000_000_000_000 + next() % 1_000_000_000
+            let common = [("gen_ai.provider.name", "openai"), ("gen_ai.request.model", "gpt-4o-mini"), ("code.function", "run_agent_step")]
+            spans.append(TestSpan(trace: trace, span: next() | 1, parent: next() | 1, name: "retrieval.vector_search", start: t0 + 1_000, end: t0 + 40_000_000,
+                                  strings: [("db.system", "qdrant"), ("db.collection.name", "docs")]))
+            spans.append(TestSpan(trace: trace, span: next() | 1, parent: next() | 1, name: "llm.call", start: t0 + 41_000_000, end: t0 + 900_000_000,
+                                  ints: [("gen_ai.usage.input_tokens", Int64(next() % 4000)), ("gen_ai.usage.output_tokens", Int64(next() % 800))],
+                                  strings: common + [("gen_ai.operation.name", "chat"), ("gen_ai.response.id", "chatcmpl-\(next() % 1_000_000)")]))
+            spans.append(TestSpan(trace: trace, span: next() | 1, parent: next() | 1, name: "tool.execute", start: t0 + 901_000_000, end: t0 + 950_000_000,
+                                  strings: [("gen_ai.tool.name", "search"), ("gen_ai.operation.name", "execute_tool")]))
+            spans.append(TestSpan(trace: trace, span: next() | 1, parent: next() | 1, name: "llm.call", start: t0 + 951_000_000, end: t0 + 1_500_000_000,
+                                  ints: [("gen_ai.usage.input_tokens", Int64(next() % 4000)), ("gen_ai.usage.output_tokens", Int64(next() % 800))],
+                                  strings: common + [("gen_ai.operation.name", "chat")]))
+            spans.append(TestSpan(trace: trace, span: next() | 1, name: "agent.run", start: t0, end: t0 + 1_600_000_000,
+                                  status: next() % 20 == 0 ? .error : .ok, strings: [("gen_ai.agent.name", "support-bot")]))
+        }
+        out.append(exportRequest(service: "agent", spans: Array(spans.prefix(spansPerRequest))))
+    }
+    return out
+}
+
+struct Result {
+    var name: String
+    var value: Double
+    var unit: String
+    var note: String = ""
+}
+
+var results: [Result] = []
+
+@MainActor
+func measure(_ name: String, unit: String = "ns/span", items: Int, rounds: Int = 5, note: String = "", setup: () -> Void = {}, _ body: () -> Void) {
+    var best = Double.infinity
+    for _ in 0..<rounds {
+        setup()
+        let start = ContinuousClock.now
+        body()
+        let elapsed = ContinuousClock.now - start
+        let ns = Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
+        best = min(best, ns / Double(items))
+    }
+    results.append(Result(name: name, value: best, unit: unit, note: note))
+}
+
+let policies = PolicySet.builtIn()
+let scanner = OTLPScanner(plan: policies.plan)
+let requests = makeRequests(count: 200, seed: 42)
+let totalSpans = 200 * 512
+let totalBytes = requests.reduce(0) { $0 + $1.count }
+print("workload: \(requests.count) requests × 512 spans = \(totalSpans) spans, \(totalBytes / 1024) KiB, \(totalBytes / totalSpans) bytes/span (default policies)")
+
+// Pre-scan once for the insert-only measurement.
+var scannedAll: [ScannedRequest] = requests.map { req in
+    var s = ScannedRequest()
+    req.withUnsafeBytes { try! scanner.scan($0, into: &s) }
+    return s
+}
+
+// 1. Scanner alone.
+var sink = 0
+measure("scan (wire scanner)", items: totalSpans) {
+    var s = ScannedRequest()
+    for req in requests {
+        req.withUnsafeBytes { try! scanner.scan($0, into: &s) }
+        sink &+= s.spans.count
+    }
+}
+
+var config = BufferConfiguration()
+config.maxBufferedBytes = 4 << 30
+config.decisionCacheSize = 1_000_000
+let engine = PolicyEngine(policies)
+var buffer = TraceBuffer(configuration: config, decider: engine, clock: ManualClock())
+
+// 2. Buffer insert, one writer.
+measure("buffer insert, 1 writer", items: totalSpans, setup: { buffer = TraceBuffer(configuration: config, decider: engine, clock: ManualClock()) }) {
+    for (i, req) in requests.enumerated() {
+        req.withUnsafeBytes { sink &+= buffer.insert(scannedAll[i], body: $0).buffered }
+    }
+}
+
+// 3. Scan + insert: the per-span hot path of ingest.
+measure("scan + insert (hot path), 1 writer", items: totalSpans, setup: { buffer = TraceBuffer(configuration: config, decider: engine, clock: ManualClock()) }) {
+    var s = ScannedRequest()
+    for req in requests {
+        req.withUnsafeBytes {
+            try! scanner.scan($0, into: &s)
+            sink &+= buffer.insert(s, body: $0).buffered
+        }
+    }
+}
+
+// 4. Two concurrent writers (each its own half of the requests), wall time per span over both.
+let half = requests.count / 2
+measure("scan + insert, 2 concurrent writers (wall)", items: totalSpans, note: "2 cores",
+        setup: { buffer = TraceBuffer(configuration: config, decider: engine, clock: ManualClock()) }) {
+    let shared = buffer, reqs = requests, scan = scanner
+    DispatchQueue.concurrentPerform(iterations: 2) { w in
+        var s = ScannedRequest()
+        for req in reqs[(w * half)..<((w + 1) * half)] {
+            req.withUnsafeBytes {
+                try! scan.scan($0, into: &s)
+                _ = shared.insert(s, body: $0)
+            }
+        }
+    }
+}
+
+// 5. Decide everything: policy evaluation plus release of the buffer (per trace).
+let traceCount = totalSpans / 5
+var decided: [DecidedTrace] = []
+measure("decide all (policies + release)", unit: "ns/trace", items: traceCount, setup: {
+    buffer = TraceBuffer(configuration: config, decider: engine, clock: ManualClock())
+    for (i, req) in requests.enumerated() { req.withUnsafeBytes { _ = buffer.insert(scannedAll[i], body: $0) } }
+}) {
+    decided = buffer.decideAll()
+}
+let keptTraces = decided.filter { $0.decision.keep }
+print("default policies kept \(keptTraces.count) of \(decided.count) traces (\(String(format: "%.1f", Double(keptTraces.count) * 100 / Double(decided.count)))%)")
+
+// 6. Policy evaluation alone.
+let summaries = decided.map(\.summary)
+measure("policy evaluation (engine.decide)", unit: "ns/trace", items: summaries.count) {
+    for s in summaries { sink &+= engine.decide(s).policy }
+}
+
+// 7. Re-framing the kept spans into export requests.
+let keptSpans = keptTraces.reduce(0) { $0 + ($1.spans?.count ?? 0) }
+measure("re-frame kept spans", items: keptSpans) {
+    var framer = RequestFramer()
+    for t in keptTraces {
+        t.spans?.forEach { scope, bytes in framer.append(scope: scope, span: bytes) }
+        if framer.spanCount >= 8192 { sink &+= framer.encode().count; framer = RequestFramer() }
+    }
+    sink &+= framer.encode().count
+}
+
+// 8. End to end in process, one core: scan + insert + decide + re-frame kept.
+measure("in-process pipeline: scan+insert+decide+reframe", items: totalSpans, setup: { buffer = TraceBuffer(configuration: config, decider: engine, clock: ManualClock()) }) {
+    var s = ScannedRequest()
+    for req in requests {
+        req.withUnsafeBytes {
+            try! scanner.scan($0, into: &s)
+            _ = buffer.insert(s, body: $0)
+        }
+    }
+    var framer = RequestFramer()
+    for t in buffer.decideAll() where t.decision.keep {
+        t.spans?.forEach { scope, bytes in framer.append(scope: scope, span: bytes) }
+        if framer.spanCount >= 8192 { sink &+= framer.encode().count; framer = RequestFramer() }
+    }
+    sink &+= framer.encode().count
+}
+
+print("")
+print("benchmark".padding(toLength: 52, withPad: " ", startingAt: 0) + "result")
+for r in results {
+    let value = String(format: "%8.1f", r.value)
+    print(r.name.padding(toLength: 52, withPad: " ", startingAt: 0) + "\(value) \(r.unit)" + (r.note.isEmpty ? "" : "  (\(r.note))"))
+}
+if let hot = results.first(where: { $0.name.hasPrefix("scan + insert (hot path)") }) {
+    print(String(format: "\nhot path: %.0f ns/span ≈ %.2f M spans/s per core", hot.value, 1000 / hot.value))
+}
+if sink == 42 { print("") }  // keep the work observable
