@@ -29,7 +29,7 @@ public struct HTTPResponse: Sendable {
 }
 
 /// A small HTTP/1.1 server on SwiftNIO: it buffers each request body up to `maxBodyBytes` and hands
-/// complete requests to `route` on the connection's event loop (so routes must not block).
+/// complete requests to `route` on NIO's thread pool.
 /// Bodies over the limit are answered with 413 and the connection is closed.
 public final class HTTPServer: Sendable {
     public typealias Route = @Sendable (HTTPRequest) -> HTTPResponse
@@ -139,6 +139,8 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var body: ByteBuffer?
     private var discarding = false
     private var closeWhenIdle = false
+    /// A request is being answered.
+    private var busy = false
 
     init(maxBodyBytes: Int, route: @escaping HTTPServer.Route, tooLarge: @escaping HTTPServer.TooLarge, logger: Logger) {
         self.maxBodyBytes = maxBodyBytes
@@ -168,15 +170,25 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             guard !discarding, let head, let body else { return }
             self.head = nil
             self.body = nil
-            let response = route(HTTPRequest(head: head, body: body))
-            write(context: context, head: head, response: response, close: !head.isKeepAlive || closeWhenIdle)
+            // Routes run on a thread pool, so a large request (say, a 16 MiB JSON body) never stalls the event loop
+            // and the other connections it serves. HTTP/1.1 pipelining is held back by NIO until the answer is written.
+            busy = true
+            let request = HTTPRequest(head: head, body: body)
+            let route = self.route
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) { route(request) }.whenComplete { result in
+                let (handler, context) = bound.value
+                handler.busy = false
+                let response = (try? result.get()) ?? HTTPResponse(status: .serviceUnavailable, text: "shutting down\n")
+                handler.write(context: context, head: head, response: response, close: !head.isKeepAlive || handler.closeWhenIdle)
+            }
         }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is CloseWhenIdle {
             closeWhenIdle = true
-            if head == nil { context.close(promise: nil) }
+            if head == nil && !busy { context.close(promise: nil) }
         } else {
             context.fireUserInboundEventTriggered(event)
         }
