@@ -46,14 +46,20 @@ public struct TraceSummary: Sendable, Equatable {
     public var spanCount: Int = 0
     /// Bits of `StatusCode.bit` for every status seen.
     public var statusMask: UInt8 = 0
+    /// `AttributePlan` condition bits satisfied by any span.
+    public var bits: UInt64 = 0
+    /// `AttributePlan` condition bits satisfied by the root span.
+    public var rootBits: UInt64 = 0
     /// Per-slot sums of the `AttributePlan` over all spans.
-    public var sums = SIMD4<Int64>()
+    public var sums = SIMD8<Int64>()
     public var earliestStart: UInt64 = .max
     public var latestEnd: UInt64 = 0
     public var rootSeen = false
     /// Span payload bytes of the trace.
     public var spanBytes: Int = 0
     public var trigger: DecisionTrigger = .idle
+    /// Clock time of the decision (nanoseconds of the buffer's clock): what rate limits count with.
+    public var decidedAt: UInt64 = 0
 
     public init(traceID: TraceID) {
         self.traceID = traceID
@@ -71,6 +77,8 @@ public struct TraceSummary: Sendable, Equatable {
         spanCount += 1
         statusMask |= span.status.bit
         sums &+= span.sums
+        bits |= span.bits
+        if span.isRoot { rootBits |= span.bits }
         if span.startTime != 0 && span.startTime < earliestStart { earliestStart = span.startTime }
         if span.endTime > latestEnd { latestEnd = span.endTime }
         if span.isRoot { rootSeen = true }
@@ -83,10 +91,19 @@ public struct Decision: Sendable, Equatable {
     public var keep: Bool
     /// Index of the policy that decided (-1: no policy matched, the trace is dropped).
     public var policy: Int
+    /// Probability with which a kept trace was kept (1: certainly, e.g. an error).
+    public var probability: Double
+    /// Dry run: what the policies decided, while `keep` is true so that everything is forwarded.
+    public var dryRunKeep: Bool?
+    /// Generation of the policies that decided (tells which file `policy` indexes into after a reload).
+    public var generation: UInt64
 
-    public init(keep: Bool, policy: Int) {
+    public init(keep: Bool, policy: Int, probability: Double = 1, dryRunKeep: Bool? = nil, generation: UInt64 = 0) {
         self.keep = keep
         self.policy = policy
+        self.probability = probability
+        self.dryRunKeep = dryRunKeep
+        self.generation = generation
     }
 
     public static let noMatch = Decision(keep: false, policy: -1)
@@ -95,6 +112,16 @@ public struct Decision: Sendable, Equatable {
 /// Decides whole traces. Called with the shard's lock held, so it must be quick and must not block.
 public protocol TraceDecider: Sendable {
     func decide(_ trace: TraceSummary) -> Decision
+    /// Generation of the attribute plan the decider expects summaries to be aggregated with.
+    var generation: UInt64 { get }
+    /// Recomputes the plan-dependent aggregates (bits and sums) of a trace from its spans, for traces aggregated
+    /// under another generation (after a policies reload).
+    func reaggregate(_ summary: inout TraceSummary, spans: BufferedSpans)
+}
+
+extension TraceDecider {
+    public var generation: UInt64 { 0 }
+    public func reaggregate(_ summary: inout TraceSummary, spans: BufferedSpans) {}
 }
 
 /// A span kept encoded: which scope it came from and where its payload sits in `BufferedSpans.data`.
@@ -150,12 +177,19 @@ public struct DecidedTrace: Sendable {
     public var spans: BufferedSpans?
 }
 
+/// Spans of an already kept trace, with that trace's decision.
+public struct LateSpans: Sendable {
+    public var decision: Decision
+    public var spans: BufferedSpans
+}
+
 /// What happened to the spans of one request.
 public struct InsertOutcome: Sendable {
     /// Spans added to buffered traces.
     public var buffered = 0
     /// Spans of traces already decided "keep": to be forwarded now.
-    public var lateKept = BufferedSpans()
+    public var lateKept: [LateSpans] = []
+    public var lateKeptCount: Int { lateKept.reduce(0) { $0 + $1.spans.count } }
     /// Spans of traces already decided "drop": dropped.
     public var lateDropped = 0
     /// Traces decided during the insert (span limit or memory pressure).
@@ -171,7 +205,7 @@ public final class TraceBuffer: Sendable {
     private let shards: [Shard]
     private let shardMask: UInt64
     private let clock: any NanoClock
-    private let decider: any TraceDecider
+    private let deciderBox: Mutex<any TraceDecider>
     private let tracesGauge = Atomic<Int>(0)
     private let bytesGauge = Atomic<Int>(0)
 
@@ -182,10 +216,19 @@ public final class TraceBuffer: Sendable {
         config.shardCount = n
         self.configuration = config
         self.clock = clock
-        self.decider = decider
+        deciderBox = Mutex(decider)
         shardMask = UInt64(n - 1)
         let timing = Timing(config)
         shards = (0..<n).map { _ in Shard(timing: timing) }
+    }
+
+    /// The decider in use.
+    public var decider: any TraceDecider { deciderBox.withLock { $0 } }
+
+    /// Replaces the decider (a policies reload): traces decided from now on use it. Traces aggregated under another
+    /// plan generation are re-aggregated from their spans when they are decided.
+    public func replaceDecider(_ decider: any TraceDecider) {
+        deciderBox.withLock { $0 = decider }
     }
 
     /// Traces currently buffered.
@@ -204,9 +247,10 @@ public final class TraceBuffer: Sendable {
         let spans = request.spans
         guard !spans.isEmpty else { return outcome }
         let now = clock.now()
+        let decider = self.decider
 
         if shards.count == 1 {
-            apply(shard: 0, indices: Array(spans.indices)[...], request, body, now, &outcome)
+            apply(shard: 0, indices: Array(spans.indices)[...], request, body, now, decider, &outcome)
             return outcome
         }
         // Counting sort of span indices by shard, so each shard's lock is taken once per request.
@@ -226,14 +270,14 @@ public final class TraceBuffer: Sendable {
             fill[s] += 1
         }
         for s in 0..<shards.count where starts[s] < starts[s + 1] {
-            apply(shard: s, indices: order[starts[s]..<starts[s + 1]], request, body, now, &outcome)
+            apply(shard: s, indices: order[starts[s]..<starts[s + 1]], request, body, now, decider, &outcome)
         }
         return outcome
     }
 
     private func apply(
         shard s: Int, indices: ArraySlice<Int>, _ request: ScannedRequest, _ body: UnsafeRawBufferPointer,
-        _ now: UInt64, _ outcome: inout InsertOutcome
+        _ now: UInt64, _ decider: any TraceDecider, _ outcome: inout InsertOutcome
     ) {
         let budget = configuration.maxBufferedBytes / shards.count
         let delta = shards[s].state.withLock { state -> Delta in
@@ -254,6 +298,7 @@ public final class TraceBuffer: Sendable {
     /// Decides every trace whose decision window has closed by now.
     public func decideExpired() -> [DecidedTrace] {
         let now = clock.now()
+        let decider = self.decider
         var out: [DecidedTrace] = []
         for shard in shards {
             let delta = shard.state.withLock { state -> Delta in
@@ -268,11 +313,13 @@ public final class TraceBuffer: Sendable {
 
     /// Decides every buffered trace now (shutdown).
     public func decideAll(trigger: DecisionTrigger = .shutdown) -> [DecidedTrace] {
+        let now = clock.now()
+        let decider = self.decider
         var out: [DecidedTrace] = []
         for shard in shards {
             let delta = shard.state.withLock { state -> Delta in
                 let before = (state.traces.count, state.bytes)
-                state.decideAll(trigger: trigger, decider: decider, into: &out)
+                state.decideAll(trigger: trigger, now: now, decider: decider, into: &out)
                 return Delta(traces: state.traces.count - before.0, bytes: state.bytes - before.1)
             }
             apply(delta)
@@ -324,8 +371,11 @@ final class TraceEntry: @unchecked Sendable {
     var rootArrived: UInt64 = 0
     /// Deadline of this trace's live heap item.
     var scheduled: UInt64
+    /// Plan generation of the aggregates; nil when spans of several generations were mixed.
+    var planGeneration: UInt64?
 
-    init(id: TraceID, generation: UInt64, now: UInt64, scheduled: UInt64) {
+    init(id: TraceID, generation: UInt64, now: UInt64, scheduled: UInt64, planGeneration: UInt64) {
+        self.planGeneration = planGeneration
         summary = TraceSummary(traceID: id)
         self.generation = generation
         firstSeen = now
@@ -355,20 +405,22 @@ struct DeadlineItem: Comparable {
     static func == (a: DeadlineItem, b: DeadlineItem) -> Bool { a.deadline == b.deadline && a.id == b.id }
 }
 
-/// A bounded set of trace IDs that forgets the oldest first.
+/// A bounded map of decided trace IDs that forgets the oldest first.
 struct DecisionCache {
-    private var members: Set<TraceID> = []
+    private var members: [TraceID: Decision] = [:]
     private var order: Deque<TraceID> = []
     let capacity: Int
 
     init(capacity: Int) { self.capacity = capacity }
 
-    func contains(_ id: TraceID) -> Bool { members.contains(id) }
+    func contains(_ id: TraceID) -> Bool { members[id] != nil }
 
-    mutating func insert(_ id: TraceID) {
-        guard members.insert(id).inserted else { return }
+    subscript(_ id: TraceID) -> Decision? { members[id] }
+
+    mutating func insert(_ id: TraceID, _ decision: Decision = .noMatch) {
+        guard members.updateValue(decision, forKey: id) == nil else { return }
         order.append(id)
-        if order.count > capacity, let oldest = order.popFirst() { members.remove(oldest) }
+        if order.count > capacity, let oldest = order.popFirst() { members.removeValue(forKey: oldest) }
     }
 }
 
@@ -394,6 +446,7 @@ struct ShardState {
         _ budget: Int, _ decider: any TraceDecider, _ outcome: inout InsertOutcome
     ) {
         var current: TraceEntry? = nil
+        var lastLateTrace: TraceID? = nil
         for i in indices {
             let span = request.spans[i]
             let scope = request.scopes[Int(span.scope)]
@@ -402,8 +455,15 @@ struct ShardState {
                 entry = c
             } else if let found = traces[span.traceID] {
                 entry = found
-            } else if kept.contains(span.traceID) {
-                outcome.lateKept.append(span, scope: scope, body: body)
+            } else if let decision = kept[span.traceID] {
+                if let last = outcome.lateKept.indices.last, lastLateTrace == span.traceID {
+                    outcome.lateKept[last].spans.append(span, scope: scope, body: body)
+                } else {
+                    var spans = BufferedSpans()
+                    spans.append(span, scope: scope, body: body)
+                    outcome.lateKept.append(LateSpans(decision: decision, spans: spans))
+                    lastLateTrace = span.traceID
+                }
                 current = nil
                 continue
             } else if dropped.contains(span.traceID) {
@@ -412,7 +472,8 @@ struct ShardState {
                 continue
             } else {
                 let deadline = now &+ min(timing.idle, timing.maxAge)
-                entry = TraceEntry(id: span.traceID, generation: nextGeneration, now: now, scheduled: deadline)
+                entry = TraceEntry(id: span.traceID, generation: nextGeneration, now: now, scheduled: deadline,
+                                   planGeneration: request.planGeneration)
                 nextGeneration += 1
                 traces[span.traceID] = entry
                 deadlines.insert(DeadlineItem(deadline: deadline, id: span.traceID, generation: entry.generation))
@@ -420,6 +481,7 @@ struct ShardState {
                 bytes += traceOverheadBytes
             }
             current = entry
+            if entry.planGeneration != request.planGeneration { entry.planGeneration = nil }
             let before = entry.spans.accountedBytes
             entry.summary.add(span)
             entry.spans.append(span, scope: scope, body: body)
@@ -435,27 +497,31 @@ struct ShardState {
                 }
             }
             if entry.summary.spanCount >= timing.maxSpans {
-                outcome.decided.append(decide(entry, .spanLimit, decider))
+                outcome.decided.append(decide(entry, .spanLimit, now, decider))
                 current = nil
             }
         }
         // Over the memory bound: decide the oldest traces early.
         while bytes > budget, let (id, generation) = arrival.popFirst() {
             guard let entry = traces[id], entry.generation == generation else { continue }
-            outcome.decided.append(decide(entry, .memoryPressure, decider))
+            outcome.decided.append(decide(entry, .memoryPressure, now, decider))
         }
     }
 
-    mutating func decide(_ entry: TraceEntry, _ trigger: DecisionTrigger, _ decider: any TraceDecider) -> DecidedTrace {
+    mutating func decide(_ entry: TraceEntry, _ trigger: DecisionTrigger, _ now: UInt64, _ decider: any TraceDecider) -> DecidedTrace {
         traces.removeValue(forKey: entry.summary.traceID)
         bytes -= entry.accountedBytes
         entry.summary.trigger = trigger
+        entry.summary.decidedAt = now
+        if entry.planGeneration != decider.generation {
+            decider.reaggregate(&entry.summary, spans: entry.spans)
+        }
         let decision = decider.decide(entry.summary)
         if decision.keep {
-            kept.insert(entry.summary.traceID)
+            kept.insert(entry.summary.traceID, decision)
             return DecidedTrace(summary: entry.summary, decision: decision, spans: entry.spans)
         } else {
-            dropped.insert(entry.summary.traceID)
+            dropped.insert(entry.summary.traceID, decision)
             return DecidedTrace(summary: entry.summary, decision: decision, spans: nil)
         }
     }
@@ -468,7 +534,7 @@ struct ShardState {
             }
             let (deadline, trigger) = entry.deadline(timing)
             if deadline <= now {
-                out.append(decide(entry, trigger, decider))
+                out.append(decide(entry, trigger, now, decider))
             } else {
                 entry.scheduled = deadline
                 deadlines.insert(DeadlineItem(deadline: deadline, id: top.id, generation: top.generation))
@@ -480,14 +546,14 @@ struct ShardState {
         }
     }
 
-    mutating func decideAll(trigger: DecisionTrigger, decider: any TraceDecider, into out: inout [DecidedTrace]) {
+    mutating func decideAll(trigger: DecisionTrigger, now: UInt64, decider: any TraceDecider, into out: inout [DecidedTrace]) {
         // Oldest first, so output order follows arrival.
         while let (id, generation) = arrival.popFirst() {
             guard let entry = traces[id], entry.generation == generation else { continue }
-            out.append(decide(entry, trigger, decider))
+            out.append(decide(entry, trigger, now, decider))
         }
         for entry in Array(traces.values) {
-            out.append(decide(entry, trigger, decider))
+            out.append(decide(entry, trigger, now, decider))
         }
         deadlines = Heap()
     }

@@ -87,12 +87,12 @@ public final class Forwarder: Sendable {
         state.withLock { $0.overflowed || $0.queuedBytes >= configuration.queueBytes / 10 * 9 }
     }
 
-    /// Adds a kept trace's spans to the current batch (non-blocking).
-    public func submit(_ spans: BufferedSpans) {
+    /// Adds a kept trace's spans to the current batch (non-blocking), each marked with `annotation` when given.
+    public func submit(_ spans: BufferedSpans, annotation: KeepAnnotation? = nil) {
         guard !spans.isEmpty else { return }
         let sealed = state.withLock { state -> RequestFramer? in
             if state.framer.isEmpty { state.batchStarted = .now }
-            spans.forEach { scope, bytes in state.framer.append(scope: scope, span: bytes) }
+            spans.forEach { scope, bytes in state.framer.append(scope: scope, span: bytes, annotation: annotation) }
             if state.framer.spanCount >= configuration.maxBatchSpans || state.framer.spanBytes >= configuration.maxBatchBytes {
                 return takeBatch(&state)
             }

@@ -23,10 +23,15 @@ public final class GRPCDownstream: Downstream {
     private let client: GRPCClient<HTTP2ClientTransport.Posix>
     private let options: CallOptions
 
-    public init(host: String, port: Int, gzip: Bool, timeout: Duration) throws {
+    /// `reconnectBackoff` bounds how long the connection waits before redialling a downstream that went away: it
+    /// follows the forwarder's retry backoff, so a collector that is back is used again within `max`
+    /// (the transport's own default grows to 2 minutes, longer than the forwarder retries a batch).
+    public init(host: String, port: Int, gzip: Bool, timeout: Duration,
+                reconnectBackoff: (initial: Duration, max: Duration) = (.milliseconds(100), .seconds(5))) throws {
         target = "grpc://\(formatHost(host)):\(port)"
         var config = HTTP2ClientTransport.Posix.Config.defaults
         config.compression.enabledAlgorithms = .all
+        config.backoff = .init(initial: reconnectBackoff.initial, max: reconnectBackoff.max, multiplier: 1.6, jitter: 0.2)
         let resolvable: any ResolvableTarget = host.contains(":")
             ? .ipv6(host: host, port: port)
             : .ipv4(host: host == "localhost" ? "127.0.0.1" : host, port: port)

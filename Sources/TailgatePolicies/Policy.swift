@@ -2,6 +2,19 @@ import TailgateBuffer
 import TailgateWire
 import Yams
 
+/// What one policy says about a trace.
+public enum Verdict: Sendable, Equatable {
+    /// Keep, with the probability of having been chosen (1 for rules such as "any error").
+    case sample(probability: Double)
+    case notSampled
+    /// Drop the trace whatever other policies say (the `drop` policy).
+    case drop
+
+    public static let sampled = Verdict.sample(probability: 1)
+
+    public var isSample: Bool { if case .sample = self { true } else { false } }
+}
+
 /// One sampling policy type: how it is written in the policies file and how it judges a whole trace.
 /// Each type lives in its own file under `Policies/`, with its own table-driven test.
 public protocol SamplingPolicy: Sendable {
@@ -9,12 +22,17 @@ public protocol SamplingPolicy: Sendable {
     static var typeName: String { get }
     /// Keys allowed inside the policy's own block (e.g. `probabilistic: {sampling_percentage: 10}`).
     static var keys: [String] { get }
-    /// Parses the policy's block, reporting problems to `reader`; returns nil when it is invalid. `typeNode` is where
-    /// to report what is missing: the block's key, or the `type:` value when there is no block.
-    /// Policies that read span attributes register them in `plan`.
-    static func parse(_ block: Node?, at typeNode: Node, reader: inout YAMLReader, plan: inout AttributePlan) -> Self?
-    /// Whether this policy keeps the trace.
-    func keeps(_ trace: TraceSummary) -> Bool
+    /// Parses the policy's block, reporting problems to the context's reader; returns nil when it is invalid.
+    /// `at` is where to report what is missing: the block's key, or the `type:` value when there is no block.
+    static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self?
+    /// The verdict on a whole trace.
+    func evaluate(_ trace: TraceSummary) -> Verdict
+    /// True when the policy can never keep a trace (reported as a warning by `tailgate check`).
+    var neverKeeps: Bool { get }
+}
+
+extension SamplingPolicy {
+    public var neverKeeps: Bool { false }
 }
 
 /// Every policy type Tailgate understands.
@@ -22,8 +40,23 @@ public let policyTypes: [any SamplingPolicy.Type] = [
     AlwaysSamplePolicy.self,
     StatusCodePolicy.self,
     LatencyPolicy.self,
+    NumericAttributePolicy.self,
+    StringAttributePolicy.self,
+    BooleanAttributePolicy.self,
+    SpanCountPolicy.self,
     ProbabilisticPolicy.self,
+    RateLimitingPolicy.self,
+    BytesLimitingPolicy.self,
+    TraceStatePolicy.self,
+    AndPolicy.self,
+    NotPolicy.self,
+    DropPolicy.self,
+    CompositePolicy.self,
     TokenUsagePolicy.self,
+    LLMCostPolicy.self,
+    FinishReasonPolicy.self,
+    AgentLoopPolicy.self,
+    ToolErrorPolicy.self,
 ]
 
 /// A named policy from the policies file.
@@ -31,4 +64,158 @@ public struct NamedPolicy: Sendable {
     public var name: String
     public var type: String
     public var policy: any SamplingPolicy
+}
+
+/// What parsing a policy needs: the reader (diagnostics), the attribute plan, the price table, and the
+/// ability to parse nested policies (for `and`, `not`, `drop`, `composite`).
+public struct PolicyContext {
+    public var reader: YAMLReader
+    public var plan: AttributePlan
+    /// USD per million tokens, by model (`prices:` in the policies file).
+    public var prices: [String: AttributePlan.Price] = [:]
+    public var defaultPrice: AttributePlan.Price? = nil
+
+    init(reader: YAMLReader) {
+        self.reader = reader
+        plan = AttributePlan()
+    }
+
+    /// Records a plan failure (too many conditions, a bad regex) at `node`.
+    public mutating func plan<T>(_ node: Node?, _ body: (inout AttributePlan) throws(AttributePlan.PlanError) -> T) -> T? {
+        do {
+            return try body(&plan)
+        } catch {
+            reader.error(node, error.description)
+            return nil
+        }
+    }
+
+    static let policyKeys = ["name", "type"] + policyTypes.map { $0.typeName }
+
+    /// Parses one `{name, type, <type>: {…}}` entry.
+    public mutating func parsePolicy(_ node: Node) -> (policy: NamedPolicy, nameNode: Node)? {
+        // A key of the policy's own block written beside `type:` is a common slip: say where it belongs.
+        var typeName: String? = nil
+        if case .mapping(let m) = node { typeName = m["type"]?.string }
+        let ownKeys = typeName.flatMap { t in policyTypes.first { $0.typeName == t } }?.keys ?? []
+        let entries = reader.mapping(node, allowed: Self.policyKeys, what: "a policy", hint: { key in
+            guard let typeName, ownKeys.contains(key) else { return nil }
+            return "'\(key)' belongs inside the '\(typeName):' block"
+        })
+        guard case .mapping = node else { return nil }
+        var name: (String, Node)? = nil
+        var typeEntry: (String, Node)? = nil
+        var blocks: [String: (key: Node, value: Node)] = [:]
+        for (key, keyNode, value) in entries {
+            switch key {
+            case "name":
+                if let s = reader.string(value, what: "name") {
+                    if s.isEmpty { reader.error(value, "name must not be empty") } else { name = (s, value) }
+                }
+            case "type":
+                if let s = reader.string(value, what: "type") { typeEntry = (s, value) }
+            default:
+                blocks[key] = (keyNode, value)
+            }
+        }
+        guard let name else {
+            if entries.allSatisfy({ $0.key != "name" }) { reader.error(node, "policy needs a 'name'") }
+            return nil
+        }
+        let typeNames = policyTypes.map { $0.typeName }
+        guard let (typeName, typeNode) = typeEntry else {
+            reader.error(node, "policy '\(name.0)' needs a 'type' (one of: \(typeNames.joined(separator: ", ")))")
+            return nil
+        }
+        guard let type = policyTypes.first(where: { $0.typeName == typeName }) else {
+            var message = "unknown policy type '\(typeName)'"
+            if let hint = suggestion(for: typeName, among: typeNames) {
+                message += "; did you mean '\(hint)'?"
+            } else {
+                message += "; expected one of: \(typeNames.joined(separator: ", "))"
+            }
+            reader.error(typeNode, message)
+            return nil
+        }
+        for (blockName, block) in blocks where blockName != typeName {
+            reader.error(block.key, "block '\(blockName)' does not belong to a policy of type '\(typeName)'")
+        }
+        guard let policy = type.parse(blocks[typeName]?.value, at: blocks[typeName]?.key ?? typeNode, context: &self) else { return nil }
+        if policy.neverKeeps {
+            reader.warning(name.1, "policy '\(name.0)' can never keep a trace")
+        }
+        return (NamedPolicy(name: name.0, type: typeName, policy: policy), name.1)
+    }
+
+    /// Parses a list of sub-policies; names must be unique within the list.
+    public mutating func parsePolicies(_ node: Node, what: String) -> [NamedPolicy] {
+        var out: [NamedPolicy] = []
+        var names: [String: Node] = [:]
+        for item in reader.sequence(node, what: what) {
+            guard let (policy, nameNode) = parsePolicy(item) else { continue }
+            if let first = names[policy.name] {
+                let line = first.mark.map { " (first defined at line \($0.line))" } ?? ""
+                reader.error(nameNode, "duplicate policy name '\(policy.name)'\(line)")
+                continue
+            }
+            names[policy.name] = nameNode
+            out.append(policy)
+        }
+        return out
+    }
+
+    /// The block's entries (unknown keys reported), or an error when the block is missing.
+    mutating func block(_ block: Node?, at: Node, type: String, keys: [String], example: String) -> [(key: String, keyNode: Node, value: Node)]? {
+        guard let block else {
+            reader.error(at, "\(type) policy needs a '\(type):' block, e.g. \(type): {\(example)}")
+            return nil
+        }
+        return reader.mapping(block, allowed: keys, what: type)
+    }
+
+    /// The `scope` of an attribute condition: `any` (span or resource, the default), `span`, `resource` or `root`.
+    mutating func attributeScope(_ node: Node?) -> AttributeScope? {
+        guard let node else { return .any }
+        guard let s = reader.string(node, what: "scope") else { return nil }
+        guard let scope = AttributeScope(rawValue: s) else {
+            var message = "scope must be one of any, span, resource, root; got '\(s)'"
+            if let hint = suggestion(for: s, among: AttributeScope.allCases.map(\.rawValue)) { message += "; did you mean '\(hint)'?" }
+            reader.error(node, message)
+            return nil
+        }
+        return scope
+    }
+}
+
+/// Which attributes an attribute condition looks at.
+public enum AttributeScope: String, Sendable, CaseIterable {
+    /// Any span's attributes or the resource's (the Collector's behaviour).
+    case any
+    /// Any span's attributes.
+    case span
+    /// The resource's attributes.
+    case resource
+    /// The root span's attributes (or its resource's).
+    case root
+
+    var target: AttributePlan.Target {
+        switch self {
+        case .any, .root: .any
+        case .span: .span
+        case .resource: .resource
+        }
+    }
+}
+
+/// A condition bit checked on any span or on the root span, optionally inverted.
+public struct BitTest: Sendable, Equatable {
+    public var bit: Int
+    public var rootOnly: Bool
+    public var invert: Bool
+
+    public func matches(_ trace: TraceSummary) -> Bool {
+        let mask: UInt64 = 1 << UInt64(bit)
+        let hit = (rootOnly ? trace.rootBits : trace.bits) & mask != 0
+        return hit != invert
+    }
 }

@@ -55,102 +55,129 @@ public struct PolicySet: Sendable {
 
     /// Parses policies from YAML text; throws every problem found, not only the first.
     public static func parse(_ text: String, file: String) throws(DiagnosticsError) -> PolicySet {
-        var reader = YAMLReader(file: file)
-        var plan = AttributePlan()
+        var context = PolicyContext(reader: YAMLReader(file: file))
+        guard let root = context.reader.parse(text) else { throw DiagnosticsError(context.reader.diagnostics) }
+        let entries = context.reader.mapping(root, allowed: ["policies", "prices"], what: "the policies file")
+        // Prices first: cost policies compile them into the plan.
+        for (_, _, value) in entries.filter({ $0.key == "prices" }) {
+            parsePrices(value, &context)
+        }
         var policies: [NamedPolicy] = []
-        guard let root = reader.parse(text) else { throw DiagnosticsError(reader.diagnostics) }
-
         var sawPolicies = false
-        for (key, keyNode, value) in reader.mapping(root, allowed: ["policies"], what: "the policies file") where key == "policies" {
+        for (_, keyNode, value) in entries.filter({ $0.key == "policies" }) {
             sawPolicies = true
-            let items = reader.sequence(value, what: "policies")
-            if items.isEmpty, case .sequence = value {
-                reader.error(keyNode, "'policies' is empty: every trace would be dropped")
-            }
-            var names: [String: Node] = [:]
-            for item in items {
-                guard let policy = parsePolicy(item, reader: &reader, plan: &plan) else { continue }
-                if let first = names[policy.name.0] {
-                    let line = first.mark.map { " (first defined at line \($0.line))" } ?? ""
-                    reader.error(policy.name.1, "duplicate policy name '\(policy.name.0)'\(line)")
-                    continue
-                }
-                names[policy.name.0] = policy.name.1
-                policies.append(policy.policy)
+            policies = context.parsePolicies(value, what: "policies")
+            if policies.isEmpty, case .sequence(let seq) = value, seq.isEmpty {
+                context.reader.error(keyNode, "'policies' is empty: every trace would be dropped")
             }
         }
-        if !sawPolicies, !reader.hasErrors {
-            reader.error(root, "missing 'policies:' list")
+        if !sawPolicies, !context.reader.hasErrors {
+            context.reader.error(root, "missing 'policies:' list")
         }
-        if reader.hasErrors { throw DiagnosticsError(reader.diagnostics) }
-        return PolicySet(policies: policies, plan: plan, sourceHash: xxh3(text), warnings: reader.diagnostics)
+        if !policies.isEmpty, policies.allSatisfy({ $0.policy.neverKeeps || $0.policy is DropPolicy }), !context.reader.hasErrors {
+            context.reader.warning(root, "no policy can keep a trace: every trace will be dropped")
+        }
+        if context.reader.hasErrors { throw DiagnosticsError(context.reader.diagnostics) }
+        return PolicySet(policies: policies, plan: context.plan, sourceHash: xxh3(text), warnings: context.reader.diagnostics)
     }
 
-    private static let policyKeys = ["name", "type"] + policyTypes.map { $0.typeName }
-
-    private static func parsePolicy(_ node: Node, reader: inout YAMLReader, plan: inout AttributePlan)
-        -> (policy: NamedPolicy, name: (String, Node))?
-    {
-        let entries = reader.mapping(node, allowed: policyKeys, what: "a policy")
-        guard case .mapping = node else { return nil }
-        var name: (String, Node)? = nil
-        var typeEntry: (String, Node)? = nil
-        var blocks: [String: (key: Node, value: Node)] = [:]
-        for (key, keyNode, value) in entries {
-            switch key {
-            case "name":
-                if let s = reader.string(value, what: "name") {
-                    if s.isEmpty { reader.error(value, "name must not be empty") } else { name = (s, value) }
-                }
-            case "type":
-                if let s = reader.string(value, what: "type") { typeEntry = (s, value) }
-            default:
-                blocks[key] = (keyNode, value)
+    private static func parsePrices(_ node: Node, _ context: inout PolicyContext) {
+        for (model, _, value) in context.reader.mapping(node, allowed: [], what: "prices", allowAny: true) {
+            var input: Double? = nil, output: Double? = nil
+            for (k, _, v) in context.reader.mapping(value, allowed: ["input", "output"], what: "the price of '\(model)'") {
+                let n = context.reader.number(v, what: k, range: 0...1e9)
+                if k == "input" { input = n } else { output = n }
             }
-        }
-        guard let name else {
-            if entries.allSatisfy({ $0.key != "name" }) { reader.error(node, "policy needs a 'name'") }
-            return nil
-        }
-        guard let (typeName, typeNode) = typeEntry else {
-            reader.error(node, "policy '\(name.0)' needs a 'type' (one of: \(policyTypes.map { $0.typeName }.joined(separator: ", ")))")
-            return nil
-        }
-        guard let type = policyTypes.first(where: { $0.typeName == typeName }) else {
-            var message = "unknown policy type '\(typeName)'"
-            if let hint = suggestion(for: typeName, among: policyTypes.map { $0.typeName }) {
-                message += "; did you mean '\(hint)'?"
-            } else {
-                message += "; expected one of: \(policyTypes.map { $0.typeName }.joined(separator: ", "))"
+            guard let input, let output else {
+                context.reader.error(value, "the price of '\(model)' needs 'input' and 'output' (USD per million tokens)")
+                continue
             }
-            reader.error(typeNode, message)
-            return nil
+            let price = AttributePlan.Price(input: input, output: output)
+            if model == "default" { context.defaultPrice = price } else { context.prices[model] = price }
         }
-        for (blockName, block) in blocks where blockName != typeName {
-            reader.error(block.key, "block '\(blockName)' does not belong to a policy of type '\(typeName)'")
-        }
-        guard let policy = type.parse(blocks[typeName]?.value, at: blocks[typeName]?.key ?? typeNode, reader: &reader, plan: &plan) else { return nil }
-        return (NamedPolicy(name: name.0, type: typeName, policy: policy), name)
     }
 }
 
-/// Decides traces with a policy set: a trace is kept when any policy keeps it (the Collector's semantics);
-/// the first policy in file order that keeps it is recorded as the reason.
+/// Decides traces with a policy set, with the OpenTelemetry Collector's semantics: a `drop` policy that matches
+/// drops the trace whatever else matches; otherwise the trace is kept when any policy keeps it. The first policy in
+/// file order that keeps it is recorded, except that a later policy keeping it for certain (probability 1) is
+/// preferred to an earlier probabilistic one, so the recorded probability is the true one.
 public struct PolicyEngine: TraceDecider {
     public let policySet: PolicySet
     private let policies: [any SamplingPolicy]
+    private let drops: [Int]
+    private let keeps: [Int]
 
     public init(_ policySet: PolicySet) {
         self.policySet = policySet
-        policies = policySet.policies.map(\.policy)
+        let all = policySet.policies.map(\.policy)
+        policies = all
+        drops = all.indices.filter { all[$0] is DropPolicy }
+        keeps = all.indices.filter { !(all[$0] is DropPolicy) }
     }
 
     public var policyNames: [String] { policySet.policies.map(\.name) }
 
     public func decide(_ trace: TraceSummary) -> Decision {
-        for (i, p) in policies.enumerated() where p.keeps(trace) {
-            return Decision(keep: true, policy: i)
+        for i in drops where policies[i].evaluate(trace) == .drop {
+            return Decision(keep: false, policy: i)
         }
-        return .noMatch
+        var chosen: Decision? = nil
+        for i in keeps {
+            guard case .sample(let probability) = policies[i].evaluate(trace) else { continue }
+            if probability >= 1 { return Decision(keep: true, policy: i) }
+            if chosen == nil { chosen = Decision(keep: true, policy: i, probability: probability) }
+        }
+        return chosen ?? .noMatch
+    }
+}
+
+/// A loaded policy set ready to run: the scanner for its attribute plan and the engine, under one generation number,
+/// so that traces aggregated under an older set are re-aggregated before this one decides them.
+public struct PolicyRuntime: TraceDecider {
+    public let policySet: PolicySet
+    public let engine: PolicyEngine
+    public let scanner: OTLPScanner
+    public let generation: UInt64
+    /// Dry run: every trace is kept (forwarded), and `Decision.dryRunKeep` says what the policies decided.
+    public let dryRun: Bool
+
+    public init(_ policySet: PolicySet, generation: UInt64 = 0, dryRun: Bool = false) {
+        self.policySet = policySet
+        engine = PolicyEngine(policySet)
+        scanner = OTLPScanner(plan: policySet.plan, generation: generation)
+        self.generation = generation
+        self.dryRun = dryRun
+    }
+
+    public var policyNames: [String] { engine.policyNames }
+
+    public func decide(_ trace: TraceSummary) -> Decision {
+        var decision = engine.decide(trace)
+        decision.generation = generation
+        if dryRun {
+            decision.dryRunKeep = decision.keep
+            decision.keep = true
+        }
+        return decision
+    }
+
+    public func reaggregate(_ summary: inout TraceSummary, spans: BufferedSpans) {
+        summary.bits = 0
+        summary.rootBits = 0
+        summary.sums = SIMD8()
+        var resourceBits: [ObjectIdentifier: UInt64] = [:]
+        spans.forEach { scope, payload in
+            let id = ObjectIdentifier(scope.resource)
+            let rb = resourceBits[id] ?? {
+                let b = scanner.resourceBits(header: scope.resource.header)
+                resourceBits[id] = b
+                return b
+            }()
+            guard let facts = scanner.evaluate(span: payload, resourceBits: rb) else { return }
+            summary.bits |= facts.bits
+            if facts.isRoot { summary.rootBits |= facts.bits }
+            summary.sums &+= facts.sums
+        }
     }
 }

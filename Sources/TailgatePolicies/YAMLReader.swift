@@ -75,7 +75,9 @@ public struct YAMLReader {
     }
 
     /// The entries of a mapping, in order. Unknown keys are reported (with a suggestion) and left out.
-    public mutating func mapping(_ node: Node, allowed: [String], what: String) -> [(key: String, keyNode: Node, value: Node)] {
+    public mutating func mapping(
+        _ node: Node, allowed: [String], what: String, allowAny: Bool = false, hint: ((String) -> String?)? = nil
+    ) -> [(key: String, keyNode: Node, value: Node)] {
         guard case .mapping(let mapping) = node else {
             error(node, "\(what) must be a mapping (key: value)")
             return []
@@ -83,9 +85,11 @@ public struct YAMLReader {
         var out: [(String, Node, Node)] = []
         for (keyNode, value) in mapping {
             let key = keyNode.string ?? ""
-            guard allowed.contains(key) else {
+            guard allowAny || allowed.contains(key) else {
                 var message = "unknown key '\(key)' in \(what)"
-                if let hint = suggestion(for: key, among: allowed) {
+                if let special = hint?(key) {
+                    message += "; \(special)"
+                } else if let hint = suggestion(for: key, among: allowed) {
                     message += "; did you mean '\(hint)'?"
                 } else {
                     message += "; expected one of: \(allowed.joined(separator: ", "))"

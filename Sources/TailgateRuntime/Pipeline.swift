@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 import TailgateBuffer
 import TailgateExport
 import TailgateIngest
@@ -10,18 +11,50 @@ public final class Pipeline: TraceIngestHandler, Sendable {
     public let buffer: TraceBuffer
     public let forwarder: Forwarder
     public let metrics: TailgateMetrics
-    let scanner: OTLPScanner
-    let policyNames: [String]
     let logger: Logger
+    /// Mark forwarded spans with the policy that kept them (and the sampling probability).
+    let annotate: Bool
+    let dryRun: Bool
 
-    public init(policies: PolicySet, buffer configuration: BufferConfiguration, forwarder: Forwarder,
-                metrics: TailgateMetrics, clock: any NanoClock = SystemClock(), logger: Logger) {
-        scanner = OTLPScanner(plan: policies.plan)
-        policyNames = policies.policies.map(\.name)
-        buffer = TraceBuffer(configuration: configuration, decider: PolicyEngine(policies), clock: clock)
+    struct Policies {
+        var runtime: PolicyRuntime
+        /// Policy names of every generation whose decisions may still be in flight.
+        var names: [UInt64: [String]]
+    }
+
+    private let policies: Mutex<Policies>
+
+    public init(policies set: PolicySet, buffer configuration: BufferConfiguration, forwarder: Forwarder,
+                metrics: TailgateMetrics, clock: any NanoClock = SystemClock(), logger: Logger,
+                annotate: Bool = true, dryRun: Bool = false) {
+        let runtime = PolicyRuntime(set, generation: 1, dryRun: dryRun)
+        policies = Mutex(Policies(runtime: runtime, names: [1: runtime.policyNames]))
+        buffer = TraceBuffer(configuration: configuration, decider: runtime, clock: clock)
         self.forwarder = forwarder
         self.metrics = metrics
         self.logger = logger
+        self.annotate = annotate
+        self.dryRun = dryRun
+        metrics.policiesLoaded(hash: set.sourceHash)
+    }
+
+    /// The policies in use.
+    public var policySet: PolicySet { policies.withLock { $0.runtime.policySet } }
+
+    /// Applies a new policy set to every trace decided from now on; buffered traces are kept (and re-aggregated
+    /// under the new attribute plan when they are decided).
+    public func reload(_ set: PolicySet) {
+        let runtime = policies.withLock { p -> PolicyRuntime in
+            let generation = p.runtime.generation + 1
+            let runtime = PolicyRuntime(set, generation: generation, dryRun: dryRun)
+            p.runtime = runtime
+            p.names[generation] = runtime.policyNames
+            // Keep the names of the last few generations for decisions still being handled.
+            for old in p.names.keys where old + 4 < generation { p.names.removeValue(forKey: old) }
+            return runtime
+        }
+        buffer.replaceDecider(runtime)
+        metrics.policiesLoaded(hash: set.sourceHash)
     }
 
     public func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport) -> IngestResult {
@@ -29,6 +62,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
             metrics.refused(transport, "overloaded")
             return .overloaded(retryAfterSeconds: 1, message: "Tailgate's forward queue is full (the downstream is slow or down); retry later")
         }
+        let scanner = policies.withLock { $0.runtime.scanner }
         var scanned = ScannedRequest()
         do {
             try scanner.scan(body, into: &scanned)
@@ -39,9 +73,9 @@ public final class Pipeline: TraceIngestHandler, Sendable {
         metrics.spansReceived[transport]?.increment(by: scanned.spans.count + scanned.rejectedSpans)
         metrics.requestsAccepted[transport]?.increment()
         let outcome = buffer.insert(scanned, body: body)
-        if !outcome.lateKept.isEmpty {
-            metrics.spansKept.increment(by: outcome.lateKept.count)
-            forwarder.submit(outcome.lateKept)
+        for late in outcome.lateKept {
+            metrics.spansKept.increment(by: late.spans.count)
+            forwarder.submit(late.spans, annotation: annotation(late.decision))
         }
         metrics.dropped(outcome.lateDropped, .lateDropped)
         handle(outcome.decided)
@@ -76,14 +110,27 @@ public final class Pipeline: TraceIngestHandler, Sendable {
         }
     }
 
+    private func policyName(_ decision: Decision) -> String {
+        guard decision.policy >= 0 else { return "none" }
+        let names = policies.withLock { $0.names[decision.generation] }
+        guard let names, decision.policy < names.count else { return "unknown" }
+        return names[decision.policy]
+    }
+
+    private func annotation(_ decision: Decision) -> KeepAnnotation? {
+        guard annotate || decision.dryRunKeep != nil else { return nil }
+        let name = decision.policy >= 0 ? policyName(decision) : ""
+        return KeepAnnotation(policy: name, probability: decision.probability, dryRunKeep: decision.dryRunKeep)
+    }
+
     private func handle(_ decided: [DecidedTrace]) {
         for trace in decided {
             metrics.tracesDecidedByTrigger[trace.summary.trigger]?.increment()
-            let policy = trace.decision.policy >= 0 ? policyNames[trace.decision.policy] : "none"
-            metrics.decided(policy: policy, keep: trace.decision.keep)
+            let policy = policyName(trace.decision)
+            metrics.decided(policy: policy, keep: trace.decision.dryRunKeep ?? trace.decision.keep)
             if let spans = trace.spans, trace.decision.keep {
                 metrics.spansKept.increment(by: spans.count)
-                forwarder.submit(spans)
+                forwarder.submit(spans, annotation: annotation(trace.decision))
             } else {
                 metrics.dropped(trace.summary.spanCount, .policy)
             }

@@ -26,6 +26,9 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
     let tracesBuffered: CoreMetrics.Gauge
     let bytesBuffered: CoreMetrics.Gauge
     let forwardQueueBytes: CoreMetrics.Gauge
+    let policiesHash: CoreMetrics.Gauge
+    let policyReloads: CoreMetrics.Counter
+    let policyReloadFailures: CoreMetrics.Counter
 
     /// Why spans were dropped (the `reason` label of `tailgate_spans_dropped_total`).
     public enum DropReason: String, CaseIterable, Sendable {
@@ -83,6 +86,14 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
         tracesBuffered = CoreMetrics.Gauge(label: "tailgate_traces_buffered", factory: factory)
         bytesBuffered = CoreMetrics.Gauge(label: "tailgate_buffered_bytes", factory: factory)
         forwardQueueBytes = CoreMetrics.Gauge(label: "tailgate_forward_queue_bytes", factory: factory)
+        policiesHash = CoreMetrics.Gauge(label: "tailgate_policies_hash", factory: factory)
+        policyReloads = counter("tailgate_policies_reloads_total")
+        policyReloadFailures = counter("tailgate_policies_reload_failures_total")
+    }
+
+    /// `tailgate_policies_hash`: XXH3 of the loaded policies file, as a number (low 52 bits, exact in a double).
+    func policiesLoaded(hash: UInt64) {
+        policiesHash.record(Double(hash & ((1 << 52) - 1)))
     }
 
     /// The Prometheus text exposition.

@@ -27,7 +27,8 @@ public struct TailgateServer: Sendable {
     public static func makeDownstream(_ address: DownstreamAddress, forwarder: ForwarderConfiguration) throws -> any Downstream {
         switch address {
         case .grpc(let host, let port):
-            return try GRPCDownstream(host: host, port: port, gzip: forwarder.gzip, timeout: forwarder.timeout)
+            return try GRPCDownstream(host: host, port: port, gzip: forwarder.gzip, timeout: forwarder.timeout,
+                                      reconnectBackoff: (forwarder.initialBackoff, forwarder.maxBackoff))
         case .http(let host, let port, let path):
             return HTTPDownstream(host: host, port: port, path: path, gzip: forwarder.gzip, timeout: forwarder.timeout)
         case .file(let path):

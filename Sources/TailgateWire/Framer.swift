@@ -30,6 +30,12 @@ public struct RequestFramer: Sendable {
 
     public var isEmpty: Bool { spanCount == 0 }
 
+    /// Appends one span with an annotation appended to its bytes (see `KeepAnnotation`).
+    public mutating func append(scope: ScopeOrigin, span: UnsafeRawBufferPointer, annotation: KeepAnnotation?) {
+        guard let annotation else { return append(scope: scope, span: span) }
+        annotation.annotate(span).withUnsafeBytes { append(scope: scope, span: $0) }
+    }
+
     /// Appends one span (its payload bytes, without tag and length).
     public mutating func append(scope: ScopeOrigin, span: UnsafeRawBufferPointer) {
         let (r, s) = group(for: scope)

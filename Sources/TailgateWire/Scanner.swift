@@ -1,3 +1,5 @@
+import Foundation
+
 // The hot path: walks an encoded ExportTraceServiceRequest and reads, per span, only what decisions
 // need. Span payloads are not decoded or copied here; they are reported as byte ranges of the input.
 
@@ -16,63 +18,6 @@ public final class ScopeOrigin: Sendable {
         self.resource = resource
         self.header = header
     }
-}
-
-/// Numeric span attributes to extract, chosen by the loaded policies. Each slot sums, per span, the value of
-/// the first of its keys that the span carries (so a span with both a current and a deprecated name counts once).
-public struct AttributePlan: Sendable, Equatable {
-    public static let maxSlots = 4
-
-    public private(set) var slots: [[String]] = []
-    @usableFromInline var keyBytes: [[UInt8]] = []
-    /// For each entry of `keyBytes`: slot and rank (position within its slot's keys).
-    @usableFromInline var keySlot: [(slot: Int, rank: Int)] = []
-
-    public init() {}
-
-    /// Adds a slot (or returns the existing one with the same keys). Returns nil when all slots are taken.
-    public mutating func slot(forFirstOf keys: [String]) -> Int? {
-        if let existing = slots.firstIndex(of: keys) { return existing }
-        guard slots.count < Self.maxSlots, !keys.isEmpty else { return nil }
-        let slot = slots.count
-        slots.append(keys)
-        for (rank, key) in keys.enumerated() {
-            keyBytes.append(Array(key.utf8))
-            keySlot.append((slot, rank))
-        }
-        return slot
-    }
-
-    public var isEmpty: Bool { slots.isEmpty }
-
-    public static func == (a: AttributePlan, b: AttributePlan) -> Bool { a.slots == b.slots }
-
-    /// Index into `keyBytes` of the key equal to `base[range]`, if any.
-    @inlinable
-    func match(_ base: UnsafeRawBufferPointer, _ range: Range<Int>) -> Int? {
-        let count = range.count
-        for i in keyBytes.indices where keyBytes[i].count == count {
-            let equal = keyBytes[i].withUnsafeBytes { key in
-                memcmpBytes(key.baseAddress!, base.baseAddress! + range.lowerBound, count)
-            }
-            if equal { return i }
-        }
-        return nil
-    }
-}
-
-@inlinable
-func memcmpBytes(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ n: Int) -> Bool {
-    var i = 0
-    while i + 8 <= n {
-        if a.loadUnaligned(fromByteOffset: i, as: UInt64.self) != b.loadUnaligned(fromByteOffset: i, as: UInt64.self) { return false }
-        i += 8
-    }
-    while i < n {
-        if a.load(fromByteOffset: i, as: UInt8.self) != b.load(fromByteOffset: i, as: UInt8.self) { return false }
-        i += 1
-    }
-    return true
 }
 
 /// Status codes of `Status.code`.
@@ -94,8 +39,10 @@ public struct SpanFacts: Sendable {
     public var startTime: UInt64
     public var endTime: UInt64
     public var status: StatusCode
+    /// Bits of the `AttributePlan` conditions the span (or its resource) satisfies.
+    public var bits: UInt64
     /// Per-slot values of the `AttributePlan` (0 where the span lacks the attribute).
-    public var sums: SIMD4<Int64>
+    public var sums: SIMD8<Int64>
     /// Index into `ScannedRequest.scopes`.
     public var scope: Int32
     /// The span message's payload (without its tag and length) within the request.
@@ -111,6 +58,8 @@ public struct ScannedRequest: Sendable {
     /// Spans that were not accepted (invalid trace or span ID) and why (first reason only).
     public var rejectedSpans: Int = 0
     public var rejectionMessage: String?
+    /// Generation of the plan the spans were scanned with (see `OTLPScanner.generation`).
+    public var planGeneration: UInt64 = 0
 
     public init() {}
 
@@ -132,14 +81,20 @@ public struct ScanError: Error, Sendable, CustomStringConvertible, Equatable {
 /// Scans encoded `ExportTraceServiceRequest`s. A value type; make one per policy set.
 public struct OTLPScanner: Sendable {
     public let plan: AttributePlan
+    /// Identifies the policies the plan came from; facts scanned under different generations are not mixed.
+    public let generation: UInt64
+    let compiled: CompiledPlan
 
-    public init(plan: AttributePlan = AttributePlan()) {
+    public init(plan: AttributePlan = AttributePlan(), generation: UInt64 = 0) {
         self.plan = plan
+        self.generation = generation
+        compiled = plan.compile()
     }
 
     /// Scans `body` into `result` (which is cleared first). Span ranges refer to `body`.
     public func scan(_ body: UnsafeRawBufferPointer, into result: inout ScannedRequest) throws(ScanError) {
         result.removeAll()
+        result.planGeneration = generation
         var path = Path()
         do {
             var request = ProtoReader(body)
@@ -176,13 +131,15 @@ public struct OTLPScanner: Sendable {
         var header: [UInt8] = []
         // Scopes of this resource: their header bytes, and where their spans start in result.spans.
         var scopeHeaders: [[UInt8]] = []
+        let resourceBits = compiled.hasResourceActions ? try self.resourceBits(base, range) : 0
         path.scope = 0
         while true {
             let fieldStart = reader.offset
             guard let (field, wt) = try reader.readTag() else { break }
             if field == 2 && wt == .lengthDelimited {
                 let scopeRange = try reader.readLengthDelimited()
-                scopeHeaders.append(try scanScopeSpans(base, scopeRange, Int32(result.scopes.count + scopeHeaders.count), &result, &path))
+                scopeHeaders.append(try scanScopeSpans(
+                    base, scopeRange, Int32(result.scopes.count + scopeHeaders.count), resourceBits, &result, &path))
                 path.scope += 1
             } else {
                 try reader.skip(wt)
@@ -197,7 +154,8 @@ public struct OTLPScanner: Sendable {
     }
 
     private func scanScopeSpans(
-        _ base: UnsafeRawBufferPointer, _ range: Range<Int>, _ scopeIndex: Int32, _ result: inout ScannedRequest, _ path: inout Path
+        _ base: UnsafeRawBufferPointer, _ range: Range<Int>, _ scopeIndex: Int32, _ resourceBits: UInt64,
+        _ result: inout ScannedRequest, _ path: inout Path
     ) throws(WireError) -> [UInt8] {
         var reader = ProtoReader(base, range: range)
         var header: [UInt8] = []
@@ -207,7 +165,7 @@ public struct OTLPScanner: Sendable {
             guard let (field, wt) = try reader.readTag() else { break }
             if field == 2 && wt == .lengthDelimited {
                 let spanRange = try reader.readLengthDelimited()
-                try scanSpan(base, spanRange, scopeIndex, &result)
+                try scanSpan(base, spanRange, scopeIndex, resourceBits, &result)
                 path.span += 1
             } else {
                 try reader.skip(wt)
@@ -220,7 +178,8 @@ public struct OTLPScanner: Sendable {
 
     @inline(__always)
     private func scanSpan(
-        _ base: UnsafeRawBufferPointer, _ range: Range<Int>, _ scopeIndex: Int32, _ result: inout ScannedRequest
+        _ base: UnsafeRawBufferPointer, _ range: Range<Int>, _ scopeIndex: Int32, _ resourceBits: UInt64,
+        _ result: inout ScannedRequest
     ) throws(WireError) {
         var reader = ProtoReader(base, range: range)
         var traceID = TraceID(hi: 0, lo: 0)
@@ -232,9 +191,8 @@ public struct OTLPScanner: Sendable {
         var start: UInt64 = 0
         var end: UInt64 = 0
         var status = StatusCode.unset
-        var sums = SIMD4<Int64>()
-        var ranks = SIMD4<Int64>(repeating: Int64.max)
-        let wantAttributes = !plan.isEmpty
+        var state = SpanPlanState(bits: resourceBits)
+        let wantAttributes = !compiled.isEmpty
 
         while let (field, wt) = try reader.readTag() {
             switch (field, wt) {
@@ -246,6 +204,8 @@ public struct OTLPScanner: Sendable {
                 let r = try reader.readLengthDelimited()
                 spanIDLength = r.count
                 if r.count == 8 { spanID = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: r.lowerBound, as: UInt64.self)) }
+            case (3, .lengthDelimited):
+                state.traceState = try reader.readLengthDelimited()
             case (4, .lengthDelimited):
                 let r = try reader.readLengthDelimited()
                 parentLength = r.count
@@ -256,7 +216,7 @@ public struct OTLPScanner: Sendable {
                 end = try reader.readFixed64()
             case (9, .lengthDelimited) where wantAttributes:
                 let r = try reader.readLengthDelimited()
-                try scanAttribute(base, r, &sums, &ranks)
+                try scanAttribute(base, r, span: true, &state)
             case (15, .lengthDelimited):
                 let r = try reader.readLengthDelimited()
                 status = try scanStatus(base, r)
@@ -277,9 +237,10 @@ public struct OTLPScanner: Sendable {
             reject(&result, "parent_span_id must be empty or 8 bytes")
             return
         }
+        let (bits, sums) = wantAttributes ? finish(base, &state, status) : (resourceBits, SIMD8<Int64>())
         result.spans.append(SpanFacts(
             traceID: traceID, spanID: spanID, parentSpanID: parent, startTime: start, endTime: end,
-            status: status, sums: sums, scope: scopeIndex, bytes: range))
+            status: status, bits: bits, sums: sums, scope: scopeIndex, bytes: range))
     }
 
     private func reject(_ result: inout ScannedRequest, _ message: String) {
@@ -301,48 +262,228 @@ public struct OTLPScanner: Sendable {
         return StatusCode(rawValue: UInt8(truncatingIfNeeded: min(code, 255))) ?? .unset
     }
 
-    /// Reads one KeyValue; when its key is in the plan and its value is numeric, records it.
+    /// Bits of the resource conditions, from the `resource` field of a ResourceSpans.
+    private func resourceBits(_ base: UnsafeRawBufferPointer, _ range: Range<Int>) throws(WireError) -> UInt64 {
+        var reader = ProtoReader(base, range: range)
+        var state = SpanPlanState(bits: 0)
+        while let (field, wt) = try reader.readTag() {
+            guard field == 1, wt == .lengthDelimited else { try reader.skip(wt); continue }
+            var resource = ProtoReader(base, range: try reader.readLengthDelimited())
+            while let (f, w) = try resource.readTag() {
+                if f == 1 && w == .lengthDelimited {
+                    try scanAttribute(base, try resource.readLengthDelimited(), span: false, &state)
+                } else {
+                    try resource.skip(w)
+                }
+            }
+        }
+        return state.bits
+    }
+
+    /// Resource-condition bits of an encoded ResourceSpans header (as kept in `ResourceOrigin.header`).
+    public func resourceBits(header: [UInt8]) -> UInt64 {
+        guard compiled.hasResourceActions else { return 0 }
+        return header.withUnsafeBytes { raw in (try? resourceBits(raw, 0..<raw.count)) ?? 0 }
+    }
+
+    /// The facts of one span payload under this plan (used to re-aggregate buffered traces after a reload).
+    public func evaluate(span payload: UnsafeRawBufferPointer, resourceBits: UInt64) -> SpanFacts? {
+        var result = ScannedRequest()
+        do { try scanSpan(payload, 0..<payload.count, 0, resourceBits, &result) } catch { return nil }
+        return result.spans.first
+    }
+
+    /// Per-span scratch while the plan is evaluated.
+    struct SpanPlanState {
+        var bits: UInt64
+        var values = SIMD8<Int64>()
+        var ranks = SIMD8<Int64>(repeating: .max)
+        var modelRanks = SIMD8<Int64>(repeating: .max)
+        var modelRanges: [Range<Int>]? = nil
+        var traceState: Range<Int>? = nil
+    }
+
+    /// Reads one KeyValue; when its key is in the plan, applies the plan's actions to its value.
     private func scanAttribute(
-        _ base: UnsafeRawBufferPointer, _ range: Range<Int>, _ sums: inout SIMD4<Int64>, _ ranks: inout SIMD4<Int64>
+        _ base: UnsafeRawBufferPointer, _ range: Range<Int>, span: Bool, _ state: inout SpanPlanState
     ) throws(WireError) {
         var reader = ProtoReader(base, range: range)
-        var keyIndex: Int? = nil
+        var entryIndex: Int? = nil
         var valueRange: Range<Int>? = nil
         while let (field, wt) = try reader.readTag() {
             if field == 1 && wt == .lengthDelimited {
-                keyIndex = plan.match(base, try reader.readLengthDelimited())
-                if keyIndex == nil { return }  // not a key we need: skip the rest of this attribute
+                entryIndex = compiled.entry(base, try reader.readLengthDelimited())
+                if entryIndex == nil { return }  // not a key we need: skip the rest of this attribute
             } else if field == 2 && wt == .lengthDelimited {
                 valueRange = try reader.readLengthDelimited()
             } else {
                 try reader.skip(wt)
             }
         }
-        guard let keyIndex, let valueRange, let value = try numericValue(base, valueRange) else { return }
-        let (slot, rank) = plan.keySlot[keyIndex]
-        if Int64(rank) < ranks[slot] {
-            ranks[slot] = Int64(rank)
-            sums[slot] = value
+        guard let entryIndex else { return }
+        let value = try AnyValueView(base, valueRange ?? range.upperBound..<range.upperBound)
+        let actions = span ? compiled.entries[entryIndex].spanActions : compiled.entries[entryIndex].resourceActions
+        for action in actions {
+            switch action {
+            case .condition(let bit, let matcher):
+                if try value.matches(matcher, base) { state.bits |= 1 << UInt64(bit) }
+            case .value(let slot, let rank):
+                if Int64(rank) < state.ranks[slot], let v = value.integer(base) {
+                    state.ranks[slot] = Int64(rank)
+                    state.values[slot] = v
+                }
+            case .model(let slot, let rank):
+                if Int64(rank) < state.modelRanks[slot], case .string(let r) = value.kind {
+                    state.modelRanks[slot] = Int64(rank)
+                    if state.modelRanges == nil { state.modelRanges = Array(repeating: 0..<0, count: AttributePlan.maxSlots) }
+                    state.modelRanges![slot] = r
+                }
+            }
         }
     }
 
-    /// An AnyValue holding an int, a double (rounded) or a decimal string; nil otherwise.
-    private func numericValue(_ base: UnsafeRawBufferPointer, _ range: Range<Int>) throws(WireError) -> Int64? {
-        var reader = ProtoReader(base, range: range)
-        var value: Int64? = nil
-        while let (field, wt) = try reader.readTag() {
-            switch (field, wt) {
-            case (3, .varint):
-                value = Int64(bitPattern: try reader.readVarint())
-            case (4, .fixed64):
-                let d = Double(bitPattern: try reader.readFixed64())
-                value = d.isFinite && abs(d) < 9.2e18 ? Int64(d.rounded()) : nil
-            case (1, .lengthDelimited):
-                value = Int64(reader.string(try reader.readLengthDelimited()))
-            default:
-                try reader.skip(wt)
+    /// Trace-state and derived conditions, then the slots.
+    private func finish(_ base: UnsafeRawBufferPointer, _ state: inout SpanPlanState, _ status: StatusCode) -> (UInt64, SIMD8<Int64>) {
+        var bits = state.bits
+        if !compiled.traceStates.isEmpty, let ts = state.traceState {
+            for (bit, key, values) in compiled.traceStates where traceStateHas(base, ts, key, values) {
+                bits |= 1 << UInt64(bit)
             }
         }
-        return value
+        for (bit, rule) in compiled.derived {
+            guard bits & rule.allOf == rule.allOf else { continue }
+            if rule.anyOf == 0 && !rule.orStatusError || bits & rule.anyOf != 0 || (rule.orStatusError && status == .error) {
+                bits |= 1 << UInt64(bit)
+            }
+        }
+        var sums = SIMD8<Int64>()
+        for (s, slot) in compiled.slots.enumerated() {
+            switch slot {
+            case .firstOf(_, let condition):
+                if let condition, bits & (1 << UInt64(condition)) == 0 { continue }
+                sums[s] = state.values[s]
+            case .count(let bit):
+                sums[s] = bits & (1 << UInt64(bit)) != 0 ? 1 : 0
+            case .cost(let input, let output, _, _, let defaultPrice):
+                let tokensIn = sums[input], tokensOut = sums[output]
+                guard tokensIn != 0 || tokensOut != 0 else { continue }
+                var price = defaultPrice
+                if let ranges = state.modelRanges, state.modelRanks[s] != .max {
+                    let model = Array(UnsafeRawBufferPointer(rebasing: base[ranges[s]]))
+                    price = compiled.prices[s]?[model] ?? defaultPrice
+                }
+                if let price {
+                    // USD per million tokens × tokens = micro-USD.
+                    sums[s] = Int64((Double(tokensIn) * price.input + Double(tokensOut) * price.output).rounded())
+                }
+            }
+        }
+        return (bits, sums)
+    }
+
+    /// Whether a W3C tracestate (`k1=v1,k2=v2`) has `key` with one of `values` (any value when empty).
+    private func traceStateHas(_ base: UnsafeRawBufferPointer, _ range: Range<Int>, _ key: [UInt8], _ values: [[UInt8]]) -> Bool {
+        let text = Array(UnsafeRawBufferPointer(rebasing: base[range]))
+        for member in text.split(separator: UInt8(ascii: ",")) {
+            let trimmed = member.drop { $0 == 32 || $0 == 9 }
+            guard let eq = trimmed.firstIndex(of: UInt8(ascii: "=")) else { continue }
+            guard Array(trimmed[..<eq]) == key else { continue }
+            var value = Array(trimmed[trimmed.index(after: eq)...])
+            while value.last == 32 || value.last == 9 { value.removeLast() }
+            if values.isEmpty || values.contains(value) { return true }
+        }
+        return false
+    }
+}
+
+/// A decoded view of an AnyValue: the kind and where its payload sits.
+struct AnyValueView {
+    enum Kind {
+        case none
+        case string(Range<Int>)
+        case bool(Bool)
+        case int(Int64)
+        case double(Double)
+        case array(Range<Int>)
+        case other
+    }
+
+    var kind: Kind = .none
+
+    init(_ base: UnsafeRawBufferPointer, _ range: Range<Int>) throws(WireError) {
+        var reader = ProtoReader(base, range: range)
+        while let (field, wt) = try reader.readTag() {
+            switch (field, wt) {
+            case (1, .lengthDelimited): kind = .string(try reader.readLengthDelimited())
+            case (2, .varint): kind = .bool(try reader.readVarint() != 0)
+            case (3, .varint): kind = .int(Int64(bitPattern: try reader.readVarint()))
+            case (4, .fixed64): kind = .double(Double(bitPattern: try reader.readFixed64()))
+            case (5, .lengthDelimited): kind = .array(try reader.readLengthDelimited())
+            default: try reader.skip(wt); kind = .other
+            }
+        }
+    }
+
+    /// An int, a double (rounded) or a decimal string.
+    func integer(_ base: UnsafeRawBufferPointer) -> Int64? {
+        switch kind {
+        case .int(let v): return v
+        case .double(let d): return d.isFinite && abs(d) < 9.2e18 ? Int64(d.rounded()) : nil
+        case .string(let r): return Int64(String(decoding: UnsafeRawBufferPointer(rebasing: base[r]), as: UTF8.self))
+        default: return nil
+        }
+    }
+
+    func number(_ base: UnsafeRawBufferPointer) -> Double? {
+        switch kind {
+        case .int(let v): return Double(v)
+        case .double(let d): return d
+        case .string(let r): return Double(String(decoding: UnsafeRawBufferPointer(rebasing: base[r]), as: UTF8.self))
+        default: return nil
+        }
+    }
+
+    func matches(_ matcher: CompiledPlan.CompiledMatcher, _ base: UnsafeRawBufferPointer) throws(WireError) -> Bool {
+        switch matcher {
+        case .exists:
+            return true
+        case .numeric(let lo, let hi):
+            guard let v = number(base) else { return false }
+            return v >= lo && v <= hi
+        case .bool(let expected):
+            if case .bool(let b) = kind { return b == expected }
+            return false
+        case .strings, .regex:
+            switch kind {
+            case .string(let r):
+                return Self.stringMatches(base, r, matcher)
+            case .array(let arrayRange):
+                var reader = ProtoReader(base, range: arrayRange)
+                while let (field, wt) = try reader.readTag() {
+                    guard field == 1, wt == .lengthDelimited else { try reader.skip(wt); continue }
+                    let element = try AnyValueView(base, try reader.readLengthDelimited())
+                    if case .string(let r) = element.kind, Self.stringMatches(base, r, matcher) { return true }
+                }
+                return false
+            default:
+                return false
+            }
+        }
+    }
+
+    static func stringMatches(_ base: UnsafeRawBufferPointer, _ r: Range<Int>, _ matcher: CompiledPlan.CompiledMatcher) -> Bool {
+        switch matcher {
+        case .strings(let values):
+            for v in values where v.count == r.count {
+                if v.withUnsafeBytes({ memcmpBytes($0.baseAddress!, base.baseAddress! + r.lowerBound, r.count) }) { return true }
+            }
+            return false
+        case .regex(let expressions):
+            let s = String(decoding: UnsafeRawBufferPointer(rebasing: base[r]), as: UTF8.self)
+            let whole = NSRange(s.startIndex..., in: s)
+            return expressions.contains { $0.firstMatch(in: s, range: whole) != nil }
+        default:
+            return false
+        }
     }
 }

@@ -92,9 +92,9 @@ private func insert(_ buffer: TraceBuffer, _ spans: [TestSpan], service: String 
         #expect(first.decided.count == 1)
         #expect(first.decided[0].summary.trigger == .spanLimit)
         #expect(first.decided[0].spans?.count == 3)
-        #expect(first.lateKept.count == 1)  // the fourth span of the same request follows the decision
+        #expect(first.lateKeptCount == 1)  // the fourth span of the same request follows the decision
         let later = insert(buffer, [TestSpan(trace: tid(1), span: 5, parent: 99)])
-        #expect(later.lateKept.count == 1 && later.buffered == 0)
+        #expect(later.lateKeptCount == 1 && later.buffered == 0)
     }
 
     @Test func lateSpansOfDroppedTracesAreDroppedAndCounted() {
@@ -163,7 +163,7 @@ private func insert(_ buffer: TraceBuffer, _ spans: [TestSpan], service: String 
         #expect(all.allSatisfy { $0.summary.trigger == .shutdown })
         #expect(buffer.bufferedTraces == 0 && buffer.bufferedBytes == 0)
         // A late span of a kept trace is forwarded, not buffered.
-        #expect(insert(buffer, [TestSpan(trace: tid(3), span: 2, parent: 1)]).lateKept.count == 1)
+        #expect(insert(buffer, [TestSpan(trace: tid(3), span: 2, parent: 1)]).lateKeptCount == 1)
     }
 
     @Test func concurrentWritersLoseNothing() async {

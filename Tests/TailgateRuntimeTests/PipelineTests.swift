@@ -100,7 +100,7 @@ func metricValue(_ pipeline: Pipeline, _ line: String) -> Double? {
         while sampled == nil || unsampled.count < 2 {
             let id = tid(n); n += 1
             var s = TraceSummary(traceID: id); s.spanCount = 1
-            if baseline.keeps(s) { sampled = sampled ?? id } else if unsampled.count < 2 { unsampled.append(id) }
+            if baseline.evaluate(s).isSample { sampled = sampled ?? id } else if unsampled.count < 2 { unsampled.append(id) }
         }
         let errorTrace = unsampled[0], expensive = unsampled[1]
         await withForwarder(pipeline) {
@@ -112,7 +112,7 @@ func metricValue(_ pipeline: Pipeline, _ line: String) -> Double? {
             // An ordinary unsampled trace with 9,999 tokens: dropped.
             var dropped = TraceID(hi: 0, lo: 0)
             n += 100
-            repeat { dropped = tid(n); n += 1 } while baseline.keeps({ var s = TraceSummary(traceID: dropped); s.spanCount = 1; return s }())
+            repeat { dropped = tid(n); n += 1 } while baseline.evaluate({ var s = TraceSummary(traceID: dropped); s.spanCount = 1; return s }()).isSample
             let (a, t) = agentTrace(dropped, tokens: 9_999)
             _ = ingest(pipeline, a); _ = ingest(pipeline, t)
 

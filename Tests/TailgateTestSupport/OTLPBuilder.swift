@@ -1,5 +1,34 @@
 import TailgateWire
 
+/// An attribute value of any kind.
+public enum TestValue: Sendable {
+    case string(String)
+    case int(Int64)
+    case double(Double)
+    case bool(Bool)
+    case strings([String])
+
+    func encode(_ w: inout ProtoWriter) {
+        switch self {
+        case .string(let s): w.appendStringField(1, s)
+        case .bool(let b): w.appendVarintField(2, b ? 1 : 0)
+        case .int(let i): w.appendVarintField(3, UInt64(bitPattern: i))
+        case .double(let d): w.appendFixed64Field(4, d.bitPattern)
+        case .strings(let list):
+            w.appendMessageField(5) { arr in
+                for item in list { arr.appendMessageField(1) { $0.appendStringField(1, item) } }
+            }
+        }
+    }
+}
+
+func appendAttribute(_ w: inout ProtoWriter, field: UInt32, _ key: String, _ value: TestValue) {
+    w.appendMessageField(field) { kv in
+        kv.appendStringField(1, key)
+        kv.appendMessageField(2) { value.encode(&$0) }
+    }
+}
+
 /// Builds encoded OTLP requests for tests, field by field, with ProtoWriter (independent of the scanner).
 public struct TestSpan: Sendable {
     public var traceID: TraceID
@@ -11,9 +40,14 @@ public struct TestSpan: Sendable {
     public var status: StatusCode? = nil
     public var intAttributes: [(String, Int64)] = []
     public var stringAttributes: [(String, String)] = []
+    public var attributes: [(String, TestValue)] = []
+    public var traceState: String? = nil
 
     public init(trace: TraceID, span: UInt64, parent: UInt64 = 0, name: String = "span", start: UInt64 = 1_000, end: UInt64 = 2_000,
-                status: StatusCode? = nil, ints: [(String, Int64)] = [], strings: [(String, String)] = []) {
+                status: StatusCode? = nil, ints: [(String, Int64)] = [], strings: [(String, String)] = [],
+                attributes: [(String, TestValue)] = [], traceState: String? = nil) {
+        self.attributes = attributes
+        self.traceState = traceState
         traceID = trace
         spanID = span
         parentSpanID = parent
@@ -30,6 +64,7 @@ public struct TestSpan: Sendable {
         var w = ProtoWriter()
         w.appendBytesField(1, traceID.bytes)
         w.appendBytesField(2, be64(spanID))
+        if let traceState { w.appendStringField(3, traceState) }
         if parentSpanID != 0 { w.appendBytesField(4, be64(parentSpanID)) }
         w.appendStringField(5, name)
         w.appendVarintField(6, 1)
@@ -47,6 +82,7 @@ public struct TestSpan: Sendable {
                 kv.appendMessageField(2) { $0.appendVarintField(3, UInt64(bitPattern: v)) }
             }
         }
+        for (k, v) in attributes { appendAttribute(&w, field: 9, k, v) }
         if let status {
             w.appendMessageField(15) { s in
                 s.appendStringField(2, "status message")
@@ -65,14 +101,16 @@ public func be64(_ v: UInt64) -> [UInt8] {
 public struct TestResource: Sendable {
     public var service: String
     public var scopes: [(name: String, spans: [TestSpan])]
+    public var attributes: [(String, TestValue)]
 
-    public init(service: String, scopes: [(name: String, spans: [TestSpan])]) {
+    public init(service: String, scopes: [(name: String, spans: [TestSpan])], attributes: [(String, TestValue)] = []) {
         self.service = service
         self.scopes = scopes
+        self.attributes = attributes
     }
 
-    public init(service: String, spans: [TestSpan]) {
-        self.init(service: service, scopes: [("scope", spans)])
+    public init(service: String, spans: [TestSpan], attributes: [(String, TestValue)] = []) {
+        self.init(service: service, scopes: [("scope", spans)], attributes: attributes)
     }
 }
 
@@ -86,6 +124,7 @@ public func exportRequest(_ resources: [TestResource]) -> [UInt8] {
                     kv.appendStringField(1, "service.name")
                     kv.appendMessageField(2) { $0.appendStringField(1, resource.service) }
                 }
+                for (k, v) in resource.attributes { appendAttribute(&r, field: 1, k, v) }
             }
             for scope in resource.scopes {
                 rs.appendMessageField(2) { ss in

@@ -9,10 +9,10 @@ public struct AlwaysSamplePolicy: SamplingPolicy {
 
     public init() {}
 
-    public static func parse(_ block: Node?, at typeNode: Node, reader: inout YAMLReader, plan: inout AttributePlan) -> Self? {
-        if let block { _ = reader.mapping(block, allowed: keys, what: "always_sample") }
+    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+        if let block { _ = context.reader.mapping(block, allowed: keys, what: typeName) }
         return AlwaysSamplePolicy()
     }
 
-    public func keeps(_ trace: TraceSummary) -> Bool { true }
+    public func evaluate(_ trace: TraceSummary) -> Verdict { .sampled }
 }

@@ -21,33 +21,31 @@ public struct ProbabilisticPolicy: SamplingPolicy {
         threshold = scaled >= 18_446_744_073_709_551_616.0 ? nil : UInt64(max(0, scaled))
     }
 
-    public static func parse(_ block: Node?, at typeNode: Node, reader: inout YAMLReader, plan: inout AttributePlan) -> Self? {
-        guard let block else {
-            reader.error(typeNode, "probabilistic policy needs a 'probabilistic:' block with 'sampling_percentage'")
-            return nil
-        }
+    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+        guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "sampling_percentage: 10") else { return nil }
         var percentage: Double? = nil
         var salt = ""
         var ok = true
-        for (key, _, value) in reader.mapping(block, allowed: keys, what: "probabilistic") {
+        for (key, _, value) in entries {
             if key == "sampling_percentage" {
-                percentage = reader.number(value, what: "sampling_percentage", range: 0...100)
+                percentage = context.reader.number(value, what: "sampling_percentage", range: 0...100)
                 if percentage == nil { ok = false }
             } else {
-                salt = reader.string(value, what: "hash_salt") ?? ""
+                salt = context.reader.string(value, what: "hash_salt") ?? ""
             }
         }
         guard ok else { return nil }
         guard let percentage else {
-            reader.error(typeNode, "probabilistic policy needs 'sampling_percentage' (0 to 100)")
+            context.reader.error(at, "probabilistic policy needs 'sampling_percentage' (0 to 100)")
             return nil
         }
-        if percentage == 0 { reader.warning(block, "sampling_percentage 0 never keeps a trace") }
         return ProbabilisticPolicy(percentage: percentage, salt: salt)
     }
 
-    public func keeps(_ trace: TraceSummary) -> Bool {
-        guard let threshold else { return true }
-        return trace.traceID.xxh3(seed: seed) < threshold
+    public var neverKeeps: Bool { percentage == 0 }
+
+    public func evaluate(_ trace: TraceSummary) -> Verdict {
+        guard let threshold else { return .sampled }
+        return trace.traceID.xxh3(seed: seed) < threshold ? .sample(probability: percentage / 100) : .notSampled
     }
 }

@@ -14,20 +14,17 @@ public struct StatusCodePolicy: SamplingPolicy {
         mask = codes.reduce(0) { $0 | $1.bit }
     }
 
-    public static func parse(_ block: Node?, at typeNode: Node, reader: inout YAMLReader, plan: inout AttributePlan) -> Self? {
-        guard let block else {
-            reader.error(typeNode, "status_code policy needs a 'status_code:' block with 'status_codes', e.g. status_codes: [ERROR]")
-            return nil
-        }
+    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+        guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "status_codes: [ERROR]") else { return nil }
         var codes: [StatusCode] = []
         var sawKey = false
         var ok = true
-        for (key, keyNode, value) in reader.mapping(block, allowed: keys, what: "status_code") where key == "status_codes" {
+        for (_, keyNode, value) in entries {
             sawKey = true
-            let items = reader.sequence(value, what: "status_codes")
-            if items.isEmpty { reader.error(keyNode, "status_codes must name at least one of ERROR, OK, UNSET"); ok = false }
+            let items = context.reader.sequence(value, what: "status_codes")
+            if items.isEmpty { context.reader.error(keyNode, "status_codes must name at least one of ERROR, OK, UNSET"); ok = false }
             for item in items {
-                let name = reader.string(item, what: "a status code") ?? ""
+                let name = context.reader.string(item, what: "a status code") ?? ""
                 switch name.uppercased() {
                 case "ERROR", "STATUS_CODE_ERROR": codes.append(.error)
                 case "OK", "STATUS_CODE_OK": codes.append(.ok)
@@ -35,17 +32,17 @@ public struct StatusCodePolicy: SamplingPolicy {
                 default:
                     var message = "unknown status code '\(name)'; expected ERROR, OK or UNSET"
                     if let hint = suggestion(for: name, among: ["ERROR", "OK", "UNSET"]) { message += "; did you mean '\(hint)'?" }
-                    reader.error(item, message)
+                    context.reader.error(item, message)
                     ok = false
                 }
             }
         }
         if !sawKey {
-            reader.error(typeNode, "status_code policy needs 'status_codes', e.g. status_codes: [ERROR]")
+            context.reader.error(at, "status_code policy needs 'status_codes', e.g. status_codes: [ERROR]")
             return nil
         }
         return ok ? StatusCodePolicy(codes: codes) : nil
     }
 
-    public func keeps(_ trace: TraceSummary) -> Bool { trace.statusMask & mask != 0 }
+    public func evaluate(_ trace: TraceSummary) -> Verdict { trace.statusMask & mask != 0 ? .sampled : .notSampled }
 }

@@ -1,0 +1,168 @@
+import TailgateBuffer
+import TailgateWire
+import Yams
+
+/// `and`: keeps traces that every policy of `and_sub_policy` keeps (probabilities multiply).
+public struct AndPolicy: SamplingPolicy {
+    public static let typeName = "and"
+    public static let keys = ["and_sub_policy"]
+
+    public var policies: [NamedPolicy]
+
+    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+        guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "and_sub_policy: [...]") else { return nil }
+        guard let list = entries.first(where: { $0.key == "and_sub_policy" }) else {
+            context.reader.error(at, "and policy needs 'and_sub_policy' (a list of policies)")
+            return nil
+        }
+        let before = context.reader.diagnostics.count
+        let subs = context.parsePolicies(list.value, what: "and_sub_policy")
+        guard context.reader.diagnostics[before...].allSatisfy({ $0.severity == .warning }) else { return nil }
+        guard !subs.isEmpty else { context.reader.error(list.keyNode, "and_sub_policy must list at least one policy"); return nil }
+        return AndPolicy(policies: subs)
+    }
+
+    public var neverKeeps: Bool { policies.contains { $0.policy.neverKeeps } }
+
+    public func evaluate(_ trace: TraceSummary) -> Verdict {
+        var probability = 1.0
+        for p in policies {
+            guard case .sample(let q) = p.policy.evaluate(trace) else { return .notSampled }
+            probability *= q
+        }
+        return .sample(probability: probability)
+    }
+}
+
+/// `not`: keeps traces that `not_sub_policy` does not keep.
+public struct NotPolicy: SamplingPolicy {
+    public static let typeName = "not"
+    public static let keys = ["not_sub_policy"]
+
+    public var policy: NamedPolicy
+
+    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+        guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "not_sub_policy: {name: …, type: …}") else { return nil }
+        guard let sub = entries.first(where: { $0.key == "not_sub_policy" }) else {
+            context.reader.error(at, "not policy needs 'not_sub_policy' (one policy)")
+            return nil
+        }
+        guard let (policy, _) = context.parsePolicy(sub.value) else { return nil }
+        return NotPolicy(policy: policy)
+    }
+
+    public var neverKeeps: Bool { policy.policy is AlwaysSamplePolicy }
+
+    public func evaluate(_ trace: TraceSummary) -> Verdict {
+        policy.policy.evaluate(trace).isSample ? .notSampled : .sampled
+    }
+}
+
+/// `drop`: drops traces that every policy of `drop_sub_policy` matches, whatever the other policies say.
+public struct DropPolicy: SamplingPolicy {
+    public static let typeName = "drop"
+    public static let keys = ["drop_sub_policy"]
+
+    public var policies: [NamedPolicy]
+
+    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+        guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "drop_sub_policy: [...]") else { return nil }
+        guard let list = entries.first(where: { $0.key == "drop_sub_policy" }) else {
+            context.reader.error(at, "drop policy needs 'drop_sub_policy' (a list of policies)")
+            return nil
+        }
+        let before = context.reader.diagnostics.count
+        let subs = context.parsePolicies(list.value, what: "drop_sub_policy")
+        guard context.reader.diagnostics[before...].allSatisfy({ $0.severity == .warning }) else { return nil }
+        guard !subs.isEmpty else { context.reader.error(list.keyNode, "drop_sub_policy must list at least one policy"); return nil }
+        return DropPolicy(policies: subs)
+    }
+
+    public func evaluate(_ trace: TraceSummary) -> Verdict {
+        policies.allSatisfy { $0.policy.evaluate(trace).isSample } ? .drop : .notSampled
+    }
+}
+
+/// `composite`: shares `max_total_spans_per_second` among sub-policies. Sub-policies are tried in `policy_order`;
+/// each may keep traces while its share (`rate_allocation` percent; the rest split evenly among sub-policies
+/// without one) of the per-second span budget lasts.
+public struct CompositePolicy: SamplingPolicy {
+    public static let typeName = "composite"
+    public static let keys = ["max_total_spans_per_second", "policy_order", "composite_sub_policy", "rate_allocation"]
+
+    struct Member: Sendable {
+        var policy: NamedPolicy
+        var budget: SecondBudget
+    }
+
+    var members: [Member]
+
+    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+        guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "max_total_spans_per_second: 1000, …") else { return nil }
+        var total: Int64? = nil
+        var order: [(String, Node)] = []
+        var subs: [NamedPolicy] = []
+        var allocation: [String: (Double, Node)] = [:]
+        var ok = true
+        for (k, keyNode, value) in entries {
+            switch k {
+            case "max_total_spans_per_second":
+                total = context.reader.integer(value, what: k, range: 0...Int64(Int32.max))
+            case "policy_order":
+                for item in context.reader.sequence(value, what: k) {
+                    if let s = context.reader.string(item, what: "a policy name") { order.append((s, item)) }
+                }
+            case "composite_sub_policy":
+                let before = context.reader.diagnostics.count
+                subs = context.parsePolicies(value, what: k)
+                if !context.reader.diagnostics[before...].allSatisfy({ $0.severity == .warning }) { ok = false }
+                if subs.isEmpty && ok { context.reader.error(keyNode, "composite_sub_policy must list at least one policy"); ok = false }
+            default:
+                for item in context.reader.sequence(value, what: k) {
+                    var name: String? = nil
+                    var percent: Double? = nil
+                    for (ak, _, av) in context.reader.mapping(item, allowed: ["policy", "percent"], what: "a rate allocation") {
+                        if ak == "policy" { name = context.reader.string(av, what: "policy") } else { percent = context.reader.number(av, what: "percent", range: 0...100) }
+                    }
+                    if let name, let percent { allocation[name] = (percent, item) } else { context.reader.error(item, "a rate allocation needs 'policy' and 'percent'"); ok = false }
+                }
+            }
+        }
+        guard ok else { return nil }
+        guard let total else { context.reader.error(at, "composite policy needs 'max_total_spans_per_second'"); return nil }
+        let names = subs.map(\.name)
+        for (name, node) in order where !names.contains(name) {
+            var message = "policy_order names '\(name)', which is not in composite_sub_policy"
+            if let hint = suggestion(for: name, among: names) { message += "; did you mean '\(hint)'?" }
+            context.reader.error(node, message)
+            ok = false
+        }
+        for (name, (_, node)) in allocation where !names.contains(name) {
+            context.reader.error(node, "rate_allocation names '\(name)', which is not in composite_sub_policy")
+            ok = false
+        }
+        let allocated = allocation.values.reduce(0) { $0 + $1.0 }
+        if allocated > 100, let node = allocation.values.first?.1 {
+            context.reader.error(node, "rate_allocation percentages add up to \(formatNumber(allocated)), more than 100")
+            ok = false
+        }
+        guard ok else { return nil }
+        let ordered = order.isEmpty ? subs : order.compactMap { o in subs.first { $0.name == o.0 } } + subs.filter { s in !order.contains { $0.0 == s.name } }
+        let unallocated = ordered.filter { allocation[$0.name] == nil }.count
+        let rest = max(0, 100 - allocated) / Double(max(unallocated, 1))
+        let members = ordered.map { sub in
+            Member(policy: sub, budget: SecondBudget(perSecond: Double(total) * (allocation[sub.name]?.0 ?? rest) / 100))
+        }
+        return CompositePolicy(members: members)
+    }
+
+    public var neverKeeps: Bool { members.allSatisfy { $0.budget.perSecond == 0 || $0.policy.policy.neverKeeps } }
+
+    public func evaluate(_ trace: TraceSummary) -> Verdict {
+        for m in members {
+            guard case .sample(let q) = m.policy.policy.evaluate(trace) else { continue }
+            if let p = m.budget.take(Double(trace.spanCount), at: trace.decidedAt) { return .sample(probability: p * q) }
+        }
+        return .notSampled
+    }
+}

@@ -1,0 +1,117 @@
+import Synchronization
+import TailgateBuffer
+import TailgateWire
+import Yams
+
+/// A per-second budget of units (spans or bytes), counted on the decision clock (`TraceSummary.decidedAt`), so
+/// simulations with a virtual clock behave like the live proxy. Also estimates the share of offered units it
+/// admitted in the current second: the probability written on kept spans.
+final class SecondBudget: Sendable {
+    struct State {
+        var second: UInt64 = .max
+        var spent: Double = 0
+        var offered: Double = 0
+        var tokens: Double
+        var lastRefill: UInt64 = 0
+    }
+
+    let perSecond: Double
+    /// With a burst capacity, a token bucket refilled continuously; without, a fixed one-second window.
+    let burst: Double?
+    private let state: Mutex<State>
+
+    init(perSecond: Double, burst: Double? = nil) {
+        self.perSecond = perSecond
+        self.burst = burst
+        state = Mutex(State(tokens: burst ?? perSecond))
+    }
+
+    /// Takes `units` if they fit; returns the probability estimate (admitted / offered this second), or nil.
+    func take(_ units: Double, at now: UInt64) -> Double? {
+        state.withLock { s in
+            let second = now / 1_000_000_000
+            if second != s.second {
+                s.second = second
+                s.spent = 0
+                s.offered = 0
+            }
+            s.offered += units
+            if let burst {
+                let elapsed = Double(now &- s.lastRefill) / 1e9
+                if s.lastRefill == 0 || now < s.lastRefill { s.tokens = burst } else { s.tokens = min(burst, s.tokens + elapsed * perSecond) }
+                s.lastRefill = now
+                guard s.tokens >= units else { return nil }
+                s.tokens -= units
+            } else {
+                guard s.spent + units <= perSecond else { return nil }
+            }
+            s.spent += units
+            return min(1, max(s.spent / max(s.offered, 1), 1e-9))
+        }
+    }
+}
+
+/// `rate_limiting`: keeps traces while the spans kept by this policy stay within `spans_per_second`.
+/// Kept spans carry the share of offered spans admitted in that second as their sampling probability.
+public struct RateLimitingPolicy: SamplingPolicy {
+    public static let typeName = "rate_limiting"
+    public static let keys = ["spans_per_second"]
+
+    let budget: SecondBudget
+
+    public init(spansPerSecond: Double) {
+        budget = SecondBudget(perSecond: spansPerSecond)
+    }
+
+    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+        guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "spans_per_second: 1000") else { return nil }
+        var rate: Int64? = nil
+        for (_, _, value) in entries { rate = context.reader.integer(value, what: "spans_per_second", range: 0...Int64(Int32.max)) }
+        guard let rate else {
+            if entries.isEmpty { context.reader.error(at, "rate_limiting policy needs 'spans_per_second'") }
+            return nil
+        }
+        return RateLimitingPolicy(spansPerSecond: Double(rate))
+    }
+
+    public var neverKeeps: Bool { budget.perSecond == 0 }
+
+    public func evaluate(_ trace: TraceSummary) -> Verdict {
+        guard let p = budget.take(Double(trace.spanCount), at: trace.decidedAt) else { return .notSampled }
+        return .sample(probability: p)
+    }
+}
+
+/// `bytes_limiting`: keeps traces while the span bytes kept by this policy stay within a token bucket of
+/// `bytes_per_second`, holding at most `burst_capacity` bytes (default: twice the rate).
+public struct BytesLimitingPolicy: SamplingPolicy {
+    public static let typeName = "bytes_limiting"
+    public static let keys = ["bytes_per_second", "burst_capacity"]
+
+    let budget: SecondBudget
+
+    public init(bytesPerSecond: Double, burst: Double? = nil) {
+        budget = SecondBudget(perSecond: bytesPerSecond, burst: burst ?? 2 * bytesPerSecond)
+    }
+
+    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+        guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "bytes_per_second: 1048576") else { return nil }
+        var rate: Int? = nil, burst: Int? = nil
+        var ok = true
+        for (k, _, value) in entries {
+            let v = context.reader.size(value, what: k)
+            ok = ok && v != nil
+            if k == "bytes_per_second" { rate = v } else { burst = v }
+        }
+        guard ok else { return nil }
+        guard let rate else { context.reader.error(at, "bytes_limiting policy needs 'bytes_per_second'"); return nil }
+        return BytesLimitingPolicy(bytesPerSecond: Double(rate), burst: burst.map(Double.init))
+    }
+
+    public var neverKeeps: Bool { budget.perSecond == 0 }
+
+    public func evaluate(_ trace: TraceSummary) -> Verdict {
+        guard let p = budget.take(Double(trace.spanBytes), at: trace.decidedAt) else { return .notSampled }
+        return .sample(probability: p)
+    }
+}

@@ -1,0 +1,124 @@
+import Testing
+import TailgateTestSupport
+@testable import TailgateBuffer
+@testable import TailgatePolicies
+@testable import TailgateWire
+
+func llm(_ id: UInt64, model: String = "gpt-4o", provider: String = "openai", input: Int64, output: Int64,
+         deprecated: Bool = false, extra: [(String, TestValue)] = []) -> TestSpan {
+    let tokens: [(String, TestValue)] = deprecated
+        ? [("gen_ai.usage.prompt_tokens", .int(input)), ("gen_ai.usage.completion_tokens", .int(output))]
+        : [("gen_ai.usage.input_tokens", .int(input)), ("gen_ai.usage.output_tokens", .int(output))]
+    return span(id, [("gen_ai.operation.name", .string("chat")), ("gen_ai.request.model", .string(model)),
+                     ("gen_ai.provider.name", .string(provider))] + tokens + extra)
+}
+
+@Suite struct TokenUsagePolicyTests {
+    static let cases: [(String, [TestSpan], Bool)] = [
+        ("min_total_tokens: 10000", [span(1), llm(2, input: 6000, output: 3999)], false),
+        ("min_total_tokens: 10000", [span(1), llm(2, input: 6000, output: 3000), llm(3, input: 500, output: 500, deprecated: true)], true),
+        ("min_total_tokens: 100, max_total_tokens: 500", [span(1), llm(2, input: 400, output: 101)], false),
+        ("min_total_tokens: 100, max_total_tokens: 500", [span(1), llm(2, input: 400, output: 100)], true),
+        // Filters: only spans of the listed models / providers count.
+        ("min_total_tokens: 1000, models: [o3]", [span(1), llm(2, model: "gpt-4o", input: 5000, output: 0)], false),
+        ("min_total_tokens: 1000, models: [o3]", [span(1), llm(2, model: "o3", input: 900, output: 100), llm(3, input: 5000, output: 0)], true),
+        ("min_total_tokens: 1000, providers: [anthropic]", [span(1), llm(2, provider: "openai", input: 5000, output: 0)], false),
+        ("min_total_tokens: 1000, providers: [anthropic], models: [claude-sonnet-4]",
+         [span(1), llm(2, model: "claude-sonnet-4", provider: "anthropic", input: 1000, output: 0)], true),
+        ("min_total_tokens: 1000, providers: [anthropic], models: [claude-sonnet-4]",
+         [span(1), llm(2, model: "claude-opus-4", provider: "anthropic", input: 1000, output: 0)], false),
+    ]
+
+    @Test(arguments: cases.indices) func table(index: Int) throws {
+        let (block, spans, keep) = Self.cases[index]
+        #expect(try decide("{name: t, type: token_usage, token_usage: {\(block)}}", trace(spans)).keep == keep, "\(block)")
+    }
+}
+
+@Suite struct LLMCostPolicyTests {
+    static let prices = """
+        prices:
+          default: {input: 1, output: 2}
+          gpt-4o: {input: 2.5, output: 10}
+          o3: {input: 10, output: 40}
+
+        """
+
+    /// USD: gpt-4o 100k in + 10k out = 0.25 + 0.10 = 0.35; o3 10k in + 5k out = 0.1 + 0.2 = 0.30;
+    /// unknown model 100k in = 0.10 at the default price.
+    static let cases: [(Double, [TestSpan], Bool)] = [
+        (0.35, [span(1), llm(2, input: 100_000, output: 10_000)], true),
+        (0.36, [span(1), llm(2, input: 100_000, output: 10_000)], false),
+        (0.65, [span(1), llm(2, input: 100_000, output: 10_000), llm(3, model: "o3", input: 10_000, output: 5_000)], true),
+        (0.10, [span(1), llm(2, model: "mystery", input: 100_000, output: 0)], true),
+        (0.11, [span(1), llm(2, model: "mystery", input: 100_000, output: 0)], false),
+    ]
+
+    @Test(arguments: cases.indices) func table(index: Int) throws {
+        let (min, spans, keep) = Self.cases[index]
+        let decision = try decide("{name: c, type: llm_cost, llm_cost: {min_cost_usd: \(min)}}", trace(spans), preamble: Self.prices)
+        #expect(decision.keep == keep, "min \(min)")
+    }
+
+    @Test func responseModelIsPreferredToRequestModel() throws {
+        let s = llm(2, model: "gpt-4o", input: 100_000, output: 0, extra: [("gen_ai.response.model", .string("o3"))])
+        // o3 price: 100k × 10 / 1M = 1.00 USD (gpt-4o would be 0.25).
+        #expect(try decide("{name: c, type: llm_cost, llm_cost: {min_cost_usd: 1.0}}", trace([span(1), s]), preamble: Self.prices).keep)
+    }
+
+    @Test func needsAPriceTable() {
+        #expect(diagnostics("policies: [{name: c, type: llm_cost, llm_cost: {min_cost_usd: 1}}]")
+            == ["1:38: error: llm_cost policy needs a 'prices:' table in the policies file (USD per million tokens per model, and a 'default')"])
+    }
+}
+
+@Suite struct FinishReasonPolicyTests {
+    @Test(arguments: [
+        (["stop"], "", false),
+        (["length"], "", true),
+        (["stop", "content_filter"], "", true),
+        (["stop"], "reasons: [stop]", true),
+        (["length"], "reasons: [tool_calls]", false),
+    ])
+    func table(reasons: [String], block: String, keep: Bool) throws {
+        let s = span(2, [("gen_ai.response.finish_reasons", .strings(reasons))])
+        let policy = block.isEmpty ? "{name: f, type: finish_reason}" : "{name: f, type: finish_reason, finish_reason: {\(block)}}"
+        #expect(try decide(policy, trace([span(1), s])).keep == keep)
+    }
+}
+
+@Suite struct AgentLoopPolicyTests {
+    static func agent(llmCalls: Int, toolCalls: Int) -> [TestSpan] {
+        var spans = [span(1)]
+        for i in 0..<llmCalls { spans.append(llm(UInt64(10 + i), input: 10, output: 10)) }
+        for i in 0..<toolCalls { spans.append(span(UInt64(100 + i), [("gen_ai.operation.name", .string("execute_tool"))])) }
+        return spans
+    }
+
+    @Test(arguments: [
+        ("max_llm_calls: 5", 5, 0, false),
+        ("max_llm_calls: 5", 6, 0, true),
+        ("max_tool_calls: 3", 10, 3, false),
+        ("max_tool_calls: 3", 0, 4, true),
+        ("max_llm_calls: 5, max_tool_calls: 3", 2, 4, true),
+    ])
+    func table(block: String, llmCalls: Int, toolCalls: Int, keep: Bool) throws {
+        let decision = try decide("{name: loop, type: agent_loop, agent_loop: {\(block)}}", trace(Self.agent(llmCalls: llmCalls, toolCalls: toolCalls)))
+        #expect(decision.keep == keep)
+    }
+}
+
+@Suite struct ToolErrorPolicyTests {
+    static let tool: (String, TestValue) = ("gen_ai.operation.name", .string("execute_tool"))
+
+    @Test(arguments: [
+        ([tool], StatusCode?.none, false),
+        ([tool], .error, true),
+        ([tool, ("error.type", .string("timeout"))], nil, true),
+        ([("error.type", .string("timeout"))], nil, false),  // not a tool span
+        ([("gen_ai.operation.name", .string("chat"))], .error, false),
+    ] as [([(String, TestValue)], StatusCode?, Bool)])
+    func table(attributes: [(String, TestValue)], status: StatusCode?, keep: Bool) throws {
+        #expect(try decide("{name: t, type: tool_error}", trace([span(1), span(2, status: status, attributes)])).keep == keep)
+    }
+}
