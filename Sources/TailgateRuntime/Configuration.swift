@@ -20,12 +20,24 @@ public struct TailgateConfiguration: Sendable, Equatable {
     public var maxRequestBytes: Int = 16 << 20
     /// How often expired traces are decided. Default 100 ms.
     public var decisionTick: Duration = .milliseconds(100)
+    /// How often the policies file is checked for changes (it is also reloaded on SIGHUP); 0 turns watching off.
+    /// Default 2 s.
+    public var policiesReloadInterval: Duration = .seconds(2)
+    /// Mark forwarded spans with the policy that kept them (`tailgate.policy`) and, when the keep was
+    /// probabilistic or rate-limited, its probability (`ot=th:…` in tracestate, `tailgate.sample_rate`). Default on.
+    public var annotateKeptSpans = true
+    /// Dry run: forward every span, marked with what the policies would have decided (`tailgate.dry_run.decision`,
+    /// `tailgate.policy`). Default off.
+    public var dryRun = false
     public var buffer = BufferConfiguration()
     public var forwarder = ForwarderConfiguration()
 
     public init() {}
 
-    static let topKeys = ["grpc_listen", "http_listen", "metrics_listen", "downstream", "policies", "limits", "buffer", "forwarder"]
+    static let topKeys = [
+        "grpc_listen", "http_listen", "metrics_listen", "downstream", "policies", "policies_reload_interval",
+        "annotate_kept_spans", "dry_run", "limits", "buffer", "forwarder",
+    ]
     static let bufferKeys = [
         "shards", "wait_after_root", "idle_timeout", "max_trace_age", "max_spans_per_trace", "max_buffered_bytes",
         "decision_cache_size", "decision_tick",
@@ -75,6 +87,12 @@ public struct TailgateConfiguration: Sendable, Equatable {
                 }
             case "policies":
                 config.policiesPath = reader.string(value, what: key)
+            case "policies_reload_interval":
+                if let d = reader.duration(value, what: key) { config.policiesReloadInterval = d }
+            case "annotate_kept_spans":
+                if let b = reader.bool(value, what: key) { config.annotateKeptSpans = b }
+            case "dry_run":
+                if let b = reader.bool(value, what: key) { config.dryRun = b }
             case "limits":
                 for (k, _, v) in reader.mapping(value, allowed: ["max_request_bytes"], what: "limits") where k == "max_request_bytes" {
                     if let n = reader.size(v, what: k) { config.maxRequestBytes = n }

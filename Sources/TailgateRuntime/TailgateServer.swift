@@ -41,9 +41,16 @@ public struct TailgateServer: Sendable {
         let metrics = TailgateMetrics()
         let downstream = try Self.makeDownstream(config.downstream, forwarder: config.forwarder)
         let forwarder = Forwarder(configuration: config.forwarder, downstream: downstream, observer: metrics, logger: logger)
-        let pipeline = Pipeline(policies: policies, buffer: config.buffer, forwarder: forwarder, metrics: metrics, logger: logger)
+        let pipeline = Pipeline(policies: policies, buffer: config.buffer, forwarder: forwarder, metrics: metrics, logger: logger,
+                                annotate: config.annotateKeptSpans, dryRun: config.dryRun)
 
         var services: [any Service] = [ForwarderService(forwarder: forwarder), DecisionService(pipeline: pipeline, tick: config.decisionTick)]
+        if let path = config.policiesPath {
+            let reloader = PolicyReloader(path: path, pipeline: pipeline, logger: logger)
+            // Without a watch interval, SIGHUP still reloads.
+            let interval = config.policiesReloadInterval > .zero ? config.policiesReloadInterval : .seconds(365 * 86400)
+            services.append(PolicyReloadService(reloader: reloader, interval: interval))
+        }
         var listening: [String] = []
 
         if let address = config.grpcListen, let (host, port) = parseHostPort(address) {
@@ -75,6 +82,7 @@ public struct TailgateServer: Sendable {
         logger.info("tailgate started", metadata: [
             "listening": "\(listening.joined(separator: " "))",
             "downstream": "\(config.downstream)",
+            "mode": "\(config.dryRun ? "dry run (everything forwarded)" : "sampling")",
             "policies": "\(config.policiesPath ?? "built-in default") (\(policies.policies.map { "\($0.name):\($0.type)" }.joined(separator: ", ")))",
         ])
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import TailgateExport
 import TailgatePolicies
+import TailgateBuffer
 import TailgateRuntime
 
 @main
@@ -15,7 +16,7 @@ struct Tailgate: AsyncParsableCommand {
             decision window closes, applies the policies file, and forwards the kept traces, complete, to the real collector.
             """,
         version: "0.1.0",
-        subcommands: [Serve.self, Check.self],
+        subcommands: [Serve.self, Check.self, Simulate.self, ImportOtel.self],
         defaultSubcommand: nil)
 }
 
@@ -49,6 +50,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
+
+    @Flag(name: .customLong("dry-run"), help: "Forward every span, marked with what the policies would have decided.")
+    var dryRun = false
 
     func validate() throws {
         for (name, value) in [("--grpc-listen", grpcListen), ("--http-listen", httpListen), ("--metrics-listen", metricsListen)] {
@@ -89,6 +93,7 @@ struct Serve: AsyncParsableCommand {
         configuration.metricsListen = listen(metricsListen, configuration.metricsListen)
         if let downstream, let address = DownstreamAddress(downstream) { configuration.downstream = address }
         if let policies { configuration.policiesPath = policies }
+        if dryRun { configuration.dryRun = true }
 
         var policySet = PolicySet.builtIn()
         do {
@@ -126,5 +131,103 @@ struct Check: ParsableCommand {
             }
         }
         if failed { throw ExitCode(1) }
+    }
+}
+
+struct Simulate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Replay recordings through a policies file on a virtual clock and show what it would keep.",
+        discussion: """
+            Recordings: OTLP/JSON lines (as the Collector's file exporter and Tailgate's file: downstream write) or \
+            Tailgate's compact .tgrec form, optionally gzip-compressed. Prints, per policy, the traces, spans and bytes \
+            it keeps, the overall keep rate and the kept volume per day at the recorded rate. With --against, also how \
+            many traces change decision, by category, with example trace IDs.
+            """)
+
+    @Option(help: "Policies file to simulate (default: the built-in default policies).")
+    var policies: String?
+
+    @Option(help: "A second policies file to compare with.")
+    var against: String?
+
+    @Option(help: "Configuration file whose buffer settings (decision timing) to use.")
+    var config: String?
+
+    @Argument(help: "Recordings to replay.")
+    var recordings: [String]
+
+    func run() throws {
+        var buffer = BufferConfiguration()
+        var sets: [(String, PolicySet)] = []
+        do {
+            if let config { buffer = try TailgateConfiguration.load(path: config).buffer }
+            sets.append((policies ?? "built-in default", try policies.map { try PolicySet.load(path: $0) } ?? PolicySet.builtIn()))
+            if let against { sets.append((against, try PolicySet.load(path: against))) }
+        } catch let error as DiagnosticsError {
+            for d in error.diagnostics { print(d) }
+            throw ExitCode(2)
+        }
+        var requests: [RecordedRequest] = []
+        for path in recordings {
+            do { requests += try Recording.read(path: path) } catch {
+                FileHandle.standardError.write(Data("\(error)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
+        let started = ContinuousClock.now
+        let reports = Simulator(buffer: buffer).run(requests, policySets: sets.map(\.1))
+        let elapsed = ContinuousClock.now - started
+        for (i, report) in reports.enumerated() {
+            print(Simulator.table(report, title: "\(sets[i].0): \(requests.count) requests"))
+        }
+        if reports.count == 2 {
+            let differences = Simulator.compare(reports[0], reports[1])
+            let changed = differences.reduce(0) { $0 + $1.count }
+            print("\(changed) of \(reports[0].traces) traces change decision from \(sets[0].0) to \(sets[1].0)")
+            for d in differences {
+                print("  \(d.category): \(d.count)  e.g. \(d.examples.map(\.description).joined(separator: ", "))")
+            }
+        }
+        fflush(stdout)
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        FileHandle.standardError.write(Data(String(format: "simulated %d spans in %.2f s\n", reports.first?.spans ?? 0, seconds).utf8))
+    }
+}
+
+struct ImportOtel: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import-otel",
+        abstract: "Turn the tail_sampling processor of an OpenTelemetry Collector configuration into a Tailgate policies file.",
+        discussion: "Writes the policies file to standard output (or --output) and notes about what could not be carried over to standard error.")
+
+    @Argument(help: "The Collector's configuration file.")
+    var file: String
+
+    @Option(help: "Which tail_sampling processor, when there are several (e.g. tail_sampling/llm).")
+    var processor: String?
+
+    @Option(name: .shortAndLong, help: "Write the policies file here instead of standard output.")
+    var output: String?
+
+    func run() throws {
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+            FileHandle.standardError.write(Data("\(file): cannot read file\n".utf8))
+            throw ExitCode(2)
+        }
+        let result: CollectorImport
+        do {
+            result = try CollectorImport.convert(text, file: file, processor: processor)
+        } catch {
+            for d in error.diagnostics { FileHandle.standardError.write(Data("\(d)\n".utf8)) }
+            throw ExitCode(1)
+        }
+        for note in result.notes {
+            FileHandle.standardError.write(Data("\(note.file):\(note.line):\(note.column): note: \(note.message)\n".utf8))
+        }
+        if let output {
+            try result.policiesYAML.write(toFile: output, atomically: true, encoding: .utf8)
+        } else {
+            print(result.policiesYAML, terminator: "")
+        }
     }
 }
