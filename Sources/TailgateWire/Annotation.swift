@@ -68,9 +68,10 @@ public struct KeepAnnotation: Sendable, Equatable {
 
     /// The 56-bit rejection threshold for keeping with `probability`: keep when randomness ≥ threshold.
     public static func threshold(probability: Double) -> UInt64 {
-        let max56 = Double(UInt64(1) << 56)
-        let t = ((1 - min(max(probability, 0), 1)) * max56).rounded()
-        return t >= max56 ? (UInt64(1) << 56) - 1 : UInt64(t)
+        // 2^56 − round(p × 2^56): exact for the probabilities people write (computing 1 − p first would not be).
+        let max56 = UInt64(1) << 56
+        let kept = UInt64((min(max(probability, 0), 1) * Double(max56)).rounded())
+        return kept == 0 ? max56 - 1 : max56 - kept
     }
 
     /// `th` value: 14 hex digits with trailing zeros dropped ("0" for probability 1).

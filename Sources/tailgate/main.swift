@@ -188,9 +188,8 @@ struct Simulate: ParsableCommand {
                 print("  \(d.category): \(d.count)  e.g. \(d.examples.map(\.description).joined(separator: ", "))")
             }
         }
-        fflush(stdout)
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        FileHandle.standardError.write(Data(String(format: "simulated %d spans in %.2f s\n", reports.first?.spans ?? 0, seconds).utf8))
+        print(String(format: "(simulated %d spans through %d policies file(s) in %.2f s)", reports.first?.spans ?? 0, reports.count, seconds))
     }
 }
 

@@ -1,0 +1,52 @@
+import Testing
+import TailgateTestSupport
+@testable import TailgateWire
+
+@Suite struct AnnotationTests {
+    @Test(arguments: [
+        (1.0, "0"),
+        (0.5, "8"),
+        (0.25, "c"),
+        (0.1, "e6666666666666"),
+        (0.0, "ffffffffffffff"),
+    ])
+    func thresholdValues(probability: Double, th: String) {
+        #expect(KeepAnnotation.thValue(KeepAnnotation.threshold(probability: probability)) == th)
+    }
+
+    @Test(arguments: [
+        ("", 0.5, "ot=th:8"),
+        ("vendor=x", 0.25, "ot=th:c,vendor=x"),
+        // Never lower an incoming threshold: incoming 0.1 (th:e666…) is stricter than our 0.5.
+        ("ot=th:e6666666666666;rv:1234", 0.5, "ot=th:e6666666666666;rv:1234"),
+        // Raise a lower incoming threshold; keep other ot sub-keys; move ot to the front.
+        ("a=1,ot=th:8;rv:ab", 0.25, "ot=th:c;rv:ab,a=1"),
+    ])
+    func mergeThreshold(incoming: String, probability: Double, expected: String) {
+        #expect(KeepAnnotation.mergeThreshold(traceState: incoming, probability: probability) == expected)
+    }
+
+    @Test func annotatedSpanReadsBackWithTheNewFields() throws {
+        let original = TestSpan(trace: tid(1), span: 2, parent: 1, strings: [("k", "v")], traceState: "vendor=x").encoded
+        let annotated = original.withUnsafeBytes { KeepAnnotation(policy: "baseline", probability: 0.1).annotate($0) }
+        #expect(annotated.starts(with: original))  // the original bytes are untouched
+        // A tracestate reader sees the last occurrence; attributes are appended.
+        let state = annotated.withUnsafeBytes { KeepAnnotation.traceState(of: $0) }
+        #expect(state == "ot=th:e6666666666666,vendor=x")
+        let json = try OTLPJSON.jsonFromProtobuf(exportRequestWithRawSpan(annotated))
+        let text = String(decoding: json, as: UTF8.self)
+        #expect(text.contains(#"{"key":"tailgate.policy","value":{"stringValue":"baseline"}}"#))
+        #expect(text.contains(#"{"key":"tailgate.sample_rate","value":{"doubleValue":10}}"#) || text.contains(#""doubleValue":10.0"#))
+        #expect(text.contains(#"{"key":"k","value":{"stringValue":"v"}}"#))
+    }
+
+    @Test func certainKeepsCarryOnlyThePolicy() {
+        let original = TestSpan(trace: tid(1), span: 2, traceState: "ot=th:8").encoded
+        let annotated = original.withUnsafeBytes { KeepAnnotation(policy: "errors").annotate($0) }
+        #expect(annotated.withUnsafeBytes { KeepAnnotation.traceState(of: $0) } == "ot=th:8")  // untouched
+        let dry = original.withUnsafeBytes { KeepAnnotation(policy: "", dryRunKeep: false).annotate($0) }
+        let text = String(decoding: try! OTLPJSON.jsonFromProtobuf(exportRequestWithRawSpan(dry)), as: UTF8.self)
+        #expect(text.contains(#"{"key":"tailgate.dry_run.decision","value":{"stringValue":"drop"}}"#))
+        #expect(!text.contains("tailgate.policy"))
+    }
+}
