@@ -72,8 +72,9 @@ public struct TraceSummary: Sendable, Equatable {
 
     public func has(_ status: StatusCode) -> Bool { statusMask & status.bit != 0 }
 
+    /// Adds one span's facts.
     @inline(__always)
-    mutating func add(_ span: SpanFacts) {
+    public mutating func add(_ span: SpanFacts) {
         spanCount += 1
         statusMask |= span.status.bit
         sums &+= span.sums

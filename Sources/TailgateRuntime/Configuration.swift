@@ -29,6 +29,8 @@ public struct TailgateConfiguration: Sendable, Equatable {
     /// Dry run: forward every span, marked with what the policies would have decided (`tailgate.dry_run.decision`,
     /// `tailgate.policy`). Default off.
     public var dryRun = false
+    /// Tee every accepted export request into this recording (`.tgrec`), rotated; nil for none. Default nil.
+    public var record: RecordingWriter.Configuration? = nil
     public var buffer = BufferConfiguration()
     public var forwarder = ForwarderConfiguration()
 
@@ -36,7 +38,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
 
     static let topKeys = [
         "grpc_listen", "http_listen", "metrics_listen", "downstream", "policies", "policies_reload_interval",
-        "annotate_kept_spans", "dry_run", "limits", "buffer", "forwarder",
+        "annotate_kept_spans", "dry_run", "record", "limits", "buffer", "forwarder",
     ]
     static let bufferKeys = [
         "shards", "wait_after_root", "idle_timeout", "max_trace_age", "max_spans_per_trace", "max_buffered_bytes",
@@ -93,6 +95,17 @@ public struct TailgateConfiguration: Sendable, Equatable {
                 if let b = reader.bool(value, what: key) { config.annotateKeptSpans = b }
             case "dry_run":
                 if let b = reader.bool(value, what: key) { config.dryRun = b }
+            case "record":
+                var record = RecordingWriter.Configuration(path: "")
+                for (k, _, v) in reader.mapping(value, allowed: ["path", "max_file_bytes", "keep_files", "buffer_bytes"], what: "record") {
+                    switch k {
+                    case "path": record.path = reader.string(v, what: k) ?? ""
+                    case "max_file_bytes": if let n = reader.size(v, what: k) { record.maxFileBytes = n }
+                    case "keep_files": if let n = reader.integer(v, what: k, range: 0...1000) { record.keepFiles = Int(n) }
+                    default: if let n = reader.size(v, what: k) { record.bufferBytes = n }
+                    }
+                }
+                if record.path.isEmpty { reader.error(value, "record needs a 'path'") } else { config.record = record }
             case "limits":
                 for (k, _, v) in reader.mapping(value, allowed: ["max_request_bytes"], what: "limits") where k == "max_request_bytes" {
                     if let n = reader.size(v, what: k) { config.maxRequestBytes = n }

@@ -15,6 +15,8 @@ public final class Pipeline: TraceIngestHandler, Sendable {
     /// Mark forwarded spans with the policy that kept them (and the sampling probability).
     let annotate: Bool
     let dryRun: Bool
+    /// Tee of accepted requests (`serve --record`).
+    let recorder: RecordingWriter?
 
     struct Policies {
         var runtime: PolicyRuntime
@@ -26,7 +28,8 @@ public final class Pipeline: TraceIngestHandler, Sendable {
 
     public init(policies set: PolicySet, buffer configuration: BufferConfiguration, forwarder: Forwarder,
                 metrics: TailgateMetrics, clock: any NanoClock = SystemClock(), logger: Logger,
-                annotate: Bool = true, dryRun: Bool = false) {
+                annotate: Bool = true, dryRun: Bool = false, recorder: RecordingWriter? = nil) {
+        self.recorder = recorder
         let runtime = PolicyRuntime(set, generation: 1, dryRun: dryRun)
         policies = Mutex(Policies(runtime: runtime, names: [1: runtime.policyNames]))
         buffer = TraceBuffer(configuration: configuration, decider: runtime, clock: clock)
@@ -70,6 +73,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
             metrics.refused(transport, "invalid")
             return .invalid(error.description)
         }
+        recorder?.record(body, arrival: wallClockNanos())
         metrics.spansReceived[transport]?.increment(by: scanned.spans.count + scanned.rejectedSpans)
         metrics.requestsAccepted[transport]?.increment()
         let outcome = buffer.insert(scanned, body: body)
@@ -141,4 +145,15 @@ public final class Pipeline: TraceIngestHandler, Sendable {
         metrics.tracesBuffered.record(buffer.bufferedTraces)
         metrics.bytesBuffered.record(buffer.bufferedBytes)
     }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Unix time in nanoseconds.
+func wallClockNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
 }

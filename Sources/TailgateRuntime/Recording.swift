@@ -73,14 +73,20 @@ public enum Recording {
         return scanned.spans.map(\.endTime).max() ?? 0
     }
 
-    /// Writes the compact form.
-    public static func writeCompact(_ requests: [RecordedRequest], to path: String) throws {
+    /// The compact form's bytes.
+    public static func encodeCompact(_ requests: [RecordedRequest]) -> [UInt8] {
         var out = magic
         for r in requests {
             withUnsafeBytes(of: r.arrival.littleEndian) { out.append(contentsOf: $0) }
             withUnsafeBytes(of: UInt32(r.protobuf.count).littleEndian) { out.append(contentsOf: $0) }
             out.append(contentsOf: r.protobuf)
         }
+        return out
+    }
+
+    /// Writes the compact form.
+    public static func writeCompact(_ requests: [RecordedRequest], to path: String) throws {
+        let out = encodeCompact(requests)
         guard FileManager.default.createFile(atPath: path, contents: Data(out)) else {
             throw ReadError(file: path, message: "cannot write file")
         }

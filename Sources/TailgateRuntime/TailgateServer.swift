@@ -41,8 +41,9 @@ public struct TailgateServer: Sendable {
         let metrics = TailgateMetrics()
         let downstream = try Self.makeDownstream(config.downstream, forwarder: config.forwarder)
         let forwarder = Forwarder(configuration: config.forwarder, downstream: downstream, observer: metrics, logger: logger)
+        let recorder = try config.record.map { try RecordingWriter(configuration: $0, logger: logger) }
         let pipeline = Pipeline(policies: policies, buffer: config.buffer, forwarder: forwarder, metrics: metrics, logger: logger,
-                                annotate: config.annotateKeptSpans, dryRun: config.dryRun)
+                                annotate: config.annotateKeptSpans, dryRun: config.dryRun, recorder: recorder)
 
         var services: [any Service] = [ForwarderService(forwarder: forwarder), DecisionService(pipeline: pipeline, tick: config.decisionTick)]
         if let path = config.policiesPath {
@@ -51,6 +52,7 @@ public struct TailgateServer: Sendable {
             let interval = config.policiesReloadInterval > .zero ? config.policiesReloadInterval : .seconds(365 * 86400)
             services.append(PolicyReloadService(reloader: reloader, interval: interval))
         }
+        if let recorder { services.append(RecordingService(writer: recorder)) }
         var listening: [String] = []
 
         if let address = config.grpcListen, let (host, port) = parseHostPort(address) {

@@ -1,0 +1,147 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Tees accepted export requests into a recording (Tailgate's compact `.tgrec` form, see `Recording`) without
+/// slowing ingest: requests are copied into a bounded in-memory buffer that a background task writes out; when the
+/// buffer is full the request is left out of the recording (and counted), never delayed. Files rotate at
+/// `maxFileBytes`: `PATH` → `PATH.1` → … → `PATH.<keep>` (the oldest is removed).
+public final class RecordingWriter: Sendable {
+    public struct Configuration: Sendable, Equatable {
+        public var path: String
+        /// Rotate when a file reaches this size. Default 256 MiB.
+        public var maxFileBytes: Int = 256 << 20
+        /// Rotated files kept besides the current one. Default 3.
+        public var keepFiles: Int = 3
+        /// Requests waiting to be written, at most this many bytes. Default 64 MiB.
+        public var bufferBytes: Int = 64 << 20
+
+        public init(path: String) { self.path = path }
+    }
+
+    struct State {
+        var pending: [UInt8] = []
+        var recorded = 0
+        var dropped = 0
+        var closed = false
+    }
+
+    public let configuration: Configuration
+    private let state = Mutex(State())
+    private let file = Mutex<(fd: Int32, size: Int)>((-1, 0))
+    let logger: Logger
+
+    public init(configuration: Configuration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        try openFile()
+    }
+
+    public struct OpenError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    private func openFile() throws {
+        let fd = open(configuration.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw OpenError(description: "cannot open \(configuration.path): \(String(cString: strerror(errno)))") }
+        writeAll(fd, Recording.magic)
+        file.withLock { $0 = (fd, Recording.magic.count) }
+    }
+
+    /// Copies one request into the recording buffer (non-blocking).
+    public func record(_ body: UnsafeRawBufferPointer, arrival: UInt64) {
+        state.withLock { s in
+            guard !s.closed else { return }
+            guard s.pending.count + body.count + 12 <= configuration.bufferBytes else {
+                s.dropped += 1
+                return
+            }
+            withUnsafeBytes(of: arrival.littleEndian) { s.pending.append(contentsOf: $0) }
+            withUnsafeBytes(of: UInt32(body.count).littleEndian) { s.pending.append(contentsOf: $0) }
+            s.pending.append(contentsOf: body)
+            s.recorded += 1
+        }
+    }
+
+    public var counts: (recorded: Int, dropped: Int) { state.withLock { ($0.recorded, $0.dropped) } }
+
+    /// Writes out what is buffered; rotates when the file is full.
+    public func flush() {
+        var chunk: [UInt8] = []
+        state.withLock { swap(&chunk, &$0.pending) }
+        guard !chunk.isEmpty else { return }
+        file.withLock { f in
+            if f.size + chunk.count > configuration.maxFileBytes && f.size > Recording.magic.count {
+                rotate(&f)
+            }
+            writeAll(f.fd, chunk)
+            f.size += chunk.count
+        }
+    }
+
+    private func rotate(_ f: inout (fd: Int32, size: Int)) {
+        _ = Glibc.close(f.fd)
+        let path = configuration.path
+        if configuration.keepFiles > 0 {
+            unlink("\(path).\(configuration.keepFiles)")
+            for i in stride(from: configuration.keepFiles - 1, through: 1, by: -1) {
+                rename("\(path).\(i)", "\(path).\(i + 1)")
+            }
+            rename(path, "\(path).1")
+        }
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        if fd < 0 {
+            logger.error("cannot reopen the recording; recording stops", metadata: ["file": "\(path)"])
+            state.withLock { $0.closed = true }
+            f = (-1, 0)
+            return
+        }
+        writeAll(fd, Recording.magic)
+        f = (fd, Recording.magic.count)
+    }
+
+    public func close() {
+        flush()
+        state.withLock { $0.closed = true }
+        file.withLock { f in
+            if f.fd >= 0 { _ = Glibc.close(f.fd) }
+            f.fd = -1
+        }
+    }
+}
+
+private func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+    guard fd >= 0 else { return }
+    var offset = 0
+    bytes.withUnsafeBytes { raw in
+        while offset < raw.count {
+            let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+            if n < 0 { if errno == EINTR { continue } else { return } }
+            offset += n
+        }
+    }
+}
+
+/// Writes the recording every 100 ms; flushes and closes on shutdown (after the receivers stopped).
+struct RecordingService: Service {
+    let writer: RecordingWriter
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(100))
+                writer.flush()
+            }
+        }
+        writer.close()
+        let (recorded, dropped) = writer.counts
+        writer.logger.info("recording closed", metadata: [
+            "file": "\(writer.configuration.path)", "requests": "\(recorded)", "left_out": "\(dropped)",
+        ])
+    }
+}
