@@ -140,6 +140,11 @@ public struct BufferedSpans: Sendable {
 
     public init() {}
 
+    mutating func reserve(spans: Int, bytes: Int) {
+        refs.reserveCapacity(spans)
+        data.reserveCapacity(bytes)
+    }
+
     public var count: Int { refs.count }
     public var isEmpty: Bool { refs.isEmpty }
     /// Memory the spans hold (payloads and index), used for the buffer's accounting.
@@ -476,6 +481,8 @@ struct ShardState {
                 entry = TraceEntry(id: span.traceID, generation: nextGeneration, now: now, scheduled: deadline,
                                    planGeneration: request.planGeneration)
                 nextGeneration += 1
+                // Most traces get several spans: start with room for a few, to avoid regrowing on every span.
+                entry.spans.reserve(spans: 8, bytes: span.bytes.count * 8)
                 traces[span.traceID] = entry
                 deadlines.insert(DeadlineItem(deadline: deadline, id: span.traceID, generation: entry.generation))
                 arrival.append((span.traceID, entry.generation))

@@ -73,6 +73,17 @@ var scannedAll: [ScannedRequest] = requests.map { req in
     return s
 }
 
+// `tailgate-bench profile-insert`: only the insert loop, many rounds, for a profiler.
+if CommandLine.arguments.dropFirst().first == "profile-insert" {
+    var c = BufferConfiguration()
+    c.maxBufferedBytes = 4 << 30
+    for _ in 0..<20 {
+        let b = TraceBuffer(configuration: c, decider: PolicyEngine(policies), clock: ManualClock())
+        for (i, req) in requests.enumerated() { req.withUnsafeBytes { _ = b.insert(scannedAll[i], body: $0) } }
+    }
+    exit(0)
+}
+
 // 1. Scanner alone.
 var sink = 0
 measure("scan (wire scanner)", items: totalSpans) {

@@ -16,7 +16,7 @@ struct Tailgate: AsyncParsableCommand {
             decision window closes, applies the policies file, and forwards the kept traces, complete, to the real collector.
             """,
         version: "0.1.0",
-        subcommands: [Serve.self, Check.self, Simulate.self, ImportOtel.self],
+        subcommands: [Serve.self, Check.self, Simulate.self, ImportOtel.self, Loadtest.self],
         defaultSubcommand: nil)
 }
 
@@ -53,6 +53,9 @@ struct Serve: AsyncParsableCommand {
 
     @Flag(name: .customLong("dry-run"), help: "Forward every span, marked with what the policies would have decided.")
     var dryRun = false
+
+    @Option(help: "Tee every accepted export request into this recording (compact .tgrec form, rotated at 256 MiB).")
+    var record: String?
 
     func validate() throws {
         for (name, value) in [("--grpc-listen", grpcListen), ("--http-listen", httpListen), ("--metrics-listen", metricsListen)] {
@@ -94,6 +97,7 @@ struct Serve: AsyncParsableCommand {
         if let downstream, let address = DownstreamAddress(downstream) { configuration.downstream = address }
         if let policies { configuration.policiesPath = policies }
         if dryRun { configuration.dryRun = true }
+        if let record { configuration.record = RecordingWriter.Configuration(path: record) }
 
         var policySet = PolicySet.builtIn()
         do {

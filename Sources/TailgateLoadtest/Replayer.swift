@@ -1,0 +1,247 @@
+import Foundation
+import Synchronization
+import TailgateExport
+import TailgateRuntime
+import TailgateWire
+
+/// How to replay.
+public struct ReplayOptions: Sendable {
+    /// Where to send: `grpc://HOST:PORT` or `http://HOST:PORT[/path]`.
+    public var target: DownstreamAddress
+    public var gzip = false
+    /// Concurrent connections (one client each, one request in flight per connection).
+    public var connections = 4
+    /// Target spans per second; nil sends as fast as acknowledgements allow.
+    public var spansPerSecond: Double? = nil
+    /// Stop after this long…
+    public var duration: Duration? = nil
+    /// …or after this many spans (whichever comes first; without either, one pass over the recording).
+    public var maxSpans: Int? = nil
+    /// Replay the recording's own timing (arrival offsets divided by `speed`) instead of a rate.
+    public var recordedTiming = false
+    public var speed: Double = 1
+    /// Give every pass over the recording fresh trace IDs (needed to loop without duplicates).
+    public var freshTraceIDs = true
+    public var timeout: Duration = .seconds(10)
+
+    public init(target: DownstreamAddress) {
+        self.target = target
+    }
+}
+
+/// What was sent: enough to know exactly which traces must have reached a downstream.
+public struct SentLog: Sendable {
+    /// Sequence numbers (pass × requests + index) below this were taken by a connection…
+    public var taken: Int
+    /// …except these, which a connection took and did not send (it stopped there)…
+    public var skipped: Set<Int>
+    /// …and these, which were answered with an error (their spans were not accepted).
+    public var failed: Set<Int>
+
+    public func accepted(_ seq: Int) -> Bool { seq < taken && !skipped.contains(seq) && !failed.contains(seq) }
+    public func sent(_ seq: Int) -> Bool { seq < taken && !skipped.contains(seq) }
+}
+
+/// Replays a prepared recording against an OTLP endpoint and measures acknowledgements.
+public final class Replayer: Sendable {
+    struct Second {
+        var sent = 0
+        var acked = 0
+        var rejected = 0
+        var latencies: [Double] = []
+    }
+
+    struct Stats {
+        var seconds: [Second] = []
+        var requestsSent = 0
+        var requestsAcked = 0
+        var requestsFailed = 0
+        var spansSent = 0
+        var spansAcked = 0
+        var spansRejected = 0
+        var bytesSent = 0
+        var errors: [String: Int] = [:]
+        /// Every request's latency in ms (bounded reservoir beyond 2 M).
+        var latencies: [Double] = []
+        var failedSeqs: Set<Int> = []
+        var skipped: Set<Int> = []
+    }
+
+    public let recording: PreparedRecording
+    public let options: ReplayOptions
+    private let stats = Mutex(Stats())
+    private let nextSeq = Atomic<Int>(0)
+
+    public init(recording: PreparedRecording, options: ReplayOptions) {
+        self.recording = recording
+        self.options = options
+    }
+
+    func makeClient() throws -> any Downstream {
+        switch options.target {
+        case .grpc(let host, let port):
+            return try GRPCDownstream(host: host, port: port, gzip: options.gzip, timeout: options.timeout)
+        case .http(let host, let port, let path):
+            return HTTPDownstream(host: host, port: port, path: path, gzip: options.gzip, timeout: options.timeout)
+        case .file:
+            throw ReplayError("a load test needs a grpc:// or http:// target")
+        }
+    }
+
+    public struct ReplayError: Error, CustomStringConvertible {
+        public var description: String
+        init(_ d: String) { description = d }
+    }
+
+    /// Runs the replay; `progress` is called once a second with that second's sample.
+    public func run(progress: @escaping @Sendable (LoadtestSample, Double) -> Void) async throws -> (LoadtestReport, SentLog) {
+        guard recording.count > 0 else { throw ReplayError("the recording holds no requests") }
+        let clients = try (0..<max(1, options.connections)).map { _ in try makeClient() }
+        let started = ContinuousClock.now
+        let startDate = Date()
+        let deadline = options.duration.map { started + $0 }
+        let spanLimit = options.maxSpans ?? (options.duration == nil ? recording.spans : Int.max)
+
+        let runners = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for client in clients {
+                    group.addTask { try? await client.run() }
+                }
+            }
+        }
+        let reporter = Task {
+            var second = 0
+            while !Task.isCancelled {
+                try? await Task.sleep(until: started + .seconds(second + 1), clock: .continuous)
+                if Task.isCancelled { break }
+                progress(self.sample(second), Double(second + 1))
+                second += 1
+            }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for client in clients {
+                group.addTask { await self.worker(client, started: started, deadline: deadline, spanLimit: spanLimit) }
+            }
+        }
+        reporter.cancel()
+        let elapsed = ContinuousClock.now - started
+        for c in clients { c.close() }
+        runners.cancel()
+        let duration = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return report(duration: duration, startDate: startDate)
+    }
+
+    private func worker(_ client: any Downstream, started: ContinuousClock.Instant, deadline: ContinuousClock.Instant?, spanLimit: Int) async {
+        let n = recording.count
+        while true {
+            let seq = nextSeq.wrappingAdd(1, ordering: .relaxed).oldValue
+            let pass = seq / n, index = seq % n
+            let stop = (pass > 0 && !options.freshTraceIDs)
+                || recording.spans(before: seq) >= spanLimit
+                || deadline.map { ContinuousClock.now >= $0 } ?? false
+            if stop {
+                stats.withLock { _ = $0.skipped.insert(seq) }
+                return
+            }
+            // Pace: by target rate, or by the recording's own timing.
+            var due: ContinuousClock.Instant? = nil
+            if options.recordedTiming {
+                due = started + .nanoseconds(Int64(Double(recording.recordedOffset(seq)) / max(options.speed, 1e-9)))
+            } else if let rate = options.spansPerSecond, rate > 0 {
+                due = started + .seconds(Double(recording.spans(before: seq)) / rate)
+            }
+            if let due, due > .now {
+                if let deadline, due > deadline {
+                    stats.withLock { _ = $0.skipped.insert(seq) }
+                    return
+                }
+                try? await Task.sleep(until: due, clock: .continuous)
+            }
+            let bytes = recording.request(index, pass: pass)
+            let spans = recording.spanCounts[index]
+            let sentAt = ContinuousClock.now
+            let second = Int((sentAt - started).components.seconds)
+            stats.withLock { s in
+                s.ensure(second)
+                s.seconds[second].sent += spans
+                s.requestsSent += 1
+                s.spansSent += spans
+                s.bytesSent += bytes.count
+            }
+            let outcome = await client.send(bytes)
+            let done = ContinuousClock.now
+            let latency = (done - sentAt)
+            let ms = Double(latency.components.seconds) * 1000 + Double(latency.components.attoseconds) / 1e15
+            let doneSecond = Int((done - started).components.seconds)
+            stats.withLock { s in
+                s.ensure(doneSecond)
+                s.seconds[doneSecond].latencies.append(ms)
+                if s.latencies.count < 2_000_000 { s.latencies.append(ms) }
+                switch outcome {
+                case .delivered:
+                    s.seconds[doneSecond].acked += spans
+                    s.requestsAcked += 1
+                    s.spansAcked += spans
+                case .retryable(let reason, _), .permanent(let reason):
+                    s.seconds[doneSecond].rejected += spans
+                    s.requestsFailed += 1
+                    s.spansRejected += spans
+                    s.errors[Self.shorten(reason), default: 0] += 1
+                    s.failedSeqs.insert(seq)
+                }
+            }
+        }
+    }
+
+    static func shorten(_ reason: String) -> String {
+        String(reason.prefix(120))
+    }
+
+    private func sample(_ second: Int) -> LoadtestSample {
+        stats.withLock { s in
+            s.ensure(second)
+            let b = s.seconds[second]
+            let sorted = b.latencies.sorted()
+            return LoadtestSample(
+                second: second, sentSpans: b.sent, ackedSpans: b.acked, rejectedSpans: b.rejected,
+                latencyP50Ms: percentile(sorted, 50), latencyP99Ms: percentile(sorted, 99), latencyMaxMs: sorted.last ?? 0)
+        }
+    }
+
+    private func report(duration: Double, startDate: Date) -> (LoadtestReport, SentLog) {
+        stats.withLock { s in
+            let samples = s.seconds.indices.map { i -> LoadtestSample in
+                let sorted = s.seconds[i].latencies.sorted()
+                return LoadtestSample(
+                    second: i, sentSpans: s.seconds[i].sent, ackedSpans: s.seconds[i].acked, rejectedSpans: s.seconds[i].rejected,
+                    latencyP50Ms: percentile(sorted, 50), latencyP99Ms: percentile(sorted, 99), latencyMaxMs: sorted.last ?? 0)
+            }
+            let all = s.latencies.sorted()
+            let latency: [String: Double] = [
+                "p50": percentile(all, 50), "p90": percentile(all, 90), "p99": percentile(all, 99),
+                "p999": percentile(all, 99.9), "max": all.last ?? 0,
+                "mean": all.isEmpty ? 0 : all.reduce(0, +) / Double(all.count),
+            ]
+            let transport: String
+            switch options.target {
+            case .grpc: transport = "grpc"
+            case .http: transport = "http"
+            case .file: transport = "file"
+            }
+            let report = LoadtestReport(
+                target: options.target.description, transport: transport, gzip: options.gzip,
+                connections: options.connections, targetSpansPerSecond: options.spansPerSecond, recording: [],
+                startedAt: startDate, durationSeconds: duration, requestsSent: s.requestsSent, requestsAcked: s.requestsAcked,
+                requestsFailed: s.requestsFailed, spansSent: s.spansSent, spansAcked: s.spansAcked,
+                spansRejected: s.spansRejected, bytesSent: s.bytesSent, latencyMs: latency, samples: samples,
+                errors: s.errors, verification: nil, notes: [])
+            return (report, SentLog(taken: nextSeq.load(ordering: .relaxed), skipped: s.skipped, failed: s.failedSeqs))
+        }
+    }
+}
+
+extension Replayer.Stats {
+    mutating func ensure(_ second: Int) {
+        while seconds.count <= second { seconds.append(Replayer.Second()) }
+    }
+}
