@@ -5,6 +5,11 @@ import TailgateWire
 public struct RecordedRequest: Sendable {
     public var arrival: UInt64
     public var protobuf: [UInt8]
+
+    public init(arrival: UInt64, protobuf: [UInt8]) {
+        self.arrival = arrival
+        self.protobuf = protobuf
+    }
 }
 
 /// Reads recordings of OTLP traffic:

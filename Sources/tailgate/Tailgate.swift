@@ -16,7 +16,7 @@ struct Tailgate: AsyncParsableCommand {
             decision window closes, applies the policies file, and forwards the kept traces, complete, to the real collector.
             """,
         version: "0.1.0",
-        subcommands: [Serve.self, Check.self, Simulate.self, ImportOtel.self, Loadtest.self],
+        subcommands: [Serve.self, Check.self, Simulate.self, ImportOtel.self, Loadtest.self, Generate.self],
         defaultSubcommand: nil)
 }
 
