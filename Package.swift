@@ -26,6 +26,7 @@ let package = Package(
         // System libraries.
         .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "CTailgateSupport"),
 
         // Pure stages.
         .target(name: "TailgateWire", dependencies: ["CXXHash", "CZlib"]),
@@ -79,7 +80,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "tailgate", dependencies: [
-            "TailgateRuntime", "TailgatePolicies", "TailgateBuffer", "TailgateLoadtest",
+            "TailgateRuntime", "TailgatePolicies", "TailgateBuffer", "TailgateLoadtest", "CTailgateSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "tailgate-bench", dependencies: [

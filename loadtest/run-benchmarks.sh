@@ -27,12 +27,13 @@ trap cleanup EXIT
 echo "== 1. hot path (release build)"
 .build/release/tailgate-bench | tee "$OUT/bench.txt"
 
-start_proxy() {  # $1: extra config
+DEFAULT_BUFFER="{wait_after_root: 2s, idle_timeout: 5s, max_buffered_bytes: 2GiB}"
+start_proxy() {  # $1: the buffer settings
   cat > "$OUT/proxy.yaml" <<YAML
 annotate_kept_spans: true
-buffer: {wait_after_root: 2s, idle_timeout: 5s, max_buffered_bytes: 2GiB}
+policies_reload_interval: 0s
+buffer: $1
 forwarder: {compression: none, concurrency: 2}
-$1
 YAML
   $BIN serve --grpc-listen 127.0.0.1:$PROXY_PORT --http-listen off --metrics-listen 127.0.0.1:$METRICS_PORT \
       --config "$OUT/proxy.yaml" --downstream grpc://127.0.0.1:$RECV_PORT --log-level warning > "$OUT/proxy.log" 2>&1 &
@@ -42,21 +43,20 @@ YAML
 stop_proxy() { kill -INT "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; }
 
 echo "== 2. maximum sustained rate through tailgate (default policies, gRPC, 8 connections, ${SECS}s)"
-start_proxy ""
+start_proxy "$DEFAULT_BUFFER"
 $BIN loadtest --target grpc://127.0.0.1:$PROXY_PORT --connections 8 --duration ${SECS}s --receiver 127.0.0.1:$RECV_PORT \
     --proxy-pid "$PROXY_PID" --settle 15s --json "$OUT/max.json" --html "$OUT/max.html" "$REC" | tail -30
 stop_proxy
 MAX=$(python3 -c "import json;r=json.load(open('$OUT/max.json'));print(int(r['spansAcked']/r['durationSeconds']))")
 
 echo "== 3. ack latency at half the maximum rate ($((MAX / 2)) spans/s)"
-start_proxy ""
+start_proxy "$DEFAULT_BUFFER"
 $BIN loadtest --target grpc://127.0.0.1:$PROXY_PORT --connections 8 --duration ${SECS}s --rate $((MAX / 2)) \
     --receiver 127.0.0.1:$RECV_PORT --proxy-pid "$PROXY_PID" --settle 15s --json "$OUT/half.json" --html "$OUT/half.html" "$REC" | tail -30
 stop_proxy
 
 echo "== 4. memory while buffering (decisions held back: wait_after_root and idle_timeout 10 min)"
-start_proxy "policies_reload_interval: 0s
-buffer: {wait_after_root: 10m, idle_timeout: 10m, max_trace_age: 20m, max_buffered_bytes: 8GiB}"
+start_proxy "{wait_after_root: 10m, idle_timeout: 10m, max_trace_age: 20m, max_buffered_bytes: 8GiB}"
 RSS0=$(awk '/VmRSS/{print $2}' /proc/$PROXY_PID/status)
 $BIN loadtest --target grpc://127.0.0.1:$PROXY_PORT --connections 8 --spans 1000000 \
     --json "$OUT/mem.json" --html "$OUT/mem.html" "$REC" | tail -3

@@ -14,10 +14,20 @@ public struct KeepAnnotation: Sendable, Equatable {
     /// Dry run: the decision the policies would have made (everything is forwarded).
     public var dryRunKeep: Bool?
 
+    /// The suffix of spans kept for certain (nil below probability 1).
+    private var constantSuffix: [UInt8]? = nil
+
     public init(policy: String, probability: Double = 1, dryRunKeep: Bool? = nil) {
         self.policy = policy
         self.probability = probability
         self.dryRunKeep = dryRunKeep
+        if probability >= 1 {
+            constantSuffix = suffix(for: UnsafeRawBufferPointer(start: nil, count: 0))
+        }
+    }
+
+    public static func == (a: KeepAnnotation, b: KeepAnnotation) -> Bool {
+        a.policy == b.policy && a.probability == b.probability && a.dryRunKeep == b.dryRunKeep
     }
 
     public static let policyAttribute = "tailgate.policy"
@@ -26,8 +36,14 @@ public struct KeepAnnotation: Sendable, Equatable {
 
     /// `payload` followed by the annotation's fields.
     public func annotate(_ payload: UnsafeRawBufferPointer) -> [UInt8] {
-        var w = ProtoWriter(capacity: payload.count + 96)
-        w.bytes.append(contentsOf: payload)
+        Array(payload) + suffix(for: payload)
+    }
+
+    /// The fields to append to `payload`. Only the tracestate depends on the span (and only below probability 1), so
+    /// spans kept for certain share one suffix, computed once.
+    public func suffix(for payload: UnsafeRawBufferPointer) -> [UInt8] {
+        if probability >= 1, let constant = constantSuffix { return constant }
+        var w = ProtoWriter(capacity: 96)
         if probability < 1 {
             let incoming = Self.traceState(of: payload)
             w.appendStringField(3, Self.mergeThreshold(traceState: incoming, probability: probability))

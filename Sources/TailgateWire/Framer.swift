@@ -12,11 +12,11 @@ public struct RequestFramer: Sendable {
     struct ResourceGroup: Sendable {
         var header: [UInt8]
         var scopes: [ScopeGroup] = []
-        var scopeByHeader: [[UInt8]: Int] = [:]
+        var scopeByHeader: [HeaderKey: Int] = [:]
     }
 
     private var resources: [ResourceGroup] = []
-    private var resourceByHeader: [[UInt8]: Int] = [:]
+    private var resourceByHeader: [HeaderKey: Int] = [:]
     /// Identity cache: origin object → (resource index, scope index). The framer retains the origins it saw,
     /// so identifiers stay unique while it lives.
     private var scopeByIdentity: [ObjectIdentifier: (Int, Int)] = [:]
@@ -33,7 +33,17 @@ public struct RequestFramer: Sendable {
     /// Appends one span with an annotation appended to its bytes (see `KeepAnnotation`).
     public mutating func append(scope: ScopeOrigin, span: UnsafeRawBufferPointer, annotation: KeepAnnotation?) {
         guard let annotation else { return append(scope: scope, span: span) }
-        annotation.annotate(span).withUnsafeBytes { append(scope: scope, span: $0) }
+        let suffix = annotation.suffix(for: span)
+        let (r, s) = group(for: scope)
+        var w = ProtoWriter()
+        swap(&w.bytes, &resources[r].scopes[s].spans)
+        w.appendTag(2, .lengthDelimited)
+        w.appendVarint(UInt64(span.count + suffix.count))
+        w.bytes.append(contentsOf: span)
+        w.bytes.append(contentsOf: suffix)
+        swap(&w.bytes, &resources[r].scopes[s].spans)
+        spanCount += 1
+        spanBytes += span.count + suffix.count
     }
 
     /// Appends one span (its payload bytes, without tag and length).
@@ -51,20 +61,20 @@ public struct RequestFramer: Sendable {
         let id = ObjectIdentifier(scope)
         if let hit = scopeByIdentity[id] { return hit }
         let r: Int
-        if let existing = resourceByHeader[scope.resource.header] {
+        if let existing = resourceByHeader[scope.resource.key] {
             r = existing
         } else {
             r = resources.count
             resources.append(ResourceGroup(header: scope.resource.header))
-            resourceByHeader[scope.resource.header] = r
+            resourceByHeader[scope.resource.key] = r
         }
         let s: Int
-        if let existing = resources[r].scopeByHeader[scope.header] {
+        if let existing = resources[r].scopeByHeader[scope.key] {
             s = existing
         } else {
             s = resources[r].scopes.count
             resources[r].scopes.append(ScopeGroup(header: scope.header))
-            resources[r].scopeByHeader[scope.header] = s
+            resources[r].scopeByHeader[scope.key] = s
         }
         scopeByIdentity[id] = (r, s)
         retained.append(scope)

@@ -7,16 +7,37 @@ import Foundation
 /// (that is `resource` and `schema_url`), with their tags, exactly as received.
 public final class ResourceOrigin: Sendable {
     public let header: [UInt8]
-    public init(header: [UInt8]) { self.header = header }
+    /// XXH3 of `header`, so that grouping by content never rehashes the bytes.
+    public let key: HeaderKey
+    public init(header: [UInt8]) {
+        self.header = header
+        key = HeaderKey(header)
+    }
+}
+
+/// Header bytes compared by content, hashed once.
+public struct HeaderKey: Hashable, Sendable {
+    public let hash: UInt64
+    public let bytes: [UInt8]
+
+    public init(_ bytes: [UInt8]) {
+        self.bytes = bytes
+        hash = bytes.withUnsafeBytes { xxh3($0) }
+    }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(hash) }
+    public static func == (a: HeaderKey, b: HeaderKey) -> Bool { a.hash == b.hash && a.bytes == b.bytes }
 }
 
 /// The instrumentation scope of a group of spans: every field of `ScopeSpans` except `spans`, with tags.
 public final class ScopeOrigin: Sendable {
     public let resource: ResourceOrigin
     public let header: [UInt8]
+    public let key: HeaderKey
     public init(resource: ResourceOrigin, header: [UInt8]) {
         self.resource = resource
         self.header = header
+        key = HeaderKey(header)
     }
 }
 

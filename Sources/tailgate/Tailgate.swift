@@ -1,4 +1,5 @@
 import ArgumentParser
+import CTailgateSupport
 import Foundation
 import Logging
 import TailgateExport
@@ -72,6 +73,7 @@ struct Serve: AsyncParsableCommand {
     }
 
     func run() async throws {
+        tailgate_tune_malloc()
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -234,3 +236,4 @@ struct ImportOtel: ParsableCommand {
         }
     }
 }
+

@@ -1,0 +1,11 @@
+#include "tailgate_support.h"
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+void tailgate_tune_malloc(void) {
+#if defined(__GLIBC__)
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
+}
