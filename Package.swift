@@ -84,7 +84,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "tailgate-bench", dependencies: [
-            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateTestSupport",
+            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateTestSupport", "TailgateLoadtest",
         ]),
 
         // Builders of OTLP test requests, shared by the test targets.

@@ -3,6 +3,7 @@
 import Dispatch
 import Foundation
 import TailgateBuffer
+import TailgateLoadtest
 import TailgatePolicies
 import TailgateTestSupport
 import TailgateWire
@@ -178,6 +179,29 @@ measure("in-process pipeline: scan+insert+decide+reframe", items: totalSpans, se
         if framer.spanCount >= 8192 { sink &+= framer.encode().count; framer = RequestFramer() }
     }
     sink &+= framer.encode().count
+}
+
+// 9. The same hot path on generated agent traffic: SDK-like requests where each trace's spans are spread over
+// several requests from two services (so most spans need a lookup of an existing trace), ~430 bytes per span.
+var generatorOptions = AgentTrafficGenerator.Options()
+generatorOptions.traces = 20_000
+generatorOptions.seed = 42
+let generated = AgentTrafficGenerator(generatorOptions).generate().requests.map(\.protobuf)
+let generatedSpans = generated.reduce(0) { acc, req in
+    var s = ScannedRequest()
+    req.withUnsafeBytes { try! scanner.scan($0, into: &s) }
+    return acc + s.spans.count
+}
+let generatedBytes = generated.reduce(0) { $0 + $1.count }
+print("generated agent traffic: \(generated.count) requests, \(generatedSpans) spans, \(generatedBytes / generatedSpans) bytes/span")
+measure("scan + insert, generated agent traffic", items: generatedSpans, setup: { buffer = TraceBuffer(configuration: config, decider: engine, clock: ManualClock()) }) {
+    var s = ScannedRequest()
+    for req in generated {
+        req.withUnsafeBytes {
+            try! scanner.scan($0, into: &s)
+            sink &+= buffer.insert(s, body: $0).buffered
+        }
+    }
 }
 
 print("")
