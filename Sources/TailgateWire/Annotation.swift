@@ -70,6 +70,18 @@ public struct KeepAnnotation: Sendable, Equatable {
         }
     }
 
+    /// The raw bytes of the span's trace_state (the last occurrence of field 3).
+    static func rawTraceState(of payload: UnsafeRawBufferPointer) -> [UInt8] {
+        var reader = ProtoReader(payload)
+        var state: Range<Int> = 0..<0
+        do {
+            while let (field, wt) = try reader.readTag() {
+                if field == 3 && wt == .lengthDelimited { state = try reader.readLengthDelimited() } else { try reader.skip(wt) }
+            }
+        } catch {}
+        return state.isEmpty ? [] : Array(UnsafeRawBufferPointer(rebasing: payload[state]))
+    }
+
     /// The span's trace_state (the last occurrence of field 3), or "".
     static func traceState(of payload: UnsafeRawBufferPointer) -> String {
         var reader = ProtoReader(payload)

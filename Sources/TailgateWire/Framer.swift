@@ -22,6 +22,10 @@ public struct RequestFramer: Sendable {
     private var scopeByIdentity: [ObjectIdentifier: (Int, Int)] = [:]
     private var retained: [ScopeOrigin] = []
 
+    /// The last annotation suffix computed for a probabilistic keep, by the span's raw trace_state: spans of one trace
+    /// (and usually of one service) share it, and merging a tracestate is far dearer than comparing bytes.
+    private var suffixCache: (annotation: KeepAnnotation, traceState: [UInt8], suffix: [UInt8])? = nil
+
     public private(set) var spanCount = 0
     /// Sum of the span payload sizes appended so far.
     public private(set) var spanBytes = 0
@@ -33,7 +37,18 @@ public struct RequestFramer: Sendable {
     /// Appends one span with an annotation appended to its bytes (see `KeepAnnotation`).
     public mutating func append(scope: ScopeOrigin, span: UnsafeRawBufferPointer, annotation: KeepAnnotation?) {
         guard let annotation else { return append(scope: scope, span: span) }
-        let suffix = annotation.suffix(for: span)
+        let suffix: [UInt8]
+        if annotation.probability >= 1 {
+            suffix = annotation.suffix(for: span)  // constant, precomputed
+        } else {
+            let state = KeepAnnotation.rawTraceState(of: span)
+            if let cached = suffixCache, cached.annotation == annotation, cached.traceState == state {
+                suffix = cached.suffix
+            } else {
+                suffix = annotation.suffix(for: span)
+                suffixCache = (annotation, state, suffix)
+            }
+        }
         let (r, s) = group(for: scope)
         var w = ProtoWriter()
         swap(&w.bytes, &resources[r].scopes[s].spans)
