@@ -65,6 +65,11 @@ public final class Forwarder: Sendable {
         var finishing = false
         /// Set when a batch did not fit; cleared once the queue drained below half. While set, ingest pushes back.
         var overflowed = false
+        /// Batches taken from the framer and being encoded (outside the lock): workers must not stop while any is.
+        var encoding = 0
+
+        /// Finishing, and nothing left or coming: idle workers may stop.
+        var drained: Bool { finishing && queue.isEmpty && encoding == 0 }
         var deadline: ContinuousClock.Instant? = nil
     }
 
@@ -106,21 +111,26 @@ public final class Forwarder: Sendable {
         var out = RequestFramer()
         swap(&out, &state.framer)
         state.batchStarted = nil
+        state.encoding += 1
         return out
     }
 
     private func enqueue(_ framer: RequestFramer) {
         let batch = Batch(request: framer.encode(), spans: framer.spanCount)
-        let (waiter, accepted, queued) = state.withLock { state -> (CheckedContinuation<Batch?, Never>?, Bool, Int) in
-            if let w = state.waiters.popFirst() { return (w, true, state.queuedBytes) }
+        let (waiter, accepted, queued, idle) = state.withLock { state -> (CheckedContinuation<Batch?, Never>?, Bool, Int, [CheckedContinuation<Batch?, Never>]) in
+            state.encoding -= 1
+            if let w = state.waiters.popFirst() {
+                return (w, true, state.queuedBytes, state.drained ? Array(state.waiters.drain()) : [])
+            }
             guard state.queuedBytes + batch.request.count <= configuration.queueBytes else {
                 state.overflowed = true
-                return (nil, false, state.queuedBytes)
+                return (nil, false, state.queuedBytes, state.drained ? Array(state.waiters.drain()) : [])
             }
             state.queue.append(batch)
             state.queuedBytes += batch.request.count
-            return (nil, true, state.queuedBytes)
+            return (nil, true, state.queuedBytes, [])
         }
+        for w in idle { w.resume(returning: nil) }
         if let waiter {
             waiter.resume(returning: batch)
         } else if !accepted {
@@ -138,7 +148,7 @@ public final class Forwarder: Sendable {
                     if state.queuedBytes < configuration.queueBytes / 2 { state.overflowed = false }
                     return .some(b)
                 }
-                if state.finishing { return .some(nil) }
+                if state.drained { return .some(nil) }
                 state.waiters.append(continuation)
                 return nil
             }
@@ -172,9 +182,8 @@ public final class Forwarder: Sendable {
         let toWake = state.withLock { state -> [CheckedContinuation<Batch?, Never>] in
             state.finishing = true
             state.deadline = .now + configuration.shutdownTimeout
-            let w = Array(state.waiters)
-            state.waiters.removeAll()
-            return w
+            // Batches still being encoded will be handed to these waiters; otherwise they can stop now.
+            return state.drained ? Array(state.waiters.drain()) : []
         }
         for w in toWake { w.resume(returning: nil) }
     }
@@ -246,5 +255,13 @@ public final class Forwarder: Sendable {
         let base = configuration.initialBackoff * (1 << min(attempt - 1, 20))
         let capped = min(base, configuration.maxBackoff)
         return capped * Double.random(in: 0.5...1.0)
+    }
+}
+
+extension Deque {
+    /// Removes and returns every element.
+    mutating func drain() -> Deque {
+        defer { removeAll() }
+        return self
     }
 }

@@ -51,6 +51,9 @@ func testPipeline(
     fc.batchTimeout = .milliseconds(10)
     fc.initialBackoff = .milliseconds(1)
     fc.maxBackoff = .milliseconds(5)
+    // The whole suite shares two cooperative threads with CPU-heavy tests; a short shutdown bound could expire
+    // before the forwarder's workers even run (the drop would be counted, as in production, but fail the test).
+    fc.shutdownTimeout = .seconds(300)
     configure(&fc)
     let metrics = TailgateMetrics()
     let logger = Logger(label: "test")
@@ -126,10 +129,10 @@ func metricValue(_ pipeline: Pipeline, _ line: String) -> Double? {
         let spans = downstream.spans
         let byTrace = Dictionary(grouping: spans, by: \.traceID)
         #expect(Set(byTrace.keys) == [errorTrace, expensive, sampled!])
-        #expect(byTrace[expensive]!.map(\.spanID).sorted() == [1, 2, 3])
-        #expect(byTrace[sampled!]!.map(\.spanID).sorted() == [1, 2, 3])
-        #expect(byTrace[errorTrace]!.map(\.spanID).sorted() == [1, 2, 3, 9])
-        #expect(Set(byTrace[expensive]!.map(\.service)) == ["agent", "tools"])
+        #expect(byTrace[expensive]?.map(\.spanID).sorted() == [1, 2, 3])
+        #expect(byTrace[sampled!]?.map(\.spanID).sorted() == [1, 2, 3])
+        #expect(byTrace[errorTrace]?.map(\.spanID).sorted() == [1, 2, 3, 9])
+        #expect(Set(byTrace[expensive]?.map(\.service) ?? []) == ["agent", "tools"])
         #expect(spans.count == Set(spans.map { [$0.traceID.hi, $0.traceID.lo, $0.spanID] }).count)  // no duplicates
         #expect(metricValue(pipeline, #"tailgate_traces_decided_total{policy="errors",decision="keep"}"#) == 1)
         #expect(metricValue(pipeline, #"tailgate_traces_decided_total{policy="expensive",decision="keep"}"#) == 1)
@@ -174,7 +177,7 @@ func metricValue(_ pipeline: Pipeline, _ line: String) -> Double? {
             _ = ingest(pipeline, exportRequest(spans: [TestSpan(trace: tid(1), span: 1)]))
             pipeline.decideAll()
         }
-        #expect(downstream.spans.count == 1)
+        #expect(downstream.spans.count == 1, "\(String(decoding: pipeline.metrics.exposition(), as: UTF8.self))")
         #expect(metricValue(pipeline, #"tailgate_forward_failures_total{reason="unavailable",retried="true"}"#) == 3)
     }
 
