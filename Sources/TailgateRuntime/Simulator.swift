@@ -23,6 +23,8 @@ public struct Simulator {
         public var keptTraces = 0
         public var keptSpans = 0
         public var keptBytes = 0
+        /// Requests of the recording that are not valid OTLP (skipped).
+        public var invalidRequests = 0
         /// Span of the recording in seconds (first to last request).
         public var recordedSeconds: Double = 0
         /// Keep/drop per trace.
@@ -65,15 +67,16 @@ public struct Simulator {
             }
             for (i, runtime) in runtimes.enumerated() {
                 Self.account(buffers[i].decideExpired(), &reports[i])
-                let ok = request.protobuf.withUnsafeBytes { raw -> Bool in
-                    guard (try? runtime.scanner.scan(raw, into: &scanned)) != nil else { return false }
+                request.protobuf.withUnsafeBytes { raw in
+                    guard (try? runtime.scanner.scan(raw, into: &scanned)) != nil else {
+                        reports[i].invalidRequests += 1
+                        return
+                    }
                     let outcome = buffers[i].insert(scanned, body: raw)
                     Self.account(outcome.decided, &reports[i])
                     for late in outcome.lateKept { reports[i].keptSpans += late.spans.count; reports[i].spans += late.spans.count }
                     reports[i].spans += outcome.lateDropped
-                    return true
                 }
-                if !ok { continue }
             }
         }
         // Everything still buffered is decided as at the end of the recording.
@@ -150,6 +153,9 @@ public struct Simulator {
         out += "kept: \(report.keptTraces) of \(report.traces) traces (\(percent(report.keptTraces, report.traces))), "
         out += "\(report.keptSpans) of \(report.spans) spans (\(percent(report.keptSpans, report.spans))), "
         out += "\(bytes(Double(report.keptBytes))) of \(bytes(Double(report.bytes))) (\(percent(report.keptBytes, report.bytes)))\n"
+        if report.invalidRequests > 0 {
+            out += "skipped \(report.invalidRequests) malformed request(s) of the recording\n"
+        }
         if report.recordedSeconds > 0 {
             out += String(format: "recorded over %.1f s: kept volume at this rate %@/day\n", report.recordedSeconds, bytes(report.keptBytesPerDay))
         }
