@@ -31,6 +31,9 @@ public final class GRPCDownstream: Downstream {
         target = "grpc://\(formatHost(host)):\(port)"
         var config = HTTP2ClientTransport.Posix.Config.defaults
         config.compression.enabledAlgorithms = .all
+        // Batches are up to a few MB: a 64 KiB window would stall each one on WINDOW_UPDATE round trips.
+        config.http2.targetWindowSize = 16 << 20
+        config.http2.maxFrameSize = 1 << 20
         config.backoff = .init(initial: reconnectBackoff.initial, max: reconnectBackoff.max, multiplier: 1.6, jitter: 0.2)
         let resolvable: any ResolvableTarget = host.contains(":")
             ? .ipv6(host: host, port: port)

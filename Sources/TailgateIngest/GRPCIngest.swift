@@ -77,6 +77,10 @@ public final class GRPCIngestServer: Sendable {
         var config = HTTP2ServerTransport.Posix.Config.defaults
         config.compression.enabledAlgorithms = .all
         config.rpc.maxRequestPayloadSize = max(2 * maxRequestBytes, 64 << 20)
+        // Export requests are 0.1–4 MB: with HTTP/2's default 64 KiB window a client stalls for a WINDOW_UPDATE
+        // round trip every 64 KiB, and 16 KiB frames mean many frames per request.
+        config.http2.targetWindowSize = 16 << 20
+        config.http2.maxFrameSize = 1 << 20
         transport = HTTP2ServerTransport.Posix(
             address: .ipv4OrIPv6(host: host, port: port), transportSecurity: .plaintext, config: config)
         server = GRPCServer(transport: transport, services: [TraceServiceExport(handler: handler, maxRequestBytes: maxRequestBytes)])
