@@ -156,11 +156,6 @@ public struct AttributePlan: Sendable, Equatable {
         return slots.count - 1
     }
 
-    /// Convenience for the common case (kept for the token policy): first of `keys`, unconditional.
-    public mutating func slot(forFirstOf keys: [String]) -> Int? {
-        try? slot(.firstOf(keys: keys, condition: nil))
-    }
-
     func mask(_ bits: [Int]) -> UInt64 { bits.reduce(0) { $0 | (1 << UInt64($1)) } }
 
     /// The compiled form the scanner runs.

@@ -31,7 +31,7 @@ private func insert(_ buffer: TraceBuffer, _ spans: [TestSpan], service: String 
     let body = exportRequest(service: service, spans: spans)
     var scanned = ScannedRequest()
     var plan = AttributePlan()
-    _ = plan.slot(forFirstOf: ["gen_ai.usage.input_tokens"])
+    _ = try! plan.slot(.firstOf(keys: ["gen_ai.usage.input_tokens"], condition: nil))
     return body.withUnsafeBytes { raw in
         try! OTLPScanner(plan: plan).scan(raw, into: &scanned)
         return buffer.insert(scanned, body: raw)

@@ -12,8 +12,8 @@ private func scan(_ bytes: [UInt8], plan: AttributePlan = AttributePlan()) throw
 
 private var tokenPlan: AttributePlan {
     var plan = AttributePlan()
-    _ = plan.slot(forFirstOf: ["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"])
-    _ = plan.slot(forFirstOf: ["gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"])
+    _ = try! plan.slot(.firstOf(keys: ["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"], condition: nil))
+    _ = try! plan.slot(.firstOf(keys: ["gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"], condition: nil))
     return plan
 }
 
