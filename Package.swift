@@ -98,6 +98,10 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "TailgateExportTests", dependencies: [
+            "TailgateExport", "TailgateBuffer", "TailgateWire", "TailgateTestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "TailgateLoadtestTests", dependencies: [
             "TailgateLoadtest", "TailgateWire", "TailgateRuntime", "TailgatePolicies", "TailgateTestSupport",
         ]),

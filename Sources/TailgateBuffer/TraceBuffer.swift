@@ -20,6 +20,9 @@ public struct BufferConfiguration: Sendable, Equatable {
     public var maxBufferedBytes: Int = 512 << 20
     /// How many decided trace IDs are remembered, per outcome (kept and dropped), for late spans. Default 100,000.
     public var decisionCacheSize: Int = 100_000
+    /// Seed of the hash that picks a trace's shard; nil (the default): random per buffer, so that a client cannot aim
+    /// all of its traffic at one shard (sampling decisions do not depend on it).
+    public var shardSeed: UInt64? = nil
 
     public init() {}
 }
@@ -77,7 +80,7 @@ public struct TraceSummary: Sendable, Equatable {
     public mutating func add(_ span: SpanFacts) {
         spanCount += 1
         statusMask |= span.status.bit
-        sums &+= span.sums
+        sums.addSaturating(span.sums)  // client numbers: a sum saturates, it never wraps below a threshold
         bits |= span.bits
         if span.isRoot { rootBits |= span.bits }
         if span.startTime != 0 && span.startTime < earliestStart { earliestStart = span.startTime }
@@ -140,15 +143,15 @@ public struct BufferedSpans: Sendable {
 
     public init() {}
 
-    mutating func reserve(spans: Int, bytes: Int) {
-        refs.reserveCapacity(spans)
-        data.reserveCapacity(bytes)
-    }
-
     public var count: Int { refs.count }
     public var isEmpty: Bool { refs.isEmpty }
-    /// Memory the spans hold (payloads and index), used for the buffer's accounting.
-    var accountedBytes: Int { data.count + refs.count * MemoryLayout<SpanRef>.stride }
+    /// Memory the spans hold, as allocated (capacity, not count, plus each allocation's array header and malloc
+    /// overhead), used for the buffer's accounting.
+    var accountedBytes: Int {
+        func allocation(_ capacity: Int, _ stride: Int) -> Int { capacity == 0 ? 0 : capacity * stride + arrayAllocationOverhead }
+        return allocation(data.capacity, 1) + allocation(refs.capacity, MemoryLayout<SpanRef>.stride)
+            + allocation(origins.capacity, MemoryLayout<ScopeOrigin>.stride)
+    }
 
     @inline(__always)
     mutating func append(_ span: SpanFacts, scope: ScopeOrigin, body: UnsafeRawBufferPointer) {
@@ -210,6 +213,7 @@ public final class TraceBuffer: Sendable {
     public let configuration: BufferConfiguration
     private let shards: [Shard]
     private let shardMask: UInt64
+    private let shardSeed: UInt64
     private let clock: any NanoClock
     private let deciderBox: Mutex<any TraceDecider>
     private let tracesGauge = Atomic<Int>(0)
@@ -224,6 +228,7 @@ public final class TraceBuffer: Sendable {
         self.clock = clock
         deciderBox = Mutex(decider)
         shardMask = UInt64(n - 1)
+        shardSeed = config.shardSeed ?? UInt64.random(in: .min ... .max)
         let timing = Timing(config)
         shards = (0..<n).map { _ in Shard(timing: timing) }
     }
@@ -244,7 +249,7 @@ public final class TraceBuffer: Sendable {
 
     @inline(__always)
     private func shardIndex(_ id: TraceID) -> Int {
-        Int(truncatingIfNeeded: id.xxh3() & shardMask)
+        Int(truncatingIfNeeded: id.xxh3(seed: shardSeed) & shardMask)
     }
 
     /// Adds the spans of a scanned request. `body` is the request the span ranges refer to.
@@ -364,8 +369,12 @@ final class Shard: Sendable {
     }
 }
 
-/// Fixed per-trace overhead counted against the memory bound (entry object, dictionary slot, heap and queue items).
-let traceOverheadBytes = 256
+/// Fixed per-trace overhead counted against the memory bound: the entry object with its summary (~300 B with malloc
+/// rounding), its dictionary slot at the table's load factor, its deadline heap and arrival queue items (with their
+/// arrays' spare capacity), measured at ~750 B on Linux; rounded up.
+let traceOverheadBytes = 768
+/// Swift array header (32 B) plus malloc's chunk overhead (16 B) per allocation.
+let arrayAllocationOverhead = 48
 
 /// Mutable per-trace state. Only ever touched with its shard's lock held (hence the unchecked conformance).
 final class TraceEntry: @unchecked Sendable {
@@ -481,8 +490,6 @@ struct ShardState {
                 entry = TraceEntry(id: span.traceID, generation: nextGeneration, now: now, scheduled: deadline,
                                    planGeneration: request.planGeneration)
                 nextGeneration += 1
-                // Most traces get several spans: start with room for a few, to avoid regrowing on every span.
-                entry.spans.reserve(spans: 8, bytes: span.bytes.count * 8)
                 traces[span.traceID] = entry
                 deadlines.insert(DeadlineItem(deadline: deadline, id: span.traceID, generation: entry.generation))
                 arrival.append((span.traceID, entry.generation))

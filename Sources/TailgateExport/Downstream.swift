@@ -3,7 +3,13 @@ public enum SendOutcome: Sendable, Equatable {
     case delivered
     /// Worth retrying (UNAVAILABLE, 503, connection refused, …), optionally after a delay the server asked for.
     case retryable(reason: String, retryAfter: Duration?)
-    /// Not worth retrying (INVALID_ARGUMENT, 400, …): the spans are dropped and counted.
+    /// The downstream finds the request's content invalid (INVALID_ARGUMENT, HTTP 400): the batch is bisected so
+    /// that only the offending spans are dropped (counted).
+    case invalid(reason: String)
+    /// The request is larger than the downstream accepts (HTTP 413, RESOURCE_EXHAUSTED about the message size):
+    /// split and resent, never retried as is.
+    case tooLarge(reason: String)
+    /// Not worth retrying and not about the content (UNAUTHENTICATED, 404, …): the spans are dropped and counted.
     case permanent(reason: String)
 }
 

@@ -3,6 +3,12 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+
+#if canImport(Glibc)
+private let closeDescriptor = Glibc.close
+#elseif canImport(Darwin)
+private let closeDescriptor = Darwin.close
+#endif
 import NIOConcurrencyHelpers
 import TailgateWire
 
@@ -33,7 +39,7 @@ public final class FileDownstream: Downstream {
     public func close() {
         descriptor.withLockedValue { fd in
             guard let f = fd else { return }
-            if ownsDescriptor { _ = Glibc.close(f) }
+            if ownsDescriptor { _ = closeDescriptor(f) }
             fd = nil
         }
     }
@@ -43,7 +49,7 @@ public final class FileDownstream: Downstream {
         do {
             line = try OTLPJSON.jsonFromProtobuf(request) + [UInt8(ascii: "\n")]
         } catch {
-            return .permanent(reason: "cannot encode as JSON: \(error)")
+            return .invalid(reason: "cannot encode as JSON: \(error)")
         }
         return descriptor.withLockedValue { fd -> SendOutcome in
             guard let f = fd else { return .permanent(reason: "file closed") }

@@ -8,12 +8,13 @@ import TailgateWire
 public struct ForwarderConfiguration: Sendable, Equatable {
     /// A batch is sent once it holds this many spans. Default 8,192.
     public var maxBatchSpans: Int = 8192
-    /// … or this many span bytes. Default 4 MiB (gRPC's usual message limit, with room for framing).
+    /// … or would exceed this many span bytes with the next span (a single larger span goes alone). Default 3 MiB,
+    /// under gRPC's usual 4 MiB message limit with room for resource and scope headers.
     public var maxBatchBytes: Int = 3 << 20
     /// … or when its first span has waited this long. Default 200 ms.
     public var batchTimeout: Duration = .milliseconds(200)
-    /// Encoded batches waiting to be sent, at most this many bytes; beyond it batches are dropped and counted.
-    /// Default 256 MiB.
+    /// Encoded batches waiting to be sent (including batches waiting for a retry), at most this many bytes; a new
+    /// batch that does not fit is dropped and counted, and ingest pushes back until the queue drains. Default 256 MiB.
     public var queueBytes: Int = 256 << 20
     /// Concurrent requests to the downstream. Default 2.
     public var concurrency: Int = 2
@@ -25,10 +26,10 @@ public struct ForwarderConfiguration: Sendable, Equatable {
     public var initialBackoff: Duration = .milliseconds(100)
     /// Default 5 s.
     public var maxBackoff: Duration = .seconds(5)
-    /// Give up on a batch after retrying this long (dropped and counted). Default 60 s.
-    public var maxRetryTime: Duration = .seconds(60)
-    /// On shutdown, keep sending queued batches at most this long. Default 10 s.
-    public var shutdownTimeout: Duration = .seconds(10)
+    /// Give up on a batch after it has failed for this long (dropped and counted as `retries_exhausted`).
+    /// Default nil: a batch that fails transiently is retried for as long as the queue holds it, so an outage that
+    /// the queue can absorb loses nothing.
+    public var maxRetryTime: Duration? = nil
 
     public init() {}
 }
@@ -38,6 +39,8 @@ public enum ForwardDropReason: String, Sendable, CaseIterable {
     case queueFull = "queue_full"
     case retriesExhausted = "retries_exhausted"
     case rejected = "rejected_by_downstream"
+    /// A single span larger than the downstream accepts.
+    case tooLarge = "too_large_for_downstream"
     case shutdown = "shutdown_timeout"
 }
 
@@ -50,10 +53,33 @@ public protocol ForwarderObserver: Sendable {
 }
 
 /// Takes kept traces, frames them into ExportTraceServiceRequests and delivers them downstream.
+///
+/// Delivery: a batch that fails transiently goes to the back of the queue and is retried after a backoff (or the
+/// `Retry-After` the downstream asked for), so one failing batch never blocks the others; a batch the downstream
+/// finds too large is split in two and resent; a batch it rejects as invalid is bisected so that only the offending
+/// spans are dropped. Spans are dropped only when the queue is full, a failure is permanent, or the shutdown budget
+/// ran out — always counted with the reason. Ordering: none across batches (concurrency and retries reorder them);
+/// a trace's spans may arrive in several requests.
 public final class Forwarder: Sendable {
     struct Batch: Sendable {
         var request: [UInt8]
         var spans: Int
+        var attempts = 0
+        /// Not to be retried before this instant.
+        var notBefore: ContinuousClock.Instant? = nil
+        var firstFailure: ContinuousClock.Instant? = nil
+        /// Produced by bisecting a batch the downstream rejected as invalid.
+        var bisected = false
+    }
+
+    /// What a worker should do next.
+    enum Work {
+        case send(Batch)
+        /// Batches are waiting for their retry time: look again at this instant.
+        case waitUntil(ContinuousClock.Instant)
+        /// Nothing queued: wait to be woken.
+        case idle
+        case stop
     }
 
     struct State: ~Copyable {
@@ -61,16 +87,21 @@ public final class Forwarder: Sendable {
         var batchStarted: ContinuousClock.Instant? = nil
         var queue: Deque<Batch> = []
         var queuedBytes = 0
-        var waiters: Deque<CheckedContinuation<Batch?, Never>> = []
+        var waiters: Deque<CheckedContinuation<Void, Never>> = []
         var finishing = false
         /// Set when a batch did not fit; cleared once the queue drained below half. While set, ingest pushes back.
         var overflowed = false
-        /// Batches taken from the framer and being encoded (outside the lock): workers must not stop while any is.
-        var encoding = 0
-
-        /// Finishing, and nothing left or coming: idle workers may stop.
-        var drained: Bool { finishing && queue.isEmpty && encoding == 0 }
+        /// Batches taken from the framer and being encoded (outside the lock), or being sent: workers must not stop
+        /// while any is (a failed send may requeue it).
+        var inFlight = 0
         var deadline: ContinuousClock.Instant? = nil
+        /// After a transient failure the downstream is given a rest (backoff) before any batch is tried again, so an
+        /// outage costs a request per backoff rather than one per queued batch; a success resets it.
+        var pausedUntil: ContinuousClock.Instant? = nil
+        var consecutiveFailures = 0
+
+        /// Finishing, and nothing left or coming: workers may stop.
+        var drained: Bool { finishing && queue.isEmpty && inFlight == 0 }
     }
 
     public let configuration: ForwarderConfiguration
@@ -92,18 +123,31 @@ public final class Forwarder: Sendable {
         state.withLock { $0.overflowed || $0.queuedBytes >= configuration.queueBytes / 10 * 9 }
     }
 
+    /// Bytes of encoded batches waiting (including those waiting for a retry).
+    public var queuedBytes: Int { state.withLock { $0.queuedBytes } }
+
     /// Adds a kept trace's spans to the current batch (non-blocking), each marked with `annotation` when given.
+    /// A batch is sealed before a span that would take it over `maxBatchBytes` or at `maxBatchSpans`.
     public func submit(_ spans: BufferedSpans, annotation: KeepAnnotation? = nil) {
         guard !spans.isEmpty else { return }
-        let sealed = state.withLock { state -> RequestFramer? in
+        let maxBytes = configuration.maxBatchBytes, maxSpans = configuration.maxBatchSpans
+        let sealed = state.withLock { state -> [RequestFramer] in
+            var sealed: [RequestFramer] = []
             if state.framer.isEmpty { state.batchStarted = .now }
-            spans.forEach { scope, bytes in state.framer.append(scope: scope, span: bytes, annotation: annotation) }
-            if state.framer.spanCount >= configuration.maxBatchSpans || state.framer.spanBytes >= configuration.maxBatchBytes {
-                return takeBatch(&state)
+            spans.forEach { scope, bytes in
+                if !state.framer.isEmpty && state.framer.spanBytes + bytes.count > maxBytes, let s = takeBatch(&state) {
+                    sealed.append(s)
+                    state.batchStarted = .now
+                }
+                state.framer.append(scope: scope, span: bytes, annotation: annotation)
+                if state.framer.spanCount >= maxSpans || state.framer.spanBytes >= maxBytes, let s = takeBatch(&state) {
+                    sealed.append(s)
+                }
             }
-            return nil
+            if !state.framer.isEmpty && state.batchStarted == nil { state.batchStarted = .now }
+            return sealed
         }
-        if let sealed { enqueue(sealed) }
+        for framer in sealed { enqueue(Batch(request: framer.encode(), spans: framer.spanCount), encoded: true) }
     }
 
     private func takeBatch(_ state: inout State) -> RequestFramer? {
@@ -111,81 +155,140 @@ public final class Forwarder: Sendable {
         var out = RequestFramer()
         swap(&out, &state.framer)
         state.batchStarted = nil
-        state.encoding += 1
+        state.inFlight += 1
         return out
     }
 
-    private func enqueue(_ framer: RequestFramer) {
-        let batch = Batch(request: framer.encode(), spans: framer.spanCount)
-        let (waiter, accepted, queued, idle) = state.withLock { state -> (CheckedContinuation<Batch?, Never>?, Bool, Int, [CheckedContinuation<Batch?, Never>]) in
-            state.encoding -= 1
-            if let w = state.waiters.popFirst() {
-                return (w, true, state.queuedBytes, state.drained ? Array(state.waiters.drain()) : [])
-            }
+    /// Queues a new batch (`encoded`: it was counted in `inFlight` while being encoded). Dropped and counted when
+    /// the queue has no room.
+    private func enqueue(_ batch: Batch, encoded: Bool) {
+        let (accepted, queued, wake) = state.withLock { state -> (Bool, Int, [CheckedContinuation<Void, Never>]) in
+            if encoded { state.inFlight -= 1 }
             guard state.queuedBytes + batch.request.count <= configuration.queueBytes else {
                 state.overflowed = true
-                return (nil, false, state.queuedBytes, state.drained ? Array(state.waiters.drain()) : [])
+                return (false, state.queuedBytes, state.drained ? Array(state.waiters.drain()) : [])
             }
             state.queue.append(batch)
             state.queuedBytes += batch.request.count
-            return (nil, true, state.queuedBytes, [])
+            return (true, state.queuedBytes, state.waiters.popFirst().map { [$0] } ?? [])
         }
-        for w in idle { w.resume(returning: nil) }
-        if let waiter {
-            waiter.resume(returning: batch)
-        } else if !accepted {
+        for w in wake { w.resume() }
+        if !accepted {
             observer.dropped(spans: batch.spans, reason: .queueFull)
             logger.warning("forward queue full: batch dropped", metadata: ["spans": "\(batch.spans)"])
         }
         observer.queued(bytes: queued)
     }
 
-    private func next() async -> Batch? {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Batch?, Never>) in
-            let immediate = state.withLock { state -> Batch?? in
-                if let b = state.queue.popFirst() {
-                    state.queuedBytes -= b.request.count
-                    if state.queuedBytes < configuration.queueBytes / 2 { state.overflowed = false }
-                    return .some(b)
-                }
-                if state.drained { return .some(nil) }
-                state.waiters.append(continuation)
-                return nil
+    /// Puts batches that were being sent back in the queue (retry, split halves). They were accepted already, so
+    /// they are never dropped for room; `front` puts them first (split halves keep their turn).
+    private func requeue(_ batches: [Batch], front: Bool) {
+        let (queued, wake) = state.withLock { state -> (Int, [CheckedContinuation<Void, Never>]) in
+            for b in front ? batches.reversed() : batches {
+                if front { state.queue.prepend(b) } else { state.queue.append(b) }
+                state.queuedBytes += b.request.count
             }
-            if let immediate { continuation.resume(returning: immediate) }
+            state.inFlight -= 1
+            return (state.queuedBytes, Array(state.waiters.drain()))
         }
+        for w in wake { w.resume() }
+        observer.queued(bytes: queued)
     }
 
-    /// Sends until `finish()` was called and the queue is drained (or the shutdown timeout passed).
-    public func run() async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { [downstream, logger] in
-                do { try await downstream.run() } catch {
-                    logger.error("downstream connection ended", metadata: ["error": "\(error)"])
-                }
-            }
-            group.addTask { await self.flushLoop() }
-            for _ in 0..<max(1, configuration.concurrency) {
-                group.addTask { await self.worker() }
-            }
-            // Workers and the flusher return once finishing; then close the downstream.
-            var remaining = max(1, configuration.concurrency) + 1
-            while remaining > 0, await group.next() != nil { remaining -= 1 }
-            downstream.close()
-        }
-    }
-
-    /// Seals the current batch, stops taking new work once the queue is empty, and bounds the time spent.
-    public func finish() {
-        let sealed = state.withLock { state in takeBatch(&state) }
-        if let sealed { enqueue(sealed) }
-        let toWake = state.withLock { state -> [CheckedContinuation<Batch?, Never>] in
-            state.finishing = true
-            state.deadline = .now + configuration.shutdownTimeout
-            // Batches still being encoded will be handed to these waiters; otherwise they can stop now.
+    /// A worker finished with a batch it took (delivered or dropped).
+    private func done() {
+        let wake = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.inFlight -= 1
             return state.drained ? Array(state.waiters.drain()) : []
         }
-        for w in toWake { w.resume(returning: nil) }
+        for w in wake { w.resume() }
+    }
+
+    private func nextWork() -> Work {
+        let now = ContinuousClock.now
+        return state.withLock { state -> Work in
+            func take(_ i: Int) -> Work {
+                let b = state.queue.remove(at: i)
+                state.queuedBytes -= b.request.count
+                if state.queuedBytes < configuration.queueBytes / 2 { state.overflowed = false }
+                state.inFlight += 1
+                return .send(b)
+            }
+            guard !state.queue.isEmpty else { return state.drained ? .stop : .idle }
+            // Past the shutdown deadline every batch is handed out at once (and dropped, counted, by the worker).
+            if let deadline = state.deadline, now >= deadline { return take(state.queue.startIndex) }
+            var earliest: ContinuousClock.Instant? = nil
+            if let p = state.pausedUntil, p > now {
+                earliest = p
+            } else {
+                // The first batch that is due; batches waiting for their retry are passed over.
+                for i in state.queue.indices {
+                    guard let t = state.queue[i].notBefore, t > now else { return take(i) }
+                    earliest = min(earliest ?? t, t)
+                }
+            }
+            if let deadline = state.deadline, let e = earliest { earliest = min(e, deadline) }
+            return .waitUntil(earliest ?? now)
+        }
+    }
+
+    /// Waits until a batch is queued, the forwarder drains, or (`until`) a retry is due.
+    private func wait(until: ContinuousClock.Instant?) async {
+        if let until {
+            // Retry waits poll at a short interval so that fresh batches are not held behind a failing one.
+            try? await Task.sleep(until: min(until, .now + .milliseconds(25)), clock: .continuous)
+            return
+        }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state -> Bool in
+                if !state.queue.isEmpty || state.drained { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    /// Sends until `finish(deadline:)` was called and the queue is drained (or the deadline passed). Cancelling the
+    /// calling task finishes at once: what is still queued is dropped and counted.
+    public func run() async {
+        let workers = max(1, configuration.concurrency)
+        await withTaskCancellationHandler {
+            await withTaskGroup(of: Bool.self) { group in
+                group.addTask { [downstream, logger] in
+                    do { try await downstream.run() } catch {
+                        logger.error("downstream connection ended", metadata: ["error": "\(error)"])
+                    }
+                    return false
+                }
+                group.addTask { await self.flushLoop(); return true }
+                for _ in 0..<workers {
+                    group.addTask { await self.worker(); return true }
+                }
+                // Workers and the flusher return once drained; the downstream's connection task may end earlier
+                // (the file downstream has none) and does not count.
+                var remaining = workers + 1
+                while remaining > 0, let isWorker = await group.next() {
+                    if isWorker { remaining -= 1 }
+                }
+                downstream.close()
+            }
+        } onCancel: {
+            self.finish(deadline: .now)
+        }
+    }
+
+    /// Seals the current batch, stops once the queue is empty, and drops (counted) what is not delivered by
+    /// `deadline`.
+    public func finish(deadline: ContinuousClock.Instant) {
+        let sealed = state.withLock { state in takeBatch(&state) }
+        if let sealed { enqueue(Batch(request: sealed.encode(), spans: sealed.spanCount), encoded: true) }
+        let toWake = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.finishing = true
+            state.deadline = min(state.deadline ?? deadline, deadline)
+            return Array(state.waiters.drain())
+        }
+        for w in toWake { w.resume() }
     }
 
     private var pastDeadline: Bool {
@@ -199,60 +302,114 @@ public final class Forwarder: Sendable {
                 guard let started = state.batchStarted, ContinuousClock.now - started >= configuration.batchTimeout else { return nil }
                 return takeBatch(&state)
             }
-            if let sealed { enqueue(sealed) }
+            if let sealed { enqueue(Batch(request: sealed.encode(), spans: sealed.spanCount), encoded: true) }
         }
     }
 
     private func worker() async {
-        while let batch = await next() {
-            if pastDeadline {
-                observer.dropped(spans: batch.spans, reason: .shutdown)
-                continue
+        while true {
+            switch nextWork() {
+            case .stop:
+                return
+            case .idle:
+                await wait(until: nil)
+            case .waitUntil(let t):
+                await wait(until: t)
+            case .send(let batch):
+                if pastDeadline {
+                    observer.dropped(spans: batch.spans, reason: .shutdown)
+                    done()
+                } else {
+                    await deliver(batch)
+                }
             }
-            await deliver(batch)
         }
     }
 
-    private func deliver(_ batch: Batch) async {
-        let started = ContinuousClock.now
-        var attempt = 0
-        while true {
-            let outcome = await downstream.send(batch.request)
-            switch outcome {
-            case .delivered:
-                observer.forwarded(spans: batch.spans, requests: 1)
-                return
-            case .permanent(let reason):
-                observer.sendFailed(reason: reason, willRetry: false)
-                observer.dropped(spans: batch.spans, reason: .rejected)
-                logger.error("downstream rejected a batch", metadata: ["reason": "\(reason)", "spans": "\(batch.spans)"])
-                return
-            case .retryable(let reason, let retryAfter):
-                attempt += 1
-                let delay = retryAfter ?? backoff(attempt: attempt)
-                if ContinuousClock.now - started + delay > configuration.maxRetryTime {
-                    observer.sendFailed(reason: reason, willRetry: false)
-                    observer.dropped(spans: batch.spans, reason: .retriesExhausted)
-                    logger.error("giving up on a batch after retries", metadata: ["reason": "\(reason)", "spans": "\(batch.spans)"])
-                    return
-                }
-                if let deadline = state.withLock({ $0.deadline }), ContinuousClock.now + delay > deadline {
-                    observer.sendFailed(reason: reason, willRetry: false)
-                    observer.dropped(spans: batch.spans, reason: .shutdown)
-                    return
-                }
-                observer.sendFailed(reason: reason, willRetry: true)
-                if attempt == 1 || attempt % 10 == 0 {
-                    logger.warning("downstream unavailable, retrying", metadata: ["reason": "\(reason)", "attempt": "\(attempt)"])
-                }
-                try? await Task.sleep(for: delay)
+    /// One attempt at a batch taken from the queue; afterwards it is delivered, dropped (counted) or requeued.
+    private func deliver(_ taken: Batch) async {
+        var batch = taken
+        let outcome = await downstream.send(batch.request)
+        switch outcome {
+        case .delivered:
+            observer.forwarded(spans: batch.spans, requests: 1)
+            state.withLock { state in
+                state.consecutiveFailures = 0
+                state.pausedUntil = nil
             }
+            done()
+        case .tooLarge(let reason):
+            observer.sendFailed(reason: reason, willRetry: batch.spans > 1)
+            if let (a, b) = RequestSplitter.split(batch.request) {
+                logger.info("downstream found a batch too large: split in two", metadata: ["spans": "\(batch.spans)", "bytes": "\(batch.request.count)"])
+                requeue([Batch(request: a.request, spans: a.spans, bisected: batch.bisected),
+                         Batch(request: b.request, spans: b.spans, bisected: batch.bisected)], front: true)
+            } else {
+                observer.dropped(spans: batch.spans, reason: .tooLarge)
+                logger.error("downstream rejected a span as too large", metadata: [
+                    "reason": "\(reason)", "bytes": "\(batch.request.count)", "trace_ids": "\(RequestSplitter.traceIDs(batch.request))"])
+                done()
+            }
+        case .invalid(let reason):
+            observer.sendFailed(reason: reason, willRetry: batch.spans > 1)
+            // Find the spans the downstream objects to, so that the rest of the batch (other clients' spans) arrives.
+            if let (a, b) = RequestSplitter.split(batch.request) {
+                if !batch.bisected {
+                    logger.warning("downstream rejected a batch as invalid: bisecting to find the offending spans", metadata: [
+                        "reason": "\(reason)", "spans": "\(batch.spans)"])
+                }
+                requeue([Batch(request: a.request, spans: a.spans, bisected: true),
+                         Batch(request: b.request, spans: b.spans, bisected: true)], front: true)
+            } else {
+                observer.dropped(spans: batch.spans, reason: .rejected)
+                logger.error("downstream rejected a span as invalid: dropped", metadata: [
+                    "reason": "\(reason)", "trace_ids": "\(RequestSplitter.traceIDs(batch.request))"])
+                done()
+            }
+        case .permanent(let reason):
+            observer.sendFailed(reason: reason, willRetry: false)
+            observer.dropped(spans: batch.spans, reason: .rejected)
+            logger.error("downstream rejected a batch", metadata: [
+                "reason": "\(reason)", "spans": "\(batch.spans)", "trace_ids": "\(RequestSplitter.traceIDs(batch.request))"])
+            done()
+        case .retryable(let reason, let retryAfter):
+            let now = ContinuousClock.now
+            batch.attempts += 1
+            if batch.firstFailure == nil { batch.firstFailure = now }
+            let failures = state.withLock { state in
+                state.consecutiveFailures += 1
+                return state.consecutiveFailures
+            }
+            var delay = backoff(attempt: max(batch.attempts, failures))
+            // A Retry-After the downstream asked for is honoured (never below our own backoff, at most 5 minutes).
+            if let retryAfter { delay = min(max(retryAfter, delay), .seconds(300)) }
+            if let limit = configuration.maxRetryTime, let first = batch.firstFailure, now - first + delay > limit {
+                observer.sendFailed(reason: reason, willRetry: false)
+                observer.dropped(spans: batch.spans, reason: .retriesExhausted)
+                logger.error("giving up on a batch after max_retry_time", metadata: ["reason": "\(reason)", "spans": "\(batch.spans)"])
+                done()
+                return
+            }
+            if let deadline = state.withLock({ $0.deadline }), now + delay > deadline {
+                observer.sendFailed(reason: reason, willRetry: false)
+                observer.dropped(spans: batch.spans, reason: .shutdown)
+                done()
+                return
+            }
+            observer.sendFailed(reason: reason, willRetry: true)
+            if batch.attempts == 1 || batch.attempts % 10 == 0 {
+                logger.warning("downstream unavailable, batch requeued for retry", metadata: [
+                    "reason": "\(reason)", "attempt": "\(batch.attempts)", "retry_in": "\(delay)"])
+            }
+            batch.notBefore = now + delay
+            state.withLock { state in state.pausedUntil = max(state.pausedUntil ?? now, now + delay) }
+            requeue([batch], front: false)
         }
     }
 
     /// Exponential backoff with jitter: a random delay between half and all of min(max, initial × 2^(attempt-1)).
     func backoff(attempt: Int) -> Duration {
-        let base = configuration.initialBackoff * (1 << min(attempt - 1, 20))
+        let base = configuration.initialBackoff * (1 << min(max(attempt, 1) - 1, 20))
         let capped = min(base, configuration.maxBackoff)
         return capped * Double.random(in: 0.5...1.0)
     }

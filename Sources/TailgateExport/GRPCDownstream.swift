@@ -35,9 +35,16 @@ public final class GRPCDownstream: Downstream {
         config.http2.targetWindowSize = 16 << 20
         config.http2.maxFrameSize = 1 << 20
         config.backoff = .init(initial: reconnectBackoff.initial, max: reconnectBackoff.max, multiplier: 1.6, jitter: 0.2)
-        let resolvable: any ResolvableTarget = host.contains(":")
-            ? .ipv6(host: host, port: port)
-            : .ipv4(host: host == "localhost" ? "127.0.0.1" : host, port: port)
+        // Names are resolved through DNS (again on every reconnect, so a collector that moves is followed);
+        // literals are used as they are.
+        let resolvable: any ResolvableTarget
+        if host.contains(":") {
+            resolvable = .ipv6(host: host, port: port)
+        } else if host.split(separator: ".").count == 4, host.split(separator: ".").allSatisfy({ UInt8($0) != nil }) {
+            resolvable = .ipv4(host: host, port: port)
+        } else {
+            resolvable = .dns(host: host, port: port)
+        }
         let transport = try HTTP2ClientTransport.Posix(target: resolvable, transportSecurity: .plaintext, config: config)
         client = GRPCClient(transport: transport)
         var options = CallOptions.defaults
@@ -73,13 +80,25 @@ public final class GRPCDownstream: Downstream {
         }
     }
 
-    /// OTLP's retryable codes (RESOURCE_EXHAUSTED counts as retryable: a collector under pressure says so).
+    /// OTLP's retryable codes (RESOURCE_EXHAUSTED counts as retryable: a collector under pressure says so, unless
+    /// it is about the message size, which is answered by splitting).
     static func classify(_ error: RPCError) -> SendOutcome {
         switch error.code {
+        case .resourceExhausted where isAboutSize(error.message):
+            return .tooLarge(reason: "\(error.code): \(error.message)")
+        case .invalidArgument:
+            return .invalid(reason: "\(error.code): \(error.message)")
         case .cancelled, .deadlineExceeded, .aborted, .outOfRange, .unavailable, .dataLoss, .resourceExhausted:
             return .retryable(reason: "\(error.code): \(error.message)", retryAfter: nil)
         default:
             return .permanent(reason: "\(error.code): \(error.message)")
         }
+    }
+
+    /// gRPC implementations word a message-size refusal as "Received message larger than max (N vs. M)",
+    /// "message too large", "exceeds the maximum …".
+    static func isAboutSize(_ message: String) -> Bool {
+        let m = message.lowercased()
+        return m.contains("larger than") || m.contains("too large") || m.contains("exceeds") || m.contains("message length")
     }
 }

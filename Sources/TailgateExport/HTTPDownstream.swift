@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -86,6 +91,10 @@ public final class HTTPDownstream: Downstream {
             return .delivered
         case 429, 502, 503, 504:
             return .retryable(reason: "HTTP \(code)", retryAfter: response.retryAfter)
+        case 413:
+            return .tooLarge(reason: "HTTP 413")
+        case 400:
+            return .invalid(reason: "HTTP 400")
         default:
             return .permanent(reason: "HTTP \(code)")
         }
@@ -151,10 +160,7 @@ final class HTTPClientExchange: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            var retryAfter: Duration? = nil
-            if let value = head.headers.first(name: "retry-after"), let seconds = Int(value.trimmingCharacters(in: .whitespaces)) {
-                retryAfter = .seconds(seconds)
-            }
+            let retryAfter = head.headers.first(name: "retry-after").flatMap { RetryAfter.parse($0, now: wallClockSeconds()) }
             response = Response(status: head.status, keepAlive: head.isKeepAlive, retryAfter: retryAfter)
         case .body:
             break
@@ -178,4 +184,42 @@ final class HTTPClientExchange: ChannelDuplexHandler {
         pending = nil
         context.close(promise: nil)
     }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3). Negative or past values mean "now"; values that
+/// do not parse are ignored (the forwarder's own backoff applies).
+enum RetryAfter {
+    static func parse(_ value: String, now: Int64) -> Duration? {
+        let text = value.trimmingCharacters(in: .whitespaces)
+        if let seconds = Int64(text) { return .seconds(max(0, seconds)) }
+        guard let date = httpDate(text) else { return nil }
+        return .seconds(max(0, date - now))
+    }
+
+    /// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form servers must send, as Unix seconds.
+    static func httpDate(_ text: String) -> Int64? {
+        let parts = text.split(separator: " ")
+        guard parts.count == 6, parts[0].hasSuffix(","), parts[5] == "GMT",
+              let day = Int64(parts[1]), let year = Int64(parts[3]) else { return nil }
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        guard let monthIndex = months.firstIndex(of: String(parts[2])) else { return nil }
+        let hms = parts[4].split(separator: ":").compactMap { Int64($0) }
+        guard hms.count == 3, (1...31).contains(day), hms[0] < 24, hms[1] < 60, hms[2] < 61 else { return nil }
+        // Days from the civil date (Howard Hinnant's algorithm).
+        let m = Int64(monthIndex + 1)
+        let y = m <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + day - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        let days = era * 146_097 + doe - 719_468
+        return days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2]
+    }
+}
+
+/// Unix time in seconds.
+func wallClockSeconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Int64(ts.tv_sec)
 }

@@ -29,10 +29,12 @@ struct TraceServiceExport: RegistrableRPCService {
 
     let handler: any TraceIngestHandler
     let maxRequestBytes: Int
+    let budget: InflightBudget?
 
     func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
         let handler = self.handler
         let limit = maxRequestBytes
+        let budget = self.budget
         router.registerHandler(
             forMethod: Self.method, deserializer: RawDeserializer(), serializer: RawSerializer()
         ) { streamRequest, _ in
@@ -43,6 +45,19 @@ struct TraceServiceExport: RegistrableRPCService {
                     code: .resourceExhausted,
                     message: "request of \(request.message.bytes.count) bytes exceeds the limit of \(limit) bytes after decompression")
             }
+            // The transport has read the message already; the budget still bounds how many are processed at once.
+            let size = request.message.bytes.count
+            if let budget {
+                guard budget.tryAcquire(size) else {
+                    handler.refused(transport: .grpc, reason: .inflightLimit)
+                    let message = "too many request bytes in flight (limit \(budget.limit)); retry later"
+                    var metadata = Metadata()
+                    metadata.addBinary(OTLPResponse.status(code: RPCError.Code.resourceExhausted.rawValue, message: message, retryAfterSeconds: 1),
+                                       forKey: "grpc-status-details-bin")
+                    throw RPCError(code: .resourceExhausted, message: message, metadata: metadata)
+                }
+            }
+            defer { if let budget { budget.release(size) } }
             let result = request.message.bytes.withUnsafeBytes { handler.ingest($0, transport: .grpc) }
             switch result {
             case .accepted:
@@ -72,18 +87,36 @@ struct TraceServiceExport: RegistrableRPCService {
 public final class GRPCIngestServer: Sendable {
     private let server: GRPCServer<HTTP2ServerTransport.Posix>
     private let transport: HTTP2ServerTransport.Posix
+    /// `HOST:PORT` as configured, for messages.
+    public let address: String
 
-    public init(host: String, port: Int, maxRequestBytes: Int, handler: any TraceIngestHandler) {
+    public convenience init(host: String, port: Int, maxRequestBytes: Int, handler: any TraceIngestHandler) {
+        var limits = IngestLimits()
+        limits.maxRequestBytes = maxRequestBytes
+        self.init(host: host, port: port, limits: limits, budget: nil, handler: handler)
+    }
+
+    /// Streams per connection, keepalive, idle and age limits come from `limits` (no per-listener connection cap:
+    /// grpc-swift-nio-transport has no hook for one; `maxConcurrentStreams` × the request limit bounds a connection).
+    public init(host: String, port: Int, limits: IngestLimits, budget: InflightBudget?, handler: any TraceIngestHandler) {
+        let maxRequestBytes = limits.maxRequestBytes
+        address = "\(host.contains(":") ? "[\(host)]" : host):\(port)"
         var config = HTTP2ServerTransport.Posix.Config.defaults
         config.compression.enabledAlgorithms = .all
         config.rpc.maxRequestPayloadSize = max(2 * maxRequestBytes, 64 << 20)
+        config.http2.maxConcurrentStreams = limits.grpcMaxConcurrentStreams
+        config.connection.maxIdleTime = limits.connectionIdleTimeout
+        config.connection.maxAge = limits.maxConnectionAge
+        config.connection.maxGraceTime = .seconds(30)
+        config.connection.keepalive.time = limits.grpcKeepaliveTime
+        config.connection.keepalive.timeout = .seconds(20)
         // Export requests are 0.1–4 MB: with HTTP/2's default 64 KiB window a client stalls for a WINDOW_UPDATE
         // round trip every 64 KiB, and 16 KiB frames mean many frames per request.
         config.http2.targetWindowSize = 16 << 20
         config.http2.maxFrameSize = 1 << 20
         transport = HTTP2ServerTransport.Posix(
             address: .ipv4OrIPv6(host: host, port: port), transportSecurity: .plaintext, config: config)
-        server = GRPCServer(transport: transport, services: [TraceServiceExport(handler: handler, maxRequestBytes: maxRequestBytes)])
+        server = GRPCServer(transport: transport, services: [TraceServiceExport(handler: handler, maxRequestBytes: maxRequestBytes, budget: budget)])
     }
 
     /// Runs until `beginGracefulShutdown()` and the in-flight calls finished.
@@ -94,6 +127,15 @@ public final class GRPCIngestServer: Sendable {
     /// Stops accepting new connections and calls; lets in-flight calls finish.
     public func beginGracefulShutdown() {
         server.beginGracefulShutdown()
+    }
+
+    /// Waits until the listener is bound (call while `serve()` runs); throws, naming the address, when it cannot bind.
+    public func waitUntilListening() async throws {
+        do {
+            _ = try await transport.listeningAddress
+        } catch {
+            throw GRPCBindError(address: address, underlying: error)
+        }
     }
 
     /// The bound port (useful with port 0), once listening.
@@ -112,5 +154,16 @@ extension GRPCNIOTransportCore.SocketAddress {
     static func ipv4OrIPv6(host: String, port: Int) -> Self {
         if host.contains(":") { return .ipv6(host: host, port: port) }
         return .ipv4(host: host == "localhost" ? "127.0.0.1" : host, port: port)
+    }
+}
+
+/// The gRPC listener could not bind.
+public struct GRPCBindError: Error, CustomStringConvertible {
+    public var address: String
+    public var underlying: any Error
+    public var description: String { "cannot listen on \(address): \(underlying)" }
+    public init(address: String, underlying: any Error) {
+        self.address = address
+        self.underlying = underlying
     }
 }

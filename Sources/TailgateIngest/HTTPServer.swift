@@ -29,19 +29,53 @@ public struct HTTPResponse: Sendable {
 }
 
 /// A small HTTP/1.1 server on SwiftNIO: it buffers each request body up to `maxBodyBytes` and hands
-/// complete requests to `route` on NIO's thread pool.
-/// Bodies over the limit are answered with 413 and the connection is closed.
+/// complete requests to `route` on the server's own thread pool (so one server's heavy requests never delay
+/// another's, e.g. `/metrics`). Bodies over the limit are answered with 413 and the connection is closed.
+///
+/// Hostile clients are bounded: a connection cap, a deadline for the request head (slow-loris) and for the body,
+/// an idle timeout between keep-alive requests, and an optional shared budget of in-flight body bytes checked
+/// against `Content-Length` before the body is read.
 public final class HTTPServer: Sendable {
     public typealias Route = @Sendable (HTTPRequest) -> HTTPResponse
     /// Builds the answer to a request whose body is over the limit (the body is not read).
     public typealias TooLarge = @Sendable (HTTPRequestHead, _ limit: Int) -> HTTPResponse
+    /// Builds the answer to a request refused for a reason other than size (in-flight budget, timeout).
+    public typealias Refused = @Sendable (HTTPRequestHead?, RefusalReason) -> HTTPResponse?
+
+    /// Connection and request bounds (see `IngestLimits` for the defaults of the OTLP receiver).
+    public struct Options: Sendable {
+        public var maxBodyBytes: Int
+        public var maxConnections: Int = 1024
+        public var readHeaderTimeout: Duration = .seconds(10)
+        public var readBodyTimeout: Duration = .seconds(60)
+        public var idleTimeout: Duration = .seconds(120)
+        /// Shared bound on in-flight body bytes; nil for none.
+        public var budget: InflightBudget? = nil
+        /// Threads running routes. Default 2.
+        public var threads: Int = 2
+
+        public init(maxBodyBytes: Int) {
+            self.maxBodyBytes = maxBodyBytes
+        }
+
+        public init(limits: IngestLimits, budget: InflightBudget?) {
+            maxBodyBytes = limits.maxRequestBytes
+            maxConnections = limits.maxConnections
+            readHeaderTimeout = limits.readHeaderTimeout
+            readBodyTimeout = limits.readBodyTimeout
+            idleTimeout = limits.connectionIdleTimeout
+            self.budget = budget
+        }
+    }
 
     private let host: String
     private let port: Int
-    private let maxBodyBytes: Int
+    private let options: Options
     private let route: Route
     private let tooLarge: TooLarge
+    private let refused: Refused
     private let group: any EventLoopGroup
+    private let pool: NIOThreadPool
     private let logger: Logger
     private let state = NIOLockedValueBox<State>(State())
 
@@ -51,7 +85,7 @@ public final class HTTPServer: Sendable {
         var closing = false
     }
 
-    public init(
+    public convenience init(
         host: String, port: Int, maxBodyBytes: Int, logger: Logger,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         tooLarge: @escaping TooLarge = { _, limit in
@@ -59,57 +93,89 @@ public final class HTTPServer: Sendable {
         },
         route: @escaping Route
     ) {
+        self.init(host: host, port: port, options: Options(maxBodyBytes: maxBodyBytes), logger: logger, group: group,
+                  tooLarge: tooLarge, route: route)
+    }
+
+    public init(
+        host: String, port: Int, options: Options, logger: Logger,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        tooLarge: @escaping TooLarge = { _, limit in
+            HTTPResponse(status: .payloadTooLarge, text: "request body exceeds the limit of \(limit) bytes\n")
+        },
+        refused: @escaping Refused = { _, _ in nil },
+        route: @escaping Route
+    ) {
         self.tooLarge = tooLarge
+        self.refused = refused
         self.host = host
         self.port = port
-        self.maxBodyBytes = maxBodyBytes
+        self.options = options
         self.route = route
         self.group = group
         self.logger = logger
+        pool = NIOThreadPool(numberOfThreads: max(1, options.threads))
     }
 
     /// Binds and starts accepting; returns the bound port.
     @discardableResult
     public func start() async throws -> Int {
-        let maxBodyBytes = self.maxBodyBytes
+        let options = self.options
         let route = self.route
         let tooLarge = self.tooLarge
+        let refused = self.refused
         let logger = self.logger
-        let channel = try await ServerBootstrap(group: group)
+        let pool = self.pool
+        pool.start()
+        let channel: any Channel
+        do {
+            channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [weak self] channel in
-                self?.track(channel)
+                guard let self, self.track(channel) else {
+                    _ = refused(nil, .connectionLimit)
+                    return channel.close()
+                }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(
-                        HTTPRequestHandler(maxBodyBytes: maxBodyBytes, route: route, tooLarge: tooLarge, logger: logger))
+                        HTTPRequestHandler(options: options, pool: pool, route: route, tooLarge: tooLarge, refused: refused, logger: logger))
                 }
             }
             .bind(host: host, port: port)
             .get()
+        } catch {
+            try? await pool.shutdownGracefully()
+            throw HTTPServerBindError(address: "\(host.contains(":") ? "[\(host)]" : host):\(port)", underlying: error)
+        }
         state.withLockedValue { $0.listener = channel }
         return channel.localAddress?.port ?? port
     }
 
-    private func track(_ channel: any Channel) {
+    /// Registers a new connection; false when the server is closing or at its connection cap.
+    private func track(_ channel: any Channel) -> Bool {
         let id = ObjectIdentifier(channel)
-        let closing = state.withLockedValue { state -> Bool in
-            if !state.closing { state.connections[id] = channel }
-            return state.closing
+        let maxConnections = options.maxConnections
+        let admitted = state.withLockedValue { state -> Bool in
+            guard !state.closing, state.connections.count < maxConnections else { return false }
+            state.connections[id] = channel
+            return true
         }
-        if closing {
-            channel.close(promise: nil)
-            return
-        }
+        guard admitted else { return false }
         channel.closeFuture.whenComplete { [weak self] _ in
             _ = self?.state.withLockedValue { $0.connections.removeValue(forKey: id) }
         }
+        return true
     }
 
-    /// Stops accepting, then closes open connections once their current request is answered.
-    public func stop() async {
+    /// Open connections.
+    public var connectionCount: Int { state.withLockedValue { $0.connections.count } }
+
+    /// Stops accepting, then closes open connections once their current request is answered; connections still
+    /// open at `deadline` (a client holding a request open) are cut.
+    public func stop(deadline: ContinuousClock.Instant = .now + .seconds(10)) async {
         let (listener, connections) = state.withLockedValue { state in
             state.closing = true
             return (state.listener, Array(state.connections.values))
@@ -119,10 +185,30 @@ public final class HTTPServer: Sendable {
             // Ask the handler to close after the response in progress (if any).
             connection.pipeline.fireUserInboundEventTriggered(HTTPRequestHandler.CloseWhenIdle())
         }
-        for connection in connections {
-            try? await connection.closeFuture.get()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for connection in connections { try? await connection.closeFuture.get() }
+            }
+            group.addTask {
+                try? await Task.sleep(until: deadline, clock: .continuous)
+            }
+            await group.next()
+            group.cancelAll()
         }
+        let open = state.withLockedValue { Array($0.connections.values) }
+        if !open.isEmpty {
+            logger.warning("closing connections still open at the shutdown deadline", metadata: ["connections": "\(open.count)", "port": "\(port)"])
+            for connection in open { try? await connection.close() }
+        }
+        try? await pool.shutdownGracefully()
     }
+}
+
+/// A listener could not bind.
+public struct HTTPServerBindError: Error, CustomStringConvertible {
+    public var address: String
+    public var underlying: any Error
+    public var description: String { "cannot listen on \(address): \(underlying)" }
 }
 
 final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
@@ -131,9 +217,11 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     struct CloseWhenIdle {}
 
-    private let maxBodyBytes: Int
+    private let options: HTTPServer.Options
+    private let pool: NIOThreadPool
     private let route: HTTPServer.Route
     private let tooLarge: HTTPServer.TooLarge
+    private let refused: HTTPServer.Refused
     private let logger: Logger
     private var head: HTTPRequestHead?
     private var body: ByteBuffer?
@@ -141,12 +229,67 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var closeWhenIdle = false
     /// A request is being answered.
     private var busy = false
+    /// Bytes taken from the in-flight budget for the current request.
+    private var reserved = 0
+    /// Requests answered on this connection (the first request head gets `readHeaderTimeout`, later ones the idle
+    /// timeout between keep-alive requests).
+    private var answered = 0
+    private var timer: Scheduled<Void>?
 
-    init(maxBodyBytes: Int, route: @escaping HTTPServer.Route, tooLarge: @escaping HTTPServer.TooLarge, logger: Logger) {
-        self.maxBodyBytes = maxBodyBytes
+    init(options: HTTPServer.Options, pool: NIOThreadPool, route: @escaping HTTPServer.Route,
+         tooLarge: @escaping HTTPServer.TooLarge, refused: @escaping HTTPServer.Refused, logger: Logger) {
+        self.options = options
+        self.pool = pool
         self.route = route
         self.tooLarge = tooLarge
+        self.refused = refused
         self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        arm(context: context, options.readHeaderTimeout, waitingForHead: true)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        releaseBudget()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        releaseBudget()
+        context.fireChannelInactive()
+    }
+
+    /// Closes the connection unless the phase it guards ends first.
+    private func arm(context: ChannelHandlerContext, _ after: Duration, waitingForHead: Bool) {
+        timer?.cancel()
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(clamping: after.nanoseconds))) {
+            let (handler, context) = bound.value
+            handler.timer = nil
+            if waitingForHead || handler.head == nil {
+                if handler.answered == 0 { _ = handler.refused(nil, .timeout) }
+                context.close(promise: nil)
+            } else if let head = handler.head {
+                _ = handler.refused(head, .timeout)
+                handler.discarding = true
+                handler.body = nil
+                handler.releaseBudget()
+                handler.write(context: context, head: head,
+                              response: HTTPResponse(status: .requestTimeout, text: "request body not received within \(handler.options.readBodyTimeout)\n"),
+                              close: true)
+            }
+        }
+    }
+
+    private func releaseBudget() {
+        if reserved > 0 {
+            options.budget?.release(reserved)
+            reserved = 0
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -154,33 +297,59 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .head(let head):
             self.head = head
             discarding = false
-            if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > maxBodyBytes {
+            arm(context: context, options.readBodyTimeout, waitingForHead: false)
+            let length = head.headers.first(name: "content-length").flatMap(Int.init)
+            if let length, length > options.maxBodyBytes {
                 tooLarge(context: context, head: head)
                 return
+            }
+            // Admission: a declared body that does not fit the in-flight budget is refused before it is read.
+            if let length, length > 0, let budget = options.budget {
+                guard budget.tryAcquire(length) else {
+                    refuse(context: context, head: head)
+                    return
+                }
+                reserved = length
             }
             body = context.channel.allocator.buffer(capacity: 0)
         case .body(var chunk):
             guard !discarding, let head else { return }
-            if (body?.readableBytes ?? 0) + chunk.readableBytes > maxBodyBytes {
+            let size = (body?.readableBytes ?? 0) + chunk.readableBytes
+            if size > options.maxBodyBytes {
                 tooLarge(context: context, head: head)
                 return
+            }
+            // A body without Content-Length (chunked) takes from the budget as it arrives.
+            if size > reserved, let budget = options.budget {
+                guard budget.tryAcquire(size - reserved) else {
+                    refuse(context: context, head: head)
+                    return
+                }
+                reserved = size
             }
             body?.writeBuffer(&chunk)
         case .end:
             guard !discarding, let head, let body else { return }
+            timer?.cancel()
+            timer = nil
             self.head = nil
             self.body = nil
-            // Routes run on a thread pool, so a large request (say, a 16 MiB JSON body) never stalls the event loop
-            // and the other connections it serves. HTTP/1.1 pipelining is held back by NIO until the answer is written.
+            // Routes run on the server's thread pool, so a large request (say, a 16 MiB JSON body) never stalls the
+            // event loop and the other connections it serves. HTTP/1.1 pipelining is held back by NIO until the
+            // answer is written.
             busy = true
             let request = HTTPRequest(head: head, body: body)
             let route = self.route
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) { route(request) }.whenComplete { result in
+            pool.runIfActive(eventLoop: context.eventLoop) { route(request) }.whenComplete { result in
                 let (handler, context) = bound.value
                 handler.busy = false
+                handler.releaseBudget()
+                handler.answered += 1
                 let response = (try? result.get()) ?? HTTPResponse(status: .serviceUnavailable, text: "shutting down\n")
-                handler.write(context: context, head: head, response: response, close: !head.isKeepAlive || handler.closeWhenIdle)
+                let close = !head.isKeepAlive || handler.closeWhenIdle
+                handler.write(context: context, head: head, response: response, close: close)
+                if !close { handler.arm(context: context, handler.options.idleTimeout, waitingForHead: true) }
             }
         }
     }
@@ -197,8 +366,20 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func tooLarge(context: ChannelHandlerContext, head: HTTPRequestHead) {
         discarding = true
         body = nil
-        let reply = self.tooLarge(head, maxBodyBytes)
+        releaseBudget()
+        let reply = self.tooLarge(head, options.maxBodyBytes)
         // The rest of the body will not be read: answer and close.
+        write(context: context, head: head, response: reply, close: true)
+    }
+
+    /// Over the in-flight budget: 429 with Retry-After, without reading the body; the connection is closed.
+    private func refuse(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        discarding = true
+        body = nil
+        releaseBudget()
+        var reply = refused(head, .inflightLimit)
+            ?? HTTPResponse(status: .tooManyRequests, text: "too many request bytes in flight; retry later\n")
+        if !reply.headers.contains(name: "Retry-After") { reply.headers.add(name: "Retry-After", value: "1") }
         write(context: context, head: head, response: reply, close: true)
     }
 
@@ -220,6 +401,15 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         logger.debug("HTTP connection error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
+    }
+}
+
+extension Duration {
+    /// Whole nanoseconds, saturating.
+    var nanoseconds: Int64 {
+        let (s, atto) = components
+        let (ns, overflow) = s.multipliedReportingOverflow(by: 1_000_000_000)
+        return overflow ? (s < 0 ? .min : .max) : ns &+ atto / 1_000_000_000
     }
 }
 

@@ -33,6 +33,12 @@ public enum RefusalReason: String, Sendable, CaseIterable {
     case badContentType = "bad_content_type"
     case malformedJSON = "malformed_json"
     case notFound = "not_found"
+    /// Over `IngestLimits.maxInflightBytes`: answered before the body is read, with a retry delay.
+    case inflightLimit = "inflight_limit"
+    /// Over `IngestLimits.maxConnections`: the connection was closed at once.
+    case connectionLimit = "connection_limit"
+    /// The request head or body did not arrive in time (`read_header_timeout`, `read_body_timeout`).
+    case timeout
 }
 
 /// Encodings of the OTLP response messages.

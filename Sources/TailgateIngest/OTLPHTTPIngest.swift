@@ -111,6 +111,17 @@ public struct OTLPHTTPIngest: Sendable {
         }
     }
 
+    /// Counts a refusal by the HTTP server (connection cap, timeouts, in-flight budget) and, for a request, builds
+    /// the OTLP answer: 429 with `Retry-After` for the in-flight budget.
+    public func refused(_ head: HTTPRequestHead?, reason: RefusalReason) -> HTTPResponse? {
+        handler.refused(transport: .http, reason: reason)
+        guard let head, reason == .inflightLimit else { return nil }
+        let json = head.headers.first(name: "content-type")?.lowercased().hasPrefix("application/json") ?? false
+        var response = error(.tooManyRequests, Self.resourceExhausted, "too many request bytes in flight; retry later", json ? .json : .protobuf)
+        response.headers.add(name: "Retry-After", value: "1")
+        return response
+    }
+
     /// The answer to a body over the limit before decompression.
     public func tooLarge(_ head: HTTPRequestHead, limit: Int) -> HTTPResponse {
         handler.refused(transport: .http, reason: .tooLarge)

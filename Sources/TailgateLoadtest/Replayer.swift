@@ -182,7 +182,7 @@ public final class Replayer: Sendable {
                     s.seconds[doneSecond].acked += spans
                     s.requestsAcked += 1
                     s.spansAcked += spans
-                case .retryable(let reason, _), .permanent(let reason):
+                case .retryable(let reason, _), .permanent(let reason), .invalid(let reason), .tooLarge(let reason):
                     s.seconds[doneSecond].rejected += spans
                     s.requestsFailed += 1
                     s.spansRejected += spans

@@ -1,6 +1,7 @@
 import Foundation
 import TailgateBuffer
 import TailgateExport
+import TailgateIngest
 import TailgatePolicies
 import Yams
 
@@ -16,8 +17,17 @@ public struct TailgateConfiguration: Sendable, Equatable {
     public var downstream: DownstreamAddress = .file(path: "tailgate-traces.jsonl")
     /// Policies file; nil uses the built-in default (the same as `policies/default.yaml`).
     public var policiesPath: String? = nil
+    /// What clients may cost the receivers: request size, in-flight bytes, connections, timeouts.
+    public var limits = IngestLimits()
     /// Largest accepted export request, after decompression. Default 16 MiB.
-    public var maxRequestBytes: Int = 16 << 20
+    public var maxRequestBytes: Int {
+        get { limits.maxRequestBytes }
+        set { limits.maxRequestBytes = newValue }
+    }
+    /// One budget for the whole graceful shutdown (SIGINT/SIGTERM): open requests are cut at a third of it (at most
+    /// 10 s), then every buffered trace is decided and the forwarder flushes until it ends; what is not delivered by
+    /// then is dropped, counted and reported. Default 25 s, under Kubernetes' 30 s termination grace period.
+    public var shutdownTimeout: Duration = .seconds(25)
     /// How often expired traces are decided. Default 100 ms.
     public var decisionTick: Duration = .milliseconds(100)
     /// How often the policies file is checked for changes (it is also reloaded on SIGHUP); 0 turns watching off.
@@ -38,7 +48,11 @@ public struct TailgateConfiguration: Sendable, Equatable {
 
     static let topKeys = [
         "grpc_listen", "http_listen", "metrics_listen", "downstream", "policies", "policies_reload_interval",
-        "annotate_kept_spans", "dry_run", "record", "limits", "buffer", "forwarder",
+        "annotate_kept_spans", "dry_run", "record", "limits", "buffer", "forwarder", "shutdown_timeout",
+    ]
+    static let limitsKeys = [
+        "max_request_bytes", "max_inflight_bytes", "max_connections", "read_header_timeout", "read_body_timeout",
+        "connection_idle_timeout", "grpc_max_concurrent_streams", "grpc_keepalive_time", "max_connection_age",
     ]
     static let bufferKeys = [
         "shards", "wait_after_root", "idle_timeout", "max_trace_age", "max_spans_per_trace", "max_buffered_bytes",
@@ -106,9 +120,23 @@ public struct TailgateConfiguration: Sendable, Equatable {
                     }
                 }
                 if record.path.isEmpty { reader.error(value, "record needs a 'path'") } else { config.record = record }
+            case "shutdown_timeout":
+                if let d = reader.duration(value, what: key) { config.shutdownTimeout = d }
             case "limits":
-                for (k, _, v) in reader.mapping(value, allowed: ["max_request_bytes"], what: "limits") where k == "max_request_bytes" {
-                    if let n = reader.size(v, what: k) { config.maxRequestBytes = n }
+                for (k, _, v) in reader.mapping(value, allowed: limitsKeys, what: "limits") {
+                    switch k {
+                    case "max_request_bytes": if let n = reader.size(v, what: k) { config.limits.maxRequestBytes = n }
+                    case "max_inflight_bytes": if let n = reader.size(v, what: k) { config.limits.maxInflightBytes = n }
+                    case "max_connections": if let n = reader.integer(v, what: k, range: 1...1_000_000) { config.limits.maxConnections = Int(n) }
+                    case "read_header_timeout": if let d = reader.duration(v, what: k) { config.limits.readHeaderTimeout = d }
+                    case "read_body_timeout": if let d = reader.duration(v, what: k) { config.limits.readBodyTimeout = d }
+                    case "connection_idle_timeout": if let d = reader.duration(v, what: k) { config.limits.connectionIdleTimeout = d }
+                    case "grpc_max_concurrent_streams": if let n = reader.integer(v, what: k, range: 1...100_000) { config.limits.grpcMaxConcurrentStreams = Int(n) }
+                    case "grpc_keepalive_time": if let d = reader.duration(v, what: k) { config.limits.grpcKeepaliveTime = d }
+                    case "max_connection_age":
+                        if let d = reader.duration(v, what: k) { config.limits.maxConnectionAge = d > .zero ? d : nil }
+                    default: break
+                    }
                 }
             case "buffer":
                 for (k, _, v) in reader.mapping(value, allowed: bufferKeys, what: "buffer") {
@@ -141,8 +169,12 @@ public struct TailgateConfiguration: Sendable, Equatable {
                     case "timeout": if let d = reader.duration(v, what: k) { config.forwarder.timeout = d }
                     case "initial_backoff": if let d = reader.duration(v, what: k) { config.forwarder.initialBackoff = d }
                     case "max_backoff": if let d = reader.duration(v, what: k) { config.forwarder.maxBackoff = d }
-                    case "max_retry_time": if let d = reader.duration(v, what: k) { config.forwarder.maxRetryTime = d }
-                    case "shutdown_timeout": if let d = reader.duration(v, what: k) { config.forwarder.shutdownTimeout = d }
+                    case "max_retry_time":
+                        // 0 (the default): retried while the queue holds the batch.
+                        if let d = reader.duration(v, what: k) { config.forwarder.maxRetryTime = d > .zero ? d : nil }
+                    case "shutdown_timeout":
+                        // Older name of the top-level shutdown_timeout (which covers the whole shutdown now).
+                        if let d = reader.duration(v, what: k) { config.shutdownTimeout = d }
                     default: break
                     }
                 }

@@ -1,7 +1,36 @@
 import Logging
 import ServiceLifecycle
+import Synchronization
 import TailgateExport
 import TailgateIngest
+
+/// One budget for the whole shutdown (`shutdown_timeout`): draining open requests, deciding, flushing. Started by
+/// the first service told to shut down; open requests are cut at a third of it, and whatever the forwarder has not
+/// delivered at its end is dropped and counted.
+final class ShutdownBudget: Sendable {
+    let total: Duration
+    private let started = Mutex<ContinuousClock.Instant?>(nil)
+
+    init(total: Duration) {
+        self.total = total
+    }
+
+    /// Starts the budget (idempotent) and returns when it started.
+    @discardableResult
+    func begin() -> ContinuousClock.Instant {
+        started.withLock { s in
+            if let s { return s }
+            let now = ContinuousClock.now
+            s = now
+            return now
+        }
+    }
+
+    /// Receivers must have closed every connection by then (a third of the budget, at most 10 s).
+    var drainDeadline: ContinuousClock.Instant { begin() + min(total / 3, .seconds(10)) }
+    /// Everything must be delivered by then.
+    var deadline: ContinuousClock.Instant { begin() + total }
+}
 
 /// Decides expired traces every tick; on graceful shutdown decides every buffered trace by policy.
 /// Listed after the receivers' services are stopped and before the forwarder is, so nothing is lost.
@@ -10,7 +39,7 @@ struct DecisionService: Service {
     let tick: Duration
 
     func run() async throws {
-        // Tick until graceful shutdown; then decide everything still buffered.
+        // Tick until graceful shutdown (or cancellation); then decide everything still buffered.
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try? await Task.sleep(for: tick)
@@ -21,37 +50,62 @@ struct DecisionService: Service {
     }
 }
 
-/// Sends kept traces; on graceful shutdown flushes within the configured bound.
+/// Sends kept traces; on graceful shutdown flushes until the shutdown budget's deadline.
 struct ForwarderService: Service {
     let forwarder: Forwarder
+    let shutdown: ShutdownBudget
 
     func run() async throws {
         await withGracefulShutdownHandler {
             await forwarder.run()
         } onGracefulShutdown: {
-            forwarder.finish()
+            forwarder.finish(deadline: shutdown.deadline)
         }
     }
 }
 
+/// The gRPC receiver: on graceful shutdown it stops accepting and lets calls finish until the drain deadline, then
+/// cuts what is still open (a client holding a stream open must not hold up the shutdown).
 struct GRPCIngestService: Service {
     let server: GRPCIngestServer
+    let shutdown: ShutdownBudget
+    let logger: Logger
 
     func run() async throws {
-        try await withGracefulShutdownHandler {
-            try await server.serve()
-        } onGracefulShutdown: {
-            server.beginGracefulShutdown()
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                do {
+                    try await server.serve()
+                } catch is CancellationError {
+                } catch {
+                    throw GRPCBindError(address: server.address, underlying: error)
+                }
+                return true
+            }
+            group.addTask {
+                try await gracefulShutdown()
+                server.beginGracefulShutdown()
+                try await Task.sleep(until: shutdown.drainDeadline, clock: .continuous)
+                return false
+            }
+            // The server ending first is the normal case; the timer ending first means calls are still open.
+            if let served = try await group.next(), !served {
+                logger.warning("cutting gRPC calls still open at the shutdown drain deadline", metadata: ["address": "\(server.address)"])
+            }
+            group.cancelAll()
+            while (try? await group.next()) != nil {}
         }
     }
 }
 
-/// An already started HTTP server; stops accepting on graceful shutdown.
+/// An already started HTTP server; stops accepting on graceful shutdown, cutting connections still open at the
+/// drain deadline.
 struct HTTPServerService: Service {
     let server: HTTPServer
+    let shutdown: ShutdownBudget?
 
     func run() async throws {
         try? await gracefulShutdown()
-        await server.stop()
+        await server.stop(deadline: shutdown?.drainDeadline ?? .now + .seconds(5))
     }
 }

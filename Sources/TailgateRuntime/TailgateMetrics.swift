@@ -29,6 +29,8 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
     let policiesHash: CoreMetrics.Gauge
     let policyReloads: CoreMetrics.Counter
     let policyReloadFailures: CoreMetrics.Counter
+    /// Spans dropped by reason, readable for the summary logged at shutdown.
+    private let drops = Mutex<[String: Int]>([:])
 
     /// Why spans were dropped (the `reason` label of `tailgate_spans_dropped_total`).
     public enum DropReason: String, CaseIterable, Sendable {
@@ -108,8 +110,17 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
     }
 
     func dropped(_ spans: Int, _ reason: DropReason) {
-        if spans > 0 { spansDropped[reason.rawValue]?.increment(by: spans) }
+        count(spans, reason.rawValue)
     }
+
+    private func count(_ spans: Int, _ reason: String) {
+        guard spans > 0 else { return }
+        spansDropped[reason]?.increment(by: spans)
+        drops.withLock { $0[reason, default: 0] += spans }
+    }
+
+    /// Spans dropped so far, by reason.
+    public func dropTally() -> [String: Int] { drops.withLock { $0 } }
 
     /// `tailgate_traces_decided_total{policy, decision}`: policy names come from the loaded file.
     func decided(policy: String, keep: Bool) {
@@ -132,7 +143,7 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
     }
 
     public func dropped(spans: Int, reason: ForwardDropReason) {
-        if spans > 0 { spansDropped[reason.rawValue]?.increment(by: spans) }
+        count(spans, reason.rawValue)
     }
 
     public func sendFailed(reason: String, willRetry: Bool) {

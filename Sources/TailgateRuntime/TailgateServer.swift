@@ -12,7 +12,7 @@ import TailgateWire
 ///
 /// Shutdown order (swift-service-lifecycle stops services in reverse order): the metrics page and the
 /// receivers stop accepting, then every buffered trace is decided by policy, then the forwarder flushes
-/// within `forwarder.shutdownTimeout`.
+/// within one `shutdown_timeout` budget, and a summary line says what, if anything, was lost.
 public struct TailgateServer: Sendable {
     public let configuration: TailgateConfiguration
     public let policies: PolicySet
@@ -36,64 +36,117 @@ public struct TailgateServer: Sendable {
         }
     }
 
-    public func run() async throws {
+    /// Runs until SIGINT/SIGTERM; returns a summary of what was lost (0 is the expected figure). Throws when a
+    /// listener cannot bind (the error names the address).
+    @discardableResult
+    public func run() async throws -> ShutdownSummary {
         let config = configuration
+        let logger = self.logger
+        let policies = self.policies
         let metrics = TailgateMetrics()
+        let shutdown = ShutdownBudget(total: config.shutdownTimeout)
         let downstream = try Self.makeDownstream(config.downstream, forwarder: config.forwarder)
         let forwarder = Forwarder(configuration: config.forwarder, downstream: downstream, observer: metrics, logger: logger)
         let recorder = try config.record.map { try RecordingWriter(configuration: $0, logger: logger) }
         let pipeline = Pipeline(policies: policies, buffer: config.buffer, forwarder: forwarder, metrics: metrics, logger: logger,
                                 annotate: config.annotateKeptSpans, dryRun: config.dryRun, recorder: recorder)
+        let budget = InflightBudget(limit: config.limits.maxInflightBytes)
 
-        var services: [any Service] = [ForwarderService(forwarder: forwarder), DecisionService(pipeline: pipeline, tick: config.decisionTick)]
-        if let path = config.policiesPath {
-            let reloader = PolicyReloader(path: path, pipeline: pipeline, logger: logger)
-            // Without a watch interval, SIGHUP still reloads.
-            let interval = config.policiesReloadInterval > .zero ? config.policiesReloadInterval : .seconds(365 * 86400)
-            services.append(PolicyReloadService(reloader: reloader, interval: interval))
-        }
-        if let recorder { services.append(RecordingService(writer: recorder)) }
+        // Services stop in reverse order: receivers first, then decisions, the forwarder, and the metrics page
+        // last, so that it can be scraped while the buffer is flushed.
+        var services: [any Service] = []
         var listening: [String] = []
-
-        if let address = config.grpcListen, let (host, port) = parseHostPort(address) {
-            let server = GRPCIngestServer(host: host, port: port, maxRequestBytes: config.maxRequestBytes, handler: pipeline)
-            services.append(GRPCIngestService(server: server))
-            listening.append("otlp/grpc=\(address)")
-        }
-        if let address = config.httpListen, let (host, port) = parseHostPort(address) {
-            let ingest = OTLPHTTPIngest(handler: pipeline, maxRequestBytes: config.maxRequestBytes)
-            let server = HTTPServer(
-                host: host, port: port, maxBodyBytes: config.maxRequestBytes, logger: logger,
-                tooLarge: { head, limit in ingest.tooLarge(head, limit: limit) },
-                route: { ingest.handle($0) })
-            try await server.start()
-            services.append(HTTPServerService(server: server))
-            listening.append("otlp/http=\(address)")
-        }
-        if let address = config.metricsListen, let (host, port) = parseHostPort(address) {
-            let server = HTTPServer(host: host, port: port, maxBodyBytes: 64 << 10, logger: logger) { request in
-                let path = request.head.uri.split(separator: "?").first.map(String.init) ?? ""
-                guard path == "/metrics" else { return HTTPResponse(status: .notFound, text: "see /metrics\n") }
-                return HTTPResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition())
+        var started: [HTTPServer] = []
+        do {
+            if let address = config.metricsListen, let (host, port) = parseHostPort(address) {
+                var options = HTTPServer.Options(maxBodyBytes: 64 << 10)
+                options.threads = 1  // its own thread: heavy ingest requests never delay a scrape
+                options.maxConnections = 64
+                let server = HTTPServer(host: host, port: port, options: options, logger: logger) { request in
+                    let path = request.head.uri.split(separator: "?").first.map(String.init) ?? ""
+                    guard path == "/metrics" else { return HTTPResponse(status: .notFound, text: "see /metrics\n") }
+                    return HTTPResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition())
+                }
+                try await server.start()
+                started.append(server)
+                services.append(HTTPServerService(server: server, shutdown: nil))
+                listening.append("metrics=\(address)")
             }
-            try await server.start()
-            services.append(HTTPServerService(server: server))
-            listening.append("metrics=\(address)")
+            services.append(ForwarderService(forwarder: forwarder, shutdown: shutdown))
+            services.append(DecisionService(pipeline: pipeline, tick: config.decisionTick))
+            if let path = config.policiesPath {
+                let reloader = PolicyReloader(path: path, pipeline: pipeline, logger: logger)
+                // Without a watch interval, SIGHUP still reloads.
+                let interval = config.policiesReloadInterval > .zero ? config.policiesReloadInterval : .seconds(365 * 86400)
+                services.append(PolicyReloadService(reloader: reloader, interval: interval))
+            }
+            if let recorder { services.append(RecordingService(writer: recorder)) }
+            if let address = config.httpListen, let (host, port) = parseHostPort(address) {
+                let ingest = OTLPHTTPIngest(handler: pipeline, maxRequestBytes: config.limits.maxRequestBytes)
+                let server = HTTPServer(
+                    host: host, port: port, options: HTTPServer.Options(limits: config.limits, budget: budget), logger: logger,
+                    tooLarge: { head, limit in ingest.tooLarge(head, limit: limit) },
+                    refused: { head, reason in ingest.refused(head, reason: reason) },
+                    route: { ingest.handle($0) })
+                try await server.start()
+                started.append(server)
+                services.append(HTTPServerService(server: server, shutdown: shutdown))
+                listening.append("otlp/http=\(address)")
+            }
+        } catch {
+            for server in started { await server.stop(deadline: .now) }
+            throw error
+        }
+        var grpc: GRPCIngestServer? = nil
+        if let address = config.grpcListen, let (host, port) = parseHostPort(address) {
+            let server = GRPCIngestServer(host: host, port: port, limits: config.limits, budget: budget, handler: pipeline)
+            services.append(GRPCIngestService(server: server, shutdown: shutdown, logger: logger))
+            listening.append("otlp/grpc=\(address)")
+            grpc = server
         }
 
-        logger.info("tailgate started", metadata: [
-            "listening": "\(listening.joined(separator: " "))",
-            "downstream": "\(config.downstream)",
-            "mode": "\(config.dryRun ? "dry run (everything forwarded)" : "sampling")",
-            "policies": "\(config.policiesPath ?? "built-in default") (\(policies.policies.map { "\($0.name):\($0.type)" }.joined(separator: ", ")))",
-        ])
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
-        try await group.run()
-        logger.info("tailgate stopped", metadata: [
-            "buffered_traces_left": "\(pipeline.buffer.bufferedTraces)",
-        ])
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            // A listener that cannot bind stops everything (the error names its address) before "started" is said.
+            try await grpc?.waitUntilListening()
+            logger.info("tailgate started", metadata: [
+                "listening": "\(listening.joined(separator: " "))",
+                "downstream": "\(config.downstream)",
+                "mode": "\(config.dryRun ? "dry run (everything forwarded)" : "sampling")",
+                "policies": "\(config.policiesPath ?? "built-in default") (\(policies.policies.map { "\($0.name):\($0.type)" }.joined(separator: ", ")))",
+            ])
+            try await tasks.next()
+        }
+        let summary = ShutdownSummary(dropped: metrics.dropTally(), bufferedLeft: pipeline.buffer.bufferedTraces)
+        var metadata: Logger.Metadata = [
+            "spans_lost": "\(summary.spansLost)",
+            "buffered_traces_left": "\(summary.bufferedLeft)",
+        ]
+        for (reason, n) in summary.dropped.sorted(by: { $0.key < $1.key }) { metadata["dropped.\(reason)"] = "\(n)" }
+        if summary.spansLost > 0 || summary.bufferedLeft > 0 {
+            logger.error("tailgate stopped: kept spans were lost", metadata: metadata)
+        } else {
+            logger.info("tailgate stopped", metadata: metadata)
+        }
+        return summary
     }
+}
+
+/// What a run lost, reported when it stops. `spansLost` counts kept spans that never reached the downstream
+/// (queue full, rejected, retries exhausted, too large, shutdown budget exceeded); drops by policy are not losses.
+public struct ShutdownSummary: Sendable {
+    /// Spans dropped by reason (the `reason` label of `tailgate_spans_dropped_total`), over the whole run.
+    public var dropped: [String: Int]
+    public var bufferedLeft: Int
+
+    public var spansLost: Int {
+        ForwardDropReason.allCases.reduce(0) { $0 + (dropped[$1.rawValue] ?? 0) }
+    }
+
+    /// Kept spans lost because the shutdown budget ran out.
+    public var lostAtShutdown: Int { dropped[ForwardDropReason.shutdown.rawValue] ?? 0 }
 }

@@ -28,7 +28,9 @@ struct Serve: AsyncParsableCommand {
             Without flags: OTLP/gRPC on 127.0.0.1:4317, OTLP/HTTP on 127.0.0.1:4318, Prometheus metrics on \
             127.0.0.1:9464/metrics, the built-in default policies (policies/default.yaml), and kept traces written as \
             OTLP/JSON lines to ./tailgate-traces.jsonl. Flags override the configuration file. SIGINT/SIGTERM: stop \
-            accepting, decide every buffered trace, flush, exit 0.
+            accepting, decide every buffered trace, flush within shutdown_timeout (default 25 s), exit 0 — or 3 when \
+            kept spans could not be delivered in that time (the last log line counts them). Exit 1 when a listener \
+            cannot bind, 2 when the configuration or policies file is invalid.
             """)
 
     @Option(help: "Configuration file (YAML); see README.md for its keys.")
@@ -109,7 +111,15 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode(2)
         }
         for warning in policySet.warnings { logger.warning("\(warning)") }
-        try await TailgateServer(configuration: configuration, policies: policySet, logger: logger).run()
+        let summary: ShutdownSummary
+        do {
+            summary = try await TailgateServer(configuration: configuration, policies: policySet, logger: logger).run()
+        } catch {
+            logger.critical("tailgate cannot run: \(error)")
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        if summary.lostAtShutdown > 0 { throw ExitCode(3) }
     }
 }
 

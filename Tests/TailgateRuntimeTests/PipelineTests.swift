@@ -51,9 +51,6 @@ func testPipeline(
     fc.batchTimeout = .milliseconds(10)
     fc.initialBackoff = .milliseconds(1)
     fc.maxBackoff = .milliseconds(5)
-    // The whole suite shares two cooperative threads with CPU-heavy tests; a short shutdown bound could expire
-    // before the forwarder's workers even run (the drop would be counted, as in production, but fail the test).
-    fc.shutdownTimeout = .seconds(300)
     configure(&fc)
     let metrics = TailgateMetrics()
     let logger = Logger(label: "test")
@@ -63,11 +60,13 @@ func testPipeline(
     return (pipeline, downstream, clock)
 }
 
-/// Runs the forwarder while `body` runs, then finishes it (flushing everything).
+/// Runs the forwarder while `body` runs, then finishes it (flushing everything). The whole suite shares two
+/// cooperative threads with CPU-heavy tests; a short shutdown bound could expire before the forwarder's workers even
+/// run (the drop would be counted, as in production, but fail the test), hence the long deadline.
 func withForwarder(_ pipeline: Pipeline, _ body: () async throws -> Void) async rethrows {
     let task = Task { await pipeline.forwarder.run() }
     try await body()
-    pipeline.forwarder.finish()
+    pipeline.forwarder.finish(deadline: .now + .seconds(300))
     await task.value
 }
 
