@@ -64,7 +64,7 @@ let package = Package(
 
         // Wiring and CLI.
         .target(name: "TailgateRuntime", dependencies: [
-            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateIngest", "TailgateExport", "Yams",
+            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateIngest", "TailgateExport", "Yams", "CTailgateSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "CoreMetrics", package: "swift-metrics"),

@@ -185,15 +185,9 @@ public final class HTTPServer: Sendable {
             // Ask the handler to close after the response in progress (if any).
             connection.pipeline.fireUserInboundEventTriggered(HTTPRequestHandler.CloseWhenIdle())
         }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                for connection in connections { try? await connection.closeFuture.get() }
-            }
-            group.addTask {
-                try? await Task.sleep(until: deadline, clock: .continuous)
-            }
-            await group.next()
-            group.cancelAll()
+        // Connections leave the table as they close; poll it (futures are not cancellable) until the deadline.
+        while state.withLockedValue({ !$0.connections.isEmpty }), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
         }
         let open = state.withLockedValue { Array($0.connections.values) }
         if !open.isEmpty {

@@ -1,3 +1,4 @@
+import CTailgateSupport
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -41,9 +42,15 @@ struct DecisionService: Service {
     func run() async throws {
         // Tick until graceful shutdown (or cancellation); then decide everything still buffered.
         await cancelWhenGracefulShutdown {
+            var lastTrim = ContinuousClock.now
             while !Task.isCancelled {
                 try? await Task.sleep(for: tick)
                 pipeline.tick()
+                // Give memory freed after a burst back to the system (malloc keeps up to 256 MiB otherwise).
+                if ContinuousClock.now - lastTrim >= .seconds(10) {
+                    _ = tailgate_trim_malloc()
+                    lastTrim = .now
+                }
             }
         }
         pipeline.decideAll()
@@ -65,35 +72,49 @@ struct ForwarderService: Service {
 }
 
 /// The gRPC receiver: on graceful shutdown it stops accepting and lets calls finish until the drain deadline, then
-/// cuts what is still open (a client holding a stream open must not hold up the shutdown).
+/// cuts what is still open (a client holding a stream open must not hold up the shutdown). The transport does not
+/// end while a connection it cannot close is open (a peer that never completed the HTTP/2 handshake), so at the
+/// deadline the server is cancelled and left behind; the process exits without it.
 struct GRPCIngestService: Service {
     let server: GRPCIngestServer
     let shutdown: ShutdownBudget
     let logger: Logger
 
     func run() async throws {
-        try await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                do {
-                    try await server.serve()
-                } catch is CancellationError {
-                } catch {
-                    throw GRPCBindError(address: server.address, underlying: error)
-                }
-                return true
+        // Whichever ends first: the server (normally after a graceful shutdown, or at once when it cannot bind), or
+        // the drain deadline after a graceful shutdown began.
+        let (events, continuation) = AsyncStream.makeStream(of: Result<Bool, any Error>.self)
+        let serving = Task {
+            do {
+                try await server.serve()
+                continuation.yield(.success(true))
+            } catch is CancellationError {
+                continuation.yield(.success(true))
+            } catch {
+                continuation.yield(.failure(GRPCBindError(address: server.address, underlying: error)))
             }
-            group.addTask {
-                try await gracefulShutdown()
-                server.beginGracefulShutdown()
-                try await Task.sleep(until: shutdown.drainDeadline, clock: .continuous)
-                return false
-            }
-            // The server ending first is the normal case; the timer ending first means calls are still open.
-            if let served = try await group.next(), !served {
-                logger.warning("cutting gRPC calls still open at the shutdown drain deadline", metadata: ["address": "\(server.address)"])
-            }
-            group.cancelAll()
-            while (try? await group.next()) != nil {}
+        }
+        let timer = Task {
+            try await gracefulShutdown()
+            server.beginGracefulShutdown()
+            try await Task.sleep(until: shutdown.drainDeadline, clock: .continuous)
+            continuation.yield(.success(false))
+        }
+        defer { timer.cancel() }
+        let first = await withTaskCancellationHandler {
+            var iterator = events.makeAsyncIterator()
+            return await iterator.next()
+        } onCancel: {
+            continuation.yield(.success(true))
+        }
+        switch first {
+        case .success(false):
+            logger.warning("cutting gRPC calls still open at the shutdown drain deadline", metadata: ["address": "\(server.address)"])
+            serving.cancel()
+        case .failure(let error):
+            throw error
+        default:
+            serving.cancel()
         }
     }
 }

@@ -112,7 +112,13 @@ public struct TailgateServer: Sendable {
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             // A listener that cannot bind stops everything (the error names its address) before "started" is said.
-            try await grpc?.waitUntilListening()
+            do {
+                try await grpc?.waitUntilListening()
+            } catch {
+                // The gRPC service's own error says why (address in use, …); it ends the service group at once.
+                do { try await tasks.next() } catch let reason as GRPCBindError { throw reason } catch {}
+                throw error
+            }
             logger.info("tailgate started", metadata: [
                 "listening": "\(listening.joined(separator: " "))",
                 "downstream": "\(config.downstream)",

@@ -3,3 +3,8 @@
 /// Keeps large allocations (export requests and batches of 0.1-4 MB) on the heap instead of mmap, and freed memory
 /// for reuse, so the proxy does not pay page faults and page zeroing per request. No-op outside glibc.
 void tailgate_tune_malloc(void);
+
+/// Returns free heap memory to the system (glibc's malloc_trim): called every few seconds, so that memory taken by a
+/// burst (large requests, a full buffer) is given back once the burst is over, despite the trim threshold above.
+/// Returns 1 when memory was released. No-op outside glibc.
+int tailgate_trim_malloc(void);
