@@ -1,6 +1,7 @@
 # Tailgate: the two commands of the README, and their helpers.
 #   make run    build and run the proxy on its built-in default configuration
-#   make test   run the whole test suite (Swift unit tests + Python end-to-end tests)
+#   make test   run the whole test suite: Swift unit tests, Python end-to-end and fault tests, a 60 s soak,
+#               and a short libFuzzer run of the byte parsers
 #   make bench  hot-path benchmarks in a release build
 
 SWIFT ?= swift
@@ -8,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := libxxhash-dev zlib1g-dev pkg-config python3-venv
 
-.PHONY: run test unit e2e bench deps venv build
+.PHONY: run test unit e2e soak fuzz bench deps venv build
 
 # System libraries the build links (libxxhash, zlib); installed only when missing.
 deps:
@@ -37,9 +38,17 @@ unit: deps
 	$(SWIFT) test
 
 e2e: build venv
-	$(PY) -m pytest -q -p no:cacheprovider Tests/EndToEnd
+	$(PY) -m pytest -q -p no:cacheprovider Tests/EndToEnd Tests/Faults
 
-test: unit e2e
+# The soak scaled to CI: 60 s at 20k spans/s on the debug build, a flaky downstream, reloads (loadtest/soak.sh).
+soak: build
+	TAILGATE_BIN=.build/debug/tailgate loadtest/soak.sh 60 20000
+
+# libFuzzer, 20 s per target over the committed corpora (Fuzz/README.md); its own scratch path.
+fuzz: deps
+	Fuzz/run.sh 20
+
+test: unit e2e soak
 
 bench: deps
 	$(SWIFT) run -c release tailgate-bench

@@ -111,3 +111,20 @@ let package = Package(
         ]),
     ]
 )
+
+// libFuzzer targets over the pure byte parsers (Fuzz/README.md). Only declared when TAILGATE_FUZZ is set, because they
+// link libFuzzer's main and build only with `-sanitize=fuzzer`: `Fuzz/run.sh` builds them in their own scratch path.
+if Context.environment["TAILGATE_FUZZ"] != nil {
+    let fuzzFlags: [SwiftSetting] = [.unsafeFlags(["-parse-as-library", "-sanitize=fuzzer,address"])]
+    let fuzzLink: [LinkerSetting] = [.unsafeFlags(["-sanitize=fuzzer,address"])]
+    package.targets += [
+        .executableTarget(name: "fuzz-scanner", dependencies: ["TailgateWire"], path: "Fuzz/Scanner",
+                          swiftSettings: fuzzFlags, linkerSettings: fuzzLink),
+        .executableTarget(name: "fuzz-otlp-json", dependencies: ["TailgateWire"], path: "Fuzz/OTLPJSON",
+                          swiftSettings: fuzzFlags, linkerSettings: fuzzLink),
+        .executableTarget(name: "fuzz-gzip", dependencies: ["TailgateWire"], path: "Fuzz/Gzip",
+                          swiftSettings: fuzzFlags, linkerSettings: fuzzLink),
+        .executableTarget(name: "fuzz-policies", dependencies: ["TailgatePolicies"], path: "Fuzz/Policies",
+                          swiftSettings: fuzzFlags, linkerSettings: fuzzLink),
+    ]
+}

@@ -26,10 +26,6 @@ public struct ForwarderConfiguration: Sendable, Equatable {
     public var initialBackoff: Duration = .milliseconds(100)
     /// Default 5 s.
     public var maxBackoff: Duration = .seconds(5)
-    /// Give up on a batch after it has failed for this long (dropped and counted as `retries_exhausted`).
-    /// Default nil: a batch that fails transiently is retried for as long as the queue holds it, so an outage that
-    /// the queue can absorb loses nothing.
-    public var maxRetryTime: Duration? = nil
 
     public init() {}
 }
@@ -37,7 +33,6 @@ public struct ForwarderConfiguration: Sendable, Equatable {
 /// Why forwarded spans were lost (a metric label).
 public enum ForwardDropReason: String, Sendable, CaseIterable {
     case queueFull = "queue_full"
-    case retriesExhausted = "retries_exhausted"
     case rejected = "rejected_by_downstream"
     /// A single span larger than the downstream accepts.
     case tooLarge = "too_large_for_downstream"
@@ -54,8 +49,9 @@ public protocol ForwarderObserver: Sendable {
 
 /// Takes kept traces, frames them into ExportTraceServiceRequests and delivers them downstream.
 ///
-/// Delivery: a batch that fails transiently goes to the back of the queue and is retried after a backoff (or the
-/// `Retry-After` the downstream asked for), so one failing batch never blocks the others; a batch the downstream
+/// Delivery: a batch that fails transiently goes to the back of the queue and is retried, after a backoff (or the
+/// `Retry-After` the downstream asked for), for as long as the queue holds it — there is no retry time limit, so an
+/// outage the queue can absorb loses nothing, and one failing batch never blocks the others; a batch the downstream
 /// finds too large is split in two and resent; a batch it rejects as invalid is bisected so that only the offending
 /// spans are dropped. Spans are dropped only when the queue is full, a failure is permanent, or the shutdown budget
 /// ran out — always counted with the reason. Ordering: none across batches (concurrency and retries reorder them);
@@ -67,7 +63,6 @@ public final class Forwarder: Sendable {
         var attempts = 0
         /// Not to be retried before this instant.
         var notBefore: ContinuousClock.Instant? = nil
-        var firstFailure: ContinuousClock.Instant? = nil
         /// Produced by bisecting a batch the downstream rejected as invalid.
         var bisected = false
     }
@@ -375,7 +370,6 @@ public final class Forwarder: Sendable {
         case .retryable(let reason, let retryAfter):
             let now = ContinuousClock.now
             batch.attempts += 1
-            if batch.firstFailure == nil { batch.firstFailure = now }
             let failures = state.withLock { state in
                 state.consecutiveFailures += 1
                 return state.consecutiveFailures
@@ -383,13 +377,6 @@ public final class Forwarder: Sendable {
             var delay = backoff(attempt: max(batch.attempts, failures))
             // A Retry-After the downstream asked for is honoured (never below our own backoff, at most 5 minutes).
             if let retryAfter { delay = min(max(retryAfter, delay), .seconds(300)) }
-            if let limit = configuration.maxRetryTime, let first = batch.firstFailure, now - first + delay > limit {
-                observer.sendFailed(reason: reason, willRetry: false)
-                observer.dropped(spans: batch.spans, reason: .retriesExhausted)
-                logger.error("giving up on a batch after max_retry_time", metadata: ["reason": "\(reason)", "spans": "\(batch.spans)"])
-                done()
-                return
-            }
             if let deadline = state.withLock({ $0.deadline }), now + delay > deadline {
                 observer.sendFailed(reason: reason, willRetry: false)
                 observer.dropped(spans: batch.spans, reason: .shutdown)

@@ -53,6 +53,9 @@ public final class HTTPServer: Sendable {
         public var budget: InflightBudget? = nil
         /// Threads running routes. Default 2.
         public var threads: Int = 2
+        /// Requests for which this answers true (e.g. OTLP/JSON, which costs far more CPU per byte than protobuf)
+        /// run on a separate one-thread pool, so that they can delay only each other. Default: none.
+        public var isHeavy: (@Sendable (HTTPRequestHead) -> Bool)? = nil
 
         public init(maxBodyBytes: Int) {
             self.maxBodyBytes = maxBodyBytes
@@ -66,6 +69,12 @@ public final class HTTPServer: Sendable {
             idleTimeout = limits.connectionIdleTimeout
             self.budget = budget
         }
+
+        /// The pool a request runs on.
+        func pool(for head: HTTPRequestHead, _ pools: HTTPServer.Pools) -> NIOThreadPool {
+            if let isHeavy, isHeavy(head) { return pools.heavy }
+            return pools.normal
+        }
     }
 
     private let host: String
@@ -75,7 +84,12 @@ public final class HTTPServer: Sendable {
     private let tooLarge: TooLarge
     private let refused: Refused
     private let group: any EventLoopGroup
-    private let pool: NIOThreadPool
+    struct Pools: Sendable {
+        var normal: NIOThreadPool
+        var heavy: NIOThreadPool
+    }
+
+    private let pools: Pools
     private let logger: Logger
     private let state = NIOLockedValueBox<State>(State())
 
@@ -114,7 +128,7 @@ public final class HTTPServer: Sendable {
         self.route = route
         self.group = group
         self.logger = logger
-        pool = NIOThreadPool(numberOfThreads: max(1, options.threads))
+        pools = Pools(normal: NIOThreadPool(numberOfThreads: max(1, options.threads)), heavy: NIOThreadPool(numberOfThreads: 1))
     }
 
     /// Binds and starts accepting; returns the bound port.
@@ -125,8 +139,9 @@ public final class HTTPServer: Sendable {
         let tooLarge = self.tooLarge
         let refused = self.refused
         let logger = self.logger
-        let pool = self.pool
-        pool.start()
+        let pools = self.pools
+        pools.normal.start()
+        if options.isHeavy != nil { pools.heavy.start() }
         let channel: any Channel
         do {
             channel = try await ServerBootstrap(group: group)
@@ -141,13 +156,13 @@ public final class HTTPServer: Sendable {
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(
-                        HTTPRequestHandler(options: options, pool: pool, route: route, tooLarge: tooLarge, refused: refused, logger: logger))
+                        HTTPRequestHandler(options: options, pools: pools, route: route, tooLarge: tooLarge, refused: refused, logger: logger))
                 }
             }
             .bind(host: host, port: port)
             .get()
         } catch {
-            try? await pool.shutdownGracefully()
+            await shutdownPools()
             throw HTTPServerBindError(address: "\(host.contains(":") ? "[\(host)]" : host):\(port)", underlying: error)
         }
         state.withLockedValue { $0.listener = channel }
@@ -194,7 +209,12 @@ public final class HTTPServer: Sendable {
             logger.warning("closing connections still open at the shutdown deadline", metadata: ["connections": "\(open.count)", "port": "\(port)"])
             for connection in open { try? await connection.close() }
         }
-        try? await pool.shutdownGracefully()
+        await shutdownPools()
+    }
+
+    private func shutdownPools() async {
+        try? await pools.normal.shutdownGracefully()
+        if options.isHeavy != nil { try? await pools.heavy.shutdownGracefully() }
     }
 }
 
@@ -212,7 +232,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     struct CloseWhenIdle {}
 
     private let options: HTTPServer.Options
-    private let pool: NIOThreadPool
+    private let pools: HTTPServer.Pools
     private let route: HTTPServer.Route
     private let tooLarge: HTTPServer.TooLarge
     private let refused: HTTPServer.Refused
@@ -230,10 +250,10 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var answered = 0
     private var timer: Scheduled<Void>?
 
-    init(options: HTTPServer.Options, pool: NIOThreadPool, route: @escaping HTTPServer.Route,
+    init(options: HTTPServer.Options, pools: HTTPServer.Pools, route: @escaping HTTPServer.Route,
          tooLarge: @escaping HTTPServer.TooLarge, refused: @escaping HTTPServer.Refused, logger: Logger) {
         self.options = options
-        self.pool = pool
+        self.pools = pools
         self.route = route
         self.tooLarge = tooLarge
         self.refused = refused
@@ -335,7 +355,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             let request = HTTPRequest(head: head, body: body)
             let route = self.route
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            pool.runIfActive(eventLoop: context.eventLoop) { route(request) }.whenComplete { result in
+            options.pool(for: head, pools).runIfActive(eventLoop: context.eventLoop) { route(request) }.whenComplete { result in
                 let (handler, context) = bound.value
                 handler.busy = false
                 handler.releaseBudget()

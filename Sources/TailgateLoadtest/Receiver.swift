@@ -1,9 +1,36 @@
 import Synchronization
+import TailgatePolicies
 import TailgateIngest
 import TailgateWire
 
+/// Faults a load-test receiver injects, to prove that a proxy loses nothing while its downstream misbehaves.
+public struct ReceiverFaults: Sendable, Equatable {
+    /// This share of requests (spread evenly, deterministic) is answered UNAVAILABLE and not recorded.
+    public var failPercent: Double = 0
+    /// Windows (start after the receiver started, length) in which every request is answered UNAVAILABLE: the
+    /// downstream "goes away" (its port stays open; the proxy sees the same retryable failure as from a restarting
+    /// collector behind a load balancer).
+    public var outages: [(start: Duration, length: Duration)] = []
+
+    public init(failPercent: Double = 0, outages: [(start: Duration, length: Duration)] = []) {
+        self.failPercent = failPercent
+        self.outages = outages
+    }
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.failPercent == b.failPercent && a.outages.map(\.start) == b.outages.map(\.start) && a.outages.map(\.length) == b.outages.map(\.length)
+    }
+
+    /// Parses `LENGTH@START`, e.g. `30s@60s`.
+    public static func outage(_ text: String) -> (start: Duration, length: Duration)? {
+        let parts = text.split(separator: "@")
+        guard parts.count == 2, let length = parseDuration(String(parts[0])), let start = parseDuration(String(parts[1])) else { return nil }
+        return (start, length)
+    }
+}
+
 /// A downstream collector for load tests: accepts OTLP/gRPC, and remembers every span it received by trace
-/// (count and span IDs), to verify what a proxy forwarded.
+/// (count and span IDs), to verify what a proxy forwarded. Optionally injects faults (`ReceiverFaults`).
 public final class RecordingReceiver: TraceIngestHandler, Sendable {
     final class Shard: Sendable {
         let traces = Mutex<[TraceID: [UInt64]]>([:])
@@ -12,9 +39,14 @@ public final class RecordingReceiver: TraceIngestHandler, Sendable {
     private let shards: [Shard] = (0..<16).map { _ in Shard() }
     private let spanCount = Atomic<Int>(0)
     private let requestCount = Atomic<Int>(0)
+    private let attempts = Atomic<Int>(0)
+    private let failedCount = Atomic<Int>(0)
+    private let faults: ReceiverFaults
+    private let started = ContinuousClock.now
     public let server: GRPCIngestServer
 
-    public init(host: String, port: Int) {
+    public init(host: String, port: Int, faults: ReceiverFaults = ReceiverFaults()) {
+        self.faults = faults
         let box = HandlerBox()
         server = GRPCIngestServer(host: host, port: port, maxRequestBytes: 64 << 20, handler: box)
         box.target.withLock { $0 = self }
@@ -30,6 +62,10 @@ public final class RecordingReceiver: TraceIngestHandler, Sendable {
     }
 
     public func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport) -> IngestResult {
+        if let fault = injectedFault() {
+            failedCount.add(1, ordering: .relaxed)
+            return .overloaded(retryAfterSeconds: 0, message: fault)
+        }
         var scanned = ScannedRequest()
         do { try OTLPScanner().scan(body, into: &scanned) } catch { return .invalid(error.description) }
         var byShard: [[SpanFacts]] = Array(repeating: [], count: shards.count)
@@ -45,6 +81,21 @@ public final class RecordingReceiver: TraceIngestHandler, Sendable {
     }
 
     public func refused(transport: IngestTransport, reason: RefusalReason) {}
+
+    private func injectedFault() -> String? {
+        let elapsed = ContinuousClock.now - started
+        if faults.outages.contains(where: { elapsed >= $0.start && elapsed < $0.start + $0.length }) {
+            return "injected outage"
+        }
+        guard faults.failPercent > 0 else { return nil }
+        // Evenly spread: request n fails when floor(n·p) advances.
+        let n = Double(attempts.add(1, ordering: .relaxed).newValue)
+        let p = faults.failPercent / 100
+        return (n * p).rounded(.down) > ((n - 1) * p).rounded(.down) ? "injected failure" : nil
+    }
+
+    /// Requests answered with an injected failure.
+    public var requestsFailed: Int { failedCount.load(ordering: .relaxed) }
 
     public var spansReceived: Int { spanCount.load(ordering: .relaxed) }
     public var requestsReceived: Int { requestCount.load(ordering: .relaxed) }

@@ -43,6 +43,8 @@ public struct TailgateConfiguration: Sendable, Equatable {
     public var record: RecordingWriter.Configuration? = nil
     public var buffer = BufferConfiguration()
     public var forwarder = ForwarderConfiguration()
+    /// Warnings found while reading the file (deprecated keys, …), to be logged at start.
+    public var warnings: [Diagnostic] = []
 
     public init() {}
 
@@ -170,8 +172,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
                     case "initial_backoff": if let d = reader.duration(v, what: k) { config.forwarder.initialBackoff = d }
                     case "max_backoff": if let d = reader.duration(v, what: k) { config.forwarder.maxBackoff = d }
                     case "max_retry_time":
-                        // 0 (the default): retried while the queue holds the batch.
-                        if let d = reader.duration(v, what: k) { config.forwarder.maxRetryTime = d > .zero ? d : nil }
+                        reader.warning(v, "max_retry_time is ignored: a failing batch is retried for as long as the forward queue holds it (queue_bytes), so an outage the queue absorbs loses nothing")
                     case "shutdown_timeout":
                         // Older name of the top-level shutdown_timeout (which covers the whole shutdown now).
                         if let d = reader.duration(v, what: k) { config.shutdownTimeout = d }
@@ -183,6 +184,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
             }
         }
         if reader.hasErrors { throw DiagnosticsError(reader.diagnostics) }
+        config.warnings = reader.diagnostics
         return config
     }
 }

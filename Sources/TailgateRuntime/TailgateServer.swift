@@ -83,8 +83,12 @@ public struct TailgateServer: Sendable {
             if let recorder { services.append(RecordingService(writer: recorder)) }
             if let address = config.httpListen, let (host, port) = parseHostPort(address) {
                 let ingest = OTLPHTTPIngest(handler: pipeline, maxRequestBytes: config.limits.maxRequestBytes)
+                var options = HTTPServer.Options(limits: config.limits, budget: budget)
+                // OTLP/JSON costs far more CPU per byte than protobuf: it gets its own thread, so a heavy JSON client
+                // can delay only other JSON requests.
+                options.isHeavy = { head in head.headers.first(name: "content-type")?.lowercased().hasPrefix("application/json") ?? false }
                 let server = HTTPServer(
-                    host: host, port: port, options: HTTPServer.Options(limits: config.limits, budget: budget), logger: logger,
+                    host: host, port: port, options: options, logger: logger,
                     tooLarge: { head, limit in ingest.tooLarge(head, limit: limit) },
                     refused: { head, reason in ingest.refused(head, reason: reason) },
                     route: { ingest.handle($0) })
@@ -136,7 +140,7 @@ public struct TailgateServer: Sendable {
         if summary.spansLost > 0 || summary.bufferedLeft > 0 {
             logger.error("tailgate stopped: kept spans were lost", metadata: metadata)
         } else {
-            logger.info("tailgate stopped", metadata: metadata)
+            logger.notice("tailgate stopped", metadata: metadata)
         }
         return summary
     }

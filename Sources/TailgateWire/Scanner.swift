@@ -113,6 +113,22 @@ public struct OTLPScanner: Sendable {
     }
 
     /// Scans `body` into `result` (which is cleared first). Span ranges refer to `body`.
+    ///
+    /// What is refused, and how much:
+    /// - A request whose own framing is broken (the ExportTraceServiceRequest, a ResourceSpans or a ScopeSpans
+    ///   is not well-formed at the wire level: truncated tag, length past its end, …) throws `ScanError`: there is
+    ///   no telling where its spans are.
+    /// - A span that a protobuf parser would reject (see `OTLPValidator`: malformed nested messages, invalid UTF-8
+    ///   in a string, messages nested deeper than 100 levels, a known field of the wrong wire type), or that has
+    ///   invalid trace or span IDs, is rejected alone: counted in `rejectedSpans`, the first reason kept in
+    ///   `rejectionMessage` with its path; the other spans are accepted.
+    /// - A resource or scope header that fails the same validation (e.g. invalid UTF-8 in a resource attribute)
+    ///   rejects every span of that resource or scope the same way (they could not be forwarded without it), and
+    ///   the rest of the request is accepted.
+    ///
+    /// Working memory is proportional to the accepted spans: a resource or scope without accepted spans costs no
+    /// allocation (no `ResourceOrigin`, `ScopeOrigin` or header copy), so `result.scopes` holds only scopes that
+    /// hold spans, and `SpanFacts.scope` indexes it.
     public func scan(_ body: UnsafeRawBufferPointer, into result: inout ScannedRequest) throws(ScanError) {
         result.removeAll()
         result.planGeneration = generation
@@ -125,7 +141,7 @@ public struct OTLPScanner: Sendable {
                     try scanResourceSpans(body, range, &result, &path)
                     path.resource += 1
                 } else {
-                    try request.skip(wt)
+                    try OTLPValidator.skipUnknown(field, wt, &request, depth: 0)
                 }
             }
         } catch {
@@ -145,56 +161,164 @@ public struct OTLPScanner: Sendable {
         }
     }
 
+    /// Per ResourceSpans: its header (built when its first scope with accepted spans needs it) and resource bits.
+    private struct ResourceState {
+        let range: Range<Int>
+        var origin: ResourceOrigin? = nil
+        var bits: UInt64? = nil
+    }
+
     private func scanResourceSpans(
         _ base: UnsafeRawBufferPointer, _ range: Range<Int>, _ result: inout ScannedRequest, _ path: inout Path
     ) throws(WireError) {
+        // Pass 1: validate the header fields (all but scope_spans).
+        let headerProblem = try validateHeader(.resourceSpansHeader, base, range, depth: OTLPValidator.resourceSpansDepth)
+        // Pass 2: the scopes.
+        var resource = ResourceState(range: range)
         var reader = ProtoReader(base, range: range)
-        var header: [UInt8] = []
-        // Scopes of this resource: their header bytes, and where their spans start in result.spans.
-        var scopeHeaders: [[UInt8]] = []
-        let resourceBits = compiled.hasResourceActions ? try self.resourceBits(base, range) : 0
         path.scope = 0
+        while let (field, wt) = try reader.readTag() {
+            guard field == 2 && wt == .lengthDelimited else { try reader.skip(wt); continue }
+            let scopeRange = try reader.readLengthDelimited()
+            if let headerProblem {
+                let count = try countSpans(base, scopeRange)
+                if count > 0 { reject(&result, count: count, "\(headerProblem.message) at \(Path(resource: path.resource)) (every span of the resource rejected)") }
+            } else {
+                try scanScopeSpans(base, scopeRange, &resource, &result, &path)
+            }
+            path.scope += 1
+        }
+        path.scope = -1
+    }
+
+    /// Validates the fields of a ResourceSpans or ScopeSpans other than its scopes or spans. Returns the first
+    /// problem of the header (its spans are then rejected); throws when the message's own framing is broken.
+    private func validateHeader(
+        _ kind: OTLPValidator.Message, _ base: UnsafeRawBufferPointer, _ range: Range<Int>, depth: Int
+    ) throws(WireError) -> WireError? {
+        var reader = ProtoReader(base, range: range)
+        var problem: WireError? = nil
+        while let (field, wt) = try reader.readTag() {
+            if field == 2 && wt == .lengthDelimited { _ = try reader.readLengthDelimited(); continue }
+            let valueStart = reader.offset
+            if problem != nil { try reader.skip(wt); continue }
+            do {
+                try OTLPValidator.validateField(kind, field, wt, &reader, depth: depth, root: true)
+            } catch {
+                problem = error
+                // Framing errors of the message itself are the request's problem: skipping again throws them.
+                reader.offset = valueStart
+                try reader.skip(wt)
+            }
+        }
+        return problem
+    }
+
+    /// The number of spans of a ScopeSpans (framing errors of the ScopeSpans throw).
+    private func countSpans(_ base: UnsafeRawBufferPointer, _ range: Range<Int>) throws(WireError) -> Int {
+        var reader = ProtoReader(base, range: range)
+        var count = 0
+        while let (field, wt) = try reader.readTag() {
+            if field == 2 && wt == .lengthDelimited { count += 1 }
+            try reader.skip(wt)
+        }
+        return count
+    }
+
+    /// The fields of a ResourceSpans or ScopeSpans other than field 2 (scope_spans, spans), with their tags.
+    private func headerBytes(_ base: UnsafeRawBufferPointer, _ range: Range<Int>) throws(WireError) -> [UInt8] {
+        var reader = ProtoReader(base, range: range)
+        var size = 0
         while true {
             let fieldStart = reader.offset
             guard let (field, wt) = try reader.readTag() else { break }
-            if field == 2 && wt == .lengthDelimited {
-                let scopeRange = try reader.readLengthDelimited()
-                scopeHeaders.append(try scanScopeSpans(
-                    base, scopeRange, Int32(result.scopes.count + scopeHeaders.count), resourceBits, &result, &path))
-                path.scope += 1
-            } else {
-                try reader.skip(wt)
+            try reader.skip(wt)
+            if !(field == 2 && wt == .lengthDelimited) { size += reader.offset - fieldStart }
+        }
+        var header: [UInt8] = []
+        guard size > 0 else { return header }
+        header.reserveCapacity(size)
+        reader = ProtoReader(base, range: range)
+        while true {
+            let fieldStart = reader.offset
+            guard let (field, wt) = try reader.readTag() else { break }
+            try reader.skip(wt)
+            if !(field == 2 && wt == .lengthDelimited) {
                 header.append(contentsOf: UnsafeRawBufferPointer(rebasing: base[fieldStart..<reader.offset]))
             }
         }
-        path.scope = -1
-        let resource = ResourceOrigin(header: header)
-        for h in scopeHeaders {
-            result.scopes.append(ScopeOrigin(resource: resource, header: h))
-        }
+        return header
     }
 
     private func scanScopeSpans(
-        _ base: UnsafeRawBufferPointer, _ range: Range<Int>, _ scopeIndex: Int32, _ resourceBits: UInt64,
+        _ base: UnsafeRawBufferPointer, _ range: Range<Int>, _ resource: inout ResourceState,
         _ result: inout ScannedRequest, _ path: inout Path
-    ) throws(WireError) -> [UInt8] {
+    ) throws(WireError) {
+        // Pass 1: validate the header (all but spans). A scope without spans ends here, at no cost.
         var reader = ProtoReader(base, range: range)
-        var header: [UInt8] = []
-        path.span = 0
-        while true {
-            let fieldStart = reader.offset
-            guard let (field, wt) = try reader.readTag() else { break }
+        var headerProblem: WireError? = nil
+        var spanCount = 0
+        while let (field, wt) = try reader.readTag() {
             if field == 2 && wt == .lengthDelimited {
-                let spanRange = try reader.readLengthDelimited()
-                try scanSpan(base, spanRange, scopeIndex, resourceBits, &result)
-                path.span += 1
-            } else {
+                _ = try reader.readLengthDelimited()
+                spanCount += 1
+                continue
+            }
+            let valueStart = reader.offset
+            if headerProblem != nil { try reader.skip(wt); continue }
+            do {
+                try OTLPValidator.validateField(
+                    .scopeSpansHeader, field, wt, &reader, depth: OTLPValidator.scopeSpansDepth, root: true)
+            } catch {
+                headerProblem = error
+                reader.offset = valueStart
                 try reader.skip(wt)
-                header.append(contentsOf: UnsafeRawBufferPointer(rebasing: base[fieldStart..<reader.offset]))
             }
         }
+        guard spanCount > 0 else { return }
+        if let headerProblem {
+            reject(&result, count: spanCount, "\(headerProblem.message) at \(path) (every span of the scope rejected)")
+            return
+        }
+
+        // Pass 2: the spans. Their scope gets the next index, and is created only if one of them is accepted.
+        if resource.bits == nil {
+            resource.bits = compiled.hasResourceActions ? try resourceBits(base, resource.range) : 0
+        }
+        let resourceBits = resource.bits ?? 0
+        let firstSpan = result.spans.count
+        try scanSpans(base, range, Int32(result.scopes.count), resourceBits, &result, &path)
         path.span = -1
-        return header
+        guard result.spans.count > firstSpan else { return }
+
+        let origin: ResourceOrigin
+        if let existing = resource.origin {
+            origin = existing
+        } else {
+            origin = ResourceOrigin(header: try headerBytes(base, resource.range))
+            resource.origin = origin
+        }
+        result.scopes.append(ScopeOrigin(resource: origin, header: try headerBytes(base, range)))
+    }
+
+    /// Pass 2 of a ScopeSpans: validates and scans each span (scope `scopeIndex`).
+    private func scanSpans(
+        _ base: UnsafeRawBufferPointer, _ range: Range<Int>, _ scopeIndex: Int32, _ resourceBits: UInt64,
+        _ result: inout ScannedRequest, _ path: inout Path
+    ) throws(WireError) {
+        var reader = ProtoReader(base, range: range)
+        path.span = 0
+        while let (field, wt) = try reader.readTag() {
+            guard field == 2 && wt == .lengthDelimited else { try reader.skip(wt); continue }
+            let spanRange = try reader.readLengthDelimited()
+            if OTLPValidator.isValid(.span, base, spanRange, depth: OTLPValidator.spanDepth) {
+                // A valid span cannot fail to scan: a WireError here would be a scanner bug, reported for the request.
+                try scanSpan(base, spanRange, scopeIndex, resourceBits, &result)
+            } else {
+                reject(&result, count: 1, "\(OTLPValidator.problem(.span, base, spanRange, depth: OTLPValidator.spanDepth)) at \(path)")
+            }
+            path.span += 1
+        }
     }
 
     @inline(__always)
@@ -247,15 +371,15 @@ public struct OTLPScanner: Sendable {
         }
 
         guard traceIDLength == 16, traceID.isValid else {
-            reject(&result, traceIDLength == -1 ? "span without trace_id" : "trace_id must be 16 bytes and not all zero")
+            reject(&result, count: 1, traceIDLength == -1 ? "span without trace_id" : "trace_id must be 16 bytes and not all zero")
             return
         }
         guard spanIDLength == 8, spanID != 0 else {
-            reject(&result, spanIDLength == -1 ? "span without span_id" : "span_id must be 8 bytes and not all zero")
+            reject(&result, count: 1, spanIDLength == -1 ? "span without span_id" : "span_id must be 8 bytes and not all zero")
             return
         }
         guard parentLength == 0 || parentLength == 8 else {
-            reject(&result, "parent_span_id must be empty or 8 bytes")
+            reject(&result, count: 1, "parent_span_id must be empty or 8 bytes")
             return
         }
         let (bits, sums) = wantAttributes ? finish(base, &state, status) : (resourceBits, SIMD8<Int64>())
@@ -264,9 +388,10 @@ public struct OTLPScanner: Sendable {
             status: status, bits: bits, sums: sums, scope: scopeIndex, bytes: range))
     }
 
-    private func reject(_ result: inout ScannedRequest, _ message: String) {
-        result.rejectedSpans += 1
-        if result.rejectionMessage == nil { result.rejectionMessage = message }
+    /// Counts `count` rejected spans; the message is built only when it is the first.
+    private func reject(_ result: inout ScannedRequest, count: Int, _ message: @autoclosure () -> String) {
+        result.rejectedSpans += count
+        if result.rejectionMessage == nil { result.rejectionMessage = message() }
     }
 
     private func scanStatus(_ base: UnsafeRawBufferPointer, _ range: Range<Int>) throws(WireError) -> StatusCode {
@@ -394,8 +519,8 @@ public struct OTLPScanner: Sendable {
                     price = compiled.prices[s]?[model] ?? defaultPrice
                 }
                 if let price {
-                    // USD per million tokens × tokens = micro-USD.
-                    sums[s] = Int64((Double(tokensIn) * price.input + Double(tokensOut) * price.output).rounded())
+                    // USD per million tokens × tokens = micro-USD. Token counts are the client's: saturate.
+                    sums[s] = saturatingInt64(Double(tokensIn) * price.input + Double(tokensOut) * price.output)
                 }
             }
         }
@@ -445,24 +570,37 @@ struct AnyValueView {
         }
     }
 
-    /// An int, a double (rounded) or a decimal string.
+    /// An int, a double (rounded) or a decimal string ("6000", "6000.0", "6e3"; rounded), saturated to the
+    /// `Int64` range (NaN is 0). Never traps, whatever the client sent.
     func integer(_ base: UnsafeRawBufferPointer) -> Int64? {
         switch kind {
         case .int(let v): return v
-        case .double(let d): return d.isFinite && abs(d) < 9.2e18 ? Int64(d.rounded()) : nil
-        case .string(let r): return Int64(String(decoding: UnsafeRawBufferPointer(rebasing: base[r]), as: UTF8.self))
+        case .double(let d): return saturatingInt64(d)
+        case .string(let r):
+            // Longer strings are no number anyone means (and are not worth a copy).
+            guard r.count <= Self.maxNumberLength else { return nil }
+            let text = String(decoding: UnsafeRawBufferPointer(rebasing: base[r]), as: UTF8.self)
+            if let v = Int64(text) { return v }
+            guard let d = Double(text) else { return nil }
+            return saturatingInt64(d)
         default: return nil
         }
     }
+
+    /// Longest decimal string read as a number.
+    static let maxNumberLength = 64
 
     func number(_ base: UnsafeRawBufferPointer) -> Double? {
         switch kind {
         case .int(let v): return Double(v)
         case .double(let d): return d
-        case .string(let r): return Double(String(decoding: UnsafeRawBufferPointer(rebasing: base[r]), as: UTF8.self))
+        case .string(let r):
+            guard r.count <= Self.maxNumberLength else { return nil }
+            return Double(String(decoding: UnsafeRawBufferPointer(rebasing: base[r]), as: UTF8.self))
         default: return nil
         }
     }
+
 
     func matches(_ matcher: CompiledPlan.CompiledMatcher, _ base: UnsafeRawBufferPointer) throws(WireError) -> Bool {
         switch matcher {

@@ -57,6 +57,12 @@ struct Loadtest: AsyncParsableCommand {
     @Option(help: "PID of the proxy, to report its CPU time per span (from /proc).")
     var proxyPid: Int32?
 
+    @Option(name: .customLong("receiver-fail-percent"), help: "The built-in receiver answers this share of requests UNAVAILABLE (fault injection).")
+    var receiverFailPercent: Double = 0
+
+    @Option(name: .customLong("receiver-outage"), help: "LENGTH@START, e.g. 30s@60s: the built-in receiver answers every request UNAVAILABLE for LENGTH from START after it started (repeatable).")
+    var receiverOutage: [String] = []
+
     @Option(help: "Write the JSON report here.")
     var json: String = "loadtest-report.json"
 
@@ -91,7 +97,12 @@ struct Loadtest: AsyncParsableCommand {
         var receiverTask: Task<Void, Error>? = nil
         if let receiver {
             guard let (host, port) = parseHostPort(receiver) else { throw ValidationError("--receiver must be HOST:PORT") }
-            let r = RecordingReceiver(host: host, port: port)
+            var faults = ReceiverFaults(failPercent: receiverFailPercent)
+            for text in receiverOutage {
+                guard let outage = ReceiverFaults.outage(text) else { throw ValidationError("--receiver-outage must be LENGTH@START, got '\(text)'") }
+                faults.outages.append(outage)
+            }
+            let r = RecordingReceiver(host: host, port: port, faults: faults)
             receiverServer = r
             receiverTask = Task { try await r.server.serve() }
             try await Task.sleep(for: .milliseconds(300))
@@ -105,16 +116,19 @@ struct Loadtest: AsyncParsableCommand {
         if let receiverServer {
             // Wait until the proxy has decided and flushed everything (or the settle time passed).
             let deadline = ContinuousClock.now + settleTime
+            // Settled: nothing new for 4 s (a proxy retrying through injected failures pauses between attempts).
             var last = -1
+            var quietSince = ContinuousClock.now
             while ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(500))
                 let now = receiverServer.spansReceived
-                if now == last && now > 0 { break }
-                last = now
+                if now != last { last = now; quietSince = .now }
+                if now > 0 && ContinuousClock.now - quietSince >= .seconds(4) { break }
             }
             report.verification = Verifier.verify(
                 recording: recording, sent: sent, policies: policySet, received: receiverServer.traces())
-            report.notes.append("receiver got \(receiverServer.spansReceived) spans in \(receiverServer.requestsReceived) requests")
+            report.notes.append("receiver got \(receiverServer.spansReceived) spans in \(receiverServer.requestsReceived) requests"
+                + (receiverServer.requestsFailed > 0 ? "; answered \(receiverServer.requestsFailed) requests with injected failures" : ""))
             receiverServer.server.beginGracefulShutdown()
             receiverTask?.cancel()
         }

@@ -110,7 +110,7 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardError.write(Data((error.description + "\n").utf8))
             throw ExitCode(2)
         }
-        for warning in policySet.warnings { logger.warning("\(warning)") }
+        for warning in configuration.warnings + policySet.warnings { logger.warning("\(warning)") }
         let summary: ShutdownSummary
         do {
             summary = try await TailgateServer(configuration: configuration, policies: policySet, logger: logger).run()

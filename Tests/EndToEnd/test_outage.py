@@ -26,7 +26,7 @@ MIN_RETRY_GROWTH = 4  # retry rounds observed before the downstream comes up (~1
 # The forwarder retries every <= 500 ms, but the gRPC channel under it has its own reconnect
 # backoff (grpc-swift-nio-transport default: 1 s, x1.6, up to 120 s), so allow a few seconds.
 RECOVERY_TIMEOUT_S = 15.0
-DROP_REASONS = ("retries_exhausted", "queue_full", "shutdown_timeout")
+DROP_REASONS = ("queue_full", "shutdown_timeout", "rejected_by_downstream")
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')

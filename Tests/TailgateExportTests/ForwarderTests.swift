@@ -192,14 +192,6 @@ func forwardAll(_ f: Forwarder, _ traces: [BufferedSpans]) async {
         #expect(observer.drops.withLock { $0[.shutdown] } == 5)
     }
 
-    @Test func maxRetryTimeStillGivesUpWhenSet() async {
-        let downstream = ScriptedDownstream { _, _ in .retryable(reason: "unavailable", retryAfter: nil) }
-        let observer = CountingObserver()
-        let f = forwarder(downstream, observer) { $0.maxRetryTime = .milliseconds(30) }
-        await forwardAll(f, keptTraces(2, spans: 2))
-        #expect(observer.drops.withLock { $0[.retriesExhausted] } == 4)
-    }
-
     /// Defect 4: a cancelled forwarder spun at 100 % CPU and never returned.
     @Test func cancellationEndsRunAndCountsWhatWasQueued() async {
         let downstream = ScriptedDownstream { _, _ in .retryable(reason: "unavailable", retryAfter: .seconds(60)) }

@@ -7,6 +7,18 @@ public enum TestValue: Sendable {
     case double(Double)
     case bool(Bool)
     case strings([String])
+    /// An array_value of any values.
+    case array([TestValue])
+    /// A kvlist_value.
+    case kvlist([(String, TestValue)])
+    case bytes([UInt8])
+
+    /// The AnyValue message payload.
+    public var encoded: [UInt8] {
+        var w = ProtoWriter()
+        encode(&w)
+        return w.bytes
+    }
 
     func encode(_ w: inout ProtoWriter) {
         switch self {
@@ -18,6 +30,15 @@ public enum TestValue: Sendable {
             w.appendMessageField(5) { arr in
                 for item in list { arr.appendMessageField(1) { $0.appendStringField(1, item) } }
             }
+        case .array(let list):
+            w.appendMessageField(5) { arr in
+                for item in list { arr.appendMessageField(1) { item.encode(&$0) } }
+            }
+        case .kvlist(let list):
+            w.appendMessageField(6) { kvs in
+                for (k, v) in list { appendAttribute(&kvs, field: 1, k, v) }
+            }
+        case .bytes(let b): w.appendBytesField(7, b)
         }
     }
 }
@@ -42,6 +63,8 @@ public struct TestSpan: Sendable {
     public var stringAttributes: [(String, String)] = []
     public var attributes: [(String, TestValue)] = []
     public var traceState: String? = nil
+    /// Encoded fields appended to the span as they are (events, links, unknown or malformed fields, …).
+    public var rawFields: [UInt8] = []
 
     public init(trace: TraceID, span: UInt64, parent: UInt64 = 0, name: String = "span", start: UInt64 = 1_000, end: UInt64 = 2_000,
                 status: StatusCode? = nil, ints: [(String, Int64)] = [], strings: [(String, String)] = [],
@@ -89,6 +112,7 @@ public struct TestSpan: Sendable {
                 if status != .unset { s.appendVarintField(3, UInt64(status.rawValue)) }
             }
         }
+        w.bytes += rawFields
         return w.bytes
     }
 }

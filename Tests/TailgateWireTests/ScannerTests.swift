@@ -112,21 +112,77 @@ private var tokenPlan: AttributePlan {
         }
     }
 
-    @Test func errorNamesThePathOfTheBadSpan() throws {
+    @Test func malformedSpanIsRejectedAloneWithItsPath() throws {
         var w = ProtoWriter()
         w.appendMessageField(1) { rs in
             rs.appendMessageField(2) { ss in ss.appendBytesField(2, TestSpan(trace: tid(1), span: 1).encoded) }
             rs.appendMessageField(2) { ss in
                 ss.appendBytesField(2, TestSpan(trace: tid(1), span: 2).encoded)
-                ss.appendBytesField(2, [0x38])  // span 1 of scope 1: field 7 (fixed64 expected varint-typed tag 0x38) truncated
+                ss.appendBytesField(2, [0x39, 0x01])  // span 1 of scope 1: field 7 (fixed64) truncated
+                ss.appendBytesField(2, TestSpan(trace: tid(1), span: 3).encoded)
+            }
+        }
+        let r = try scan(w.bytes)
+        #expect(r.spans.map(\.spanID) == [1, 2, 3])
+        #expect(r.rejectedSpans == 1)
+        #expect(r.rejectionMessage == "truncated fixed64 at resourceSpans[0].scopeSpans[1].spans[1]")
+    }
+
+    @Test func errorNamesThePathOfTheBadScope() throws {
+        var w = ProtoWriter()
+        w.appendMessageField(1) { rs in
+            rs.appendMessageField(2) { ss in ss.appendBytesField(2, TestSpan(trace: tid(1), span: 1).encoded) }
+            rs.appendMessageField(2) { ss in
+                ss.appendBytesField(2, TestSpan(trace: tid(1), span: 2).encoded)
+                ss.bytes += [0x1A, 0x05]  // schema_url whose length runs past the ScopeSpans
             }
         }
         do {
             _ = try scan(w.bytes)
             Issue.record("expected an error")
         } catch {
-            #expect(error.path == "resourceSpans[0].scopeSpans[1].spans[1]")
+            #expect(error.path == "resourceSpans[0].scopeSpans[1]")
         }
+    }
+
+    @Test func emptyScopesAndResourcesCostNothing() throws {
+        // 1M empty ScopeSpans (2 bytes each) in one resource, 1000 empty resources, then one span.
+        var w = ProtoWriter(capacity: 2_100_000)
+        w.appendTag(1, .lengthDelimited)
+        w.appendVarint(2_000_000)
+        for _ in 0..<1_000_000 { w.bytes += [0x12, 0x00] }
+        for _ in 0..<1000 { w.bytes += [0x0A, 0x00] }
+        w.bytes += exportRequest(spans: [TestSpan(trace: tid(1), span: 7)])
+        let r = try scan(w.bytes)
+        #expect(r.scopes.count == 1)
+        #expect(r.spans.count == 1 && r.spans[0].scope == 0 && r.spans[0].spanID == 7)
+        #expect(r.rejectedSpans == 0)
+    }
+
+    @Test func scopeIndicesCountOnlyScopesWithAcceptedSpans() throws {
+        let bad = TestSpan(trace: TraceID(hi: 0, lo: 0), span: 9)
+        let body = exportRequest([
+            TestResource(service: "a", scopes: [("empty", []), ("s1", [TestSpan(trace: tid(1), span: 1)]), ("rejected", [bad]),
+                                                ("s3", [TestSpan(trace: tid(1), span: 2), bad, TestSpan(trace: tid(2), span: 3)])]),
+            TestResource(service: "nothing", scopes: [("empty", []), ("rejected", [bad])]),
+            TestResource(service: "b", scopes: [("s4", [TestSpan(trace: tid(3), span: 4)])]),
+        ])
+        let r = try scan(body)
+        #expect(r.rejectedSpans == 3)
+        #expect(r.spans.map(\.spanID) == [1, 2, 3, 4])
+        #expect(r.spans.map(\.scope) == [0, 1, 1, 2])
+        #expect(r.scopes.count == 3)
+        #expect(r.scopes[0].resource === r.scopes[1].resource)
+        #expect(r.scopes[1].resource !== r.scopes[2].resource)
+        // Each span's scope is the right one: re-framing gives every span its scope and service back.
+        let decoded = try decodeRequest(body)
+        var framer = RequestFramer()
+        body.withUnsafeBytes { raw in
+            for s in r.spans { framer.append(scope: r.scopes[Int(s.scope)], span: UnsafeRawBufferPointer(rebasing: raw[s.bytes])) }
+        }
+        let reframed = try decodeRequest(framer.encode())
+        #expect(Set(reframed) == Set(decoded.filter { $0.spanID != 9 }))
+        #expect(reframed.map(\.scope) == ["s1", "s3", "s3", "s4"])
     }
 
     @Test func emptyRequestHasNoSpans() throws {
