@@ -7,13 +7,20 @@ import TailgateWire
 public struct BufferConfiguration: Sendable, Equatable {
     /// Number of independently locked shards (rounded up to a power of two). Default 16.
     public var shardCount: Int = 16
-    /// Once a trace's root span (no parent) has arrived, decide after this long, to let other services'
-    /// exporters deliver their spans. Default 5 s.
+    /// Once a trace's root span (no parent) has arrived and no span waits for a parent of its own process, decide
+    /// after this long, to let other services' exporters deliver their spans. Default 5 s.
     public var waitAfterRoot: Duration = .seconds(5)
-    /// Decide a trace after this long without a new span. Default 30 s.
+    /// Decide a trace whose tree is complete after this long without a new span. Default 30 s.
     public var idleTimeout: Duration = .seconds(30)
-    /// Decide a trace at the latest this long after its first span. Default 5 min.
-    public var maxTraceAge: Duration = .seconds(300)
+    /// A trace whose only missing parents are remote (another process, which may never export to Tailgate: a
+    /// gateway, a browser) or of unknown locality is decided after this long without a new span. Default 2 min: long
+    /// enough for a caller that exports here to finish a reasoning-model call, short enough that an invisible caller
+    /// costs at most 4× the memory of `idleTimeout`.
+    public var remoteParentTimeout: Duration = .seconds(120)
+    /// Decide a trace at the latest this long after its first span — in particular a run whose spans name a parent
+    /// of their own process that has not arrived (the run is still going: SDKs export a span when it ends, so the
+    /// root comes last). Default 30 min, the length of a long agent run (deep research, human-in-the-loop tools).
+    public var maxTraceAge: Duration = .seconds(1800)
     /// A trace reaching this many spans is decided at once; its later spans follow that decision. Default 10,000.
     public var maxSpansPerTrace: Int = 10_000
     /// Over this many buffered bytes, the oldest traces are decided early (never dropped undecided). Default 512 MiB.
@@ -43,6 +50,16 @@ public enum DecisionTrigger: String, Sendable, CaseIterable {
     case shutdown
 }
 
+/// Where a span's missing parent lives, by the span's flags.
+enum ParentLocality: UInt8 {
+    /// The same process: it has not ended yet, so the run is still going.
+    case local
+    /// Another process, which may or may not export to Tailgate.
+    case remote
+    /// The exporter did not say (older SDKs): treated like `remote`.
+    case unknown
+}
+
 /// Running aggregates of one trace: everything a policy may look at, without rescanning spans.
 public struct TraceSummary: Sendable, Equatable {
     public var traceID: TraceID
@@ -63,6 +80,10 @@ public struct TraceSummary: Sendable, Equatable {
     public var trigger: DecisionTrigger = .idle
     /// Clock time of the decision (nanoseconds of the buffer's clock): what rate limits count with.
     public var decidedAt: UInt64 = 0
+    /// Clock time the trace's first span arrived.
+    public var firstSeenAt: UInt64 = 0
+    /// At the decision: a root had arrived and no span was waiting for its parent.
+    public var complete = false
 
     public init(traceID: TraceID) {
         self.traceID = traceID
@@ -196,6 +217,9 @@ public struct LateSpans: Sendable {
 public struct InsertOutcome: Sendable {
     /// Spans added to buffered traces.
     public var buffered = 0
+    /// Spans whose span ID their buffered trace already had (an exporter retrying after a timeout): dropped, so that
+    /// a trace's aggregates (token sums) count each span once and nothing is forwarded twice.
+    public var duplicates = 0
     /// Spans of traces already decided "keep": to be forwarded now.
     public var lateKept: [LateSpans] = []
     public var lateKeptCount: Int { lateKept.reduce(0) { $0 + $1.spans.count } }
@@ -349,6 +373,7 @@ public final class TraceBuffer: Sendable {
 struct Timing: Sendable {
     var waitAfterRoot: UInt64
     var idle: UInt64
+    var remoteParent: UInt64
     var maxAge: UInt64
     var maxSpans: Int
     var cacheSize: Int
@@ -356,6 +381,7 @@ struct Timing: Sendable {
     init(_ c: BufferConfiguration) {
         waitAfterRoot = c.waitAfterRoot.nanoseconds
         idle = c.idleTimeout.nanoseconds
+        remoteParent = c.remoteParentTimeout.nanoseconds
         maxAge = c.maxTraceAge.nanoseconds
         maxSpans = max(1, c.maxSpansPerTrace)
         cacheSize = max(1, c.decisionCacheSize / max(1, c.shardCount))
@@ -388,6 +414,12 @@ final class TraceEntry: @unchecked Sendable {
     var scheduled: UInt64
     /// Plan generation of the aggregates; nil when spans of several generations were mixed.
     var planGeneration: UInt64?
+    /// Span IDs of the trace (to drop duplicates and to tell which parents are missing).
+    var seen: Set<UInt64> = []
+    /// Parents named by spans of the trace that have not arrived, with where they live.
+    var missing: [UInt64: ParentLocality] = [:]
+    /// How many of `missing` are local: while any is, the run is still going.
+    var missingLocal = 0
 
     init(id: TraceID, generation: UInt64, now: UInt64, scheduled: UInt64, planGeneration: UInt64) {
         self.planGeneration = planGeneration
@@ -398,15 +430,43 @@ final class TraceEntry: @unchecked Sendable {
         self.scheduled = scheduled
     }
 
-    var accountedBytes: Int { spans.accountedBytes + traceOverheadBytes }
+    var accountedBytes: Int {
+        spans.accountedBytes + traceOverheadBytes
+            + (seen.capacity == 0 ? 0 : seen.capacity * 9 + arrayAllocationOverhead)
+            + (missing.capacity == 0 ? 0 : missing.capacity * 17 + arrayAllocationOverhead)
+    }
 
+    /// A root has arrived and no span waits for a parent.
+    var isComplete: Bool { rootArrived != 0 && missing.isEmpty }
+
+    /// Records a span's IDs; false when the trace already has a span with this ID (a duplicate delivery).
+    func record(spanID: UInt64, parent: UInt64, parentIsRemote: Bool?) -> Bool {
+        guard seen.insert(spanID).inserted else { return false }
+        if let was = missing.removeValue(forKey: spanID), was == .local { missingLocal -= 1 }
+        if parent != 0 && !seen.contains(parent) && missing[parent] == nil {
+            let locality: ParentLocality = parentIsRemote.map { $0 ? .remote : .local } ?? .unknown
+            missing[parent] = locality
+            if locality == .local { missingLocal += 1 }
+        }
+        return true
+    }
+
+    /// When the trace is decided, and why (README, "How a trace's decision is timed"):
+    /// - a span waits for a parent of its own process: the run is still going — only `maxAge` applies;
+    /// - the root arrived: `waitAfterRoot` after it, or `idle` after the last span, whichever is first;
+    /// - no root, and only remote (or unknown) parents are missing: `remoteParent` after the last span;
+    /// - in every case at the latest `maxAge` after the first span.
     func deadline(_ t: Timing) -> (UInt64, DecisionTrigger) {
         var best = (firstSeen &+ t.maxAge, DecisionTrigger.maxAge)
-        let idle = lastSeen &+ t.idle
-        if idle < best.0 { best = (idle, .idle) }
+        guard missingLocal == 0 else { return best }
         if rootArrived != 0 {
+            let idle = lastSeen &+ t.idle
+            if idle < best.0 { best = (idle, .idle) }
             let root = rootArrived &+ t.waitAfterRoot
             if root <= best.0 { best = (root, .root) }
+        } else {
+            let quiet = lastSeen &+ (missing.isEmpty ? t.idle : t.remoteParent)
+            if quiet < best.0 { best = (quiet, .idle) }
         }
         return best
     }
@@ -496,16 +556,27 @@ struct ShardState {
                 bytes += traceOverheadBytes
             }
             current = entry
+            let before = entry.accountedBytes
+            let wasOpen = entry.missingLocal > 0 || !entry.missing.isEmpty
+            guard entry.record(spanID: span.spanID, parent: span.parentSpanID, parentIsRemote: span.parentIsRemote) else {
+                outcome.duplicates += 1
+                continue
+            }
             if entry.planGeneration != request.planGeneration { entry.planGeneration = nil }
-            let before = entry.spans.accountedBytes
             entry.summary.add(span)
             entry.spans.append(span, scope: scope, body: body)
-            bytes += entry.spans.accountedBytes - before
+            bytes += entry.accountedBytes - before
             entry.lastSeen = now
             outcome.buffered += 1
-            if span.isRoot && entry.rootArrived == 0 {
+            // A root that has not ended (a streaming exporter sending it first) does not count as the root.
+            var rootArrivedNow = false
+            if span.isRoot && span.endTime != 0 && entry.rootArrived == 0 {
                 entry.rootArrived = now
-                let deadline = now &+ timing.waitAfterRoot
+                rootArrivedNow = true
+            }
+            // The deadline can only move earlier when the root arrives or the last missing parent does.
+            if rootArrivedNow || (wasOpen && entry.missingLocal == 0) {
+                let (deadline, _) = entry.deadline(timing)
                 if deadline < entry.scheduled {
                     entry.scheduled = deadline
                     deadlines.insert(DeadlineItem(deadline: deadline, id: span.traceID, generation: entry.generation))
@@ -528,6 +599,8 @@ struct ShardState {
         bytes -= entry.accountedBytes
         entry.summary.trigger = trigger
         entry.summary.decidedAt = now
+        entry.summary.firstSeenAt = entry.firstSeen
+        entry.summary.complete = entry.isComplete
         if entry.planGeneration != decider.generation {
             decider.reaggregate(&entry.summary, spans: entry.spans)
         }

@@ -57,7 +57,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
         "connection_idle_timeout", "grpc_max_concurrent_streams", "grpc_keepalive_time", "max_connection_age",
     ]
     static let bufferKeys = [
-        "shards", "wait_after_root", "idle_timeout", "max_trace_age", "max_spans_per_trace", "max_buffered_bytes",
+        "shards", "wait_after_root", "idle_timeout", "remote_parent_timeout", "max_trace_age", "max_spans_per_trace", "max_buffered_bytes",
         "decision_cache_size", "decision_tick",
     ]
     static let forwarderKeys = [
@@ -146,6 +146,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
                     case "shards": if let n = reader.integer(v, what: k, range: 1...4096) { config.buffer.shardCount = Int(n) }
                     case "wait_after_root": if let d = reader.duration(v, what: k) { config.buffer.waitAfterRoot = d }
                     case "idle_timeout": if let d = reader.duration(v, what: k) { config.buffer.idleTimeout = d }
+                    case "remote_parent_timeout": if let d = reader.duration(v, what: k) { config.buffer.remoteParentTimeout = d }
                     case "max_trace_age": if let d = reader.duration(v, what: k) { config.buffer.maxTraceAge = d }
                     case "max_spans_per_trace": if let n = reader.integer(v, what: k, range: 1...100_000_000) { config.buffer.maxSpansPerTrace = Int(n) }
                     case "max_buffered_bytes": if let n = reader.size(v, what: k) { config.buffer.maxBufferedBytes = n }

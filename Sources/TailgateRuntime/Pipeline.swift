@@ -82,6 +82,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
             forwarder.submit(late.spans, annotation: annotation(late.decision))
         }
         metrics.dropped(outcome.lateDropped, .lateDropped)
+        metrics.dropped(outcome.duplicates, .duplicate)
         handle(outcome.decided)
         updateGauges()
         if scanned.rejectedSpans > 0 {
@@ -121,20 +122,26 @@ public final class Pipeline: TraceIngestHandler, Sendable {
         return names[decision.policy]
     }
 
-    private func annotation(_ decision: Decision) -> KeepAnnotation? {
+    /// What kept spans say about their trace's decision; `summary` is nil for late spans (they follow a decision
+    /// already annotated on the trace's other spans).
+    private func annotation(_ decision: Decision, _ summary: TraceSummary? = nil) -> KeepAnnotation? {
         guard annotate || decision.dryRunKeep != nil else { return nil }
         let name = decision.policy >= 0 ? policyName(decision) : ""
-        return KeepAnnotation(policy: name, probability: decision.probability, dryRunKeep: decision.dryRunKeep)
+        return KeepAnnotation(policy: name, probability: decision.probability, dryRunKeep: decision.dryRunKeep,
+                              trigger: annotate ? summary?.trigger.rawValue : nil,
+                              incomplete: annotate && summary.map { !$0.complete } ?? false)
     }
 
     private func handle(_ decided: [DecidedTrace]) {
         for trace in decided {
-            metrics.tracesDecidedByTrigger[trace.summary.trigger]?.increment()
+            let summary = trace.summary
+            metrics.decided(trigger: summary.trigger, complete: summary.complete,
+                            latencyNanos: summary.decidedAt &- summary.firstSeenAt)
             let policy = policyName(trace.decision)
             metrics.decided(policy: policy, keep: trace.decision.dryRunKeep ?? trace.decision.keep)
             if let spans = trace.spans, trace.decision.keep {
                 metrics.spansKept.increment(by: spans.count)
-                forwarder.submit(spans, annotation: annotation(trace.decision))
+                forwarder.submit(spans, annotation: annotation(trace.decision, summary))
             } else {
                 metrics.dropped(trace.summary.spanCount, .policy)
             }

@@ -21,7 +21,9 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
     let requestsForwarded: CoreMetrics.Counter
     let spansDropped: [String: CoreMetrics.Counter]
     let tracesDecided: Mutex<[String: CoreMetrics.Counter]>
-    let tracesDecidedByTrigger: [DecisionTrigger: CoreMetrics.Counter]
+    let tracesDecidedByTrigger: [String: CoreMetrics.Counter]
+    /// First span → decision, seconds.
+    let decisionLatency: CoreMetrics.Timer
     let forwardFailures: Mutex<[String: CoreMetrics.Counter]>
     let tracesBuffered: CoreMetrics.Gauge
     let bytesBuffered: CoreMetrics.Gauge
@@ -40,12 +42,19 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
         case lateDropped = "late_span_of_dropped_trace"
         /// Invalid trace or span ID (reported to the client as partial success).
         case invalidSpan = "invalid_span"
+        /// A span ID its buffered trace already had (an exporter retrying a request that had arrived).
+        case duplicate = "duplicate_span"
     }
 
     public init() {
         let registry = PrometheusCollectorRegistry()
         self.registry = registry
-        let factory = PrometheusMetricsFactory(registry: registry)
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // Decision latency spans seconds (a complete trace) to half an hour (an agent run at max_trace_age).
+        factory.durationHistogramBuckets["tailgate_decision_latency_seconds"] = [
+            .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
+            .seconds(120), .seconds(300), .seconds(600), .seconds(1200), .seconds(1800), .seconds(3600),
+        ]
         self.factory = factory
         func counter(_ name: String, _ dims: [(String, String)] = []) -> CoreMetrics.Counter {
             CoreMetrics.Counter(label: name, dimensions: dims, factory: factory)
@@ -79,11 +88,15 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
         }
         spansDropped = dropped
         tracesDecided = Mutex([:])
-        var byTrigger: [DecisionTrigger: CoreMetrics.Counter] = [:]
+        var byTrigger: [String: CoreMetrics.Counter] = [:]
         for t in DecisionTrigger.allCases {
-            byTrigger[t] = counter("tailgate_traces_decided_by_trigger_total", [("trigger", t.rawValue)])
+            for complete in [true, false] {
+                byTrigger["\(t.rawValue)/\(complete)"] = counter("tailgate_traces_decided_by_trigger_total",
+                                                                  [("trigger", t.rawValue), ("complete", complete ? "true" : "false")])
+            }
         }
         tracesDecidedByTrigger = byTrigger
+        decisionLatency = CoreMetrics.Timer(label: "tailgate_decision_latency_seconds", factory: factory)
         forwardFailures = Mutex([:])
         tracesBuffered = CoreMetrics.Gauge(label: "tailgate_traces_buffered", factory: factory)
         bytesBuffered = CoreMetrics.Gauge(label: "tailgate_buffered_bytes", factory: factory)
@@ -91,6 +104,12 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
         policiesHash = CoreMetrics.Gauge(label: "tailgate_policies_hash", factory: factory)
         policyReloads = counter("tailgate_policies_reloads_total")
         policyReloadFailures = counter("tailgate_policies_reload_failures_total")
+    }
+
+    /// `tailgate_traces_decided_by_trigger_total{trigger, complete}` and the decision latency histogram.
+    func decided(trigger: DecisionTrigger, complete: Bool, latencyNanos: UInt64) {
+        tracesDecidedByTrigger["\(trigger.rawValue)/\(complete)"]?.increment()
+        decisionLatency.recordNanoseconds(Int64(clamping: latencyNanos))
     }
 
     /// `tailgate_policies_hash`: XXH3 of the loaded policies file, as a number (low 52 bits, exact in a double).

@@ -13,14 +13,21 @@ public struct KeepAnnotation: Sendable, Equatable {
     public var probability: Double
     /// Dry run: the decision the policies would have made (everything is forwarded).
     public var dryRunKeep: Bool?
+    /// What closed the trace's decision window (`root`, `idle`, `max_age`, …), written as `tailgate.decision.trigger`.
+    public var trigger: String?
+    /// The trace was decided without its root or with spans waiting for their parent: `tailgate.trace.incomplete`
+    /// = true, so a partial trace in the backend is recognisable as such.
+    public var incomplete: Bool
 
     /// The suffix of spans kept for certain (nil below probability 1).
     private var constantSuffix: [UInt8]? = nil
 
-    public init(policy: String, probability: Double = 1, dryRunKeep: Bool? = nil) {
+    public init(policy: String, probability: Double = 1, dryRunKeep: Bool? = nil, trigger: String? = nil, incomplete: Bool = false) {
         self.policy = policy
         self.probability = probability
         self.dryRunKeep = dryRunKeep
+        self.trigger = trigger
+        self.incomplete = incomplete
         if probability >= 1 {
             constantSuffix = suffix(for: UnsafeRawBufferPointer(start: nil, count: 0))
         }
@@ -28,11 +35,14 @@ public struct KeepAnnotation: Sendable, Equatable {
 
     public static func == (a: KeepAnnotation, b: KeepAnnotation) -> Bool {
         a.policy == b.policy && a.probability == b.probability && a.dryRunKeep == b.dryRunKeep
+            && a.trigger == b.trigger && a.incomplete == b.incomplete
     }
 
     public static let policyAttribute = "tailgate.policy"
     public static let sampleRateAttribute = "tailgate.sample_rate"
     public static let dryRunAttribute = "tailgate.dry_run.decision"
+    public static let triggerAttribute = "tailgate.decision.trigger"
+    public static let incompleteAttribute = "tailgate.trace.incomplete"
 
     /// `payload` followed by the annotation's fields.
     public func annotate(_ payload: UnsafeRawBufferPointer) -> [UInt8] {
@@ -53,6 +63,15 @@ public struct KeepAnnotation: Sendable, Equatable {
         }
         if !policy.isEmpty {
             appendAttribute(&w, Self.policyAttribute, string: policy)
+        }
+        if let trigger {
+            appendAttribute(&w, Self.triggerAttribute, string: trigger)
+        }
+        if incomplete {
+            w.appendMessageField(9) { kv in
+                kv.appendStringField(1, Self.incompleteAttribute)
+                kv.appendMessageField(2) { $0.appendVarintField(2, 1) }
+            }
         }
         if probability < 1 && probability > 0 {
             w.appendMessageField(9) { kv in

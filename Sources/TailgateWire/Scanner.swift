@@ -68,8 +68,17 @@ public struct SpanFacts: Sendable {
     public var scope: Int32
     /// The span message's payload (without its tag and length) within the request.
     public var bytes: Range<Int>
+    /// `Span.flags`: the W3C trace flags (low byte) and whether the parent is remote (bits 8 and 9).
+    public var flags: UInt32 = 0
 
     public var isRoot: Bool { parentSpanID == 0 }
+
+    /// Whether the parent span lives in another process (true) or in the same one (false), when the exporter says so
+    /// (OTLP `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK` 0x100 and `SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK` 0x200); nil when
+    /// it does not.
+    public var parentIsRemote: Bool? {
+        flags & 0x100 != 0 ? flags & 0x200 != 0 : nil
+    }
 }
 
 /// The result of scanning one request.
@@ -336,6 +345,7 @@ public struct OTLPScanner: Sendable {
         var start: UInt64 = 0
         var end: UInt64 = 0
         var status = StatusCode.unset
+        var flags: UInt32 = 0
         var state = SpanPlanState(bits: resourceBits)
         let wantAttributes = !compiled.isEmpty
 
@@ -365,6 +375,8 @@ public struct OTLPScanner: Sendable {
             case (15, .lengthDelimited):
                 let r = try reader.readLengthDelimited()
                 status = try scanStatus(base, r)
+            case (16, .fixed32):
+                flags = try reader.readFixed32()
             default:
                 try reader.skip(wt)
             }
@@ -385,7 +397,7 @@ public struct OTLPScanner: Sendable {
         let (bits, sums) = wantAttributes ? finish(base, &state, status) : (resourceBits, SIMD8<Int64>())
         result.spans.append(SpanFacts(
             traceID: traceID, spanID: spanID, parentSpanID: parent, startTime: start, endTime: end,
-            status: status, bits: bits, sums: sums, scope: scopeIndex, bytes: range))
+            status: status, bits: bits, sums: sums, scope: scopeIndex, bytes: range, flags: flags))
     }
 
     /// Counts `count` rejected spans; the message is built only when it is the first.

@@ -20,6 +20,7 @@ private func config(shards: Int = 4) -> BufferConfiguration {
     c.shardCount = shards
     c.waitAfterRoot = .seconds(5)
     c.idleTimeout = .seconds(30)
+    c.remoteParentTimeout = .seconds(30)
     c.maxTraceAge = .seconds(120)
     c.maxSpansPerTrace = 100
     c.maxBufferedBytes = 1 << 30
@@ -56,7 +57,8 @@ private func insert(_ buffer: TraceBuffer, _ spans: [TestSpan], service: String 
         #expect(buffer.bufferedTraces == 0 && buffer.bufferedBytes == 0)
     }
 
-    @Test func withoutRootTheTraceIsDecidedAfterIdleTimeoutAndNewSpansExtendIt() {
+    /// Spans without flags: their missing parent's locality is unknown, treated as remote.
+    @Test func withoutRootTheTraceIsDecidedAfterRemoteParentTimeoutAndNewSpansExtendIt() {
         let clock = ManualClock()
         let buffer = TraceBuffer(configuration: config(), decider: RecordingDecider(), clock: clock)
         _ = insert(buffer, [TestSpan(trace: tid(1), span: 2, parent: 1)])
@@ -188,5 +190,142 @@ private func insert(_ buffer: TraceBuffer, _ spans: [TestSpan], service: String 
         for i in 1...5 { cache.insert(tid(UInt64(i))) }
         #expect(!cache.contains(tid(1)) && !cache.contains(tid(2)))
         #expect(cache.contains(tid(3)) && cache.contains(tid(5)))
+    }
+}
+
+/// Agent-length timing: a run that is visibly unfinished is not decided because it is quiet.
+@Suite struct AgentTimingTests {
+    static let local: UInt32 = 0x100   // the exporter says: the parent is in this process
+    static let remote: UInt32 = 0x300  // … in another process
+
+    func span(_ id: UInt64, parent: UInt64 = 0, flags: UInt32? = nil, end: UInt64 = 2_000, trace: UInt64 = 1) -> TestSpan {
+        var s = TestSpan(trace: tid(trace), span: id, parent: parent, end: end)
+        s.flags = flags
+        return s
+    }
+
+    func buffer(_ clock: ManualClock, _ configure: (inout BufferConfiguration) -> Void = { _ in }) -> TraceBuffer {
+        var c = config()
+        c.idleTimeout = .seconds(30)
+        c.remoteParentTimeout = .seconds(120)
+        c.maxTraceAge = .seconds(1800)
+        configure(&c)
+        return TraceBuffer(configuration: c, decider: RecordingDecider(), clock: clock)
+    }
+
+    /// Advances in 1 s steps up to `seconds`, collecting decisions (a decision tick).
+    func run(_ buffer: TraceBuffer, _ clock: ManualClock, seconds: Int) -> [DecidedTrace] {
+        var out: [DecidedTrace] = []
+        for _ in 0..<seconds {
+            clock.advance(by: .seconds(1))
+            out += buffer.decideExpired()
+        }
+        return out
+    }
+
+    @Test func aLocalParentStillOpenHoldsTheTraceOverLongGaps() {
+        let clock = ManualClock()
+        let b = buffer(clock)
+        // Retrieval and a first LLM call end; the root (agent run) is still open in the same process.
+        _ = insert(b, [span(2, parent: 1, flags: Self.local), span(3, parent: 1, flags: Self.local)])
+        // A reasoning-model call of 45 s, then another of 10 min: far beyond idle_timeout.
+        #expect(run(b, clock, seconds: 45).isEmpty)
+        _ = insert(b, [span(4, parent: 1, flags: Self.local)])
+        #expect(run(b, clock, seconds: 600).isEmpty)
+        // The final call fails and the root ends: decided wait_after_root later, complete.
+        _ = insert(b, [span(5, parent: 1, flags: Self.local), span(1)])
+        let decided = run(b, clock, seconds: 10)
+        #expect(decided.map(\.summary.trigger) == [.root])
+        #expect(decided.first?.summary.spanCount == 5)
+        #expect(decided.first?.summary.complete == true)
+    }
+
+    @Test func aLocalParentThatNeverComesIsDecidedAtMaxTraceAge() {
+        let clock = ManualClock()
+        let b = buffer(clock)
+        _ = insert(b, [span(2, parent: 1, flags: Self.local)])
+        #expect(run(b, clock, seconds: 1799).isEmpty)
+        let decided = run(b, clock, seconds: 1)
+        #expect(decided.map(\.summary.trigger) == [.maxAge])
+        #expect(decided.first?.summary.complete == false)
+    }
+
+    @Test(arguments: [Self.remote, nil])
+    func onlyRemoteOrUnknownParentsMissingIsDecidedAfterRemoteParentTimeout(flags: UInt32?) {
+        let clock = ManualClock()
+        let b = buffer(clock)
+        // A tool service whose caller (a gateway, another service) exports elsewhere, or not at all.
+        _ = insert(b, [span(2, parent: 1, flags: flags), span(3, parent: 2, flags: Self.local)])
+        #expect(run(b, clock, seconds: 119).isEmpty)
+        let decided = run(b, clock, seconds: 1)
+        #expect(decided.map(\.summary.trigger) == [.idle])
+        #expect(decided.first?.summary.spanCount == 2)
+        #expect(decided.first?.summary.complete == false)
+    }
+
+    @Test func aRemoteParentThatArrivesMakesTheTreeCompleteAndItsOwnRootCounts() {
+        let clock = ManualClock()
+        let b = buffer(clock)
+        _ = insert(b, [span(3, parent: 2, flags: Self.remote)])  // service B first
+        #expect(run(b, clock, seconds: 60).isEmpty)
+        _ = insert(b, [span(2, parent: 1, flags: Self.local), span(1)])  // service A: the client span and the root
+        let decided = run(b, clock, seconds: 5)
+        #expect(decided.map(\.summary.trigger) == [.root])
+        #expect(decided.first?.summary.complete == true)
+    }
+
+    @Test func anIntermediateParentStillOpenHoldsTheTraceAfterTheRoot() {
+        let clock = ManualClock()
+        let b = buffer(clock)
+        // Root first (its service exported it), while a span of another process waits for a local parent.
+        _ = insert(b, [span(1), span(4, parent: 3, flags: Self.local)])
+        #expect(run(b, clock, seconds: 300).isEmpty)
+        _ = insert(b, [span(3, parent: 1, flags: Self.remote)])
+        let decided = run(b, clock, seconds: 5)
+        #expect(decided.map(\.summary.trigger) == [.root])
+    }
+
+    @Test func aRootThatHasNotEndedDoesNotCountAsTheRoot() {
+        let clock = ManualClock()
+        let b = buffer(clock)
+        // A streaming exporter sends the root at its start (end time 0), then children as they end.
+        _ = insert(b, [span(1, end: 0), span(2, parent: 1, flags: Self.local)])
+        #expect(run(b, clock, seconds: 20).isEmpty)  // not decided at root + wait_after_root
+        _ = insert(b, [span(3, parent: 1, flags: Self.local)])
+        let decided = run(b, clock, seconds: 31)
+        // No ended root, nothing missing (the root is there): idle applies.
+        #expect(decided.map(\.summary.trigger) == [.idle])
+    }
+
+    @Test func severalRootsAndCompleteTrees() {
+        let clock = ManualClock()
+        let b = buffer(clock)
+        _ = insert(b, [span(1), span(2), span(3, parent: 1, flags: Self.local)])
+        let decided = run(b, clock, seconds: 5)
+        #expect(decided.map(\.summary.trigger) == [.root])
+        #expect(decided.first?.summary.complete == true)
+    }
+
+    @Test func duplicateDeliveriesAreDroppedAndCountOnce() {
+        let clock = ManualClock()
+        let b = buffer(clock)
+        let first = insert(b, [span(2, parent: 1, flags: Self.local), span(1)])
+        let again = insert(b, [span(2, parent: 1, flags: Self.local), span(1), span(3, parent: 1, flags: Self.local)])
+        #expect(first.buffered == 2 && first.duplicates == 0)
+        #expect(again.buffered == 1 && again.duplicates == 2)
+        let decided = run(b, clock, seconds: 5)
+        #expect(decided.first?.summary.spanCount == 3)
+        #expect(decided.first?.spans?.count == 3)
+    }
+
+    @Test func decisionLatencyIsMeasuredFromTheFirstSpan() {
+        let clock = ManualClock()
+        let b = buffer(clock)
+        _ = insert(b, [span(2, parent: 1, flags: Self.local)])
+        clock.advance(by: .seconds(40))
+        _ = insert(b, [span(1)])
+        let decided = run(b, clock, seconds: 5)
+        let s = decided[0].summary
+        #expect(s.decidedAt - s.firstSeenAt == 45_000_000_000)
     }
 }

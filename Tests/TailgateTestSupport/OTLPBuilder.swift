@@ -63,6 +63,8 @@ public struct TestSpan: Sendable {
     public var stringAttributes: [(String, String)] = []
     public var attributes: [(String, TestValue)] = []
     public var traceState: String? = nil
+    /// `Span.flags` (0x100: the exporter says whether the parent is remote; 0x200: it is), written when set.
+    public var flags: UInt32? = nil
     /// Encoded fields appended to the span as they are (events, links, unknown or malformed fields, …).
     public var rawFields: [UInt8] = []
 
@@ -112,6 +114,7 @@ public struct TestSpan: Sendable {
                 if status != .unset { s.appendVarintField(3, UInt64(status.rawValue)) }
             }
         }
+        if let flags { w.appendFixed32Field(16, flags) }
         w.bytes += rawFields
         return w.bytes
     }
