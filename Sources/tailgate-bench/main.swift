@@ -204,6 +204,40 @@ measure("scan + insert, generated agent traffic", items: generatedSpans, setup: 
     }
 }
 
+// 10. The memory of waiting: whole agent runs of the generated mix held in the buffer (decisions held back), the
+// buffer's accounted footprint against the process's resident memory growth.
+func residentBytes() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let fields = text.split(separator: " ")
+    return fields.count > 1 ? (Int(fields[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE))) : 0
+}
+var heldOptions = AgentTrafficGenerator.Options()
+heldOptions.traces = 10_000
+heldOptions.seed = 9
+let held = AgentTrafficGenerator(heldOptions).generate().requests.map(\.protobuf)
+var holdConfig = config
+holdConfig.waitAfterRoot = .seconds(3600)
+holdConfig.idleTimeout = .seconds(3600)
+holdConfig.remoteParentTimeout = .seconds(3600)
+holdConfig.maxTraceAge = .seconds(7200)
+holdConfig.maxBufferedBytes = 1 << 40
+buffer = TraceBuffer(configuration: holdConfig, decider: engine, clock: ManualClock())
+let rssBefore = residentBytes()
+var heldSpans = 0, heldWire = 0
+for req in held {
+    var s = ScannedRequest()
+    req.withUnsafeBytes {
+        try! scanner.scan($0, into: &s)
+        heldSpans += buffer.insert(s, body: $0).buffered
+    }
+    heldWire += req.count
+}
+let rssGrowth = residentBytes() - rssBefore
+let perRun = Double(buffer.bufferedBytes) / Double(buffer.bufferedTraces)
+print(String(format: "held agent runs: %d runs, %d spans, %.1f KiB wire/run; accounted %.1f KiB/run, RSS growth %.1f KiB/run → 1,000 concurrent runs ≈ %.1f MiB",
+             buffer.bufferedTraces, heldSpans, Double(heldWire) / 1024 / Double(buffer.bufferedTraces), perRun / 1024,
+             Double(rssGrowth) / 1024 / Double(buffer.bufferedTraces), perRun * 1000 / 1048576))
+
 print("")
 print("benchmark".padding(toLength: 52, withPad: " ", startingAt: 0) + "result")
 for r in results {
