@@ -443,10 +443,22 @@ final class TraceEntry: @unchecked Sendable {
     func record(spanID: UInt64, parent: UInt64, parentIsRemote: Bool?) -> Bool {
         guard seen.insert(spanID).inserted else { return false }
         if let was = missing.removeValue(forKey: spanID), was == .local { missingLocal -= 1 }
-        if parent != 0 && !seen.contains(parent) && missing[parent] == nil {
+        if parent != 0 && !seen.contains(parent) {
             let locality: ParentLocality = parentIsRemote.map { $0 ? .remote : .local } ?? .unknown
-            missing[parent] = locality
-            if locality == .local { missingLocal += 1 }
+            // One span of its own process saying "local" settles it, whichever span named the parent first (a callee
+            // in another service names the same span as its remote parent, and often exports first).
+            switch missing[parent] {
+            case nil:
+                missing[parent] = locality
+                if locality == .local { missingLocal += 1 }
+            case .remote?, .unknown?:
+                if locality == .local {
+                    missing[parent] = .local
+                    missingLocal += 1
+                }
+            case .local?:
+                break
+            }
         }
         return true
     }

@@ -78,6 +78,24 @@ struct TraceServiceExport: RegistrableRPCService {
     }
 }
 
+/// `grpc.health.v1.Health/Check` on raw bytes: SERVING while `serving()` says so, NOT_SERVING otherwise (starting,
+/// draining at shutdown). The service name in the request is not checked: every service on the port shares the
+/// answer. `Watch` is not offered (UNIMPLEMENTED, as grpc-health-probe and Kubernetes use `Check`).
+struct HealthService: RegistrableRPCService {
+    static let check = MethodDescriptor(fullyQualifiedService: "grpc.health.v1.Health", method: "Check")
+    let serving: @Sendable () -> Bool
+
+    func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
+        let serving = self.serving
+        router.registerHandler(forMethod: Self.check, deserializer: RawDeserializer(), serializer: RawSerializer()) { streamRequest, _ in
+            _ = try await ServerRequest(stream: streamRequest)
+            // HealthCheckResponse { ServingStatus status = 1; } with SERVING = 1, NOT_SERVING = 2.
+            let status: UInt8 = serving() ? 1 : 2
+            return StreamingServerResponse(single: ServerResponse(message: RawBytes(bytes: [0x08, status])))
+        }
+    }
+}
+
 /// The OTLP/gRPC receiver (default port 4317). gzip is accepted; the size limit applies after decompression.
 ///
 /// The limit is enforced here, so that an oversize request gets RESOURCE_EXHAUSTED (not retryable by OTLP clients).
@@ -93,12 +111,13 @@ public final class GRPCIngestServer: Sendable {
     public convenience init(host: String, port: Int, maxRequestBytes: Int, handler: any TraceIngestHandler) {
         var limits = IngestLimits()
         limits.maxRequestBytes = maxRequestBytes
-        self.init(host: host, port: port, limits: limits, budget: nil, handler: handler)
+        self.init(host: host, port: port, limits: limits, budget: nil, handler: handler, serving: { true })
     }
 
     /// Streams per connection, keepalive, idle and age limits come from `limits` (no per-listener connection cap:
     /// grpc-swift-nio-transport has no hook for one; `maxConcurrentStreams` × the request limit bounds a connection).
-    public init(host: String, port: Int, limits: IngestLimits, budget: InflightBudget?, handler: any TraceIngestHandler) {
+    public init(host: String, port: Int, limits: IngestLimits, budget: InflightBudget?, handler: any TraceIngestHandler,
+                serving: @escaping @Sendable () -> Bool) {
         let maxRequestBytes = limits.maxRequestBytes
         address = "\(host.contains(":") ? "[\(host)]" : host):\(port)"
         var config = HTTP2ServerTransport.Posix.Config.defaults
@@ -116,7 +135,8 @@ public final class GRPCIngestServer: Sendable {
         config.http2.maxFrameSize = 1 << 20
         transport = HTTP2ServerTransport.Posix(
             address: .ipv4OrIPv6(host: host, port: port), transportSecurity: .plaintext, config: config)
-        server = GRPCServer(transport: transport, services: [TraceServiceExport(handler: handler, maxRequestBytes: maxRequestBytes, budget: budget)])
+        server = GRPCServer(transport: transport, services: [TraceServiceExport(handler: handler, maxRequestBytes: maxRequestBytes, budget: budget),
+                                                       HealthService(serving: serving)])
     }
 
     /// Runs until `beginGracefulShutdown()` and the in-flight calls finished.

@@ -11,8 +11,14 @@ public struct TailgateConfiguration: Sendable, Equatable {
     public var grpcListen: String? = "127.0.0.1:4317"
     /// OTLP/HTTP listen address, or nil for off. Default `127.0.0.1:4318`.
     public var httpListen: String? = "127.0.0.1:4318"
-    /// Prometheus `/metrics` listen address, or nil for off. Default `127.0.0.1:9464`.
-    public var metricsListen: String? = "127.0.0.1:9464"
+    /// The admin listener (`/metrics`, `/livez`, `/readyz`, `/version`), or nil for off. Default `127.0.0.1:9464`.
+    /// Config key `admin_listen` (the older `metrics_listen` is accepted).
+    public var adminListen: String? = "127.0.0.1:9464"
+    /// Older name of `adminListen`.
+    public var metricsListen: String? {
+        get { adminListen }
+        set { adminListen = newValue }
+    }
     /// Where kept traces go. Default `file:tailgate-traces.jsonl` (OTLP/JSON lines in the working directory).
     public var downstream: DownstreamAddress = .file(path: "tailgate-traces.jsonl")
     /// Policies file; nil uses the built-in default (the same as `policies/default.yaml`).
@@ -49,7 +55,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
     public init() {}
 
     static let topKeys = [
-        "grpc_listen", "http_listen", "metrics_listen", "downstream", "policies", "policies_reload_interval",
+        "grpc_listen", "http_listen", "admin_listen", "metrics_listen", "downstream", "policies", "policies_reload_interval",
         "annotate_kept_spans", "dry_run", "record", "limits", "buffer", "forwarder", "shutdown_timeout",
     ]
     static let limitsKeys = [
@@ -87,7 +93,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
         guard let root = reader.parse(text) else { throw DiagnosticsError(reader.diagnostics) }
         for (key, _, value) in reader.mapping(root, allowed: topKeys, what: "the configuration file") {
             switch key {
-            case "grpc_listen", "http_listen", "metrics_listen":
+            case "grpc_listen", "http_listen", "admin_listen", "metrics_listen":
                 guard let s = reader.string(value, what: key) else { continue }
                 let address: String?
                 if s == "off" || s.isEmpty { address = nil }
@@ -96,7 +102,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
                 switch key {
                 case "grpc_listen": config.grpcListen = address
                 case "http_listen": config.httpListen = address
-                default: config.metricsListen = address
+                default: config.adminListen = address
                 }
             case "downstream":
                 guard let s = reader.string(value, what: key) else { continue }

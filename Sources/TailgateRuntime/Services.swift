@@ -10,21 +10,25 @@ import TailgateIngest
 /// delivered at its end is dropped and counted.
 final class ShutdownBudget: Sendable {
     let total: Duration
+    let readiness: Readiness
     private let started = Mutex<ContinuousClock.Instant?>(nil)
 
-    init(total: Duration) {
+    init(total: Duration, readiness: Readiness) {
         self.total = total
+        self.readiness = readiness
     }
 
-    /// Starts the budget (idempotent) and returns when it started.
+    /// Starts the budget (idempotent; the proxy reports itself not ready from now on) and returns when it started.
     @discardableResult
     func begin() -> ContinuousClock.Instant {
-        started.withLock { s in
-            if let s { return s }
+        let (instant, first) = started.withLock { s -> (ContinuousClock.Instant, Bool) in
+            if let s { return (s, false) }
             let now = ContinuousClock.now
             s = now
-            return now
+            return (now, true)
         }
+        if first { readiness.markDraining() }
+        return instant
     }
 
     /// Receivers must have closed every connection by then (a third of the budget, at most 10 s).

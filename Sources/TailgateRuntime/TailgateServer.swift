@@ -44,7 +44,8 @@ public struct TailgateServer: Sendable {
         let logger = self.logger
         let policies = self.policies
         let metrics = TailgateMetrics()
-        let shutdown = ShutdownBudget(total: config.shutdownTimeout)
+        let readiness = Readiness()
+        let shutdown = ShutdownBudget(total: config.shutdownTimeout, readiness: readiness)
         let downstream = try Self.makeDownstream(config.downstream, forwarder: config.forwarder)
         let forwarder = Forwarder(configuration: config.forwarder, downstream: downstream, observer: metrics, logger: logger)
         let recorder = try config.record.map { try RecordingWriter(configuration: $0, logger: logger) }
@@ -58,19 +59,17 @@ public struct TailgateServer: Sendable {
         var listening: [String] = []
         var started: [HTTPServer] = []
         do {
-            if let address = config.metricsListen, let (host, port) = parseHostPort(address) {
+            if let address = config.adminListen, let (host, port) = parseHostPort(address) {
                 var options = HTTPServer.Options(maxBodyBytes: 64 << 10)
-                options.threads = 1  // its own thread: heavy ingest requests never delay a scrape
+                options.threads = 1  // its own thread: heavy ingest requests never delay a scrape or a probe
                 options.maxConnections = 64
                 let server = HTTPServer(host: host, port: port, options: options, logger: logger) { request in
-                    let path = request.head.uri.split(separator: "?").first.map(String.init) ?? ""
-                    guard path == "/metrics" else { return HTTPResponse(status: .notFound, text: "see /metrics\n") }
-                    return HTTPResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition())
+                    AdminRoutes.handle(request, metrics: metrics, readiness: readiness)
                 }
                 try await server.start()
                 started.append(server)
                 services.append(HTTPServerService(server: server, shutdown: nil))
-                listening.append("metrics=\(address)")
+                listening.append("admin=\(address)")
             }
             services.append(ForwarderService(forwarder: forwarder, shutdown: shutdown))
             services.append(DecisionService(pipeline: pipeline, tick: config.decisionTick))
@@ -103,7 +102,8 @@ public struct TailgateServer: Sendable {
         }
         var grpc: GRPCIngestServer? = nil
         if let address = config.grpcListen, let (host, port) = parseHostPort(address) {
-            let server = GRPCIngestServer(host: host, port: port, limits: config.limits, budget: budget, handler: pipeline)
+            let server = GRPCIngestServer(host: host, port: port, limits: config.limits, budget: budget, handler: pipeline,
+                                          serving: { readiness.isReady })
             services.append(GRPCIngestService(server: server, shutdown: shutdown, logger: logger))
             listening.append("otlp/grpc=\(address)")
             grpc = server
@@ -123,7 +123,9 @@ public struct TailgateServer: Sendable {
                 do { try await tasks.next() } catch let reason as GRPCBindError { throw reason } catch {}
                 throw error
             }
+            readiness.markReady()
             logger.info("tailgate started", metadata: [
+                "version": "\(TailgateVersion.current)",
                 "listening": "\(listening.joined(separator: " "))",
                 "downstream": "\(config.downstream)",
                 "mode": "\(config.dryRun ? "dry run (everything forwarded)" : "sampling")",
@@ -159,4 +161,26 @@ public struct ShutdownSummary: Sendable {
 
     /// Kept spans lost because the shutdown budget ran out.
     public var lostAtShutdown: Int { dropped[ForwardDropReason.shutdown.rawValue] ?? 0 }
+}
+
+/// The admin listener's routes: `/metrics` (Prometheus text), `/livez` (the process answers), `/readyz` (503 while
+/// starting or draining at shutdown), `/version`.
+enum AdminRoutes {
+    static func handle(_ request: HTTPRequest, metrics: TailgateMetrics, readiness: Readiness) -> HTTPResponse {
+        let path = request.head.uri.split(separator: "?").first.map(String.init) ?? ""
+        switch path {
+        case "/metrics":
+            return HTTPResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition())
+        case "/livez":
+            return HTTPResponse(status: .ok, text: "ok\n")
+        case "/readyz":
+            let state = readiness.current
+            return HTTPResponse(status: state == .ready ? .ok : .serviceUnavailable, text: "\(state.rawValue)\n")
+        case "/version":
+            return HTTPResponse(status: .ok, contentType: "application/json",
+                                body: Array("{\"version\":\"\(TailgateVersion.current)\"}\n".utf8))
+        default:
+            return HTTPResponse(status: .notFound, text: "not found: see /metrics, /livez, /readyz, /version\n")
+        }
+    }
 }

@@ -1,10 +1,9 @@
 // OTLP/JSON <-> protobuf transcoding for ExportTraceServiceRequest.
 //
 // The OTLP trace messages are described once, declaratively, in `OTLPJSON.schema`; two generic walkers
-// interpret that table: `JSONToProto` (JSON value tree -> ProtoWriter) and `ProtoToJSON` (ProtoReader -> JSON
-// bytes). OTLP/JSON differs from proto3 JSON: trace/span ids are hex, enums are integers, keys are lowerCamelCase.
-
-import Foundation
+// interpret that table: `Transcoder` (OTLPJSONTranscoder.swift: a single-pass streaming JSON tokenizer that writes
+// protobuf as it reads) and `ProtoToJSON` (ProtoReader -> JSON bytes). OTLP/JSON differs from proto3 JSON:
+// trace/span ids are hex, enums are integers, keys are lowerCamelCase.
 
 /// A problem transcoding between OTLP/JSON and protobuf: where (a JSON-style path such as
 /// `resourceSpans[0].scopeSpans[1].spans[3].traceId`, empty for whole-document problems) and what.
@@ -21,16 +20,34 @@ public struct OTLPJSONError: Error, Sendable, CustomStringConvertible, Equatable
 }
 
 public enum OTLPJSON {
-    /// Transcode an OTLP/JSON ExportTraceServiceRequest into its protobuf encoding.
+    /// Transcode an OTLP/JSON ExportTraceServiceRequest into its protobuf encoding (canonical: fields in
+    /// field-number order, whatever the order of the keys).
+    ///
+    /// Invalid JSON (including invalid UTF-8 and unpaired surrogates) fails with `invalid JSON: … at character N`,
+    /// and takes precedence over schema errors (wrong types, out-of-range numbers, …), which name the field's path.
+    /// A malformed trace or span ID does not fail the request: see `Transcoder.hexID`.
     public static func protobufFromJSON(_ json: [UInt8]) throws(OTLPJSONError) -> [UInt8] {
-        let root = try parseJSON(json)
-        guard case .object(let object) = root else {
-            throw OTLPJSONError(path: "", message: "expected a JSON object at the top level")
+        let result: Result<[UInt8], OTLPJSONError> = json.withUnsafeBufferPointer { buffer -> Result<[UInt8], OTLPJSONError> in
+            guard let base = buffer.baseAddress, !buffer.isEmpty else {
+                return .failure(OTLPJSONError(path: "", message: "invalid JSON: unexpected end of input, expected a JSON object at character 0"))
+            }
+            var transcoder = Transcoder(base, buffer.count, outputCapacity: buffer.count + 64)
+            defer { transcoder.free() }
+            do throws(TranscodeFailure) {
+                try transcoder.document()
+                return .success(Array(UnsafeBufferPointer(start: transcoder.out.base, count: transcoder.out.count)))
+            } catch {
+                guard !error.isSyntax else { return .failure(error.error) }
+                // A parse-then-walk reports a syntax error anywhere in the document before any schema error.
+                do throws(TranscodeFailure) {
+                    try transcoder.validateDocument()
+                } catch let syntax {
+                    return .failure(syntax.error)
+                }
+                return .failure(error.error)
+            }
         }
-        var walker = JSONToProto()
-        var writer = ProtoWriter(capacity: json.count / 2)
-        try walker.encodeMessage(.exportTraceServiceRequest, object, into: &writer, depth: 0)
-        return writer.bytes
+        return try result.get()
     }
 
     /// Transcode protobuf ExportTraceServiceRequest bytes into one line of OTLP/JSON (no trailing newline),
@@ -242,244 +259,6 @@ extension OTLPJSON {
     }
 }
 
-// MARK: - JSON values
-
-extension OTLPJSON {
-    /// A parsed JSON value. Numbers keep full 64-bit integer precision: Int64, else UInt64, else Double.
-    enum JSONValue: Decodable, Equatable, Sendable {
-        case null
-        case bool(Bool)
-        case int(Int64)
-        case uint(UInt64)
-        case double(Double)
-        case string(String)
-        case array([JSONValue])
-        case object([String: JSONValue])
-
-        private struct AnyKey: CodingKey {
-            var stringValue: String
-            var intValue: Int? { nil }
-            init(stringValue: String) { self.stringValue = stringValue }
-            init?(intValue: Int) { nil }
-        }
-
-        init(from decoder: any Decoder) throws {
-            let single = try decoder.singleValueContainer()
-            if single.decodeNil() { self = .null; return }
-            // Most common first: strings (keys, values, ids, timestamps), then objects and arrays.
-            if let s = try? single.decode(String.self) { self = .string(s); return }
-            if let keyed = try? decoder.container(keyedBy: AnyKey.self) {
-                let keys = keyed.allKeys
-                var object = [String: JSONValue](minimumCapacity: keys.count)
-                for key in keys { object[key.stringValue] = try keyed.decode(JSONValue.self, forKey: key) }
-                self = .object(object)
-                return
-            }
-            if var unkeyed = try? decoder.unkeyedContainer() {
-                var items: [JSONValue] = []
-                if let n = unkeyed.count { items.reserveCapacity(n) }
-                while !unkeyed.isAtEnd { items.append(try unkeyed.decode(JSONValue.self)) }
-                self = .array(items)
-                return
-            }
-            if let b = try? single.decode(Bool.self) { self = .bool(b); return }
-            if let i = try? single.decode(Int64.self) { self = .int(i); return }
-            if let u = try? single.decode(UInt64.self) { self = .uint(u); return }
-            if let d = try? single.decode(Double.self) { self = .double(d); return }
-            throw DecodingError.dataCorruptedError(in: single, debugDescription: "unsupported JSON value")
-        }
-    }
-
-    static func parseJSON(_ bytes: [UInt8]) throws(OTLPJSONError) -> JSONValue {
-        let data = Data(bytes)
-        do {
-            return try JSONDecoder().decode(JSONValue.self, from: data)
-        } catch {
-            throw OTLPJSONError(path: "", message: "invalid JSON: \(explainJSONError(data, error))")
-        }
-    }
-
-    /// JSONDecoder's errors say little more than "not valid JSON"; JSONSerialization says what and where.
-    /// Only used on the failure path.
-    private static func explainJSONError(_ data: Data, _ error: any Error) -> String {
-        do {
-            _ = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
-        } catch let serializationError as NSError {
-            if let detail = serializationError.userInfo[NSDebugDescriptionErrorKey] as? String, !detail.isEmpty {
-                return detail
-            }
-        } catch {}
-        if case .dataCorrupted(let context) = error as? DecodingError {
-            if let underlying = context.underlyingError {
-                return "\(context.debugDescription) (\(underlying))"
-            }
-            return context.debugDescription
-        }
-        return String(describing: error)
-    }
-}
-
-// MARK: - JSON -> protobuf
-
-extension OTLPJSON {
-    struct JSONToProto {
-        var path: [PathComponent] = []
-
-        func failure(_ message: String) -> OTLPJSONError {
-            OTLPJSONError(path: OTLPJSON.render(path), message: message)
-        }
-
-        mutating func encodeMessage(
-            _ id: MessageID, _ object: [String: JSONValue], into writer: inout ProtoWriter, depth: Int
-        ) throws(OTLPJSONError) {
-            guard depth < OTLPJSON.maxDepth else {
-                throw failure("messages nested deeper than \(OTLPJSON.maxDepth) levels")
-            }
-            let spec = OTLPJSON.schema[id.rawValue]
-            var oneofKey: String?
-            for field in spec.fields {
-                let key: String
-                let value: JSONValue
-                if let v = object[field.jsonName] {
-                    (key, value) = (field.jsonName, v)
-                } else if field.protoName != field.jsonName, let v = object[field.protoName] {
-                    (key, value) = (field.protoName, v)
-                } else {
-                    continue
-                }
-                if case .null = value { continue }
-                path.append(.key(key))
-                if spec.isOneof {
-                    if let other = oneofKey {
-                        throw failure("only one value may be set in \(spec.name) (also found \"\(other)\")")
-                    }
-                    oneofKey = key
-                }
-                if field.repeated {
-                    guard case .array(let items) = value else { throw failure("expected an array") }
-                    for (i, item) in items.enumerated() {
-                        if case .null = item { continue }
-                        path.append(.index(i))
-                        try encodeValue(field, item, present: true, into: &writer, depth: depth)
-                        path.removeLast()
-                    }
-                } else {
-                    try encodeValue(field, value, present: spec.isOneof, into: &writer, depth: depth)
-                }
-                path.removeLast()
-            }
-        }
-
-        /// Appends one field value. `present` forces encoding of default values (repeated elements, oneof members).
-        mutating func encodeValue(
-            _ field: FieldSpec, _ value: JSONValue, present: Bool, into writer: inout ProtoWriter, depth: Int
-        ) throws(OTLPJSONError) {
-            let number = field.number
-            switch field.kind {
-            case .message(let child):
-                guard case .object(let object) = value else { throw failure("expected an object") }
-                var inner = ProtoWriter()
-                try encodeMessage(child, object, into: &inner, depth: depth + 1)
-                writer.appendBytesField(number, inner.bytes)
-            case .string:
-                guard case .string(let s) = value else { throw failure("expected a string") }
-                if present || !s.isEmpty { writer.appendStringField(number, s) }
-            case .bool:
-                guard case .bool(let b) = value else { throw failure("expected true or false") }
-                if present || b { writer.appendVarintField(number, b ? 1 : 0) }
-            case .int64:
-                let v = Int64(try integer(value, in: Int128(Int64.min)...Int128(Int64.max), "int64"))
-                if present || v != 0 { writer.appendVarintField(number, UInt64(bitPattern: v)) }
-            case .uint32:
-                let v = UInt64(try integer(value, in: 0...Int128(UInt32.max), "uint32"))
-                if present || v != 0 { writer.appendVarintField(number, v) }
-            case .enumeration(let names):
-                let v: Int32
-                if case .string(let s) = value, let named = names[s] {
-                    v = named
-                } else if case .string(let s) = value, Int32(s) == nil {
-                    throw failure("unknown enum value \"\(s)\"")
-                } else {
-                    v = Int32(try integer(value, in: Int128(Int32.min)...Int128(Int32.max), "int32"))
-                }
-                if present || v != 0 { writer.appendVarintField(number, UInt64(bitPattern: Int64(v))) }
-            case .fixed64:
-                let v = UInt64(try integer(value, in: 0...Int128(UInt64.max), "uint64"))
-                if present || v != 0 { writer.appendFixed64Field(number, v) }
-            case .fixed32:
-                let v = UInt32(try integer(value, in: 0...Int128(UInt32.max), "uint32"))
-                if present || v != 0 { writer.appendFixed32Field(number, v) }
-            case .double:
-                let d = try double(value)
-                if present || d.bitPattern != 0 { writer.appendFixed64Field(number, d.bitPattern) }
-            case .hexID(let byteCount):
-                guard case .string(let s) = value else { throw failure("expected a hex string") }
-                if s.isEmpty { return }
-                writer.appendBytesField(number, try hexDecode(s, byteCount: byteCount))
-            case .bytes:
-                guard case .string(let s) = value else { throw failure("expected a base64 string") }
-                guard let bytes = OTLPJSON.base64Decode(s) else { throw failure("invalid base64") }
-                if present || !bytes.isEmpty { writer.appendBytesField(number, bytes) }
-            }
-        }
-
-        func integer(_ value: JSONValue, in range: ClosedRange<Int128>, _ typeName: String) throws(OTLPJSONError) -> Int128 {
-            let v: Int128?
-            switch value {
-            case .int(let i): v = Int128(i)
-            case .uint(let u): v = Int128(u)
-            case .double(let d): v = d.isFinite ? Int128(exactly: d) : nil
-            case .string(let s): v = Int128(s)
-            default: v = nil
-            }
-            guard let v else { throw failure("expected an integer or a decimal string") }
-            guard range.contains(v) else { throw failure("\(v) is out of range for \(typeName)") }
-            return v
-        }
-
-        func double(_ value: JSONValue) throws(OTLPJSONError) -> Double {
-            switch value {
-            case .double(let d): return d
-            case .int(let i): return Double(i)
-            case .uint(let u): return Double(u)
-            case .string("NaN"): return .nan
-            case .string("Infinity"): return .infinity
-            case .string("-Infinity"): return -.infinity
-            case .string(let s):
-                if let d = Double(s), d.isFinite { return d }
-            default: break
-            }
-            throw failure("expected a number or \"NaN\", \"Infinity\", \"-Infinity\"")
-        }
-
-        func hexDecode(_ s: String, byteCount: Int) throws(OTLPJSONError) -> [UInt8] {
-            let utf8 = s.utf8
-            guard utf8.count == byteCount * 2 else {
-                throw failure("expected \(byteCount * 2) hex digits, got \(s.count)")
-            }
-            var out = [UInt8]()
-            out.reserveCapacity(byteCount)
-            var high: UInt8 = 0
-            var odd = false
-            for c in utf8 {
-                let nibble: UInt8
-                switch c {
-                case UInt8(ascii: "0")...UInt8(ascii: "9"): nibble = c &- UInt8(ascii: "0")
-                case UInt8(ascii: "a")...UInt8(ascii: "f"): nibble = c &- UInt8(ascii: "a") &+ 10
-                case UInt8(ascii: "A")...UInt8(ascii: "F"): nibble = c &- UInt8(ascii: "A") &+ 10
-                default:
-                    let (position, character) = s.enumerated().first { !($0.element.isASCII && $0.element.isHexDigit) }
-                        ?? (0, Character("?"))
-                    throw failure("expected \(byteCount * 2) hex digits, found \"\(character)\" at position \(position)")
-                }
-                if odd { out.append(high << 4 | nibble) } else { high = nibble }
-                odd.toggle()
-            }
-            return out
-        }
-    }
-}
-
 // MARK: - protobuf -> JSON
 
 extension OTLPJSON {
@@ -686,39 +465,14 @@ extension OTLPJSON {
 extension OTLPJSON {
     /// Decodes standard or URL-safe base64, padded or not. Nil if malformed.
     static func base64Decode(_ s: String) -> [UInt8]? {
-        var out = [UInt8]()
-        out.reserveCapacity(s.utf8.count * 3 / 4)
-        var accumulator: UInt32 = 0
-        var bits = 0
-        var symbols = 0
-        var padding = 0
-        for c in s.utf8 {
-            if c == UInt8(ascii: "=") {
-                padding += 1
-                continue
-            }
-            if padding > 0 { return nil }  // data after padding
-            let v: UInt8
-            switch c {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"): v = c &- UInt8(ascii: "A")
-            case UInt8(ascii: "a")...UInt8(ascii: "z"): v = c &- UInt8(ascii: "a") &+ 26
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): v = c &- UInt8(ascii: "0") &+ 52
-            case UInt8(ascii: "+"), UInt8(ascii: "-"): v = 62
-            case UInt8(ascii: "/"), UInt8(ascii: "_"): v = 63
-            default: return nil
-            }
-            accumulator = accumulator << 6 | UInt32(v)
-            bits += 6
-            symbols += 1
-            if bits >= 8 {
-                bits -= 8
-                out.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
-                accumulator &= (1 << UInt32(bits)) - 1
-            }
+        var s = s
+        return s.withUTF8 { text -> [UInt8]? in
+            var out = ByteBuffer(capacity: text.count)
+            defer { out.free() }
+            guard let base = text.baseAddress else { return [] }
+            guard base64Decode(base, text.count, into: &out) else { return nil }
+            return Array(UnsafeBufferPointer(start: out.base, count: out.count))
         }
-        if symbols % 4 == 1 { return nil }
-        if padding > 0 && (padding > 2 || (symbols + padding) % 4 != 0) { return nil }
-        return out
     }
 
     /// Appends standard, padded base64.

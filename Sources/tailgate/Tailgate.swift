@@ -16,7 +16,7 @@ struct Tailgate: AsyncParsableCommand {
             Agents send OTLP traces to Tailgate (gRPC :4317, HTTP :4318); Tailgate holds each trace until its \
             decision window closes, applies the policies file, and forwards the kept traces, complete, to the real collector.
             """,
-        version: "0.1.0",
+        version: TailgateVersion.current,
         subcommands: [Serve.self, Check.self, Simulate.self, ImportOtel.self, Loadtest.self, Generate.self],
         defaultSubcommand: nil)
 }
@@ -48,7 +48,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Where kept traces go: grpc://HOST:PORT, http://HOST:PORT[/path] or file:PATH ('file:-' for stdout).")
     var downstream: String?
 
-    @Option(name: .customLong("metrics-listen"), help: "Prometheus /metrics listen address HOST:PORT, or 'off'.")
+    @Option(name: [.customLong("admin-listen"), .customLong("metrics-listen")],
+            help: "Admin listen address HOST:PORT (/metrics, /livez, /readyz, /version), or 'off'. --metrics-listen is the older name.")
     var metricsListen: String?
 
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
@@ -61,7 +62,7 @@ struct Serve: AsyncParsableCommand {
     var record: String?
 
     func validate() throws {
-        for (name, value) in [("--grpc-listen", grpcListen), ("--http-listen", httpListen), ("--metrics-listen", metricsListen)] {
+        for (name, value) in [("--grpc-listen", grpcListen), ("--http-listen", httpListen), ("--admin-listen", metricsListen)] {
             if let value, value != "off", parseHostPort(value) == nil {
                 throw ValidationError("\(name) must be HOST:PORT or 'off', got '\(value)'")
             }
@@ -97,7 +98,7 @@ struct Serve: AsyncParsableCommand {
         }
         configuration.grpcListen = listen(grpcListen, configuration.grpcListen)
         configuration.httpListen = listen(httpListen, configuration.httpListen)
-        configuration.metricsListen = listen(metricsListen, configuration.metricsListen)
+        configuration.adminListen = listen(metricsListen, configuration.adminListen)
         if let downstream, let address = DownstreamAddress(downstream) { configuration.downstream = address }
         if let policies { configuration.policiesPath = policies }
         if dryRun { configuration.dryRun = true }

@@ -81,7 +81,8 @@ def tailgate_binary() -> Path:
 class TailgateProcess:
     """One `tailgate serve` child process with its own ports and log file."""
 
-    def __init__(self, binary: Path, workdir: Path, downstream_port: int) -> None:
+    def __init__(self, binary: Path, workdir: Path, downstream_port: int, config_text: str = CONFIG_YAML) -> None:
+        self.config_text = config_text
         self.binary = binary
         self.workdir = workdir
         self.downstream_port = downstream_port
@@ -123,7 +124,7 @@ class TailgateProcess:
         ]
 
     def start(self) -> None:
-        self.config_path.write_text(CONFIG_YAML)
+        self.config_path.write_text(self.config_text)
         log = open(self.log_path, "wb")
         try:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,

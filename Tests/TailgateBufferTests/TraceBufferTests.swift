@@ -274,6 +274,17 @@ private func insert(_ buffer: TraceBuffer, _ spans: [TestSpan], service: String 
         #expect(decided.first?.summary.complete == true)
     }
 
+    @Test func aParentNamedRemoteFirstAndLocalLaterIsLocal() {
+        let clock = ManualClock()
+        let b = buffer(clock)
+        // The tool service (its parent, the agent's root, is remote to it) exports before the agent's own children.
+        _ = insert(b, [span(5, parent: 1, flags: Self.remote)])
+        _ = insert(b, [span(2, parent: 1, flags: Self.local)])
+        #expect(run(b, clock, seconds: 600).isEmpty)  // the root is still open in the agent: no remote-parent timeout
+        _ = insert(b, [span(1)])
+        #expect(run(b, clock, seconds: 5).map(\.summary.trigger) == [.root])
+    }
+
     @Test func anIntermediateParentStillOpenHoldsTheTraceAfterTheRoot() {
         let clock = ManualClock()
         let b = buffer(clock)

@@ -1,0 +1,59 @@
+"""Health endpoints for orchestrators and load balancers: /livez, /readyz (503 while draining at shutdown), /version
+on the admin listener, and the gRPC health service (grpc.health.v1.Health/Check) on the OTLP/gRPC port."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import grpc
+import requests
+
+from agent import run_agent
+from conftest import TailgateProcess, free_ports, tailgate_binary
+
+CHECK = "/grpc.health.v1.Health/Check"
+
+
+def grpc_health(endpoint: str) -> int:
+    """HealthCheckResponse.status (1 SERVING, 2 NOT_SERVING) for the empty service name."""
+    with grpc.insecure_channel(endpoint) as channel:
+        call = channel.unary_unary(CHECK, request_serializer=None, response_deserializer=None)
+        reply = call(b"", timeout=5)
+    assert reply[:1] == b"\x08", reply
+    return reply[1]
+
+
+def test_probes_while_running(tailgate):
+    base = f"http://127.0.0.1:{tailgate.metrics_port}"
+    assert requests.get(f"{base}/livez", timeout=5).status_code == 200
+    ready = requests.get(f"{base}/readyz", timeout=5)
+    assert ready.status_code == 200 and ready.text.strip() == "ready"
+    assert requests.get(f"{base}/version", timeout=5).json()["version"]
+    assert requests.get(f"{base}/metrics", timeout=5).status_code == 200
+    assert requests.get(f"{base}/nope", timeout=5).status_code == 404
+    assert grpc_health(tailgate.grpc_endpoint) == 1
+
+
+def test_readyz_is_503_while_draining(tmp_path, request):
+    (down_port,) = free_ports(1)  # nothing listens there: the shutdown spends its budget trying to flush
+    config = "shutdown_timeout: 6s\nbuffer: {wait_after_root: 10m, idle_timeout: 10m}\n"
+    tg = TailgateProcess(tailgate_binary(), tmp_path, down_port, config_text=config)
+    request.node._tailgates = [tg]
+    tg.start()
+    try:
+        base = f"http://127.0.0.1:{tg.metrics_port}"
+        assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
+        assert run_agent("grpc", tg.grpc_endpoint, 20, seed=3).ok  # buffered, to be flushed at shutdown
+        tg.proc.send_signal(signal.SIGTERM)
+        statuses = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and tg.proc.poll() is None and 503 not in statuses:
+            try:
+                statuses.append(requests.get(f"{base}/readyz", timeout=1).status_code)
+            except requests.RequestException:
+                break
+            time.sleep(0.05)
+        assert 503 in statuses, (statuses, tg.log_tail())
+    finally:
+        tg.kill()
