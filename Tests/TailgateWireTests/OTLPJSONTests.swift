@@ -2,7 +2,50 @@ import Foundation
 import Testing
 @testable import TailgateWire
 
-private typealias OTLPValue = OTLPJSON.JSONValue
+private typealias OTLPValue = OTLPTestJSON
+
+/// A parsed JSON value, for comparing documents in tests (Foundation's decoder: independent of the transcoder).
+/// Numbers keep full 64-bit integer precision: Int64, else UInt64, else Double.
+enum OTLPTestJSON: Decodable, Equatable, Sendable {
+    case null
+    case bool(Bool)
+    case int(Int64)
+    case uint(UInt64)
+    case double(Double)
+    case string(String)
+    case array([OTLPTestJSON])
+    case object([String: OTLPTestJSON])
+
+    private struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    init(from decoder: any Decoder) throws {
+        let single = try decoder.singleValueContainer()
+        if single.decodeNil() { self = .null; return }
+        if let s = try? single.decode(String.self) { self = .string(s); return }
+        if let keyed = try? decoder.container(keyedBy: AnyKey.self) {
+            var object = [String: OTLPTestJSON]()
+            for key in keyed.allKeys { object[key.stringValue] = try keyed.decode(OTLPTestJSON.self, forKey: key) }
+            self = .object(object)
+            return
+        }
+        if var unkeyed = try? decoder.unkeyedContainer() {
+            var items: [OTLPTestJSON] = []
+            while !unkeyed.isAtEnd { items.append(try unkeyed.decode(OTLPTestJSON.self)) }
+            self = .array(items)
+            return
+        }
+        if let b = try? single.decode(Bool.self) { self = .bool(b); return }
+        if let i = try? single.decode(Int64.self) { self = .int(i); return }
+        if let u = try? single.decode(UInt64.self) { self = .uint(u); return }
+        if let d = try? single.decode(Double.self) { self = .double(d); return }
+        throw DecodingError.dataCorruptedError(in: single, debugDescription: "unsupported JSON value")
+    }
+}
 
 /// Helpers, namespaced so they cannot collide with other test files of the module.
 private enum Fixture {
@@ -39,7 +82,7 @@ private enum Fixture {
     }
 }
 
-private extension OTLPJSON.JSONValue {
+private extension OTLPTestJSON {
     subscript(key: String) -> OTLPValue? {
         if case .object(let o) = self { return o[key] }
         return nil
@@ -370,12 +413,6 @@ struct OTLPJSONTests {
         ("[1]", "", "expected a JSON object at the top level"),
         (#"{"resourceSpans":{}}"#, "resourceSpans", "expected an array"),
         (#"{"resourceSpans":[7]}"#, "resourceSpans[0]", "expected an object"),
-        (Fixture.requestJSON(spans: #"{},{"traceId":"5b8efff798038103d269b633813fc60"}"#),
-         "resourceSpans[0].scopeSpans[0].spans[1].traceId", "expected 32 hex digits, got 31"),
-        (Fixture.requestJSON(spans: #"{"traceId":"5b8efff798038103d269b633813fc6zz"}"#),
-         "resourceSpans[0].scopeSpans[0].spans[0].traceId", "expected 32 hex digits, found \"z\" at position 30"),
-        (Fixture.requestJSON(spans: #"{"spanId":"eee19b7ec3c1b17"}"#),
-         "resourceSpans[0].scopeSpans[0].spans[0].spanId", "expected 16 hex digits, got 15"),
         (Fixture.requestJSON(spans: #"{"parent_span_id":7}"#),
          "resourceSpans[0].scopeSpans[0].spans[0].parent_span_id", "expected a hex string"),
         (Fixture.requestJSON(spans: #"{},{},{"startTimeUnixNano":true}"#),
@@ -486,7 +523,7 @@ struct OTLPJSONTests {
         }
         #expect(throws: OTLPJSONError.self) { try OTLPJSON.jsonFromProtobuf(Fixture.request(spans: [span.bytes])) }
 
-        // Same on the JSON side (within what JSONDecoder itself accepts).
+        // Same on the JSON side.
         let depth = 60
         let nested = String(repeating: #"{"arrayValue":{"values":["#, count: depth) + #"{"intValue":1}"#
             + String(repeating: "]}}", count: depth)
@@ -518,10 +555,10 @@ struct OTLPJSONTests {
     }
 
     @Test func deeplyNestedIgnoredJSONDoesNotCrash() throws {
-        // Close to JSONDecoder's own nesting limit, under an ignored key: parsed, then ignored.
+        // Deep nesting under an ignored key: skipped (without recursion).
         let json = #"{"ignored":"# + String(repeating: "[", count: 500) + String(repeating: "]", count: 500) + "}"
         #expect(try Fixture.protobuf(json) == [])
-        // Beyond it: a clean error.
+        // Not an object at the top level: a clean error.
         let tooDeep = String(repeating: "[", count: 5_000) + String(repeating: "]", count: 5_000)
         #expect(throws: OTLPJSONError.self) { try Fixture.protobuf(tooDeep) }
     }
