@@ -22,12 +22,17 @@ public final class GRPCDownstream: Downstream {
     public let target: String
     private let client: GRPCClient<HTTP2ClientTransport.Posix>
     private let options: CallOptions
+    private let metadata: Metadata
 
     /// `reconnectBackoff` bounds how long the connection waits before redialling a downstream that went away: it
     /// follows the forwarder's retry backoff, so a collector that is back is used again within `max`
     /// (the transport's own default grows to 2 minutes, longer than the forwarder retries a batch).
     public init(host: String, port: Int, gzip: Bool, timeout: Duration,
-                reconnectBackoff: (initial: Duration, max: Duration) = (.milliseconds(100), .seconds(5))) throws {
+                reconnectBackoff: (initial: Duration, max: Duration) = (.milliseconds(100), .seconds(5)),
+                headers: [String: String] = [:]) throws {
+        var metadata = Metadata()
+        for (name, value) in headers.sorted(by: { $0.key < $1.key }) { metadata.addString(value, forKey: name.lowercased()) }
+        self.metadata = metadata
         target = "grpc://\(formatHost(host)):\(port)"
         var config = HTTP2ClientTransport.Posix.Config.defaults
         config.compression.enabledAlgorithms = .all
@@ -65,7 +70,7 @@ public final class GRPCDownstream: Downstream {
     public func send(_ request: [UInt8]) async -> SendOutcome {
         do {
             let response = try await client.unary(
-                request: ClientRequest(message: RawBytes(bytes: request)),
+                request: ClientRequest(message: RawBytes(bytes: request), metadata: metadata),
                 descriptor: Self.method,
                 serializer: RawSerializer(),
                 deserializer: RawDeserializer(),

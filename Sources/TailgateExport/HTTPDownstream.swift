@@ -23,8 +23,12 @@ public final class HTTPDownstream: Downstream {
     private let closed = NIOLockedValueBox(false)
     private let closedSignal: EventLoopPromise<Void>
 
+    /// Extra headers sent with every request (API keys, `X-Scope-OrgID`).
+    private let extraHeaders: [(String, String)]
+
     public init(host: String, port: Int, path: String, gzip: Bool, timeout: Duration,
-                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, headers: [String: String] = [:]) {
+        extraHeaders = headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         self.host = host
         self.port = port
         self.path = path
@@ -58,6 +62,7 @@ public final class HTTPDownstream: Downstream {
         headers.add(name: "Host", value: "\(formatHost(host)):\(port)")
         headers.add(name: "Content-Type", value: "application/x-protobuf")
         headers.add(name: "User-Agent", value: "tailgate")
+        for (name, value) in extraHeaders { headers.replaceOrAdd(name: name, value: value) }
         let body = gzip ? Gzip.compress(request) : request
         if gzip { headers.add(name: "Content-Encoding", value: "gzip") }
         headers.add(name: "Content-Length", value: String(body.count))

@@ -30,14 +30,24 @@ struct TraceServiceExport: RegistrableRPCService {
     let handler: any TraceIngestHandler
     let maxRequestBytes: Int
     let budget: InflightBudget?
+    let authenticator: Authenticator?
 
     func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
         let handler = self.handler
         let limit = maxRequestBytes
         let budget = self.budget
+        let authenticator = self.authenticator
         router.registerHandler(
             forMethod: Self.method, deserializer: RawDeserializer(), serializer: RawSerializer()
         ) { streamRequest, _ in
+            if let authenticator {
+                var values = streamRequest.metadata[stringValues: "authorization"].makeIterator()
+                let authorization = values.next()
+                guard authenticator.accepts(authorization: authorization) else {
+                    handler.refused(transport: .grpc, reason: .unauthenticated)
+                    throw RPCError(code: .unauthenticated, message: "missing or invalid bearer token")
+                }
+            }
             let request = try await ServerRequest(stream: streamRequest)
             guard request.message.bytes.count <= limit else {
                 handler.refused(transport: .grpc, reason: .tooLarge)
@@ -117,7 +127,7 @@ public final class GRPCIngestServer: Sendable {
     /// Streams per connection, keepalive, idle and age limits come from `limits` (no per-listener connection cap:
     /// grpc-swift-nio-transport has no hook for one; `maxConcurrentStreams` × the request limit bounds a connection).
     public init(host: String, port: Int, limits: IngestLimits, budget: InflightBudget?, handler: any TraceIngestHandler,
-                serving: @escaping @Sendable () -> Bool) {
+                authenticator: Authenticator? = nil, serving: @escaping @Sendable () -> Bool) {
         let maxRequestBytes = limits.maxRequestBytes
         address = "\(host.contains(":") ? "[\(host)]" : host):\(port)"
         var config = HTTP2ServerTransport.Posix.Config.defaults
@@ -135,7 +145,7 @@ public final class GRPCIngestServer: Sendable {
         config.http2.maxFrameSize = 1 << 20
         transport = HTTP2ServerTransport.Posix(
             address: .ipv4OrIPv6(host: host, port: port), transportSecurity: .plaintext, config: config)
-        server = GRPCServer(transport: transport, services: [TraceServiceExport(handler: handler, maxRequestBytes: maxRequestBytes, budget: budget),
+        server = GRPCServer(transport: transport, services: [TraceServiceExport(handler: handler, maxRequestBytes: maxRequestBytes, budget: budget, authenticator: authenticator),
                                                        HealthService(serving: serving)])
     }
 

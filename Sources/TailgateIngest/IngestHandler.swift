@@ -39,6 +39,8 @@ public enum RefusalReason: String, Sendable, CaseIterable {
     case connectionLimit = "connection_limit"
     /// The request head or body did not arrive in time (`read_header_timeout`, `read_body_timeout`).
     case timeout
+    /// No valid bearer token (`auth.bearer_tokens`): gRPC UNAUTHENTICATED / HTTP 401.
+    case unauthenticated
 }
 
 /// Encodings of the OTLP response messages.

@@ -8,10 +8,13 @@ public struct OTLPHTTPIngest: Sendable {
     public let handler: any TraceIngestHandler
     /// Limit on the body after decompression.
     public let maxRequestBytes: Int
+    /// Required bearer tokens; nil: none required.
+    public let authenticator: Authenticator?
 
-    public init(handler: any TraceIngestHandler, maxRequestBytes: Int) {
+    public init(handler: any TraceIngestHandler, maxRequestBytes: Int, authenticator: Authenticator? = nil) {
         self.handler = handler
         self.maxRequestBytes = maxRequestBytes
+        self.authenticator = authenticator
     }
 
     enum Encoding {
@@ -27,6 +30,7 @@ public struct OTLPHTTPIngest: Sendable {
     static let unavailable = 14
     static let notFound = 5
     static let unimplemented = 12
+    static let unauthenticated = 16
 
     public func handle(_ request: HTTPRequest) -> HTTPResponse {
         let head = request.head
@@ -38,6 +42,13 @@ public struct OTLPHTTPIngest: Sendable {
         guard head.method == .POST else {
             var response = HTTPResponse(status: .methodNotAllowed, text: "use POST for /v1/traces\n")
             response.headers.add(name: "Allow", value: "POST")
+            return response
+        }
+        if let authenticator, !authenticator.accepts(authorization: head.headers.first(name: "authorization")) {
+            handler.refused(transport: .http, reason: .unauthenticated)
+            let json = head.headers.first(name: "content-type")?.lowercased().hasPrefix("application/json") ?? false
+            var response = error(.unauthorized, Self.unauthenticated, "missing or invalid bearer token", json ? .json : .protobuf)
+            response.headers.add(name: "WWW-Authenticate", value: "Bearer")
             return response
         }
         let contentType = head.headers.first(name: "content-type")?.lowercased() ?? ""

@@ -49,6 +49,11 @@ public struct TailgateConfiguration: Sendable, Equatable {
     public var record: RecordingWriter.Configuration? = nil
     public var buffer = BufferConfiguration()
     public var forwarder = ForwarderConfiguration()
+    /// Bearer tokens required on both receivers (`auth.bearer_tokens`, `auth.bearer_tokens_file`); empty: none.
+    public var bearerTokens: [String] = []
+    /// Headers sent with every request to the downstream (`downstream_headers`), e.g. `X-Scope-OrgID` for a
+    /// multi-tenant Tempo, or an API key. Values may use `${env:NAME}`.
+    public var downstreamHeaders: [String: String] = [:]
     /// Warnings found while reading the file (deprecated keys, …), to be logged at start.
     public var warnings: [Diagnostic] = []
 
@@ -57,6 +62,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
     static let topKeys = [
         "grpc_listen", "http_listen", "admin_listen", "metrics_listen", "downstream", "policies", "policies_reload_interval",
         "annotate_kept_spans", "dry_run", "record", "limits", "buffer", "forwarder", "shutdown_timeout",
+        "auth", "downstream_headers",
     ]
     static let limitsKeys = [
         "max_request_bytes", "max_inflight_bytes", "max_connections", "read_header_timeout", "read_body_timeout",
@@ -87,7 +93,51 @@ public struct TailgateConfiguration: Sendable, Equatable {
         return config
     }
 
-    public static func parse(_ text: String, file: String) throws(DiagnosticsError) -> TailgateConfiguration {
+    /// Replaces `${env:NAME}` with the variable's value (`$${` stays a literal `${`); an unset variable is an error at
+    /// its line and column.
+    static func substituteEnvironment(_ text: String, file: String, environment: [String: String]) throws(DiagnosticsError) -> String {
+        guard text.contains("${") else { return text }
+        var out = ""
+        var problems: [Diagnostic] = []
+        for (lineIndex, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            if lineIndex > 0 { out += "\n" }
+            var rest = Substring(line)
+            var column = 1
+            while let start = rest.range(of: "${") {
+                let before = rest[..<start.lowerBound]
+                if before.hasSuffix("$") {  // $${: escaped
+                    out += before.dropLast() + "${"
+                    column += before.count + 2
+                    rest = rest[start.upperBound...]
+                    continue
+                }
+                out += before
+                column += before.count
+                guard let end = rest[start.upperBound...].firstIndex(of: "}") else { out += rest; rest = ""; break }
+                let reference = rest[start.upperBound..<end]
+                if reference.hasPrefix("env:"), case let name = String(reference.dropFirst(4)), !name.isEmpty {
+                    if let value = environment[name] {
+                        out += value
+                    } else {
+                        problems.append(Diagnostic(file: file, line: lineIndex + 1, column: column, severity: .error,
+                                                   message: "environment variable \(name) is not set (referenced as ${env:\(name)}); set it, or write $${ for a literal ${"))
+                    }
+                } else {
+                    problems.append(Diagnostic(file: file, line: lineIndex + 1, column: column, severity: .error,
+                                               message: "unsupported reference ${\(reference)}: use ${env:NAME}"))
+                }
+                column += rest[start.lowerBound...end].count
+                rest = rest[rest.index(after: end)...]
+            }
+            out += rest
+        }
+        if !problems.isEmpty { throw DiagnosticsError(problems) }
+        return out
+    }
+
+    public static func parse(_ text: String, file: String,
+                             environment: [String: String] = ProcessInfo.processInfo.environment) throws(DiagnosticsError) -> TailgateConfiguration {
+        let text = try substituteEnvironment(text, file: file, environment: environment)
         var reader = YAMLReader(file: file)
         var config = TailgateConfiguration()
         guard let root = reader.parse(text) else { throw DiagnosticsError(reader.diagnostics) }
@@ -130,6 +180,26 @@ public struct TailgateConfiguration: Sendable, Equatable {
                 if record.path.isEmpty { reader.error(value, "record needs a 'path'") } else { config.record = record }
             case "shutdown_timeout":
                 if let d = reader.duration(value, what: key) { config.shutdownTimeout = d }
+            case "auth":
+                for (k, _, v) in reader.mapping(value, allowed: ["bearer_tokens", "bearer_tokens_file"], what: "auth") {
+                    if k == "bearer_tokens" {
+                        for item in reader.sequence(v, what: k) {
+                            if let t = reader.string(item, what: "a bearer token"), !t.isEmpty { config.bearerTokens.append(t) }
+                        }
+                    } else if let path = reader.string(v, what: k) {
+                        let resolved = path.hasPrefix("/") ? path : ((file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(path)
+                        if let contents = try? String(contentsOfFile: resolved, encoding: .utf8) {
+                            config.bearerTokens += contents.split(whereSeparator: \.isNewline)
+                                .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
+                        } else {
+                            reader.error(v, "cannot read bearer_tokens_file '\(resolved)'")
+                        }
+                    }
+                }
+            case "downstream_headers":
+                for (k, _, v) in reader.mapping(value, allowed: [], what: "downstream_headers", allowAny: true) {
+                    if let header = reader.string(v, what: k) { config.downstreamHeaders[k] = header }
+                }
             case "limits":
                 for (k, _, v) in reader.mapping(value, allowed: limitsKeys, what: "limits") {
                     switch k {

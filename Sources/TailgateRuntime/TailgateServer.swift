@@ -24,13 +24,14 @@ public struct TailgateServer: Sendable {
         self.logger = logger
     }
 
-    public static func makeDownstream(_ address: DownstreamAddress, forwarder: ForwarderConfiguration) throws -> any Downstream {
+    public static func makeDownstream(_ address: DownstreamAddress, forwarder: ForwarderConfiguration,
+                                      headers: [String: String] = [:]) throws -> any Downstream {
         switch address {
         case .grpc(let host, let port):
             return try GRPCDownstream(host: host, port: port, gzip: forwarder.gzip, timeout: forwarder.timeout,
-                                      reconnectBackoff: (forwarder.initialBackoff, forwarder.maxBackoff))
+                                      reconnectBackoff: (forwarder.initialBackoff, forwarder.maxBackoff), headers: headers)
         case .http(let host, let port, let path):
-            return HTTPDownstream(host: host, port: port, path: path, gzip: forwarder.gzip, timeout: forwarder.timeout)
+            return HTTPDownstream(host: host, port: port, path: path, gzip: forwarder.gzip, timeout: forwarder.timeout, headers: headers)
         case .file(let path):
             return try FileDownstream(path: path)
         }
@@ -46,7 +47,8 @@ public struct TailgateServer: Sendable {
         let metrics = TailgateMetrics()
         let readiness = Readiness()
         let shutdown = ShutdownBudget(total: config.shutdownTimeout, readiness: readiness)
-        let downstream = try Self.makeDownstream(config.downstream, forwarder: config.forwarder)
+        let downstream = try Self.makeDownstream(config.downstream, forwarder: config.forwarder, headers: config.downstreamHeaders)
+        let authenticator = Authenticator(tokens: config.bearerTokens)
         let forwarder = Forwarder(configuration: config.forwarder, downstream: downstream, observer: metrics, logger: logger)
         let recorder = try config.record.map { try RecordingWriter(configuration: $0, logger: logger) }
         let pipeline = Pipeline(policies: policies, buffer: config.buffer, forwarder: forwarder, metrics: metrics, logger: logger,
@@ -81,7 +83,7 @@ public struct TailgateServer: Sendable {
             }
             if let recorder { services.append(RecordingService(writer: recorder)) }
             if let address = config.httpListen, let (host, port) = parseHostPort(address) {
-                let ingest = OTLPHTTPIngest(handler: pipeline, maxRequestBytes: config.limits.maxRequestBytes)
+                let ingest = OTLPHTTPIngest(handler: pipeline, maxRequestBytes: config.limits.maxRequestBytes, authenticator: authenticator)
                 var options = HTTPServer.Options(limits: config.limits, budget: budget)
                 // OTLP/JSON costs far more CPU per byte than protobuf: it gets its own thread, so a heavy JSON client
                 // can delay only other JSON requests.
@@ -103,7 +105,7 @@ public struct TailgateServer: Sendable {
         var grpc: GRPCIngestServer? = nil
         if let address = config.grpcListen, let (host, port) = parseHostPort(address) {
             let server = GRPCIngestServer(host: host, port: port, limits: config.limits, budget: budget, handler: pipeline,
-                                          serving: { readiness.isReady })
+                                          authenticator: authenticator, serving: { readiness.isReady })
             services.append(GRPCIngestService(server: server, shutdown: shutdown, logger: logger))
             listening.append("otlp/grpc=\(address)")
             grpc = server

@@ -61,23 +61,36 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Tee every accepted export request into this recording (compact .tgrec form, rotated at 256 MiB).")
     var record: String?
 
+    /// A flag's value, else the `TAILGATE_*` environment variable standing for it (flags > environment > file).
+    static func fromEnvironment(_ flag: String?, _ variable: String) -> (value: String, source: String)? {
+        if let flag { return (flag, "--\(variable.dropFirst("TAILGATE_".count).lowercased().replacingOccurrences(of: "_", with: "-"))") }
+        if let value = ProcessInfo.processInfo.environment[variable], !value.isEmpty { return (value, variable) }
+        return nil
+    }
+
+    var effectiveGRPCListen: (value: String, source: String)? { Self.fromEnvironment(grpcListen, "TAILGATE_GRPC_LISTEN") }
+    var effectiveHTTPListen: (value: String, source: String)? { Self.fromEnvironment(httpListen, "TAILGATE_HTTP_LISTEN") }
+    var effectiveAdminListen: (value: String, source: String)? { Self.fromEnvironment(metricsListen, "TAILGATE_ADMIN_LISTEN") }
+    var effectiveDownstream: (value: String, source: String)? { Self.fromEnvironment(downstream, "TAILGATE_DOWNSTREAM") }
+    var effectiveLogLevel: String { Self.fromEnvironment(logLevel == "info" ? nil : logLevel, "TAILGATE_LOG_LEVEL")?.value ?? logLevel }
+
     func validate() throws {
-        for (name, value) in [("--grpc-listen", grpcListen), ("--http-listen", httpListen), ("--admin-listen", metricsListen)] {
-            if let value, value != "off", parseHostPort(value) == nil {
-                throw ValidationError("\(name) must be HOST:PORT or 'off', got '\(value)'")
+        for listen in [effectiveGRPCListen, effectiveHTTPListen, effectiveAdminListen].compactMap({ $0 }) {
+            if listen.value != "off", parseHostPort(listen.value) == nil {
+                throw ValidationError("\(listen.source) must be HOST:PORT or 'off', got '\(listen.value)'")
             }
         }
-        if let downstream, DownstreamAddress(downstream) == nil {
-            throw ValidationError("--downstream must be grpc://HOST:PORT, http://HOST:PORT[/path] or file:PATH, got '\(downstream)'")
+        if let d = effectiveDownstream, DownstreamAddress(d.value) == nil {
+            throw ValidationError("\(d.source) must be grpc://HOST:PORT, http://HOST:PORT[/path] or file:PATH, got '\(d.value)'")
         }
-        if Logger.Level(rawValue: logLevel) == nil {
-            throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+        if Logger.Level(rawValue: effectiveLogLevel) == nil {
+            throw ValidationError("--log-level (or TAILGATE_LOG_LEVEL) must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
         }
     }
 
     func run() async throws {
         tailgate_tune_malloc()
-        let level = Logger.Level(rawValue: logLevel) ?? .info
+        let level = Logger.Level(rawValue: effectiveLogLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
@@ -87,20 +100,22 @@ struct Serve: AsyncParsableCommand {
 
         var configuration = TailgateConfiguration()
         do {
-            if let config { configuration = try TailgateConfiguration.load(path: config) }
+            if let config = Self.fromEnvironment(config, "TAILGATE_CONFIG")?.value {
+                configuration = try TailgateConfiguration.load(path: config)
+            }
         } catch {
             FileHandle.standardError.write(Data((error.description + "\n").utf8))
             throw ExitCode(2)
         }
-        func listen(_ flag: String?, _ current: String?) -> String? {
+        func listen(_ flag: (value: String, source: String)?, _ current: String?) -> String? {
             guard let flag else { return current }
-            return flag == "off" ? nil : flag
+            return flag.value == "off" ? nil : flag.value
         }
-        configuration.grpcListen = listen(grpcListen, configuration.grpcListen)
-        configuration.httpListen = listen(httpListen, configuration.httpListen)
-        configuration.adminListen = listen(metricsListen, configuration.adminListen)
-        if let downstream, let address = DownstreamAddress(downstream) { configuration.downstream = address }
-        if let policies { configuration.policiesPath = policies }
+        configuration.grpcListen = listen(effectiveGRPCListen, configuration.grpcListen)
+        configuration.httpListen = listen(effectiveHTTPListen, configuration.httpListen)
+        configuration.adminListen = listen(effectiveAdminListen, configuration.adminListen)
+        if let d = effectiveDownstream, let address = DownstreamAddress(d.value) { configuration.downstream = address }
+        if let policies = Self.fromEnvironment(policies, "TAILGATE_POLICIES")?.value { configuration.policiesPath = policies }
         if dryRun { configuration.dryRun = true }
         if let record { configuration.record = RecordingWriter.Configuration(path: record) }
 

@@ -70,6 +70,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self._owner = owner
 
     def Export(self, request, context):  # noqa: N802 (grpc naming)
+        self._owner._record_metadata(dict(context.invocation_metadata()))
         self._owner._record(request)
         return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -87,6 +88,7 @@ class Receiver:
         self._spans: list[ReceivedSpan] = []
         self._by_trace: dict[str, list[ReceivedSpan]] = {}
         self._export_calls = 0
+        self._metadata: list[dict[str, str]] = []
         self._server: grpc.Server | None = None
         self.port: int | None = None
 
@@ -129,6 +131,15 @@ class Receiver:
         return f"127.0.0.1:{self.port}"
 
     # -- recording -----------------------------------------------------------
+
+    def _record_metadata(self, metadata: dict[str, str]) -> None:
+        with self._cond:
+            self._metadata.append(metadata)
+
+    def metadata(self) -> list[dict[str, str]]:
+        """The gRPC metadata (headers) of every export call, in arrival order."""
+        with self._cond:
+            return list(self._metadata)
 
     def _record(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
         received: list[ReceivedSpan] = []
