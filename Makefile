@@ -1,28 +1,28 @@
 # Tailgate: the two commands of the README, and their helpers.
 #   make run    build and run the proxy on its built-in default configuration
-#   make test   run the whole test suite: Swift unit tests, Python end-to-end and fault tests, a 60 s soak,
+#   make test   run the whole test suite: Swift unit tests, Python end-to-end, fault and deploy tests, a 60 s soak,
 #               and a short libFuzzer run of the byte parsers
 #   make bench  hot-path benchmarks in a release build
 
 SWIFT ?= swift
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libxxhash-dev zlib1g-dev pkg-config python3-venv
+APT_PACKAGES := libxxhash-dev zlib1g-dev pkg-config python3-venv prometheus
 
 .PHONY: run test unit e2e soak fuzz bench deps venv build
 
 # System libraries the build links (libxxhash, zlib); installed only when missing.
 deps:
-	@if ! pkg-config --exists libxxhash zlib 2>/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
+	@if ! pkg-config --exists libxxhash zlib 2>/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null || ! command -v promtool >/dev/null; then \
 		echo "installing $(APT_PACKAGES)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
 	fi
 
 # Python environment for the end-to-end tests (real OpenTelemetry SDK, grpcio, opentelemetry-proto).
-$(VENV)/.installed: Tests/EndToEnd/requirements.txt
+$(VENV)/.installed: Tests/EndToEnd/requirements.txt Tests/Deploy/requirements.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r Tests/EndToEnd/requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r Tests/EndToEnd/requirements.txt -r Tests/Deploy/requirements.txt
 	touch $@
 
 venv: $(VENV)/.installed
@@ -38,7 +38,7 @@ unit: deps
 	$(SWIFT) test
 
 e2e: build venv
-	$(PY) -m pytest -q -p no:cacheprovider Tests/EndToEnd Tests/Faults
+	$(PY) -m pytest -q -p no:cacheprovider Tests/EndToEnd Tests/Faults Tests/Deploy
 
 # The soak scaled to CI: 60 s at 20k spans/s on the debug build, a flaky downstream, reloads (loadtest/soak.sh).
 soak: build

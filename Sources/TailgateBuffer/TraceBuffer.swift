@@ -116,19 +116,28 @@ public struct Decision: Sendable, Equatable {
     public var keep: Bool
     /// Index of the policy that decided (-1: no policy matched, the trace is dropped).
     public var policy: Int
-    /// Probability with which a kept trace was kept (1: certainly, e.g. an error).
-    public var probability: Double
+    /// How the keep's weight is stated downstream (`.certain` for drops and rules such as "any error").
+    public var weight: KeepWeight
     /// Dry run: what the policies decided, while `keep` is true so that everything is forwarded.
     public var dryRunKeep: Bool?
     /// Generation of the policies that decided (tells which file `policy` indexes into after a reload).
     public var generation: UInt64
 
-    public init(keep: Bool, policy: Int, probability: Double = 1, dryRunKeep: Bool? = nil, generation: UInt64 = 0) {
+    /// Probability with which a kept trace was kept (1: certainly, e.g. an error).
+    public var probability: Double { weight.probability }
+
+    public init(keep: Bool, policy: Int, weight: KeepWeight = .certain, dryRunKeep: Bool? = nil, generation: UInt64 = 0) {
         self.keep = keep
         self.policy = policy
-        self.probability = probability
+        self.weight = weight
         self.dryRunKeep = dryRunKeep
         self.generation = generation
+    }
+
+    /// A keep stated as a plain probability (`hashed` below 1).
+    public init(keep: Bool, policy: Int, probability: Double, dryRunKeep: Bool? = nil, generation: UInt64 = 0) {
+        self.init(keep: keep, policy: policy, weight: probability >= 1 ? .certain : .hashed(probability: probability),
+                  dryRunKeep: dryRunKeep, generation: generation)
     }
 
     public static let noMatch = Decision(keep: false, policy: -1)

@@ -4,15 +4,82 @@ import Yams
 
 /// What one policy says about a trace.
 public enum Verdict: Sendable, Equatable {
-    /// Keep, with the probability of having been chosen (1 for rules such as "any error").
-    case sample(probability: Double)
+    /// Keep, with the weight the keep carries (`.certain` for rules such as "any error").
+    case sample(KeepWeight)
     case notSampled
     /// Drop the trace whatever other policies say (the `drop` policy).
     case drop
 
-    public static let sampled = Verdict.sample(probability: 1)
+    public static let sampled = Verdict.sample(.certain)
+
+    /// A keep stated as a plain probability (`hashed` below 1).
+    public static func sample(probability: Double) -> Verdict {
+        .sample(probability >= 1 ? .certain : .hashed(probability: probability))
+    }
 
     public var isSample: Bool { if case .sample = self { true } else { false } }
+}
+
+/// Where a policy's randomness comes from. Policies drawing on one source keep nested sets of traces (the one with
+/// the larger probability keeps every trace the other keeps); policies on different sources decide independently.
+public enum RandomSource: Hashable, Sendable {
+    /// The trace's randomness R (consistent probability sampling).
+    case traceRandomness
+    /// XXH3-64 of the trace ID with this seed (hash mode).
+    case hash(seed: UInt64)
+    /// A rate or bytes budget: admission does not depend on the trace's bits.
+    case budget(ObjectIdentifier)
+    /// A combination of sources, or a complement of one (`not`): independent of everything else.
+    indirect case derived(RandomSource, tag: Int)
+}
+
+/// A random policy's chance of keeping a given trace, whatever it actually decided for it.
+public enum Chance: Sendable, Equatable {
+    case never
+    case certain
+    case random(probability: Double, source: RandomSource)
+
+    /// The inclusion probability of a trace under several chances (the OR of policies): within one source the
+    /// largest, across sources independent.
+    static func union(_ chances: [Chance]) -> Chance {
+        var bySource: [RandomSource: Double] = [:]
+        for c in chances {
+            switch c {
+            case .certain: return .certain
+            case .never: continue
+            case .random(let p, let s): bySource[s] = max(bySource[s] ?? 0, p)
+            }
+        }
+        guard !bySource.isEmpty else { return .never }
+        if bySource.count == 1, let (s, p) = bySource.first { return .random(probability: p, source: s) }
+        let missed = bySource.values.reduce(1.0) { $0 * (1 - $1) }
+        return .random(probability: 1 - missed, source: .derived(.traceRandomness, tag: bySource.count))
+    }
+
+    /// The inclusion probability under several chances that must all keep (the AND of policies): within one source
+    /// the smallest, across sources independent.
+    static func intersection(_ chances: [Chance]) -> Chance {
+        var bySource: [RandomSource: Double] = [:]
+        for c in chances {
+            switch c {
+            case .never: return .never
+            case .certain: continue
+            case .random(let p, let s): bySource[s] = min(bySource[s] ?? 1, p)
+            }
+        }
+        guard !bySource.isEmpty else { return .certain }
+        if bySource.count == 1, let (s, p) = bySource.first { return .random(probability: p, source: s) }
+        return .random(probability: bySource.values.reduce(1.0, *), source: .derived(.traceRandomness, tag: -bySource.count))
+    }
+
+    /// The weight a keep with this chance carries: consistent when it comes from the trace's randomness alone.
+    var weight: KeepWeight {
+        switch self {
+        case .certain, .never: .certain
+        case .random(let p, .traceRandomness): .consistent(threshold: KeepAnnotation.threshold(probability: p))
+        case .random(let p, _): p >= 1 ? .certain : .hashed(probability: p)
+        }
+    }
 }
 
 /// One sampling policy type: how it is written in the policies file and how it judges a whole trace.
@@ -27,12 +94,17 @@ public protocol SamplingPolicy: Sendable {
     static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self?
     /// The verdict on a whole trace.
     func evaluate(_ trace: TraceSummary) -> Verdict
+    /// For policies that keep at random (probabilistic, limiters, combinations of them): the chance this trace had of
+    /// being kept, whether or not it was. Read-only (a limiter's budget is not spent). nil for deterministic policies,
+    /// whose verdict is the whole story.
+    func chance(_ trace: TraceSummary) -> Chance?
     /// True when the policy can never keep a trace (reported as a warning by `tailgate check`).
     var neverKeeps: Bool { get }
 }
 
 extension SamplingPolicy {
     public var neverKeeps: Bool { false }
+    public func chance(_ trace: TraceSummary) -> Chance? { nil }
 }
 
 /// Every policy type Tailgate understands.

@@ -100,8 +100,12 @@ public struct PolicySet: Sendable {
 
 /// Decides traces with a policy set, with the OpenTelemetry Collector's semantics: a `drop` policy that matches
 /// drops the trace whatever else matches; otherwise the trace is kept when any policy keeps it. The first policy in
-/// file order that keeps it is recorded, except that a later policy keeping it for certain (probability 1) is
-/// preferred to an earlier probabilistic one, so the recorded probability is the true one.
+/// file order that keeps it is recorded, except that a later policy keeping it for certain is preferred to an earlier
+/// random one.
+///
+/// The weight of a random keep is the trace's true inclusion probability under the whole set: the union of every
+/// random policy's chance for it (kept or not), nested within one randomness source and independent across sources —
+/// not the probability of the policy that happened to be first.
 public struct PolicyEngine: TraceDecider {
     public let policySet: PolicySet
     private let policies: [any SamplingPolicy]
@@ -122,13 +126,20 @@ public struct PolicyEngine: TraceDecider {
         for i in drops where policies[i].evaluate(trace) == .drop {
             return Decision(keep: false, policy: i)
         }
-        var chosen: Decision? = nil
+        var chosen: Int? = nil
+        var chances: [Chance] = []
         for i in keeps {
-            guard case .sample(let probability) = policies[i].evaluate(trace) else { continue }
-            if probability >= 1 { return Decision(keep: true, policy: i) }
-            if chosen == nil { chosen = Decision(keep: true, policy: i, probability: probability) }
+            let verdict = policies[i].evaluate(trace)
+            if let chance = policies[i].chance(trace) {
+                if chance == .certain && verdict.isSample { return Decision(keep: true, policy: i) }
+                chances.append(chance)
+            } else if verdict == .sampled {
+                return Decision(keep: true, policy: i)
+            }
+            if verdict.isSample && chosen == nil { chosen = i }
         }
-        return chosen ?? .noMatch
+        guard let chosen else { return .noMatch }
+        return Decision(keep: true, policy: chosen, weight: Chance.union(chances).weight)
     }
 }
 
@@ -156,8 +167,10 @@ public struct PolicyRuntime: TraceDecider {
         var decision = engine.decide(trace)
         decision.generation = generation
         if dryRun {
+            // Everything is forwarded, so every trace's weight is 1: nothing may be written about probabilities.
             decision.dryRunKeep = decision.keep
             decision.keep = true
+            decision.weight = .certain
         }
         return decision
     }

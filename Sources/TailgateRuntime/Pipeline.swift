@@ -127,7 +127,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
     private func annotation(_ decision: Decision, _ summary: TraceSummary? = nil) -> KeepAnnotation? {
         guard annotate || decision.dryRunKeep != nil else { return nil }
         let name = decision.policy >= 0 ? policyName(decision) : ""
-        return KeepAnnotation(policy: name, probability: decision.probability, dryRunKeep: decision.dryRunKeep,
+        return KeepAnnotation(policy: name, weight: annotate ? decision.weight : .certain, dryRunKeep: decision.dryRunKeep,
                               trigger: annotate ? summary?.trigger.rawValue : nil,
                               incomplete: annotate && summary.map { !$0.complete } ?? false)
     }

@@ -4,13 +4,41 @@ import Foundation
 // occurrence of a scalar field (trace_state) replace an earlier one and appends repeated fields (attributes),
 // so the span is never decoded or re-encoded.
 
+/// How a kept trace's weight is stated downstream, so that a backend multiplying counts by the adjusted count
+/// (1/probability) gets the truth.
+public enum KeepWeight: Sendable, Equatable, Hashable {
+    /// Kept for certain by a deterministic rule (an error, a token threshold, …) or forwarded in a dry run: nothing is
+    /// written, and an upstream `th` stays as it is (the trace's weight is the upstream one).
+    case certain
+    /// Kept because the trace's randomness R (the `rv` value, else the low 56 bits of the trace ID) is ≥ `threshold`
+    /// (OpenTelemetry consistent probability sampling): `ot=th` becomes max(threshold, incoming th), and
+    /// `tailgate.sample_rate` the adjusted count that th states.
+    case consistent(threshold: UInt64)
+    /// Kept with `probability` by a rule that cannot state a consistent threshold (XXH3 hash mode, rate and bytes
+    /// limiters, combinations): `th` is erased (it would be a lie) and `tailgate.sample_rate` = 1/probability × the
+    /// upstream adjusted count (from the incoming th, if any).
+    case hashed(probability: Double)
+
+    /// The probability of having been kept.
+    public var probability: Double {
+        switch self {
+        case .certain: 1
+        case .consistent(let t): Double((UInt64(1) << 56) - min(t, UInt64(1) << 56)) / 72_057_594_037_927_936.0
+        case .hashed(let p): p
+        }
+    }
+
+    public var isCertain: Bool { self == .certain }
+}
+
 /// What to write on a span that is forwarded.
 public struct KeepAnnotation: Sendable, Equatable {
     /// Name of the policy that kept (or, in dry run, would have kept) the trace; empty for none.
     public var policy: String
-    /// Probability with which the trace was kept (1 when certain). Below 1, the span's tracestate gets OpenTelemetry's
-    /// `ot=th:…` threshold (never lowering an incoming one) and the attribute `tailgate.sample_rate` = 1/probability.
-    public var probability: Double
+    /// How the keep's weight is stated (see `KeepWeight`).
+    public var weight: KeepWeight
+    /// Probability with which the trace was kept (1 when certain).
+    public var probability: Double { weight.probability }
     /// Dry run: the decision the policies would have made (everything is forwarded).
     public var dryRunKeep: Bool?
     /// What closed the trace's decision window (`root`, `idle`, `max_age`, …), written as `tailgate.decision.trigger`.
@@ -22,19 +50,24 @@ public struct KeepAnnotation: Sendable, Equatable {
     /// The suffix of spans kept for certain (nil below probability 1).
     private var constantSuffix: [UInt8]? = nil
 
-    public init(policy: String, probability: Double = 1, dryRunKeep: Bool? = nil, trigger: String? = nil, incomplete: Bool = false) {
+    public init(policy: String, weight: KeepWeight = .certain, dryRunKeep: Bool? = nil, trigger: String? = nil, incomplete: Bool = false) {
         self.policy = policy
-        self.probability = probability
+        self.weight = weight
         self.dryRunKeep = dryRunKeep
         self.trigger = trigger
         self.incomplete = incomplete
-        if probability >= 1 {
+        if weight.isCertain {
             constantSuffix = suffix(for: UnsafeRawBufferPointer(start: nil, count: 0))
         }
     }
 
+    /// A keep stated as a plain probability (`hashed`), or certain at 1.
+    public init(policy: String, probability: Double, dryRunKeep: Bool? = nil) {
+        self.init(policy: policy, weight: probability >= 1 ? .certain : .hashed(probability: probability), dryRunKeep: dryRunKeep)
+    }
+
     public static func == (a: KeepAnnotation, b: KeepAnnotation) -> Bool {
-        a.policy == b.policy && a.probability == b.probability && a.dryRunKeep == b.dryRunKeep
+        a.policy == b.policy && a.weight == b.weight && a.dryRunKeep == b.dryRunKeep
             && a.trigger == b.trigger && a.incomplete == b.incomplete
     }
 
@@ -49,14 +82,24 @@ public struct KeepAnnotation: Sendable, Equatable {
         Array(payload) + suffix(for: payload)
     }
 
-    /// The fields to append to `payload`. Only the tracestate depends on the span (and only below probability 1), so
+    /// The fields to append to `payload`. Only the tracestate depends on the span (and only for weighted keeps), so
     /// spans kept for certain share one suffix, computed once.
     public func suffix(for payload: UnsafeRawBufferPointer) -> [UInt8] {
-        if probability >= 1, let constant = constantSuffix { return constant }
+        if weight.isCertain, let constant = constantSuffix { return constant }
         var w = ProtoWriter(capacity: 96)
-        if probability < 1 {
+        var sampleRate: Double? = nil
+        switch weight {
+        case .certain:
+            break
+        case .consistent(let threshold):
+            let (state, written) = Self.mergeThreshold(traceState: Self.traceState(of: payload), threshold: threshold)
+            w.appendStringField(3, state)
+            sampleRate = Self.adjustedCount(threshold: written)
+        case .hashed(let probability):
             let incoming = Self.traceState(of: payload)
-            w.appendStringField(3, Self.mergeThreshold(traceState: incoming, probability: probability))
+            let (state, upstream) = Self.eraseThreshold(traceState: incoming)
+            if state != incoming { w.appendStringField(3, state) }
+            sampleRate = probability > 0 ? (1 / probability) * (upstream.map(Self.adjustedCount) ?? 1) : nil
         }
         if let dryRunKeep {
             appendAttribute(&w, Self.dryRunAttribute, string: dryRunKeep ? "keep" : "drop")
@@ -73,10 +116,10 @@ public struct KeepAnnotation: Sendable, Equatable {
                 kv.appendMessageField(2) { $0.appendVarintField(2, 1) }
             }
         }
-        if probability < 1 && probability > 0 {
+        if let sampleRate {
             w.appendMessageField(9) { kv in
                 kv.appendStringField(1, Self.sampleRateAttribute)
-                kv.appendMessageField(2) { $0.appendFixed64Field(4, (1 / probability).bitPattern) }
+                kv.appendMessageField(2) { $0.appendFixed64Field(4, sampleRate.bitPattern) }
             }
         }
         return w.bytes
@@ -135,10 +178,46 @@ public struct KeepAnnotation: Sendable, Equatable {
         return v << UInt64(4 * (14 - value.count))
     }
 
+    /// The adjusted count (1/probability) a 56-bit rejection threshold states.
+    public static func adjustedCount(threshold: UInt64) -> Double {
+        let kept = (UInt64(1) << 56) - min(threshold, (UInt64(1) << 56) - 1)
+        return 72_057_594_037_927_936.0 / Double(kept)
+    }
+
+    /// The incoming `th` of a tracestate, if any.
+    public static func incomingThreshold(traceState: String) -> UInt64? {
+        guard let ot = traceState.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }).first(where: { $0.hasPrefix("ot=") }) else { return nil }
+        for field in ot.dropFirst(3).split(separator: ";") where field.hasPrefix("th:") {
+            return parseTh(field.dropFirst(3))
+        }
+        return nil
+    }
+
+    /// The tracestate without the `ot` member's `th` (the member is dropped when nothing else is left in it), and the
+    /// threshold that was there.
+    public static func eraseThreshold(traceState: String) -> (String, UInt64?) {
+        var members = traceState.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard let i = members.firstIndex(where: { $0.hasPrefix("ot=") }) else { return (traceState, nil) }
+        var erased: UInt64? = nil
+        let fields = members[i].dropFirst(3).split(separator: ";").filter { field in
+            guard field.hasPrefix("th:") else { return true }
+            erased = parseTh(field.dropFirst(3))
+            return false
+        }
+        guard erased != nil else { return (traceState, nil) }
+        if fields.isEmpty { members.remove(at: i) } else { members[i] = "ot=" + fields.joined(separator: ";") }
+        return (members.joined(separator: ","), erased)
+    }
+
     /// A W3C tracestate with the `ot` member's `th` set to max(incoming th, the threshold of `probability`);
     /// the `ot` member moves to the front, as W3C asks of a modified member.
     public static func mergeThreshold(traceState: String, probability: Double) -> String {
-        var ours = threshold(probability: probability)
+        mergeThreshold(traceState: traceState, threshold: threshold(probability: probability)).0
+    }
+
+    /// A W3C tracestate with the `ot` member's `th` set to max(incoming th, `threshold`), and the threshold written.
+    public static func mergeThreshold(traceState: String, threshold: UInt64) -> (String, UInt64) {
+        var ours = threshold
         var members = traceState.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         var otFields: [String] = []
         if let i = members.firstIndex(where: { $0.hasPrefix("ot=") }) {
@@ -152,7 +231,7 @@ public struct KeepAnnotation: Sendable, Equatable {
             }
         }
         let ot = "ot=" + (["th:" + thValue(ours)] + otFields).joined(separator: ";")
-        return ([ot] + members).joined(separator: ",")
+        return (([ot] + members).joined(separator: ","), ours)
     }
 }
 

@@ -38,7 +38,7 @@ public struct RequestFramer: Sendable {
     public mutating func append(scope: ScopeOrigin, span: UnsafeRawBufferPointer, annotation: KeepAnnotation?) {
         guard let annotation else { return append(scope: scope, span: span) }
         let suffix: [UInt8]
-        if annotation.probability >= 1 {
+        if annotation.weight.isCertain {
             suffix = annotation.suffix(for: span)  // constant, precomputed
         } else {
             let state = KeepAnnotation.rawTraceState(of: span)

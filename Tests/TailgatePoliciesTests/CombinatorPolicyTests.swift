@@ -88,10 +88,12 @@ import TailgateTestSupport
             if v.isSample { kept += 1; last = v }
         }
         #expect(kept == 10)
-        #expect(last == .sample(probability: 1))  // the 10th kept trace: 100 of 100 offered spans so far
-        // After the budget ran out, the share of offered spans admitted in this second falls below 1.
+        // A limiter is not a consistent sampler: its keeps state the admission ratio (th erased), 10 of 10 so far.
+        #expect(last == .sample(.hashed(probability: 1)))
+        // The ratio is the previous complete second's, so the first trace of a new second is not weighted 1 just
+        // because nothing was refused yet: 10 of 30 traces last second.
         let next = policy.evaluate(summary(tid(100), spans: 10, at: 8_000_000_000))
-        #expect(next == .sample(probability: 1))  // new second
+        #expect(next == .sample(.hashed(probability: 10.0 / 30.0)))
         #expect(policy.evaluate(summary(tid(101), spans: 1000, at: 8_100_000_000)) == .notSampled)
     }
 

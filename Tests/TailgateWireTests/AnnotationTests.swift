@@ -31,8 +31,13 @@ import TailgateTestSupport
         let annotated = original.withUnsafeBytes { KeepAnnotation(policy: "baseline", probability: 0.1).annotate($0) }
         #expect(annotated.starts(with: original))  // the original bytes are untouched
         // A tracestate reader sees the last occurrence; attributes are appended.
+        // A hash-mode keep (the default) states no consistent threshold: the tracestate has none to erase and stays.
         let state = annotated.withUnsafeBytes { KeepAnnotation.traceState(of: $0) }
-        #expect(state == "ot=th:e6666666666666,vendor=x")
+        #expect(state == "vendor=x")
+        let consistent = original.withUnsafeBytes {
+            KeepAnnotation(policy: "baseline", weight: .consistent(threshold: KeepAnnotation.threshold(probability: 0.1))).annotate($0)
+        }
+        #expect(consistent.withUnsafeBytes { KeepAnnotation.traceState(of: $0) } == "ot=th:e6666666666666,vendor=x")
         let json = try OTLPJSON.jsonFromProtobuf(exportRequestWithRawSpan(annotated))
         let text = String(decoding: json, as: UTF8.self)
         #expect(text.contains(#"{"key":"tailgate.policy","value":{"stringValue":"baseline"}}"#))

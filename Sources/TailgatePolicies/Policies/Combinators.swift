@@ -2,7 +2,8 @@ import TailgateBuffer
 import TailgateWire
 import Yams
 
-/// `and`: keeps traces that every policy of `and_sub_policy` keeps (probabilities multiply).
+/// `and`: keeps traces that every policy of `and_sub_policy` keeps. Its weight is the chance of the conjunction:
+/// random sub-policies on one source are nested (the smallest probability), on different sources independent.
 public struct AndPolicy: SamplingPolicy {
     public static let typeName = "and"
     public static let keys = ["and_sub_policy"]
@@ -25,12 +26,24 @@ public struct AndPolicy: SamplingPolicy {
     public var neverKeeps: Bool { policies.contains { $0.policy.neverKeeps } }
 
     public func evaluate(_ trace: TraceSummary) -> Verdict {
-        var probability = 1.0
+        for p in policies where !p.policy.evaluate(trace).isSample { return .notSampled }
+        guard let chance = chance(trace) else { return .sampled }
+        return .sample(chance.weight)
+    }
+
+    /// nil when every sub-policy is deterministic.
+    public func chance(_ trace: TraceSummary) -> Chance? {
+        var chances: [Chance] = []
+        var excluded = false
         for p in policies {
-            guard case .sample(let q) = p.policy.evaluate(trace) else { return .notSampled }
-            probability *= q
+            if let c = p.policy.chance(trace) {
+                chances.append(c)
+            } else if !p.policy.evaluate(trace).isSample {
+                excluded = true  // a deterministic sub-policy rules the trace out
+            }
         }
-        return .sample(probability: probability)
+        guard !chances.isEmpty else { return nil }
+        return excluded ? .never : Chance.intersection(chances)
     }
 }
 
@@ -54,7 +67,20 @@ public struct NotPolicy: SamplingPolicy {
     public var neverKeeps: Bool { policy.policy is AlwaysSamplePolicy }
 
     public func evaluate(_ trace: TraceSummary) -> Verdict {
-        policy.policy.evaluate(trace).isSample ? .notSampled : .sampled
+        guard !policy.policy.evaluate(trace).isSample else { return .notSampled }
+        guard let chance = chance(trace) else { return .sampled }
+        return .sample(chance.weight)
+    }
+
+    /// The complement of a random sub-policy's chance (a set of its own, independent of others'); nil when the
+    /// sub-policy is deterministic.
+    public func chance(_ trace: TraceSummary) -> Chance? {
+        switch policy.policy.chance(trace) {
+        case nil: return nil
+        case .never?: return .certain
+        case .certain?: return .never
+        case .random(let p, let source)?: return .random(probability: 1 - p, source: .derived(source, tag: 0))
+        }
     }
 }
 
@@ -160,9 +186,23 @@ public struct CompositePolicy: SamplingPolicy {
 
     public func evaluate(_ trace: TraceSummary) -> Verdict {
         for m in members {
-            guard case .sample(let q) = m.policy.policy.evaluate(trace) else { continue }
-            if let p = m.budget.take(Double(trace.spanCount), at: trace.decidedAt) { return .sample(probability: p * q) }
+            guard case .sample(let w) = m.policy.policy.evaluate(trace) else { continue }
+            if let p = m.budget.take(Double(trace.spanCount), at: trace.decidedAt) { return .sample(.hashed(probability: p * w.probability)) }
         }
         return .notSampled
+    }
+
+    /// Approximated: the first member whose sub-policy would keep the trace, at its budget's admission ratio.
+    public func chance(_ trace: TraceSummary) -> Chance? {
+        for m in members {
+            let sub = m.policy.policy.chance(trace) ?? (m.policy.policy.evaluate(trace).isSample ? .certain : .never)
+            let ratio = m.budget.admissionRatio
+            switch sub {
+            case .never: continue
+            case .certain: return .random(probability: ratio, source: .budget(ObjectIdentifier(m.budget)))
+            case .random(let q, _): return .random(probability: ratio * q, source: .budget(ObjectIdentifier(m.budget)))
+            }
+        }
+        return .never
     }
 }

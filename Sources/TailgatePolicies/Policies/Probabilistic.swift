@@ -2,34 +2,57 @@ import TailgateBuffer
 import TailgateWire
 import Yams
 
-/// `probabilistic`: keeps `sampling_percentage` percent of traces, chosen by XXH3-64 of the 16 trace-ID bytes
-/// seeded with the XXH3-64 of `hash_salt` (seed 0 without a salt). Every instance and every run keeps the same
-/// traces: a trace is kept when its hash is below `sampling_percentage / 100 × 2^64`.
+/// `probabilistic`: keeps `sampling_percentage` percent of traces. Every instance and every run keeps the same traces.
+///
+/// - `mode: hash` (default): a trace is kept when XXH3-64 of its 16 trace-ID bytes, seeded with the XXH3-64 of
+///   `hash_salt` (seed 0 without), is below `sampling_percentage / 100 × 2^64` — robust to trace IDs that are not
+///   random. It cannot state a consistent threshold, so a keep erases `th` and writes `tailgate.sample_rate`.
+/// - `mode: consistent`: OpenTelemetry consistent probability sampling — kept when the trace's randomness R (the low
+///   56 bits of the trace ID) is ≥ the threshold of the percentage; a keep writes `ot=th` (the max with an incoming
+///   one), which downstream consistent samplers and backends understand. R is the trace ID's low 56 bits even when
+///   the W3C random flag is not set (the Python SDK generates random IDs without setting it); use hash mode for
+///   instrumentations whose IDs are not random.
 public struct ProbabilisticPolicy: SamplingPolicy {
     public static let typeName = "probabilistic"
-    public static let keys = ["sampling_percentage", "hash_salt"]
+    public static let keys = ["sampling_percentage", "hash_salt", "mode"]
+
+    public enum Mode: String, Sendable, CaseIterable {
+        case hash, consistent
+    }
 
     public var percentage: Double
     public var seed: UInt64
-    /// Keep when hash < threshold; `nil` means keep everything (100 %).
+    public var mode: Mode
+    /// Hash mode: keep when hash < threshold; `nil` means keep everything (100 %).
     public var threshold: UInt64?
+    /// Consistent mode: keep when R ≥ this 56-bit rejection threshold.
+    public var rejectionThreshold: UInt64
 
-    public init(percentage: Double, salt: String = "") {
+    public init(percentage: Double, salt: String = "", mode: Mode = .hash) {
         self.percentage = percentage
+        self.mode = mode
         seed = salt.isEmpty ? 0 : xxh3(salt)
         let scaled = percentage / 100 * 18_446_744_073_709_551_616.0
         threshold = scaled >= 18_446_744_073_709_551_616.0 ? nil : UInt64(max(0, scaled))
+        rejectionThreshold = percentage >= 100 ? 0 : KeepAnnotation.threshold(probability: percentage / 100)
     }
 
     public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "sampling_percentage: 10") else { return nil }
         var percentage: Double? = nil
         var salt = ""
+        var mode = Mode.hash
         var ok = true
         for (key, _, value) in entries {
             if key == "sampling_percentage" {
                 percentage = context.reader.number(value, what: "sampling_percentage", range: 0...100)
                 if percentage == nil { ok = false }
+            } else if key == "mode" {
+                let text = context.reader.string(value, what: "mode") ?? ""
+                if let m = Mode(rawValue: text) { mode = m } else {
+                    context.reader.error(value, "mode must be hash or consistent, got '\(text)'")
+                    ok = false
+                }
             } else {
                 salt = context.reader.string(value, what: "hash_salt") ?? ""
             }
@@ -39,13 +62,30 @@ public struct ProbabilisticPolicy: SamplingPolicy {
             context.reader.error(at, "probabilistic policy needs 'sampling_percentage' (0 to 100)")
             return nil
         }
-        return ProbabilisticPolicy(percentage: percentage, salt: salt)
+        return ProbabilisticPolicy(percentage: percentage, salt: salt, mode: mode)
     }
 
     public var neverKeeps: Bool { percentage == 0 }
 
     public func evaluate(_ trace: TraceSummary) -> Verdict {
-        guard let threshold else { return .sampled }
-        return trace.traceID.xxh3(seed: seed) < threshold ? .sample(probability: percentage / 100) : .notSampled
+        switch mode {
+        case .hash:
+            guard let threshold else { return .sampled }
+            return trace.traceID.xxh3(seed: seed) < threshold ? .sample(.hashed(probability: percentage / 100)) : .notSampled
+        case .consistent:
+            guard rejectionThreshold > 0 else { return .sampled }
+            return Self.randomness(trace) >= rejectionThreshold ? .sample(.consistent(threshold: rejectionThreshold)) : .notSampled
+        }
+    }
+
+    public func chance(_ trace: TraceSummary) -> Chance? {
+        if percentage >= 100 { return .certain }
+        if percentage <= 0 { return .never }
+        return .random(probability: percentage / 100, source: mode == .hash ? .hash(seed: seed) : .traceRandomness)
+    }
+
+    /// The trace's randomness R: the low 56 bits of the trace ID.
+    static func randomness(_ trace: TraceSummary) -> UInt64 {
+        trace.traceID.lo & ((UInt64(1) << 56) - 1)
     }
 }

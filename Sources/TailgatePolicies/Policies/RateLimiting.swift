@@ -4,15 +4,30 @@ import TailgateWire
 import Yams
 
 /// A per-second budget of units (spans or bytes), counted on the decision clock (`TraceSummary.decidedAt`), so
-/// simulations with a virtual clock behave like the live proxy. Also estimates the share of offered units it
-/// admitted in the current second: the probability written on kept spans.
+/// simulations with a virtual clock behave like the live proxy. Also estimates the share of offered traces it admits
+/// over a window (the previous complete second; the current one until there is one), the probability written on kept spans: a limiter is not a
+/// consistent sampler, so that ratio — not 1 until the first refusal of a second — is the honest weight. Traces, not
+/// units: a bucket refilled continuously admits small traces more often than large ones, so a ratio of units would
+/// overstate how many traces a kept one stands for.
 final class SecondBudget: Sendable {
     struct State {
         var second: UInt64 = .max
         var spent: Double = 0
         var offered: Double = 0
+        /// Traces admitted and offered this second, and in the previous one (the window's first half).
+        var admittedTraces: Double = 0
+        var offeredTraces: Double = 0
+        var previousAdmitted: Double = 0
+        var previousOfferedTraces: Double = 0
         var tokens: Double
         var lastRefill: UInt64 = 0
+
+        /// The previous second's share of traces admitted (a complete window), else this second's so far.
+        var admissionRatio: Double {
+            let (admitted, offered) = previousOfferedTraces > 0 ? (previousAdmitted, previousOfferedTraces) : (admittedTraces, offeredTraces)
+            guard offered > 0 else { return 1 }
+            return min(1, max(admitted / offered, 1e-9))
+        }
     }
 
     let perSecond: Double
@@ -26,15 +41,21 @@ final class SecondBudget: Sendable {
         state = Mutex(State(tokens: burst ?? perSecond))
     }
 
-    /// Takes `units` if they fit; returns the probability estimate (admitted / offered this second), or nil.
+    /// Takes `units` if they fit; returns the probability estimate (the admission ratio over the window), or nil.
     func take(_ units: Double, at now: UInt64) -> Double? {
         state.withLock { s in
             let second = now / 1_000_000_000
             if second != s.second {
+                let consecutive = s.second != .max && second == s.second &+ 1
+                s.previousAdmitted = consecutive ? s.admittedTraces : 0
+                s.previousOfferedTraces = consecutive ? s.offeredTraces : 0
                 s.second = second
                 s.spent = 0
                 s.offered = 0
+                s.admittedTraces = 0
+                s.offeredTraces = 0
             }
+            s.offeredTraces += 1
             s.offered += units
             if let burst {
                 let elapsed = Double(now &- s.lastRefill) / 1e9
@@ -46,9 +67,13 @@ final class SecondBudget: Sendable {
                 guard s.spent + units <= perSecond else { return nil }
             }
             s.spent += units
-            return min(1, max(s.spent / max(s.offered, 1), 1e-9))
+            s.admittedTraces += 1
+            return s.admissionRatio
         }
     }
+
+    /// The current admission ratio (read-only).
+    var admissionRatio: Double { state.withLock { $0.admissionRatio } }
 }
 
 /// `rate_limiting`: keeps traces while the spans kept by this policy stay within `spans_per_second`.
@@ -78,7 +103,11 @@ public struct RateLimitingPolicy: SamplingPolicy {
 
     public func evaluate(_ trace: TraceSummary) -> Verdict {
         guard let p = budget.take(Double(trace.spanCount), at: trace.decidedAt) else { return .notSampled }
-        return .sample(probability: p)
+        return .sample(.hashed(probability: p))
+    }
+
+    public func chance(_ trace: TraceSummary) -> Chance? {
+        .random(probability: budget.admissionRatio, source: .budget(ObjectIdentifier(budget)))
     }
 }
 
@@ -112,6 +141,10 @@ public struct BytesLimitingPolicy: SamplingPolicy {
 
     public func evaluate(_ trace: TraceSummary) -> Verdict {
         guard let p = budget.take(Double(trace.spanBytes), at: trace.decidedAt) else { return .notSampled }
-        return .sample(probability: p)
+        return .sample(.hashed(probability: p))
+    }
+
+    public func chance(_ trace: TraceSummary) -> Chance? {
+        .random(probability: budget.admissionRatio, source: .budget(ObjectIdentifier(budget)))
     }
 }
