@@ -48,7 +48,7 @@ soak: build
 fuzz: deps
 	Fuzz/run.sh 20
 
-test: unit e2e soak
+test: unit e2e soak fuzz
 
 bench: deps
 	$(SWIFT) run -c release tailgate-bench

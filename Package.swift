@@ -23,6 +23,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", exact: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", exact: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", exact: "6.2.2"),
+        // Already in the graph through grpc-swift-nio-transport; named here for TLS (NIOSSL) and certificate reloading.
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", exact: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", exact: "1.35.2"),
     ],
     targets: [
         // System libraries.
@@ -51,6 +54,8 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOCertificateReloading", package: "swift-nio-extras"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TailgateExport", dependencies: [
@@ -60,6 +65,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "DequeModule", package: "swift-collections"),
         ]),
@@ -115,7 +121,8 @@ let package = Package(
 )
 
 // libFuzzer targets over the pure byte parsers (Fuzz/README.md). Only declared when TAILGATE_FUZZ is set, because they
-// link libFuzzer's main and build only with `-sanitize=fuzzer`: `Fuzz/run.sh` builds them in their own scratch path.
+// link libFuzzer's main and build only with `-sanitize=fuzzer`: `Fuzz/run.sh` builds them in their own scratch path and
+// passes the coverage and ASan flags to every module (a flag here would instrument only the fuzz targets' own code).
 if Context.environment["TAILGATE_FUZZ"] != nil {
     let fuzzFlags: [SwiftSetting] = [.unsafeFlags(["-parse-as-library", "-sanitize=fuzzer,address"])]
     let fuzzLink: [LinkerSetting] = [.unsafeFlags(["-sanitize=fuzzer,address"])]
