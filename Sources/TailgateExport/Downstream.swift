@@ -21,8 +21,65 @@ public protocol Downstream: Sendable {
     func run() async throws
     /// Sends one encoded (uncompressed) `ExportTraceServiceRequest`.
     func send(_ request: [UInt8]) async -> SendOutcome
+    /// Sends one encoded (uncompressed) export request of `signal` (the matching gRPC method or HTTP path), as it
+    /// is: metrics and logs are relayed byte for byte. `json`: the bytes are OTLP/JSON (HTTP downstreams forward
+    /// them with `Content-Type: application/json`; others refuse them, see `acceptsJSON`).
+    func send(_ request: [UInt8], signal: OTLPSignal, json: Bool) async -> SendOutcome
+    /// Whether `send(_:signal:json:)` takes OTLP/JSON bodies as they are (only OTLP/HTTP downstreams do).
+    var acceptsJSON: Bool { get }
     /// Stops the connections; `run()` returns.
     func close()
+}
+
+extension Downstream {
+    /// Downstreams that know only traces: every other signal is refused (permanent, counted by the caller).
+    public func send(_ request: [UInt8], signal: OTLPSignal, json: Bool) async -> SendOutcome {
+        guard signal == .traces, !json else { return .permanent(reason: "unsupported: \(target) does not take \(signal.rawValue)") }
+        return await send(request)
+    }
+
+    public var acceptsJSON: Bool { false }
+}
+
+/// The OTLP signals. Traces are sampled; metrics and logs are relayed unchanged to the same downstream.
+public enum OTLPSignal: String, Sendable, CaseIterable {
+    case traces
+    case metrics
+    case logs
+
+    /// The gRPC service whose `Export` method takes this signal.
+    public var grpcService: String {
+        switch self {
+        case .traces: "opentelemetry.proto.collector.trace.v1.TraceService"
+        case .metrics: "opentelemetry.proto.collector.metrics.v1.MetricsService"
+        case .logs: "opentelemetry.proto.collector.logs.v1.LogsService"
+        }
+    }
+
+    /// The OTLP/HTTP path of this signal next to a downstream's traces path: the last segment is replaced
+    /// (`/v1/traces` → `/v1/metrics`, `/otlp/v1/traces` → `/otlp/v1/metrics`).
+    public func httpPath(tracesPath: String) -> String {
+        guard self != .traces else { return tracesPath }
+        guard let slash = tracesPath.lastIndex(of: "/") else { return "/v1/\(rawValue)" }
+        return String(tracesPath[..<slash]) + "/" + rawValue
+    }
+}
+
+/// TLS towards the downstream (`grpcs://`, `https://`): the system's roots unless `caFile` is given, a client
+/// certificate for mTLS, the name the certificate must carry, and — only when asked for — no verification at all.
+public struct DownstreamTLS: Sendable, Equatable {
+    /// PEM file of the CA certificates to trust instead of the system's roots.
+    public var caFile: String? = nil
+    /// Client certificate chain (PEM) presented to the downstream (mTLS); needs `keyFile`.
+    public var certFile: String? = nil
+    /// The client certificate's private key (PEM).
+    public var keyFile: String? = nil
+    /// The name to send (SNI, gRPC `:authority`) and verify instead of the address's host.
+    public var serverName: String? = nil
+    /// Accept any certificate: testing only, logged at warning on every start.
+    public var insecureSkipVerify = false
+
+    public init() {}
 }
 
 /// Where a `--downstream` value points.
@@ -30,8 +87,13 @@ public enum DownstreamAddress: Sendable, Equatable, CustomStringConvertible {
     case grpc(host: String, port: Int)
     case http(host: String, port: Int, path: String)
     case file(path: String)
+    /// gRPC over TLS (`grpcs://HOST:PORT`).
+    case grpcs(host: String, port: Int)
+    /// OTLP/HTTP over TLS (`https://HOST:PORT[/path]`).
+    case https(host: String, port: Int, path: String)
 
-    /// Parses `grpc://HOST:PORT`, `http://HOST:PORT[/path]` (default path `/v1/traces`) or `file:PATH`.
+    /// Parses `grpc://HOST:PORT`, `grpcs://HOST:PORT`, `http://HOST:PORT[/path]`, `https://HOST:PORT[/path]`
+    /// (default path `/v1/traces`) or `file:PATH`.
     public init?(_ text: String) {
         if text.hasPrefix("file:") {
             let path = String(text.dropFirst("file:".count))
@@ -39,11 +101,10 @@ public enum DownstreamAddress: Sendable, Equatable, CustomStringConvertible {
             self = .file(path: path)
             return
         }
-        let scheme: String
-        var rest: Substring
-        if text.hasPrefix("grpc://") { scheme = "grpc"; rest = text.dropFirst(7) }
-        else if text.hasPrefix("http://") { scheme = "http"; rest = text.dropFirst(7) }
-        else { return nil }
+        guard let schemeEnd = text.range(of: "://") else { return nil }
+        let scheme = String(text[..<schemeEnd.lowerBound])
+        guard ["grpc", "grpcs", "http", "https"].contains(scheme) else { return nil }
+        var rest = text[schemeEnd.upperBound...]
         var path = "/v1/traces"
         if let slash = rest.firstIndex(of: "/") {
             let p = String(rest[slash...])
@@ -51,13 +112,28 @@ public enum DownstreamAddress: Sendable, Equatable, CustomStringConvertible {
             rest = rest[..<slash]
         }
         guard let (host, port) = parseHostPort(String(rest)) else { return nil }
-        self = scheme == "grpc" ? .grpc(host: host, port: port) : .http(host: host, port: port, path: path)
+        switch scheme {
+        case "grpc": self = .grpc(host: host, port: port)
+        case "grpcs": self = .grpcs(host: host, port: port)
+        case "http": self = .http(host: host, port: port, path: path)
+        default: self = .https(host: host, port: port, path: path)
+        }
+    }
+
+    /// Whether the connection uses TLS.
+    public var isTLS: Bool {
+        switch self {
+        case .grpcs, .https: true
+        default: false
+        }
     }
 
     public var description: String {
         switch self {
         case .grpc(let host, let port): "grpc://\(formatHost(host)):\(port)"
+        case .grpcs(let host, let port): "grpcs://\(formatHost(host)):\(port)"
         case .http(let host, let port, let path): "http://\(formatHost(host)):\(port)\(path)"
+        case .https(let host, let port, let path): "https://\(formatHost(host)):\(port)\(path)"
         case .file(let path): "file:\(path)"
         }
     }

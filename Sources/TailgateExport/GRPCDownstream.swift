@@ -18,6 +18,9 @@ struct RawDeserializer: MessageDeserializer {
 public final class GRPCDownstream: Downstream {
     static let method = MethodDescriptor(
         fullyQualifiedService: "opentelemetry.proto.collector.trace.v1.TraceService", method: "Export")
+    static func method(_ signal: OTLPSignal) -> MethodDescriptor {
+        MethodDescriptor(fullyQualifiedService: signal.grpcService, method: "Export")
+    }
 
     public let target: String
     private let client: GRPCClient<HTTP2ClientTransport.Posix>
@@ -29,11 +32,11 @@ public final class GRPCDownstream: Downstream {
     /// (the transport's own default grows to 2 minutes, longer than the forwarder retries a batch).
     public init(host: String, port: Int, gzip: Bool, timeout: Duration,
                 reconnectBackoff: (initial: Duration, max: Duration) = (.milliseconds(100), .seconds(5)),
-                headers: [String: String] = [:]) throws {
+                headers: [String: String] = [:], tls: DownstreamTLS? = nil) throws {
         var metadata = Metadata()
         for (name, value) in headers.sorted(by: { $0.key < $1.key }) { metadata.addString(value, forKey: name.lowercased()) }
         self.metadata = metadata
-        target = "grpc://\(formatHost(host)):\(port)"
+        target = "\(tls == nil ? "grpc" : "grpcs")://\(formatHost(host)):\(port)"
         var config = HTTP2ClientTransport.Posix.Config.defaults
         config.compression.enabledAlgorithms = .all
         // Batches are up to a few MB: a 64 KiB window would stall each one on WINDOW_UPDATE round trips.
@@ -50,7 +53,21 @@ public final class GRPCDownstream: Downstream {
         } else {
             resolvable = .dns(host: host, port: port)
         }
-        let transport = try HTTP2ClientTransport.Posix(target: resolvable, transportSecurity: .plaintext, config: config)
+        var security = HTTP2ClientTransport.Posix.TransportSecurity.plaintext
+        if let tls {
+            // The certificate must name `server_name` when given (it is also sent as SNI and :authority), else the
+            // host (a literal IP is checked against the certificate's IP addresses).
+            if let name = tls.serverName { config.http2.authority = name }
+            security = .tls { c in
+                if let ca = tls.caFile { c.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
+                if let cert = tls.certFile, let key = tls.keyFile {
+                    c.certificateChain = [.file(path: cert, format: .pem)]
+                    c.privateKey = .file(path: key, format: .pem)
+                }
+                if tls.insecureSkipVerify { c.serverCertificateVerification = .noVerification }
+            }
+        }
+        let transport = try HTTP2ClientTransport.Posix(target: resolvable, transportSecurity: security, config: config)
         client = GRPCClient(transport: transport)
         var options = CallOptions.defaults
         options.timeout = timeout
@@ -68,10 +85,15 @@ public final class GRPCDownstream: Downstream {
     }
 
     public func send(_ request: [UInt8]) async -> SendOutcome {
+        await send(request, signal: .traces, json: false)
+    }
+
+    public func send(_ request: [UInt8], signal: OTLPSignal, json: Bool) async -> SendOutcome {
+        guard !json else { return .permanent(reason: "unsupported: OTLP/JSON cannot be sent over gRPC") }
         do {
             let response = try await client.unary(
                 request: ClientRequest(message: RawBytes(bytes: request), metadata: metadata),
-                descriptor: Self.method,
+                descriptor: signal == .traces ? Self.method : Self.method(signal),
                 serializer: RawSerializer(),
                 deserializer: RawDeserializer(),
                 options: options

@@ -7,10 +7,13 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import TailgateWire
 
 /// OTLP/HTTP (protobuf) to the real collector: `POST` to `http://HOST:PORT/v1/traces`, keep-alive connections
-/// reused across requests, retryable statuses 429/502/503/504 with `Retry-After` honoured.
+/// reused across requests, retryable statuses 429/502/503/504 with `Retry-After` honoured. With `tls`, every
+/// connection starts with a TLS handshake (NIOSSL; `https://`); metrics and logs go to the paths next to the traces
+/// path (`/v1/metrics`, `/v1/logs`).
 public final class HTTPDownstream: Downstream {
     public let target: String
     private let host: String
@@ -19,6 +22,9 @@ public final class HTTPDownstream: Downstream {
     private let gzip: Bool
     private let timeout: Duration
     private let group: any EventLoopGroup
+    /// One context for every connection (nil: plaintext); the name verified and sent as SNI.
+    private let sslContext: NIOSSLContext?
+    private let serverName: String?
     private let idle = NIOLockedValueBox<[any Channel]>([])
     private let closed = NIOLockedValueBox(false)
     private let closedSignal: EventLoopPromise<Void>
@@ -26,8 +32,28 @@ public final class HTTPDownstream: Downstream {
     /// Extra headers sent with every request (API keys, `X-Scope-OrgID`).
     private let extraHeaders: [(String, String)]
 
-    public init(host: String, port: Int, path: String, gzip: Bool, timeout: Duration,
-                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, headers: [String: String] = [:]) {
+    public convenience init(host: String, port: Int, path: String, gzip: Bool, timeout: Duration,
+                            group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, headers: [String: String] = [:]) {
+        self.init(host: host, port: port, path: path, gzip: gzip, timeout: timeout, group: group, headers: headers,
+                  sslContext: nil, serverName: nil)
+    }
+
+    /// Over TLS (`https://`); throws when the CA, certificate or key cannot be loaded.
+    public convenience init(host: String, port: Int, path: String, gzip: Bool, timeout: Duration,
+                            group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, headers: [String: String] = [:],
+                            tls: DownstreamTLS) throws {
+        let context = try NIOSSLContext(configuration: Self.tlsConfiguration(tls))
+        // SNI takes names only; a literal IP address is verified against the certificate's IP addresses.
+        let name = tls.serverName ?? host
+        let isLiteral = name.contains(":") || name.split(separator: ".").allSatisfy({ UInt8($0) != nil })
+        self.init(host: host, port: port, path: path, gzip: gzip, timeout: timeout, group: group, headers: headers,
+                  sslContext: context, serverName: isLiteral ? nil : name)
+    }
+
+    private init(host: String, port: Int, path: String, gzip: Bool, timeout: Duration, group: any EventLoopGroup,
+                 headers: [String: String], sslContext: NIOSSLContext?, serverName: String?) {
+        self.sslContext = sslContext
+        self.serverName = serverName
         extraHeaders = headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         self.host = host
         self.port = port
@@ -35,7 +61,7 @@ public final class HTTPDownstream: Downstream {
         self.gzip = gzip
         self.timeout = timeout
         self.group = group
-        target = "http://\(formatHost(host)):\(port)\(path)"
+        target = "\(sslContext == nil ? "http" : "https")://\(formatHost(host)):\(port)\(path)"
         closedSignal = group.next().makePromise()
     }
 
@@ -51,7 +77,26 @@ public final class HTTPDownstream: Downstream {
         closedSignal.succeed()
     }
 
+    /// The client side of `DownstreamTLS` as NIOSSL configuration.
+    static func tlsConfiguration(_ tls: DownstreamTLS) throws -> TLSConfiguration {
+        var config = TLSConfiguration.makeClientConfiguration()
+        if let ca = tls.caFile { config.trustRoots = .file(ca) }
+        if let cert = tls.certFile, let key = tls.keyFile {
+            config.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
+            config.privateKey = .file(key)
+        }
+        if tls.insecureSkipVerify { config.certificateVerification = .none }
+        config.applicationProtocols = ["http/1.1"]
+        return config
+    }
+
+    public var acceptsJSON: Bool { true }
+
     public func send(_ request: [UInt8]) async -> SendOutcome {
+        await send(request, signal: .traces, json: false)
+    }
+
+    public func send(_ request: [UInt8], signal: OTLPSignal, json: Bool) async -> SendOutcome {
         let channel: any Channel
         do {
             channel = try await checkout()
@@ -60,13 +105,13 @@ public final class HTTPDownstream: Downstream {
         }
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: "\(formatHost(host)):\(port)")
-        headers.add(name: "Content-Type", value: "application/x-protobuf")
+        headers.add(name: "Content-Type", value: json ? "application/json" : "application/x-protobuf")
         headers.add(name: "User-Agent", value: "tailgate")
         for (name, value) in extraHeaders { headers.replaceOrAdd(name: name, value: value) }
         let body = gzip ? Gzip.compress(request) : request
         if gzip { headers.add(name: "Content-Encoding", value: "gzip") }
         headers.add(name: "Content-Length", value: String(body.count))
-        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path, headers: headers)
+        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: signal.httpPath(tracesPath: path), headers: headers)
         let promise = channel.eventLoop.makePromise(of: HTTPClientExchange.Response.self)
         let timeoutTask = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.nanosecondsClamped))) {
             promise.fail(ChannelError.connectTimeout(.nanoseconds(0)))
@@ -109,11 +154,15 @@ public final class HTTPDownstream: Downstream {
         while let channel = idle.withLockedValue({ $0.popLast() }) {
             if channel.isActive { return channel }
         }
+        let sslContext = self.sslContext, serverName = self.serverName
         return try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(5))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let sslContext {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: serverName))
+                    }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(HTTPClientExchange())
                 }

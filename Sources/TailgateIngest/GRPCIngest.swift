@@ -22,12 +22,15 @@ struct RawSerializer: MessageSerializer {
     }
 }
 
-/// `opentelemetry.proto.collector.trace.v1.TraceService/Export`, handled on raw bytes.
+/// `opentelemetry.proto.collector.trace.v1.TraceService/Export` (and, with a `relay`, the metrics and logs
+/// services' `Export`), handled on raw bytes. Every signal gets the same authentication, size limit and in-flight
+/// budget; metrics and logs are handed to the relay as they are.
 struct TraceServiceExport: RegistrableRPCService {
     static let method = MethodDescriptor(
         fullyQualifiedService: "opentelemetry.proto.collector.trace.v1.TraceService", method: "Export")
 
     let handler: any TraceIngestHandler
+    var relay: (any SignalIngestHandler)? = nil
     let maxRequestBytes: Int
     let budget: InflightBudget?
     let authenticator: Authenticator?
@@ -37,8 +40,12 @@ struct TraceServiceExport: RegistrableRPCService {
         let limit = maxRequestBytes
         let budget = self.budget
         let authenticator = self.authenticator
+        let relay = self.relay
+        let signals: [IngestSignal] = relay == nil ? [.traces] : IngestSignal.allCases
+        for signal in signals {
         router.registerHandler(
-            forMethod: Self.method, deserializer: RawDeserializer(), serializer: RawSerializer()
+            forMethod: MethodDescriptor(fullyQualifiedService: signal.grpcService, method: "Export"),
+            deserializer: RawDeserializer(), serializer: RawSerializer()
         ) { streamRequest, _ in
             if let authenticator {
                 var values = streamRequest.metadata[stringValues: "authorization"].makeIterator()
@@ -68,7 +75,12 @@ struct TraceServiceExport: RegistrableRPCService {
                 }
             }
             defer { if let budget { budget.release(size) } }
-            let result = request.message.bytes.withUnsafeBytes { handler.ingest($0, transport: .grpc) }
+            let result: IngestResult
+            if signal != .traces, let relay {
+                result = relay.relay(request.message.bytes, signal: signal, json: false, transport: .grpc)
+            } else {
+                result = request.message.bytes.withUnsafeBytes { handler.ingest($0, transport: .grpc) }
+            }
             switch result {
             case .accepted:
                 return StreamingServerResponse(single: ServerResponse(message: RawBytes(bytes: [])))
@@ -84,6 +96,7 @@ struct TraceServiceExport: RegistrableRPCService {
                 metadata.addBinary(details, forKey: "grpc-status-details-bin")
                 throw RPCError(code: .unavailable, message: message, metadata: metadata)
             }
+        }
         }
     }
 }
@@ -126,8 +139,17 @@ public final class GRPCIngestServer: Sendable {
 
     /// Streams per connection, keepalive, idle and age limits come from `limits` (no per-listener connection cap:
     /// grpc-swift-nio-transport has no hook for one; `maxConcurrentStreams` × the request limit bounds a connection).
+    public convenience init(host: String, port: Int, limits: IngestLimits, budget: InflightBudget?, handler: any TraceIngestHandler,
+                            authenticator: Authenticator? = nil, serving: @escaping @Sendable () -> Bool) {
+        self.init(host: host, port: port, limits: limits, budget: budget, handler: handler, authenticator: authenticator,
+                  relay: nil, tls: nil, serving: serving)
+    }
+
+    /// With `relay`, metrics and logs (`MetricsService/Export`, `LogsService/Export`) are taken too; with `tls`, the
+    /// listener speaks TLS only (mTLS with a client CA), its certificate reloaded by `tls.reloader`.
     public init(host: String, port: Int, limits: IngestLimits, budget: InflightBudget?, handler: any TraceIngestHandler,
-                authenticator: Authenticator? = nil, serving: @escaping @Sendable () -> Bool) {
+                authenticator: Authenticator? = nil, relay: (any SignalIngestHandler)?, tls: IngestTLSContext?,
+                serving: @escaping @Sendable () -> Bool) {
         let maxRequestBytes = limits.maxRequestBytes
         address = "\(host.contains(":") ? "[\(host)]" : host):\(port)"
         var config = HTTP2ServerTransport.Posix.Config.defaults
@@ -144,8 +166,8 @@ public final class GRPCIngestServer: Sendable {
         config.http2.targetWindowSize = 16 << 20
         config.http2.maxFrameSize = 1 << 20
         transport = HTTP2ServerTransport.Posix(
-            address: .ipv4OrIPv6(host: host, port: port), transportSecurity: .plaintext, config: config)
-        server = GRPCServer(transport: transport, services: [TraceServiceExport(handler: handler, maxRequestBytes: maxRequestBytes, budget: budget, authenticator: authenticator),
+            address: .ipv4OrIPv6(host: host, port: port), transportSecurity: tls?.grpcSecurity ?? .plaintext, config: config)
+        server = GRPCServer(transport: transport, services: [TraceServiceExport(handler: handler, relay: relay, maxRequestBytes: maxRequestBytes, budget: budget, authenticator: authenticator),
                                                        HealthService(serving: serving)])
     }
 

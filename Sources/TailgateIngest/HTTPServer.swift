@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// A request as the HTTP server hands it to a route: head and complete body.
 public struct HTTPRequest: Sendable {
@@ -56,6 +57,9 @@ public final class HTTPServer: Sendable {
         /// Requests for which this answers true (e.g. OTLP/JSON, which costs far more CPU per byte than protobuf)
         /// run on a separate one-thread pool, so that they can delay only each other. Default: none.
         public var isHeavy: (@Sendable (HTTPRequestHead) -> Bool)? = nil
+        /// TLS: every connection starts with a handshake under this context (whose certificate callback may hand
+        /// out a reloaded certificate to new connections); nil for plaintext.
+        public var tls: NIOSSLContext? = nil
 
         public init(maxBodyBytes: Int) {
             self.maxBodyBytes = maxBodyBytes
@@ -154,6 +158,8 @@ public final class HTTPServer: Sendable {
                     return channel.close()
                 }
                 return channel.eventLoop.makeCompletedFuture {
+                    // The handshake falls under the request head's deadline (armed when the HTTP handler is added).
+                    if let tls = options.tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(
                         HTTPRequestHandler(options: options, pools: pools, route: route, tooLarge: tooLarge, refused: refused, logger: logger))

@@ -100,3 +100,32 @@ public func jsonString(_ s: String) -> String {
     }
     return out + "\""
 }
+
+/// The OTLP signals the receivers take. Traces go to the sampling pipeline (`TraceIngestHandler`); metrics and logs
+/// are relayed unchanged (`SignalIngestHandler`).
+public enum IngestSignal: String, Sendable, CaseIterable {
+    case traces
+    case metrics
+    case logs
+
+    /// `POST` path on the OTLP/HTTP receiver.
+    public var httpPath: String { "/v1/\(rawValue)" }
+
+    /// The gRPC service whose `Export` method takes this signal.
+    public var grpcService: String {
+        switch self {
+        case .traces: "opentelemetry.proto.collector.trace.v1.TraceService"
+        case .metrics: "opentelemetry.proto.collector.metrics.v1.MetricsService"
+        case .logs: "opentelemetry.proto.collector.logs.v1.LogsService"
+        }
+    }
+}
+
+/// Receives metrics and logs export requests (after authentication, size limits and decompression) to relay them
+/// unchanged. Answers `.accepted`, or `.overloaded` when its queue is full (the client retries), or `.invalid`.
+public protocol SignalIngestHandler: Sendable {
+    /// Called on an I/O or route thread; must not block. `json`: the body is OTLP/JSON (HTTP only).
+    func relay(_ body: [UInt8], signal: IngestSignal, json: Bool, transport: IngestTransport) -> IngestResult
+    /// Whether OTLP/JSON bodies can be relayed (only to an OTLP/HTTP downstream); otherwise they are answered 415.
+    var acceptsJSON: Bool { get }
+}

@@ -3,15 +3,21 @@ import NIOHTTP1
 import TailgateWire
 
 /// The OTLP/HTTP receiver's route: `POST /v1/traces` with `application/x-protobuf` or `application/json`,
-/// optionally `Content-Encoding: gzip`. Answers in the request's content type, as OTLP requires.
+/// optionally `Content-Encoding: gzip`. Answers in the request's content type, as OTLP requires. With a `relay`,
+/// `POST /v1/metrics` and `/v1/logs` are taken as well (same authentication and limits) and handed over unchanged
+/// after decompression: protobuf as it is, JSON as it is (only when the relay can forward JSON, else 415).
 public struct OTLPHTTPIngest: Sendable {
     public let handler: any TraceIngestHandler
     /// Limit on the body after decompression.
     public let maxRequestBytes: Int
     /// Required bearer tokens; nil: none required.
     public let authenticator: Authenticator?
+    /// Metrics and logs; nil: only traces (other paths 404).
+    public let relay: (any SignalIngestHandler)?
 
-    public init(handler: any TraceIngestHandler, maxRequestBytes: Int, authenticator: Authenticator? = nil) {
+    public init(handler: any TraceIngestHandler, maxRequestBytes: Int, authenticator: Authenticator? = nil,
+                relay: (any SignalIngestHandler)? = nil) {
+        self.relay = relay
         self.handler = handler
         self.maxRequestBytes = maxRequestBytes
         self.authenticator = authenticator
@@ -35,12 +41,18 @@ public struct OTLPHTTPIngest: Sendable {
     public func handle(_ request: HTTPRequest) -> HTTPResponse {
         let head = request.head
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-        guard path == "/v1/traces" else {
+        let signal: IngestSignal
+        switch path {
+        case "/v1/traces": signal = .traces
+        case "/v1/metrics" where relay != nil: signal = .metrics
+        case "/v1/logs" where relay != nil: signal = .logs
+        default:
             handler.refused(transport: .http, reason: .notFound)
-            return HTTPResponse(status: .notFound, text: "not found: Tailgate accepts OTLP traces at POST /v1/traces\n")
+            let paths = relay == nil ? "traces at POST /v1/traces" : "POST /v1/traces, /v1/metrics and /v1/logs"
+            return HTTPResponse(status: .notFound, text: "not found: Tailgate accepts OTLP \(paths)\n")
         }
         guard head.method == .POST else {
-            var response = HTTPResponse(status: .methodNotAllowed, text: "use POST for /v1/traces\n")
+            var response = HTTPResponse(status: .methodNotAllowed, text: "use POST for \(path)\n")
             response.headers.add(name: "Allow", value: "POST")
             return response
         }
@@ -89,6 +101,15 @@ public struct OTLPHTTPIngest: Sendable {
         }
 
         let result: IngestResult
+        if signal != .traces, let relay {
+            if encoding == .json && !relay.acceptsJSON {
+                handler.refused(transport: .http, reason: .badContentType)
+                return error(.unsupportedMediaType, Self.invalidArgument,
+                             "OTLP/JSON \(signal.rawValue) can be relayed only to an OTLP/HTTP downstream: send application/x-protobuf", encoding)
+            }
+            let body = decompressed ?? Array(request.body.readableBytesView)
+            result = relay.relay(body, signal: signal, json: encoding == .json, transport: .http)
+        } else {
         switch encoding {
         case .protobuf:
             if let decompressed {
@@ -106,6 +127,7 @@ public struct OTLPHTTPIngest: Sendable {
                 return self.error(.badRequest, Self.invalidArgument, "malformed OTLP/JSON: \(error)", encoding)
             }
             result = protobuf.withUnsafeBytes { handler.ingest($0, transport: .http) }
+        }
         }
 
         switch result {

@@ -83,7 +83,7 @@ public final class Replayer: Sendable {
             return try GRPCDownstream(host: host, port: port, gzip: options.gzip, timeout: options.timeout)
         case .http(let host, let port, let path):
             return HTTPDownstream(host: host, port: port, path: path, gzip: options.gzip, timeout: options.timeout)
-        case .file:
+        case .file, .grpcs, .https:
             throw ReplayError("a load test needs a grpc:// or http:// target")
         }
     }
@@ -225,7 +225,9 @@ public final class Replayer: Sendable {
             let transport: String
             switch options.target {
             case .grpc: transport = "grpc"
+            case .grpcs: transport = "grpcs"
             case .http: transport = "http"
+            case .https: transport = "https"
             case .file: transport = "file"
             }
             let report = LoadtestReport(

@@ -54,6 +54,14 @@ public struct TailgateConfiguration: Sendable, Equatable {
     /// Headers sent with every request to the downstream (`downstream_headers`), e.g. `X-Scope-OrgID` for a
     /// multi-tenant Tempo, or an API key. Values may use `${env:NAME}`.
     public var downstreamHeaders: [String: String] = [:]
+    /// TLS towards a `grpcs://` or `https://` downstream (`downstream_tls`); nil: the system's roots, no client
+    /// certificate.
+    public var downstreamTLS: DownstreamTLS? = nil
+    /// TLS on both receivers (`tls`); nil: plaintext.
+    public var tls: IngestTLS? = nil
+    /// Metrics and logs requests waiting to be relayed, at most this many bytes (`forwarder.signals_queue_bytes`);
+    /// beyond it the receivers push back (UNAVAILABLE / 503 with Retry-After). Default 64 MiB.
+    public var signalQueueBytes: Int = 64 << 20
     /// Warnings found while reading the file (deprecated keys, …), to be logged at start.
     public var warnings: [Diagnostic] = []
 
@@ -62,7 +70,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
     static let topKeys = [
         "grpc_listen", "http_listen", "admin_listen", "metrics_listen", "downstream", "policies", "policies_reload_interval",
         "annotate_kept_spans", "dry_run", "record", "limits", "buffer", "forwarder", "shutdown_timeout",
-        "auth", "downstream_headers",
+        "auth", "downstream_headers", "downstream_tls", "tls",
     ]
     static let limitsKeys = [
         "max_request_bytes", "max_inflight_bytes", "max_connections", "read_header_timeout", "read_body_timeout",
@@ -74,7 +82,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
     ]
     static let forwarderKeys = [
         "max_batch_spans", "max_batch_bytes", "batch_timeout", "queue_bytes", "concurrency", "compression", "timeout",
-        "initial_backoff", "max_backoff", "max_retry_time", "shutdown_timeout",
+        "initial_backoff", "max_backoff", "max_retry_time", "shutdown_timeout", "signals_queue_bytes",
     ]
 
     /// Loads a configuration file over the defaults; relative `policies` paths are relative to the file.
@@ -141,7 +149,8 @@ public struct TailgateConfiguration: Sendable, Equatable {
         var reader = YAMLReader(file: file)
         var config = TailgateConfiguration()
         guard let root = reader.parse(text) else { throw DiagnosticsError(reader.diagnostics) }
-        for (key, _, value) in reader.mapping(root, allowed: topKeys, what: "the configuration file") {
+        var downstreamTLSKey: Node? = nil
+        for (key, keyNode, value) in reader.mapping(root, allowed: topKeys, what: "the configuration file") {
             switch key {
             case "grpc_listen", "http_listen", "admin_listen", "metrics_listen":
                 guard let s = reader.string(value, what: key) else { continue }
@@ -157,7 +166,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
             case "downstream":
                 guard let s = reader.string(value, what: key) else { continue }
                 if let d = DownstreamAddress(s) { config.downstream = d } else {
-                    reader.error(value, "downstream must be grpc://HOST:PORT, http://HOST:PORT[/path] or file:PATH, got '\(s)'")
+                    reader.error(value, "downstream must be grpc://HOST:PORT, grpcs://HOST:PORT, http(s)://HOST:PORT[/path] or file:PATH, got '\(s)'")
                 }
             case "policies":
                 config.policiesPath = reader.string(value, what: key)
@@ -196,6 +205,11 @@ public struct TailgateConfiguration: Sendable, Equatable {
                         }
                     }
                 }
+            case "downstream_tls":
+                downstreamTLSKey = keyNode
+                config.downstreamTLS = parseDownstreamTLS(value, reader: &reader, file: file)
+            case "tls":
+                config.tls = parseIngestTLS(value, reader: &reader, file: file)
             case "downstream_headers":
                 for (k, _, v) in reader.mapping(value, allowed: [], what: "downstream_headers", allowAny: true) {
                     if let header = reader.string(v, what: k) { config.downstreamHeaders[k] = header }
@@ -250,6 +264,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
                     case "max_backoff": if let d = reader.duration(v, what: k) { config.forwarder.maxBackoff = d }
                     case "max_retry_time":
                         reader.warning(v, "max_retry_time is ignored: a failing batch is retried for as long as the forward queue holds it (queue_bytes), so an outage the queue absorbs loses nothing")
+                    case "signals_queue_bytes": if let n = reader.size(v, what: k) { config.signalQueueBytes = n }
                     case "shutdown_timeout":
                         // Older name of the top-level shutdown_timeout (which covers the whole shutdown now).
                         if let d = reader.duration(v, what: k) { config.shutdownTimeout = d }
@@ -260,8 +275,81 @@ public struct TailgateConfiguration: Sendable, Equatable {
                 break
             }
         }
+        if config.downstreamTLS != nil, !config.downstream.isTLS, let node = downstreamTLSKey {
+            reader.warning(node, "downstream_tls applies only to a grpcs:// or https:// downstream (the downstream is \(config.downstream))")
+        }
         if reader.hasErrors { throw DiagnosticsError(reader.diagnostics) }
         config.warnings = reader.diagnostics
         return config
+    }
+
+    /// A path relative to the configuration file's directory.
+    static func resolve(_ path: String, relativeTo file: String) -> String {
+        if path.hasPrefix("/") { return path }
+        let dir = (file as NSString).deletingLastPathComponent
+        return dir.isEmpty ? path : (dir as NSString).appendingPathComponent(path)
+    }
+
+    /// `downstream_tls: {ca_file, cert_file, key_file, server_name, insecure_skip_verify}`; the files are checked
+    /// now, so that a bad one is reported at its key before anything listens.
+    static func parseDownstreamTLS(_ value: Node, reader: inout YAMLReader, file: String) -> DownstreamTLS? {
+        var tls = DownstreamTLS()
+        var nodes: [String: Node] = [:]
+        let keys = ["ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"]
+        for (k, _, v) in reader.mapping(value, allowed: keys, what: "downstream_tls") {
+            nodes[k] = v
+            switch k {
+            case "ca_file": tls.caFile = reader.string(v, what: k).map { resolve($0, relativeTo: file) }
+            case "cert_file": tls.certFile = reader.string(v, what: k).map { resolve($0, relativeTo: file) }
+            case "key_file": tls.keyFile = reader.string(v, what: k).map { resolve($0, relativeTo: file) }
+            case "server_name": tls.serverName = reader.string(v, what: k).flatMap { $0.isEmpty ? nil : $0 }
+            default: if let b = reader.bool(v, what: k) { tls.insecureSkipVerify = b }
+            }
+        }
+        if let ca = tls.caFile {
+            do { try TLSFiles.checkCertificates(ca, field: .ca) } catch { reader.error(nodes["ca_file"], "downstream_tls.\(error)") }
+        }
+        switch (tls.certFile, tls.keyFile) {
+        case (let cert?, let key?):
+            do { try TLSFiles.checkPair(cert: cert, key: key) } catch {
+                reader.error(nodes[error.field == .key ? "key_file" : "cert_file"], "downstream_tls.\(error)")
+            }
+        case (nil, _?): reader.error(nodes["key_file"], "downstream_tls.key_file needs a cert_file")
+        case (_?, nil): reader.error(nodes["cert_file"], "downstream_tls.cert_file needs a key_file")
+        default: break
+        }
+        return tls
+    }
+
+    /// `tls: {cert_file, key_file, client_ca_file, reload_interval}` on both receivers; the pair must load and match.
+    static func parseIngestTLS(_ value: Node, reader: inout YAMLReader, file: String) -> IngestTLS? {
+        var cert: String?, key: String?, clientCA: String?
+        var interval: Duration?
+        var nodes: [String: Node] = [:]
+        for (k, _, v) in reader.mapping(value, allowed: ["cert_file", "key_file", "client_ca_file", "reload_interval"], what: "tls") {
+            nodes[k] = v
+            switch k {
+            case "cert_file": cert = reader.string(v, what: k).map { resolve($0, relativeTo: file) }
+            case "key_file": key = reader.string(v, what: k).map { resolve($0, relativeTo: file) }
+            case "client_ca_file": clientCA = reader.string(v, what: k).map { resolve($0, relativeTo: file) }
+            default:
+                if let d = reader.duration(v, what: k) {
+                    if d > .zero { interval = d } else { reader.error(v, "tls.reload_interval must be positive") }
+                }
+            }
+        }
+        guard let cert, let key else {
+            reader.error(nodes["cert_file"] ?? nodes["key_file"] ?? value, "tls needs both cert_file and key_file")
+            return nil
+        }
+        var tls = IngestTLS(certFile: cert, keyFile: key, clientCAFile: clientCA)
+        if let interval { tls.reloadInterval = interval }
+        do { try TLSFiles.checkPair(cert: cert, key: key) } catch {
+            reader.error(nodes[error.field == .key ? "key_file" : "cert_file"], "tls.\(error)")
+        }
+        if let clientCA {
+            do { try TLSFiles.checkCertificates(clientCA, field: .clientCA) } catch { reader.error(nodes["client_ca_file"], "tls.\(error)") }
+        }
+        return tls
     }
 }

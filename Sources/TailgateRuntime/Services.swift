@@ -134,3 +134,29 @@ struct HTTPServerService: Service {
         await server.stop(deadline: shutdown?.drainDeadline ?? .now + .seconds(5))
     }
 }
+
+/// Relays metrics and logs; on graceful shutdown flushes its queue until the shutdown budget's deadline. Listed
+/// after the trace forwarder so that it stops first (the trace forwarder closes the shared downstream).
+struct SignalForwarderService: Service {
+    let forwarder: SignalForwarder
+    let shutdown: ShutdownBudget
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            await forwarder.run()
+        } onGracefulShutdown: {
+            forwarder.finish(deadline: shutdown.deadline)
+        }
+    }
+}
+
+/// Reads the receivers' certificate and key again every `tls.reload_interval` (new connections get the new pair).
+struct CertificateReloadService: Service {
+    let tls: IngestTLSContext
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            try await tls.runReloading()
+        }
+    }
+}

@@ -33,6 +33,18 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
     let policyReloadFailures: CoreMetrics.Counter
     /// Spans dropped by reason, readable for the summary logged at shutdown.
     private let drops = Mutex<[String: Int]>([:])
+    /// Relayed metrics and logs requests: received by transport, forwarded, refused at ingest and dropped after
+    /// acceptance, by signal (and reason).
+    let signalReceivedCounters: [String: CoreMetrics.Counter]
+    let signalForwardedCounters: [String: CoreMetrics.Counter]
+    let signalBytesCounters: [String: CoreMetrics.Counter]
+    let signalDroppedCounters: [String: CoreMetrics.Counter]
+    let signalRefusedCounters: [String: CoreMetrics.Counter]
+    let signalQueueBytes: CoreMetrics.Gauge
+    private let signalDrops = Mutex<[String: Int]>([:])
+
+    /// Why a metrics or logs request was not relayed (beyond `SignalDropReason`).
+    public static let signalUnsupported = "unsupported_by_downstream"
 
     /// Why spans were dropped (the `reason` label of `tailgate_spans_dropped_total`).
     public enum DropReason: String, CaseIterable, Sendable {
@@ -102,6 +114,29 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
         bytesBuffered = CoreMetrics.Gauge(label: "tailgate_buffered_bytes", factory: factory)
         forwardQueueBytes = CoreMetrics.Gauge(label: "tailgate_forward_queue_bytes", factory: factory)
         policiesHash = CoreMetrics.Gauge(label: "tailgate_policies_hash", factory: factory)
+        var sReceived: [String: CoreMetrics.Counter] = [:], sForwarded: [String: CoreMetrics.Counter] = [:]
+        var sBytes: [String: CoreMetrics.Counter] = [:], sDropped: [String: CoreMetrics.Counter] = [:]
+        var sRefused: [String: CoreMetrics.Counter] = [:]
+        for signal in [OTLPSignal.metrics, .logs] {
+            let name = signal.rawValue
+            for t in [IngestTransport.grpc, .http] {
+                sReceived["\(name)/\(t.rawValue)"] = counter("tailgate_signal_requests_received_total", [("signal", name), ("transport", t.rawValue)])
+            }
+            sForwarded[name] = counter("tailgate_signal_requests_forwarded_total", [("signal", name)])
+            sBytes[name] = counter("tailgate_signal_bytes_forwarded_total", [("signal", name)])
+            for reason in SignalDropReason.allCases.map(\.rawValue) + [Self.signalUnsupported] {
+                sDropped["\(name)/\(reason)"] = counter("tailgate_signal_requests_dropped_total", [("signal", name), ("reason", reason)])
+            }
+            for reason in ["queue_full", "json_unsupported"] {
+                sRefused["\(name)/\(reason)"] = counter("tailgate_signal_requests_refused_total", [("signal", name), ("reason", reason)])
+            }
+        }
+        signalReceivedCounters = sReceived
+        signalForwardedCounters = sForwarded
+        signalBytesCounters = sBytes
+        signalDroppedCounters = sDropped
+        signalRefusedCounters = sRefused
+        signalQueueBytes = CoreMetrics.Gauge(label: "tailgate_signal_queue_bytes", factory: factory)
         policyReloads = counter("tailgate_policies_reloads_total")
         policyReloadFailures = counter("tailgate_policies_reload_failures_total")
     }
@@ -181,5 +216,42 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
 
     public func queued(bytes: Int) {
         forwardQueueBytes.record(bytes)
+    }
+
+    // MARK: Relayed metrics and logs
+
+    func signalReceived(_ signal: OTLPSignal, transport: IngestTransport) {
+        signalReceivedCounters["\(signal.rawValue)/\(transport.rawValue)"]?.increment()
+    }
+
+    func signalRefused(_ signal: OTLPSignal, reason: String) {
+        signalRefusedCounters["\(signal.rawValue)/\(reason)"]?.increment()
+    }
+
+    func signalDropped(_ signal: OTLPSignal, reason: String) {
+        signalDroppedCounters["\(signal.rawValue)/\(reason)"]?.increment()
+        signalDrops.withLock { $0["\(signal.rawValue)/\(reason)", default: 0] += 1 }
+    }
+
+    /// Relayed requests lost after they were accepted, by `signal/reason`.
+    public func signalDropTally() -> [String: Int] { signalDrops.withLock { $0 } }
+}
+
+extension TailgateMetrics: SignalForwarderObserver {
+    public func signalForwarded(_ signal: OTLPSignal, bytes: Int) {
+        signalForwardedCounters[signal.rawValue]?.increment()
+        signalBytesCounters[signal.rawValue]?.increment(by: bytes)
+    }
+
+    public func signalDropped(_ signal: OTLPSignal, reason: SignalDropReason) {
+        signalDropped(signal, reason: reason.rawValue)
+    }
+
+    public func signalSendFailed(_ signal: OTLPSignal, reason: String, willRetry: Bool) {
+        sendFailed(reason: reason, willRetry: willRetry)
+    }
+
+    public func signalQueued(bytes: Int) {
+        signalQueueBytes.record(bytes)
     }
 }

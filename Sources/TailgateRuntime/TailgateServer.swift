@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import Synchronization
 import NIOPosix
 import ServiceLifecycle
 import TailgateBuffer
@@ -25,13 +26,20 @@ public struct TailgateServer: Sendable {
     }
 
     public static func makeDownstream(_ address: DownstreamAddress, forwarder: ForwarderConfiguration,
-                                      headers: [String: String] = [:]) throws -> any Downstream {
+                                      headers: [String: String] = [:], tls: DownstreamTLS? = nil) throws -> any Downstream {
         switch address {
         case .grpc(let host, let port):
             return try GRPCDownstream(host: host, port: port, gzip: forwarder.gzip, timeout: forwarder.timeout,
                                       reconnectBackoff: (forwarder.initialBackoff, forwarder.maxBackoff), headers: headers)
+        case .grpcs(let host, let port):
+            return try GRPCDownstream(host: host, port: port, gzip: forwarder.gzip, timeout: forwarder.timeout,
+                                      reconnectBackoff: (forwarder.initialBackoff, forwarder.maxBackoff), headers: headers,
+                                      tls: tls ?? DownstreamTLS())
         case .http(let host, let port, let path):
             return HTTPDownstream(host: host, port: port, path: path, gzip: forwarder.gzip, timeout: forwarder.timeout, headers: headers)
+        case .https(let host, let port, let path):
+            return try HTTPDownstream(host: host, port: port, path: path, gzip: forwarder.gzip, timeout: forwarder.timeout,
+                                      headers: headers, tls: tls ?? DownstreamTLS())
         case .file(let path):
             return try FileDownstream(path: path)
         }
@@ -47,9 +55,33 @@ public struct TailgateServer: Sendable {
         let metrics = TailgateMetrics()
         let readiness = Readiness()
         let shutdown = ShutdownBudget(total: config.shutdownTimeout, readiness: readiness)
-        let downstream = try Self.makeDownstream(config.downstream, forwarder: config.forwarder, headers: config.downstreamHeaders)
+        if config.downstream.isTLS, let tls = config.downstreamTLS, tls.insecureSkipVerify {
+            logger.warning("downstream_tls.insecure_skip_verify is on: the downstream's certificate is NOT verified; anyone on the path can read and alter forwarded telemetry. Use it for testing only", metadata: [
+                "downstream": "\(config.downstream)"])
+        } else if config.downstreamTLS != nil, !config.downstream.isTLS {
+            logger.warning("downstream_tls is ignored: the downstream is not grpcs:// or https://", metadata: ["downstream": "\(config.downstream)"])
+        }
+        let downstream: any Downstream
+        do {
+            downstream = try Self.makeDownstream(config.downstream, forwarder: config.forwarder, headers: config.downstreamHeaders,
+                                                 tls: config.downstreamTLS)
+        } catch {
+            throw TailgateSetupError(description: "cannot set up the downstream \(config.downstream): \(error)")
+        }
         let authenticator = Authenticator(tokens: config.bearerTokens)
         let forwarder = Forwarder(configuration: config.forwarder, downstream: downstream, observer: metrics, logger: logger)
+        let signals = SignalForwarder(downstream: downstream, queueBytes: config.signalQueueBytes,
+                                      concurrency: config.forwarder.concurrency, initialBackoff: config.forwarder.initialBackoff,
+                                      maxBackoff: config.forwarder.maxBackoff, observer: metrics, logger: logger)
+        let relay = SignalRelay(forwarder: signals, metrics: metrics, logger: logger)
+        var ingestTLS: IngestTLSContext? = nil
+        if let tls = config.tls {
+            do {
+                ingestTLS = try IngestTLSContext(tls, logger: logger)
+            } catch {
+                throw TailgateSetupError(description: "tls.\(error)")
+            }
+        }
         let recorder = try config.record.map { try RecordingWriter(configuration: $0, logger: logger) }
         let pipeline = Pipeline(policies: policies, buffer: config.buffer, forwarder: forwarder, metrics: metrics, logger: logger,
                                 annotate: config.annotateKeptSpans, dryRun: config.dryRun, recorder: recorder)
@@ -74,6 +106,9 @@ public struct TailgateServer: Sendable {
                 listening.append("admin=\(address)")
             }
             services.append(ForwarderService(forwarder: forwarder, shutdown: shutdown))
+            // Stopped before the trace forwarder (services stop in reverse order), which closes the shared downstream.
+            services.append(SignalForwarderService(forwarder: signals, shutdown: shutdown))
+            if let ingestTLS { services.append(CertificateReloadService(tls: ingestTLS)) }
             services.append(DecisionService(pipeline: pipeline, tick: config.decisionTick))
             if let path = config.policiesPath {
                 let reloader = PolicyReloader(path: path, pipeline: pipeline, logger: logger)
@@ -83,8 +118,10 @@ public struct TailgateServer: Sendable {
             }
             if let recorder { services.append(RecordingService(writer: recorder)) }
             if let address = config.httpListen, let (host, port) = parseHostPort(address) {
-                let ingest = OTLPHTTPIngest(handler: pipeline, maxRequestBytes: config.limits.maxRequestBytes, authenticator: authenticator)
+                let ingest = OTLPHTTPIngest(handler: pipeline, maxRequestBytes: config.limits.maxRequestBytes, authenticator: authenticator,
+                                            relay: relay)
                 var options = HTTPServer.Options(limits: config.limits, budget: budget)
+                options.tls = ingestTLS?.sslContext
                 // OTLP/JSON costs far more CPU per byte than protobuf: it gets its own thread, so a heavy JSON client
                 // can delay only other JSON requests.
                 options.isHeavy = { head in head.headers.first(name: "content-type")?.lowercased().hasPrefix("application/json") ?? false }
@@ -96,7 +133,7 @@ public struct TailgateServer: Sendable {
                 try await server.start()
                 started.append(server)
                 services.append(HTTPServerService(server: server, shutdown: shutdown))
-                listening.append("otlp/http=\(address)")
+                listening.append("otlp/http\(ingestTLS == nil ? "" : "+tls")=\(address)")
             }
         } catch {
             for server in started { await server.stop(deadline: .now) }
@@ -105,9 +142,9 @@ public struct TailgateServer: Sendable {
         var grpc: GRPCIngestServer? = nil
         if let address = config.grpcListen, let (host, port) = parseHostPort(address) {
             let server = GRPCIngestServer(host: host, port: port, limits: config.limits, budget: budget, handler: pipeline,
-                                          authenticator: authenticator, serving: { readiness.isReady })
+                                          authenticator: authenticator, relay: relay, tls: ingestTLS, serving: { readiness.isReady })
             services.append(GRPCIngestService(server: server, shutdown: shutdown, logger: logger))
-            listening.append("otlp/grpc=\(address)")
+            listening.append("otlp/grpc\(ingestTLS == nil ? "" : "+tls")=\(address)")
             grpc = server
         }
 
@@ -136,18 +173,64 @@ public struct TailgateServer: Sendable {
             try await tasks.next()
         }
         let summary = ShutdownSummary(dropped: metrics.dropTally(), bufferedLeft: pipeline.buffer.bufferedTraces)
+        let signalsLost = metrics.signalDropTally().filter { !$0.key.hasSuffix(TailgateMetrics.signalUnsupported) }.values.reduce(0, +)
         var metadata: Logger.Metadata = [
             "spans_lost": "\(summary.spansLost)",
             "buffered_traces_left": "\(summary.bufferedLeft)",
+            "signal_requests_lost": "\(signalsLost)",
         ]
         for (reason, n) in summary.dropped.sorted(by: { $0.key < $1.key }) { metadata["dropped.\(reason)"] = "\(n)" }
-        if summary.spansLost > 0 || summary.bufferedLeft > 0 {
+        if summary.spansLost > 0 || summary.bufferedLeft > 0 || signalsLost > 0 {
             logger.error("tailgate stopped: kept spans were lost", metadata: metadata)
         } else {
             logger.notice("tailgate stopped", metadata: metadata)
         }
         return summary
     }
+}
+
+/// Hands metrics and logs requests from both receivers to the relay queue (`SignalForwarder`), unchanged: full
+/// queue → UNAVAILABLE / 503 with Retry-After; a file downstream cannot write them (its JSON lines are traces):
+/// they are accepted and dropped, counted as `unsupported_by_downstream` and logged once.
+final class SignalRelay: SignalIngestHandler, Sendable {
+    let forwarder: SignalForwarder
+    let metrics: TailgateMetrics
+    let logger: Logger
+    let relays: Bool
+    private let noted = Mutex(false)
+
+    init(forwarder: SignalForwarder, metrics: TailgateMetrics, logger: Logger) {
+        self.forwarder = forwarder
+        self.metrics = metrics
+        self.logger = logger
+        relays = !(forwarder.downstream is FileDownstream)
+    }
+
+    var acceptsJSON: Bool { forwarder.downstream.acceptsJSON }
+
+    func relay(_ body: [UInt8], signal: IngestSignal, json: Bool, transport: IngestTransport) -> IngestResult {
+        let s: OTLPSignal = signal == .metrics ? .metrics : .logs
+        metrics.signalReceived(s, transport: transport)
+        guard relays else {
+            metrics.signalDropped(s, reason: TailgateMetrics.signalUnsupported)
+            let first = noted.withLock { n -> Bool in defer { n = true }; return !n }
+            if first {
+                logger.notice("metrics and logs are accepted but not written by a file: downstream (it writes traces only); they are dropped and counted in tailgate_signal_requests_dropped_total{reason=\"unsupported_by_downstream\"}", metadata: [
+                    "downstream": "\(forwarder.downstream.target)"])
+            }
+            return .accepted
+        }
+        guard forwarder.submit(body, signal: s, json: json) else {
+            metrics.signalRefused(s, reason: "queue_full")
+            return .overloaded(retryAfterSeconds: 1, message: "Tailgate's \(s.rawValue) relay queue is full (the downstream is slow or down); retry later")
+        }
+        return .accepted
+    }
+}
+
+/// The configuration cannot be put to use (a TLS file that cannot be loaded): nothing was started. `serve` exits 2.
+public struct TailgateSetupError: Error, CustomStringConvertible {
+    public var description: String
 }
 
 /// What a run lost, reported when it stops. `spansLost` counts kept spans that never reached the downstream

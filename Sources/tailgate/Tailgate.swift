@@ -45,7 +45,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("http-listen"), help: "OTLP/HTTP listen address HOST:PORT, or 'off'.")
     var httpListen: String?
 
-    @Option(help: "Where kept traces go: grpc://HOST:PORT, http://HOST:PORT[/path] or file:PATH ('file:-' for stdout).")
+    @Option(help: "Where kept traces (and relayed metrics and logs) go: grpc://HOST:PORT, grpcs://HOST:PORT, http(s)://HOST:PORT[/path] or file:PATH ('file:-' for stdout).")
     var downstream: String?
 
     @Option(name: [.customLong("admin-listen"), .customLong("metrics-listen")],
@@ -80,15 +80,17 @@ struct Serve: AsyncParsableCommand {
                 throw ValidationError("\(listen.source) must be HOST:PORT or 'off', got '\(listen.value)'")
             }
         }
-        if let d = effectiveDownstream, DownstreamAddress(d.value) == nil {
-            throw ValidationError("\(d.source) must be grpc://HOST:PORT, http://HOST:PORT[/path] or file:PATH, got '\(d.value)'")
-        }
         if Logger.Level(rawValue: effectiveLogLevel) == nil {
             throw ValidationError("--log-level (or TAILGATE_LOG_LEVEL) must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
         }
     }
 
     func run() async throws {
+        // A bad downstream address is a configuration error (exit 2, before anything listens), like one in the file.
+        if let d = effectiveDownstream, DownstreamAddress(d.value) == nil {
+            FileHandle.standardError.write(Data("error: \(d.source) must be grpc://HOST:PORT, grpcs://HOST:PORT, http(s)://HOST:PORT[/path] or file:PATH, got '\(d.value)'\n".utf8))
+            throw ExitCode(2)
+        }
         tailgate_tune_malloc()
         let level = Logger.Level(rawValue: effectiveLogLevel) ?? .info
         LoggingSystem.bootstrap { label in
@@ -130,6 +132,10 @@ struct Serve: AsyncParsableCommand {
         let summary: ShutdownSummary
         do {
             summary = try await TailgateServer(configuration: configuration, policies: policySet, logger: logger).run()
+        } catch let error as TailgateSetupError {
+            logger.critical("tailgate cannot start: \(error)")
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(2)
         } catch {
             logger.critical("tailgate cannot run: \(error)")
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import DASHBOARD, EXPECTED_ZERO
+from deploylib import DASHBOARD, EXPECTED_ZERO
 
 
 def load() -> dict:

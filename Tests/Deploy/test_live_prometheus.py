@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import (ALERTS, DASHBOARD, DEFAULT_POLICIES, EXPECTED_ZERO, Prometheus, Tailgate, tail)
+from deploylib import (ALERTS, DASHBOARD, DEFAULT_POLICIES, EXPECTED_ZERO, Prometheus, Tailgate, tail)
 
 RATE_INTERVAL = "10s"  # Grafana's $__rate_interval for a 1 s scrape interval over a short time range
 WINDOW_S = 20          # the range queries cover the last 20 s, one point a second

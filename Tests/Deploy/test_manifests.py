@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DEPLOY, REPO, Tailgate, promtool, tail, tool
+from deploylib import DEPLOY, REPO, Tailgate, promtool, tail, tool
 
 K8S = DEPLOY / "kubernetes"
 TAILGATE_PATHS = {"/livez", "/readyz", "/metrics", "/version"}

@@ -9,7 +9,7 @@ import subprocess
 
 import yaml
 
-from conftest import ALERTS, ALERTS_TEST, DASHBOARD, METRICS_SOURCE, promtool
+from deploylib import ALERTS, ALERTS_TEST, DASHBOARD, METRICS_SOURCE, promtool
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

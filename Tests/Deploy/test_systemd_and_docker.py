@@ -10,7 +10,7 @@ import subprocess
 
 import yaml
 
-from conftest import DEPLOY, REPO, Tailgate, tail, tailgate_binary, tool
+from deploylib import DEPLOY, REPO, Tailgate, tail, tailgate_binary, tool
 
 UNIT = DEPLOY / "systemd" / "tailgate.service"
 DOCKERFILE = DEPLOY / "Dockerfile"
