@@ -105,9 +105,13 @@ def test_compose_agents_command_runs(tmp_path):
     try:
         args = []
         for arg in command:
-            arg = arg.replace("grpc://tailgate:4317", f"grpc://127.0.0.1:{tg.grpc_port}")
-            arg = arg.replace("/recordings/", str(REPO / "loadtest" / "recordings") + "/")
-            arg = arg.replace("/tmp/", str(tmp_path) + "/")
+            # One substitution per argument: the repository itself may live under /tmp (a fresh clone in CI).
+            if "grpc://tailgate:4317" in arg:
+                arg = arg.replace("grpc://tailgate:4317", f"grpc://127.0.0.1:{tg.grpc_port}")
+            elif arg.startswith("/recordings/"):
+                arg = str(REPO / "loadtest" / "recordings" / arg[len("/recordings/"):])
+            elif arg.startswith("/tmp/"):
+                arg = str(tmp_path / arg[len("/tmp/"):])
             args.append(arg)
         args[args.index("--duration") + 1] = "3s"
         result = subprocess.run([str(tailgate_binary()), *args], capture_output=True, text=True, timeout=90,
