@@ -59,7 +59,7 @@ set -e
 tail -25 "$OUT/loadtest.txt"
 METRICS=$(python3 -c "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:$METRICS_PORT/metrics',timeout=10).read().decode())" || true)
 echo "$METRICS" | grep -E '^tailgate_(spans_dropped_total|policies_reloads_total|forward_failures_total)' | sort > "$OUT/metrics.txt" || true
-kill -TERM $PROXY_PID; wait $PROXY_PID; PROXY_EXIT=$?
+kill -TERM $PROXY_PID; PROXY_EXIT=0; wait $PROXY_PID || PROXY_EXIT=$?
 kill "$SAMPLER_PID" "$HUP_PID" 2>/dev/null || true
 
 python3 - "$OUT" "$DURATION" "$VERIFY" "$PROXY_EXIT" <<'PY'
