@@ -424,9 +424,9 @@ final class TraceEntry: @unchecked Sendable {
     /// Plan generation of the aggregates; nil when spans of several generations were mixed.
     var planGeneration: UInt64?
     /// Span IDs of the trace (to drop duplicates and to tell which parents are missing).
-    var seen: Set<UInt64> = []
+    var seen = SmallIDMap<Void>()
     /// Parents named by spans of the trace that have not arrived, with where they live.
-    var missing: [UInt64: ParentLocality] = [:]
+    var missing = SmallIDMap<ParentLocality>()
     /// How many of `missing` are local: while any is, the run is still going.
     var missingLocal = 0
 
@@ -441,8 +441,7 @@ final class TraceEntry: @unchecked Sendable {
 
     var accountedBytes: Int {
         spans.accountedBytes + traceOverheadBytes
-            + (seen.capacity == 0 ? 0 : seen.capacity * 9 + arrayAllocationOverhead)
-            + (missing.capacity == 0 ? 0 : missing.capacity * 17 + arrayAllocationOverhead)
+            + seen.accountedBytes + missing.accountedBytes
     }
 
     /// A root has arrived and no span waits for a parent.
@@ -450,19 +449,20 @@ final class TraceEntry: @unchecked Sendable {
 
     /// Records a span's IDs; false when the trace already has a span with this ID (a duplicate delivery).
     func record(spanID: UInt64, parent: UInt64, parentIsRemote: Bool?) -> Bool {
-        guard seen.insert(spanID).inserted else { return false }
-        if let was = missing.removeValue(forKey: spanID), was == .local { missingLocal -= 1 }
-        if parent != 0 && !seen.contains(parent) {
+        guard seen[spanID] == nil else { return false }
+        seen.set(spanID, ())
+        if let was = missing.remove(spanID), was == .local { missingLocal -= 1 }
+        if parent != 0 && seen[parent] == nil {
             let locality: ParentLocality = parentIsRemote.map { $0 ? .remote : .local } ?? .unknown
             // One span of its own process saying "local" settles it, whichever span named the parent first (a callee
             // in another service names the same span as its remote parent, and often exports first).
             switch missing[parent] {
             case nil:
-                missing[parent] = locality
+                missing.set(parent, locality)
                 if locality == .local { missingLocal += 1 }
             case .remote?, .unknown?:
                 if locality == .local {
-                    missing[parent] = .local
+                    missing.set(parent, .local)
                     missingLocal += 1
                 }
             case .local?:
@@ -490,6 +490,58 @@ final class TraceEntry: @unchecked Sendable {
             if quiet < best.0 { best = (quiet, .idle) }
         }
         return best
+    }
+}
+
+/// Span IDs → value for one trace: a linear array while small (most traces hold a few dozen spans; no hashing, one
+/// small allocation), a dictionary beyond `limit`. On the insert path of every span.
+struct SmallIDMap<Value> {
+    private var small: [(id: UInt64, value: Value)] = []
+    private var large: [UInt64: Value]? = nil
+    static var limit: Int { 32 }
+
+    var isEmpty: Bool { large?.isEmpty ?? small.isEmpty }
+
+    subscript(id: UInt64) -> Value? {
+        if let large { return large[id] }
+        for entry in small where entry.id == id { return entry.value }
+        return nil
+    }
+
+    mutating func set(_ id: UInt64, _ value: Value) {
+        if large != nil {
+            large?[id] = value
+            return
+        }
+        if let i = small.firstIndex(where: { $0.id == id }) {
+            small[i].value = value
+            return
+        }
+        small.append((id, value))
+        if small.count > Self.limit {
+            var map = [UInt64: Value](minimumCapacity: small.count * 2)
+            for entry in small { map[entry.id] = entry.value }
+            large = map
+            small = []
+        }
+    }
+
+    @discardableResult
+    mutating func remove(_ id: UInt64) -> Value? {
+        if large != nil { return large?.removeValue(forKey: id) }
+        guard let i = small.firstIndex(where: { $0.id == id }) else { return nil }
+        let value = small[i].value
+        small.swapAt(i, small.count - 1)
+        small.removeLast()
+        return value
+    }
+
+    /// Bytes allocated, for the buffer's accounting.
+    var accountedBytes: Int {
+        if let large {
+            return large.capacity * (MemoryLayout<UInt64>.stride + MemoryLayout<Value>.stride + 1) + arrayAllocationOverhead
+        }
+        return small.capacity == 0 ? 0 : small.capacity * MemoryLayout<(id: UInt64, value: Value)>.stride + arrayAllocationOverhead
     }
 }
 

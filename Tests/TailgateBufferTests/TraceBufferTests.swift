@@ -340,3 +340,23 @@ private func insert(_ buffer: TraceBuffer, _ spans: [TestSpan], service: String 
         #expect(s.decidedAt - s.firstSeenAt == 45_000_000_000)
     }
 }
+
+@Suite struct SmallIDMapTests {
+    /// The same answers below and above the switch from the array to the dictionary.
+    @Test(arguments: [5, 32, 33, 200])
+    func behavesLikeADictionary(count: Int) {
+        var map = SmallIDMap<Int>()
+        var reference: [UInt64: Int] = [:]
+        for i in 0..<count {
+            let id = UInt64(i) &* 0x9E37_79B9_7F4A_7C15 | 1
+            map.set(id, i)
+            reference[id] = i
+            if i % 3 == 0 { map.set(id, -i); reference[id] = -i }
+            if i % 7 == 0 { #expect(map.remove(id) == reference.removeValue(forKey: id)) }
+        }
+        for (id, value) in reference { #expect(map[id] == value) }
+        #expect(map[12345] == nil && map.remove(12345) == nil)
+        #expect(map.isEmpty == reference.isEmpty)
+        #expect(map.accountedBytes > 0)
+    }
+}
