@@ -374,9 +374,7 @@ public final class Forwarder: Sendable {
                 state.consecutiveFailures += 1
                 return state.consecutiveFailures
             }
-            var delay = backoff(attempt: max(batch.attempts, failures))
-            // A Retry-After the downstream asked for is honoured (never below our own backoff, at most 5 minutes).
-            if let retryAfter { delay = min(max(retryAfter, delay), .seconds(300)) }
+            let delay = retryDelay.delay(attempt: max(batch.attempts, failures), retryAfter: retryAfter)
             if let deadline = state.withLock({ $0.deadline }), now + delay > deadline {
                 observer.sendFailed(reason: reason, willRetry: false)
                 observer.dropped(spans: batch.spans, reason: .shutdown)
@@ -394,12 +392,7 @@ public final class Forwarder: Sendable {
         }
     }
 
-    /// Exponential backoff with jitter: a random delay between half and all of min(max, initial × 2^(attempt-1)).
-    func backoff(attempt: Int) -> Duration {
-        let base = configuration.initialBackoff * (1 << min(max(attempt, 1) - 1, 20))
-        let capped = min(base, configuration.maxBackoff)
-        return capped * Double.random(in: 0.5...1.0)
-    }
+    private var retryDelay: RetryDelay { RetryDelay(initial: configuration.initialBackoff, max: configuration.maxBackoff) }
 }
 
 extension Deque {

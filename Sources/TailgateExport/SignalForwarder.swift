@@ -198,8 +198,7 @@ public final class SignalForwarder: Sendable {
                 state.consecutiveFailures += 1
                 return state.consecutiveFailures
             }
-            var delay = backoff(attempt: max(item.attempts, failures))
-            if let retryAfter { delay = min(max(retryAfter, delay), .seconds(300)) }
+            let delay = RetryDelay(initial: initialBackoff, max: maxBackoff).delay(attempt: max(item.attempts, failures), retryAfter: retryAfter)
             if let deadline = state.withLock({ $0.deadline }), now + delay > deadline {
                 observer.signalSendFailed(item.signal, reason: reason, willRetry: false)
                 observer.signalDropped(item.signal, reason: .shutdown)
@@ -224,8 +223,4 @@ public final class SignalForwarder: Sendable {
         }
     }
 
-    func backoff(attempt: Int) -> Duration {
-        let base = initialBackoff * (1 << min(max(attempt, 1) - 1, 20))
-        return min(base, maxBackoff) * Double.random(in: 0.5...1.0)
-    }
 }

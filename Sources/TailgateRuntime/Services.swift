@@ -61,9 +61,18 @@ struct DecisionService: Service {
     }
 }
 
-/// Sends kept traces; on graceful shutdown flushes until the shutdown budget's deadline.
+/// A queue that sends until told to finish by a deadline: the trace forwarder and the metrics/logs relay.
+protocol DrainingSender: Sendable {
+    func run() async
+    func finish(deadline: ContinuousClock.Instant)
+}
+
+extension Forwarder: DrainingSender {}
+extension SignalForwarder: DrainingSender {}
+
+/// Sends (kept traces, relayed signals); on graceful shutdown flushes until the shutdown budget's deadline.
 struct ForwarderService: Service {
-    let forwarder: Forwarder
+    let forwarder: any DrainingSender
     let shutdown: ShutdownBudget
 
     func run() async throws {
@@ -132,21 +141,6 @@ struct HTTPServerService: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await server.stop(deadline: shutdown?.drainDeadline ?? .now + .seconds(5))
-    }
-}
-
-/// Relays metrics and logs; on graceful shutdown flushes its queue until the shutdown budget's deadline. Listed
-/// after the trace forwarder so that it stops first (the trace forwarder closes the shared downstream).
-struct SignalForwarderService: Service {
-    let forwarder: SignalForwarder
-    let shutdown: ShutdownBudget
-
-    func run() async throws {
-        await withGracefulShutdownHandler {
-            await forwarder.run()
-        } onGracefulShutdown: {
-            forwarder.finish(deadline: shutdown.deadline)
-        }
     }
 }
 

@@ -107,7 +107,9 @@ public struct TailgateServer: Sendable {
             }
             services.append(ForwarderService(forwarder: forwarder, shutdown: shutdown))
             // Stopped before the trace forwarder (services stop in reverse order), which closes the shared downstream.
-            services.append(SignalForwarderService(forwarder: signals, shutdown: shutdown))
+            // The metrics/logs relay: listed after the trace forwarder so that it stops first (the trace forwarder
+            // closes the shared downstream).
+            services.append(ForwarderService(forwarder: signals, shutdown: shutdown))
             if let ingestTLS { services.append(CertificateReloadService(tls: ingestTLS)) }
             services.append(DecisionService(pipeline: pipeline, tick: config.decisionTick))
             if let path = config.policiesPath {
