@@ -2,8 +2,9 @@
 import PackageDescription
 
 // One module per stage; dependencies point one way:
-//   TailgateWire → TailgateBuffer → TailgatePolicies → TailgateIngest / TailgateExport → TailgateRuntime → tailgate
-// Wire, Buffer and Policies are pure (no I/O, injected clocks). Ingest and Export are the only modules doing I/O.
+//   TailgateWire → TailgateBuffer → TailgatePolicies → TailgateIngest / TailgateExport → TailgateStore → TailgateRuntime → tailgate
+// Wire, Buffer and Policies are pure (no I/O, injected clocks; the buffer reaches the disk only through the
+// `TraceStore` protocol). Ingest, Export and Store do the I/O.
 let package = Package(
     name: "tailgate",
     platforms: [.macOS(.v15)],
@@ -70,9 +71,15 @@ let package = Package(
             .product(name: "DequeModule", package: "swift-collections"),
         ]),
 
+        // The on-disk tier under the buffer and the forward queue (a data directory of checksummed segment files).
+        .target(name: "TailgateStore", dependencies: [
+            "TailgateWire", "TailgateBuffer", "TailgateExport", "CZlib",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
         // Wiring and CLI.
         .target(name: "TailgateRuntime", dependencies: [
-            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateIngest", "TailgateExport", "Yams", "CTailgateSupport",
+            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateIngest", "TailgateExport", "TailgateStore", "Yams", "CTailgateSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -108,6 +115,10 @@ let package = Package(
         ]),
         .testTarget(name: "TailgateExportTests", dependencies: [
             "TailgateExport", "TailgateBuffer", "TailgateWire", "TailgateTestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "TailgateStoreTests", dependencies: [
+            "TailgateStore", "TailgateBuffer", "TailgateExport", "TailgateWire", "TailgateTestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "TailgateLoadtestTests", dependencies: [

@@ -27,6 +27,10 @@ public struct BufferConfiguration: Sendable, Equatable {
     public var maxBufferedBytes: Int = 512 << 20
     /// How many decided trace IDs are remembered, per outcome (kept and dropped), for late spans. Default 100,000.
     public var decisionCacheSize: Int = 100_000
+    /// With a trace store (`data_dir`): a trace's spans move to disk once it has been this long without a new span
+    /// (its summary stays in memory; a keep reads them back). Default 10 s: past the common window of a trace that
+    /// completes, well inside the minutes an agent run waits for a model.
+    public var spillAfter: Duration = .seconds(10)
     /// Seed of the hash that picks a trace's shard; nil (the default): random per buffer, so that a client cannot aim
     /// all of its traffic at one shard (sampling decisions do not depend on it).
     public var shardSeed: UInt64? = nil
@@ -44,7 +48,8 @@ public enum DecisionTrigger: String, Sendable, CaseIterable {
     case maxAge = "max_age"
     /// The trace reached `maxSpansPerTrace`.
     case spanLimit = "span_limit"
-    /// The buffer was over `maxBufferedBytes`; the oldest traces were decided early.
+    /// The buffer was over `maxBufferedBytes` (and the store, if any, had no room); the oldest traces were decided
+    /// early.
     case memoryPressure = "memory_pressure"
     /// The proxy is shutting down.
     case shutdown
@@ -148,6 +153,8 @@ public protocol TraceDecider: Sendable {
     func decide(_ trace: TraceSummary) -> Decision
     /// Generation of the attribute plan the decider expects summaries to be aggregated with.
     var generation: UInt64 { get }
+    /// The name of the policy behind a decision of this decider ("" for none).
+    func policyName(_ decision: Decision) -> String
     /// Recomputes the plan-dependent aggregates (bits and sums) of a trace from its spans, for traces aggregated
     /// under another generation (after a policies reload).
     func reaggregate(_ summary: inout TraceSummary, spans: BufferedSpans)
@@ -155,6 +162,7 @@ public protocol TraceDecider: Sendable {
 
 extension TraceDecider {
     public var generation: UInt64 { 0 }
+    public func policyName(_ decision: Decision) -> String { decision.policy >= 0 ? "policy \(decision.policy)" : "" }
     public func reaggregate(_ summary: inout TraceSummary, spans: BufferedSpans) {}
 }
 
@@ -175,6 +183,10 @@ public struct BufferedSpans: Sendable {
 
     public var count: Int { refs.count }
     public var isEmpty: Bool { refs.isEmpty }
+    /// Payload bytes of the spans.
+    public var payloadBytes: Int { data.count }
+
+    mutating func appendOrigin(_ scope: ScopeOrigin) { origins.append(scope) }
     /// Memory the spans hold, as allocated (capacity, not count, plus each allocation's array header and malloc
     /// overhead), used for the buffer's accounting.
     var accountedBytes: Int {
@@ -214,6 +226,8 @@ public struct DecidedTrace: Sendable {
     public var summary: TraceSummary
     public var decision: Decision
     public var spans: BufferedSpans?
+    /// Spans of a kept trace that could not be read back from the store (a damaged record): lost, to be counted.
+    public var unreadableSpans = 0
 }
 
 /// Spans of an already kept trace, with that trace's decision.
@@ -251,8 +265,14 @@ public final class TraceBuffer: Sendable {
     private let deciderBox: Mutex<any TraceDecider>
     private let tracesGauge = Atomic<Int>(0)
     private let bytesGauge = Atomic<Int>(0)
+    private let storedBytesGauge = Atomic<Int>(0)
+    private let storedTracesGauge = Atomic<Int>(0)
+    /// The on-disk tier, if any.
+    public let store: (any TraceStore)?
 
-    public init(configuration: BufferConfiguration, decider: any TraceDecider, clock: any NanoClock = SystemClock()) {
+    public init(configuration: BufferConfiguration, decider: any TraceDecider, clock: any NanoClock = SystemClock(),
+                store: (any TraceStore)? = nil) {
+        self.store = store
         var config = configuration
         var n = 1
         while n < max(1, config.shardCount) { n <<= 1 }
@@ -263,7 +283,7 @@ public final class TraceBuffer: Sendable {
         shardMask = UInt64(n - 1)
         shardSeed = config.shardSeed ?? UInt64.random(in: .min ... .max)
         let timing = Timing(config)
-        shards = (0..<n).map { _ in Shard(timing: timing) }
+        shards = (0..<n).map { _ in Shard(timing: timing, store: store) }
     }
 
     /// The decider in use.
@@ -279,6 +299,10 @@ public final class TraceBuffer: Sendable {
     public var bufferedTraces: Int { tracesGauge.load(ordering: .relaxed) }
     /// Bytes currently buffered (span payloads plus index).
     public var bufferedBytes: Int { bytesGauge.load(ordering: .relaxed) }
+    /// Bytes of undecided traces' records in the store.
+    public var storedBytes: Int { storedBytesGauge.load(ordering: .relaxed) }
+    /// Undecided traces with spans in the store.
+    public var storedTraces: Int { storedTracesGauge.load(ordering: .relaxed) }
 
     @inline(__always)
     private func shardIndex(_ id: TraceID) -> Int {
@@ -325,18 +349,32 @@ public final class TraceBuffer: Sendable {
     ) {
         let budget = configuration.maxBufferedBytes / shards.count
         let delta = shards[s].state.withLock { state -> Delta in
-            let before = (state.traces.count, state.bytes)
+            let before = state.snapshot
             state.insert(indices: indices, request, body, now, budget, decider, &outcome)
-            return Delta(traces: state.traces.count - before.0, bytes: state.bytes - before.1)
+            return state.delta(since: before)
         }
         apply(delta)
     }
 
-    private struct Delta { var traces: Int; var bytes: Int }
+    struct Delta { var traces: Int; var bytes: Int; var storedBytes: Int; var storedTraces: Int }
 
     private func apply(_ delta: Delta) {
         if delta.traces != 0 { tracesGauge.add(delta.traces, ordering: .relaxed) }
         if delta.bytes != 0 { bytesGauge.add(delta.bytes, ordering: .relaxed) }
+        if delta.storedBytes != 0 { storedBytesGauge.add(delta.storedBytes, ordering: .relaxed) }
+        if delta.storedTraces != 0 { storedTracesGauge.add(delta.storedTraces, ordering: .relaxed) }
+    }
+
+    /// Runs `body` on every shard's state under its lock, keeping the gauges right.
+    private func eachShard(_ body: (inout ShardState) -> Void) {
+        for shard in shards {
+            let delta = shard.state.withLock { state -> Delta in
+                let before = state.snapshot
+                body(&state)
+                return state.delta(since: before)
+            }
+            apply(delta)
+        }
     }
 
     /// Decides every trace whose decision window has closed by now.
@@ -344,14 +382,7 @@ public final class TraceBuffer: Sendable {
         let now = clock.now()
         let decider = self.decider
         var out: [DecidedTrace] = []
-        for shard in shards {
-            let delta = shard.state.withLock { state -> Delta in
-                let before = (state.traces.count, state.bytes)
-                state.decideExpired(now: now, decider: decider, into: &out)
-                return Delta(traces: state.traces.count - before.0, bytes: state.bytes - before.1)
-            }
-            apply(delta)
-        }
+        eachShard { $0.decideExpired(now: now, decider: decider, into: &out) }
         return out
     }
 
@@ -360,13 +391,102 @@ public final class TraceBuffer: Sendable {
         let now = clock.now()
         let decider = self.decider
         var out: [DecidedTrace] = []
-        for shard in shards {
-            let delta = shard.state.withLock { state -> Delta in
-                let before = (state.traces.count, state.bytes)
-                state.decideAll(trigger: trigger, now: now, decider: decider, into: &out)
-                return Delta(traces: state.traces.count - before.0, bytes: state.bytes - before.1)
+        eachShard { $0.decideAll(trigger: trigger, now: now, decider: decider, into: &out) }
+        return out
+    }
+
+    /// Shutdown with a store (`on_shutdown: persist`): writes every trace's in-memory spans to the store instead of
+    /// deciding, so that the next start on the same data directory resumes them. Traces the store has no room for
+    /// are decided (returned). Returns the traces persisted as well.
+    public func persistAll() -> (persisted: Int, decided: [DecidedTrace]) {
+        let now = clock.now()
+        let decider = self.decider
+        var out: [DecidedTrace] = []
+        var persisted = 0
+        eachShard { state in
+            for entry in Array(state.traces.values) {
+                if entry.spans.isEmpty || state.spill(entry, now) {
+                    persisted += 1
+                } else {
+                    out.append(state.decide(entry, .shutdown, now, decider))
+                }
             }
-            apply(delta)
+        }
+        return (persisted, out)
+    }
+
+    /// The oldest store segment an undecided trace still needs (its records, or in sync mode the write-ahead
+    /// records of its in-memory spans); nil when none does. Segments before it hold nothing live.
+    public func oldestPinnedSegment() -> UInt64? {
+        var oldest: UInt64? = nil
+        for shard in shards {
+            let m = shard.state.withLock { state -> UInt64? in
+                var m: UInt64? = nil
+                for entry in state.traces.values {
+                    let p = min(entry.diskRefs.first?.segment ?? .max, entry.walSince)
+                    if p != .max { m = min(m ?? p, p) }
+                }
+                return m
+            }
+            if let m { oldest = min(oldest ?? m, m) }
+        }
+        return oldest
+    }
+
+    /// Rewrites the traces that pin a segment before `segment` as one record each (with their in-memory spans), so
+    /// that old, mostly dead segments can be deleted; at most about `maxBytes`. Returns the bytes rewritten.
+    public func consolidate(below segment: UInt64, maxBytes: Int) -> Int {
+        let now = clock.now()
+        var written = 0
+        eachShard { state in
+            guard written < maxBytes else { return }
+            for entry in Array(state.traces.values) where written < maxBytes {
+                let p = min(entry.diskRefs.first?.segment ?? .max, entry.walSince)
+                guard p < segment else { continue }
+                guard let n = state.consolidate(entry, now) else { return }
+                written += n
+            }
+        }
+        return written
+    }
+
+    /// Recovery: adds the spans of one record found in the store at start. `ref` is the record's place when its spans
+    /// stay on disk; nil for spans held in memory (write-ahead records of sync mode). Records must come in log order.
+    public func restore(trace: TraceID, request: ScannedRequest, body: UnsafeRawBufferPointer, timing: SpillTiming,
+                        ref: SpillRef?) {
+        let shard = shardIndex(trace)
+        let now = clock.now()
+        let wall = store?.wallNow() ?? 0
+        let delta = shards[shard].state.withLock { state -> Delta in
+            let before = state.snapshot
+            state.restore(trace: trace, request: request, body: body, timing: timing, ref: ref, now: now, wall: wall)
+            return state.delta(since: before)
+        }
+        apply(delta)
+    }
+
+    /// Recovery: a trace decided before the restart (late spans follow that decision).
+    public func restoreDecision(trace: TraceID, decision: Decision) {
+        shards[shardIndex(trace)].state.withLock { state in
+            guard state.traces[trace] == nil else { return }
+            if decision.keep { state.kept.insert(trace, decision) } else { state.dropped.insert(trace, decision) }
+        }
+    }
+
+    /// Recovery is over: restored traces get their deadlines (timers continue from the times in their records).
+    public func finishRestore() {
+        let now = clock.now()
+        eachShard { $0.finishRestore(now: now) }
+    }
+
+    /// Remembered decisions (trace ID, decision) of every shard, for persisting them at shutdown.
+    public func rememberedDecisions() -> [(TraceID, Decision)] {
+        var out: [(TraceID, Decision)] = []
+        for shard in shards {
+            shard.state.withLock { state in
+                out += state.kept.entries
+                out += state.dropped.entries
+            }
         }
         return out
     }
@@ -386,6 +506,7 @@ struct Timing: Sendable {
     var maxAge: UInt64
     var maxSpans: Int
     var cacheSize: Int
+    var spillAfter: UInt64
 
     init(_ c: BufferConfiguration) {
         waitAfterRoot = c.waitAfterRoot.nanoseconds
@@ -394,13 +515,14 @@ struct Timing: Sendable {
         maxAge = c.maxTraceAge.nanoseconds
         maxSpans = max(1, c.maxSpansPerTrace)
         cacheSize = max(1, c.decisionCacheSize / max(1, c.shardCount))
+        spillAfter = c.spillAfter.nanoseconds
     }
 }
 
 final class Shard: Sendable {
     let state: Mutex<ShardState>
-    init(timing: Timing) {
-        state = Mutex(ShardState(timing: timing))
+    init(timing: Timing, store: (any TraceStore)?) {
+        state = Mutex(ShardState(timing: timing, store: store))
     }
 }
 
@@ -416,7 +538,7 @@ final class TraceEntry: @unchecked Sendable {
     var summary: TraceSummary
     var spans = BufferedSpans()
     let generation: UInt64
-    let firstSeen: UInt64
+    var firstSeen: UInt64
     var lastSeen: UInt64
     var rootArrived: UInt64 = 0
     /// Deadline of this trace's live heap item.
@@ -429,6 +551,18 @@ final class TraceEntry: @unchecked Sendable {
     var missing = SmallIDMap<ParentLocality>()
     /// How many of `missing` are local: while any is, the run is still going.
     var missingLocal = 0
+    /// Records of the trace's spans in the store, in log order (`spans` holds the spans that arrived since).
+    var diskRefs: [SpillRef] = []
+    /// False after a spill: `seen` then lacks the IDs of the spans on disk, read back at the trace's next span.
+    var seenComplete = true
+    /// Sync durability: the oldest write-ahead segment holding spans of `spans` (`.max`: none).
+    var walSince: UInt64 = .max
+    /// An item of this trace is in the shard's spill queue.
+    var spillQueued = false
+    /// Being rebuilt from the store at start.
+    var restoring = false
+
+    var storedBytes: Int { diskRefs.reduce(0) { $0 + Int($1.length) } }
 
     init(id: TraceID, generation: UInt64, now: UInt64, scheduled: UInt64, planGeneration: UInt64) {
         self.planGeneration = planGeneration
@@ -565,6 +699,9 @@ struct DecisionCache {
 
     subscript(_ id: TraceID) -> Decision? { members[id] }
 
+    /// Every remembered decision, oldest first.
+    var entries: [(TraceID, Decision)] { order.compactMap { id in members[id].map { (id, $0) } } }
+
     mutating func insert(_ id: TraceID, _ decision: Decision = .noMatch) {
         guard members.updateValue(decision, forKey: id) == nil else { return }
         order.append(id)
@@ -582,9 +719,22 @@ struct ShardState {
     var nextGeneration: UInt64 = 1
     var kept: DecisionCache
     var dropped: DecisionCache
+    let store: (any TraceStore)?
+    /// Traces whose spans wait for `spillAfter` of quiet before moving to the store.
+    var spillQueue = Heap<DeadlineItem>()
+    /// Record bytes of undecided traces in the store, and how many traces have any.
+    var storedBytes = 0
+    var storedTraces = 0
 
-    init(timing: Timing) {
+    var snapshot: TraceBuffer.Delta { .init(traces: traces.count, bytes: bytes, storedBytes: storedBytes, storedTraces: storedTraces) }
+    func delta(since s: TraceBuffer.Delta) -> TraceBuffer.Delta {
+        .init(traces: traces.count - s.traces, bytes: bytes - s.bytes, storedBytes: storedBytes - s.storedBytes,
+              storedTraces: storedTraces - s.storedTraces)
+    }
+
+    init(timing: Timing, store: (any TraceStore)?) {
         self.timing = timing
+        self.store = store
         kept = DecisionCache(capacity: timing.cacheSize)
         dropped = DecisionCache(capacity: timing.cacheSize)
     }
@@ -624,11 +774,13 @@ struct ShardState {
                                    planGeneration: request.planGeneration)
                 nextGeneration += 1
                 traces[span.traceID] = entry
+                if let w = store?.walSegment { entry.walSince = w }
                 deadlines.insert(DeadlineItem(deadline: deadline, id: span.traceID, generation: entry.generation))
                 arrival.append((span.traceID, entry.generation))
                 bytes += traceOverheadBytes
             }
             current = entry
+            if !entry.seenComplete { rehydrate(entry) }
             let before = entry.accountedBytes
             let wasOpen = entry.missingLocal > 0 || !entry.missing.isEmpty
             guard entry.record(spanID: span.spanID, parent: span.parentSpanID, parentIsRemote: span.parentIsRemote) else {
@@ -637,7 +789,12 @@ struct ShardState {
             }
             if entry.planGeneration != request.planGeneration { entry.planGeneration = nil }
             entry.summary.add(span)
+            if entry.spans.isEmpty, let w = store?.walSegment { entry.walSince = min(entry.walSince, w) }
             entry.spans.append(span, scope: scope, body: body)
+            if store != nil && !entry.spillQueued {
+                entry.spillQueued = true
+                spillQueue.insert(DeadlineItem(deadline: now &+ timing.spillAfter, id: span.traceID, generation: entry.generation))
+            }
             bytes += entry.accountedBytes - before
             entry.lastSeen = now
             outcome.buffered += 1
@@ -660,11 +817,89 @@ struct ShardState {
                 current = nil
             }
         }
-        // Over the memory bound: decide the oldest traces early.
+        relieve(budget: budget, now: now, decider: decider, into: &outcome.decided)
+    }
+
+    /// Over the memory bound: the oldest traces' spans move to the store; when it has no room (or there is none), or
+    /// the traces' summaries alone exceed the bound, the oldest traces are decided early.
+    mutating func relieve(budget: Int, now: UInt64, decider: any TraceDecider, into decided: inout [DecidedTrace]) {
+        guard bytes > budget else { return }
+        if store != nil {
+            var attempts = arrival.count
+            while bytes > budget, attempts > 0, let (id, generation) = arrival.popFirst() {
+                attempts -= 1
+                guard let entry = traces[id], entry.generation == generation else { continue }
+                if entry.spans.isEmpty || spill(entry, now) {
+                    arrival.append((id, generation))  // stays undecided, behind the traces still in memory
+                    continue
+                }
+                decided.append(decide(entry, .memoryPressure, now, decider))  // the store is full
+            }
+        }
         while bytes > budget, let (id, generation) = arrival.popFirst() {
             guard let entry = traces[id], entry.generation == generation else { continue }
-            outcome.decided.append(decide(entry, .memoryPressure, now, decider))
+            decided.append(decide(entry, .memoryPressure, now, decider))
         }
+    }
+
+    /// Wall-clock time of a clock reading.
+    func wall(_ mono: UInt64, now: UInt64, wallNow: UInt64) -> UInt64 {
+        mono == 0 ? 0 : wallNow &- (now &- min(mono, now))
+    }
+
+    /// Moves a trace's in-memory spans to the store. False when the store has no room (the spans stay).
+    mutating func spill(_ entry: TraceEntry, _ now: UInt64) -> Bool {
+        guard let store, !entry.spans.isEmpty else { return false }
+        let w = store.wallNow()
+        let timing = SpillTiming(firstSeen: wall(entry.firstSeen, now: now, wallNow: w), lastSeen: wall(entry.lastSeen, now: now, wallNow: w),
+                                 rootArrived: wall(entry.rootArrived, now: now, wallNow: w))
+        guard let ref = store.append(trace: entry.summary.traceID, spans: entry.spans, timing: timing, supersedes: false) else {
+            return false
+        }
+        let before = entry.accountedBytes
+        if entry.diskRefs.isEmpty { storedTraces += 1 }
+        entry.diskRefs.append(ref)
+        storedBytes += Int(ref.length)
+        entry.spans = BufferedSpans()
+        entry.seen = SmallIDMap()
+        entry.seenComplete = false
+        entry.walSince = .max
+        bytes += entry.accountedBytes - before
+        return true
+    }
+
+    /// Rewrites every stored span of a trace, with its in-memory ones, as one record that supersedes the earlier
+    /// ones. Returns the bytes written, nil when the store has no room.
+    mutating func consolidate(_ entry: TraceEntry, _ now: UInt64) -> Int? {
+        guard let store else { return nil }
+        var all = BufferedSpans()
+        _ = store.read(entry.diskRefs, into: &all)
+        all.append(contentsOf: entry.spans)
+        let w = store.wallNow()
+        let timing = SpillTiming(firstSeen: wall(entry.firstSeen, now: now, wallNow: w), lastSeen: wall(entry.lastSeen, now: now, wallNow: w),
+                                 rootArrived: wall(entry.rootArrived, now: now, wallNow: w))
+        guard let ref = store.append(trace: entry.summary.traceID, spans: all, timing: timing, supersedes: true) else { return nil }
+        let before = entry.accountedBytes
+        if entry.diskRefs.isEmpty { storedTraces += 1 }
+        storedBytes += Int(ref.length) - entry.storedBytes
+        entry.diskRefs = [ref]
+        entry.spans = BufferedSpans()
+        entry.seen = SmallIDMap()
+        entry.seenComplete = false
+        entry.walSince = .max
+        bytes += entry.accountedBytes - before
+        return Int(ref.length)
+    }
+
+    /// Reads back the IDs of a spilled trace's stored spans, so that duplicates and parents are recognised.
+    mutating func rehydrate(_ entry: TraceEntry) {
+        entry.seenComplete = true
+        guard let store, !entry.diskRefs.isEmpty else { return }
+        let before = entry.accountedBytes
+        var stored = BufferedSpans()
+        _ = store.read(entry.diskRefs, into: &stored)
+        for id in stored.spanIDs() { entry.seen.set(id, ()) }
+        bytes += entry.accountedBytes - before
     }
 
     mutating func decide(_ entry: TraceEntry, _ trigger: DecisionTrigger, _ now: UInt64, _ decider: any TraceDecider) -> DecidedTrace {
@@ -674,16 +909,96 @@ struct ShardState {
         entry.summary.decidedAt = now
         entry.summary.firstSeenAt = entry.firstSeen
         entry.summary.complete = entry.isComplete
+        var spans = entry.spans
+        var unreadable = 0
+        var readBack = false
+        func readAll() {
+            guard !readBack, let store, !entry.diskRefs.isEmpty else { return }
+            readBack = true
+            var all = BufferedSpans()
+            _ = store.read(entry.diskRefs, into: &all)
+            all.append(contentsOf: entry.spans)
+            unreadable = max(0, entry.summary.spanCount - all.count)
+            spans = all
+        }
         if entry.planGeneration != decider.generation {
-            decider.reaggregate(&entry.summary, spans: entry.spans)
+            readAll()
+            decider.reaggregate(&entry.summary, spans: spans)
         }
         let decision = decider.decide(entry.summary)
+        if !entry.diskRefs.isEmpty {
+            storedTraces -= 1
+            storedBytes -= entry.storedBytes
+        }
+        if let store, !entry.diskRefs.isEmpty || entry.walSince != .max {
+            store.decided(trace: entry.summary.traceID, decision: decision, policyName: decider.policyName(decision), stored: true)
+        }
         if decision.keep {
+            readAll()
             kept.insert(entry.summary.traceID, decision)
-            return DecidedTrace(summary: entry.summary, decision: decision, spans: entry.spans)
+            return DecidedTrace(summary: entry.summary, decision: decision, spans: spans, unreadableSpans: unreadable)
         } else {
             dropped.insert(entry.summary.traceID, decision)
             return DecidedTrace(summary: entry.summary, decision: decision, spans: nil)
+        }
+    }
+
+    /// Recovery: one record's spans (see `TraceBuffer.restore`).
+    mutating func restore(trace: TraceID, request: ScannedRequest, body: UnsafeRawBufferPointer, timing: SpillTiming,
+                          ref: SpillRef?, now: UInt64, wall: UInt64) {
+        // Wall-clock times of the record, as readings of this process's clock (a time in the future counts as now).
+        func mono(_ w: UInt64) -> UInt64 { w == 0 ? 0 : now &- min(now &- 1, wall &- min(w, wall)) }
+        let entry: TraceEntry
+        if let found = traces[trace] {
+            entry = found
+        } else {
+            entry = TraceEntry(id: trace, generation: nextGeneration, now: mono(timing.firstSeen), scheduled: .max,
+                               planGeneration: request.planGeneration)
+            entry.restoring = true
+            nextGeneration += 1
+            traces[trace] = entry
+            arrival.append((trace, entry.generation))
+            bytes += traceOverheadBytes
+        }
+        let before = entry.accountedBytes
+        entry.firstSeen = min(entry.firstSeen, mono(timing.firstSeen))
+        entry.lastSeen = max(entry.lastSeen, mono(timing.lastSeen))
+        if timing.rootArrived != 0 && entry.rootArrived == 0 { entry.rootArrived = mono(timing.rootArrived) }
+        for span in request.spans where span.traceID == trace {
+            guard entry.record(spanID: span.spanID, parent: span.parentSpanID, parentIsRemote: span.parentIsRemote) else { continue }
+            if entry.planGeneration != request.planGeneration { entry.planGeneration = nil }
+            entry.summary.add(span)
+            if span.isRoot && span.endTime != 0 && entry.rootArrived == 0 { entry.rootArrived = mono(timing.lastSeen) }
+            if ref == nil {
+                entry.spans.append(span, scope: request.scopes[Int(span.scope)], body: body)
+                if let w = store?.walSegment { entry.walSince = min(entry.walSince, w) }
+            }
+        }
+        if let ref {
+            if entry.diskRefs.isEmpty { storedTraces += 1 }
+            entry.diskRefs.append(ref)
+            storedBytes += Int(ref.length)
+        }
+        bytes += entry.accountedBytes - before
+    }
+
+    mutating func finishRestore(now: UInt64) {
+        for entry in traces.values where entry.restoring {
+            entry.restoring = false
+            let before = entry.accountedBytes
+            if entry.spans.isEmpty && !entry.diskRefs.isEmpty {
+                entry.seen = SmallIDMap()
+                entry.seenComplete = false
+            }
+            bytes += entry.accountedBytes - before
+            let (deadline, _) = entry.deadline(timing)
+            entry.scheduled = deadline
+            deadlines.insert(DeadlineItem(deadline: deadline, id: entry.summary.traceID, generation: entry.generation))
+            if !entry.spans.isEmpty && store != nil && !entry.spillQueued {
+                entry.spillQueued = true
+                spillQueue.insert(DeadlineItem(deadline: entry.lastSeen &+ timing.spillAfter, id: entry.summary.traceID,
+                                               generation: entry.generation))
+            }
         }
     }
 
@@ -701,6 +1016,18 @@ struct ShardState {
                 deadlines.insert(DeadlineItem(deadline: deadline, id: top.id, generation: top.generation))
             }
         }
+        // Traces quiet for `spillAfter` move to the store.
+        while let top = spillQueue.min, top.deadline <= now {
+            _ = spillQueue.removeMin()
+            guard let entry = traces[top.id], entry.generation == top.generation else { continue }
+            let due = entry.lastSeen &+ timing.spillAfter
+            if due > now {
+                spillQueue.insert(DeadlineItem(deadline: due, id: top.id, generation: top.generation))
+                continue
+            }
+            entry.spillQueued = false
+            _ = spill(entry, now)
+        }
         // Forget arrival records of traces decided already, so the queue stays as long as the live traces.
         while let (id, generation) = arrival.first, traces[id]?.generation != generation {
             arrival.removeFirst()
@@ -717,5 +1044,6 @@ struct ShardState {
             out.append(decide(entry, trigger, now, decider))
         }
         deadlines = Heap()
+        spillQueue = Heap()
     }
 }

@@ -37,6 +37,8 @@ public enum ForwardDropReason: String, Sendable, CaseIterable {
     /// A single span larger than the downstream accepts.
     case tooLarge = "too_large_for_downstream"
     case shutdown = "shutdown_timeout"
+    /// A batch spooled to the store could not be read back (a damaged record).
+    case storeDamaged = "store_damaged"
 }
 
 /// Receives the forwarder's counts (implemented by the runtime's metrics).
@@ -65,6 +67,8 @@ public final class Forwarder: Sendable {
         var notBefore: ContinuousClock.Instant? = nil
         /// Produced by bisecting a batch the downstream rejected as invalid.
         var bisected = false
+        /// Its record in the spool (`request` is then empty while it waits, and read back to be sent).
+        var spooled: SpillRef? = nil
     }
 
     /// What a worker should do next.
@@ -104,8 +108,14 @@ public final class Forwarder: Sendable {
     private let observer: any ForwarderObserver
     private let logger: Logger
     private let state = Mutex(State())
+    /// Disk for the queue's overflow and for what is undelivered at the shutdown deadline (nil: none).
+    public let spool: (any BatchSpool)?
+    private let persisted = Atomic<Int>(0)
+    private let persistedBatches = Atomic<Int>(0)
 
-    public init(configuration: ForwarderConfiguration, downstream: any Downstream, observer: any ForwarderObserver, logger: Logger) {
+    public init(configuration: ForwarderConfiguration, downstream: any Downstream, observer: any ForwarderObserver, logger: Logger,
+                spool: (any BatchSpool)? = nil) {
+        self.spool = spool
         self.configuration = configuration
         self.downstream = downstream
         self.observer = observer
@@ -115,7 +125,23 @@ public final class Forwarder: Sendable {
     /// True when the queue is nearly full, or recently overflowed: ingest should push back (retryable errors)
     /// instead of accepting more.
     public var isSaturated: Bool {
-        state.withLock { $0.overflowed || $0.queuedBytes >= configuration.queueBytes / 10 * 9 }
+        let spooling = spool != nil
+        return state.withLock { $0.overflowed || (!spooling && $0.queuedBytes >= configuration.queueBytes / 10 * 9) }
+    }
+
+    /// Spans (and batches) written to the spool at the shutdown deadline instead of being dropped: sent after the
+    /// restart.
+    public var persistedAtStop: (spans: Int, batches: Int) {
+        (persisted.load(ordering: .relaxed), persistedBatches.load(ordering: .relaxed))
+    }
+
+    /// Recovery: a batch found in the spool at start, queued to be sent.
+    public func adopt(_ ref: SpillRef, spans: Int) {
+        let wake = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.queue.append(Batch(request: [], spans: spans, spooled: ref))
+            return state.waiters.popFirst().map { [$0] } ?? []
+        }
+        for w in wake { w.resume() }
     }
 
     /// Bytes of encoded batches waiting (including those waiting for a retry).
@@ -157,6 +183,13 @@ public final class Forwarder: Sendable {
     /// Queues a new batch (`encoded`: it was counted in `inFlight` while being encoded). Dropped and counted when
     /// the queue has no room.
     private func enqueue(_ batch: Batch, encoded: Bool) {
+        var batch = batch
+        // Beyond the memory queue, batches wait in the spool (if any) while the disk budget lasts.
+        if let spool, state.withLock({ $0.queuedBytes + batch.request.count > configuration.queueBytes }),
+           let ref = spool.write(batch.request, spans: batch.spans) {
+            batch.spooled = ref
+            batch.request = []
+        }
         let (accepted, queued, wake) = state.withLock { state -> (Bool, Int, [CheckedContinuation<Void, Never>]) in
             if encoded { state.inFlight -= 1 }
             guard state.queuedBytes + batch.request.count <= configuration.queueBytes else {
@@ -312,7 +345,7 @@ public final class Forwarder: Sendable {
                 await wait(until: t)
             case .send(let batch):
                 if pastDeadline {
-                    observer.dropped(spans: batch.spans, reason: .shutdown)
+                    persistOrDrop(batch)
                     done()
                 } else {
                     await deliver(batch)
@@ -321,10 +354,40 @@ public final class Forwarder: Sendable {
         }
     }
 
+    /// At the shutdown deadline: an undelivered batch goes to the spool (sent after the restart), or is dropped and
+    /// counted without one.
+    private func persistOrDrop(_ batch: Batch) {
+        if let spool {
+            if batch.spooled != nil || spool.write(batch.request, spans: batch.spans) != nil {
+                persisted.add(batch.spans, ordering: .relaxed)
+                persistedBatches.add(1, ordering: .relaxed)
+                return
+            }
+        }
+        observer.dropped(spans: batch.spans, reason: .shutdown)
+        if let ref = batch.spooled { spool?.release(ref) }
+    }
+
+    /// The batch is finished with (delivered, dropped or replaced by its halves): its spool record is dead.
+    private func released(_ batch: Batch) {
+        if let ref = batch.spooled { spool?.release(ref) }
+    }
+
     /// One attempt at a batch taken from the queue; afterwards it is delivered, dropped (counted) or requeued.
     private func deliver(_ taken: Batch) async {
         var batch = taken
+        if let ref = batch.spooled, batch.request.isEmpty {
+            guard let request = spool?.read(ref) else {
+                observer.dropped(spans: batch.spans, reason: .storeDamaged)
+                logger.error("a forward batch could not be read back from the store: dropped", metadata: ["spans": "\(batch.spans)"])
+                spool?.release(ref)
+                done()
+                return
+            }
+            batch.request = request
+        }
         let outcome = await downstream.send(batch.request)
+        if case .retryable = outcome {} else { released(batch) }
         switch outcome {
         case .delivered:
             observer.forwarded(spans: batch.spans, requests: 1)
@@ -377,10 +440,11 @@ public final class Forwarder: Sendable {
             let delay = retryDelay.delay(attempt: max(batch.attempts, failures), retryAfter: retryAfter)
             if let deadline = state.withLock({ $0.deadline }), now + delay > deadline {
                 observer.sendFailed(reason: reason, willRetry: false)
-                observer.dropped(spans: batch.spans, reason: .shutdown)
+                persistOrDrop(batch)
                 done()
                 return
             }
+            if batch.spooled != nil { batch.request = [] }  // waits on disk again
             observer.sendFailed(reason: reason, willRetry: true)
             if batch.attempts == 1 || batch.attempts % 10 == 0 {
                 logger.warning("downstream unavailable, batch requeued for retry", metadata: [

@@ -163,6 +163,10 @@ public struct PolicyRuntime: TraceDecider {
 
     public var policyNames: [String] { engine.policyNames }
 
+    public func policyName(_ decision: Decision) -> String {
+        decision.policy >= 0 && decision.policy < engine.policyNames.count ? engine.policyNames[decision.policy] : ""
+    }
+
     public func decide(_ trace: TraceSummary) -> Decision {
         var decision = engine.decide(trace)
         decision.generation = generation

@@ -3,6 +3,7 @@ import TailgateBuffer
 import TailgateExport
 import TailgateIngest
 import TailgatePolicies
+import TailgateStore
 import Yams
 
 /// The server's configuration. Every field has a documented default, so `tailgate serve` runs without any file.
@@ -62,6 +63,23 @@ public struct TailgateConfiguration: Sendable, Equatable {
     /// Metrics and logs requests waiting to be relayed, at most this many bytes (`forwarder.signals_queue_bytes`);
     /// beyond it the receivers push back (UNAVAILABLE / 503 with Retry-After). Default 64 MiB.
     public var signalQueueBytes: Int = 64 << 20
+    /// The data directory of the durable trace store (`data_dir`, `--data-dir`, `TAILGATE_DATA_DIR`); nil (the
+    /// default): no store — idle traces wait in memory, and a stop decides and flushes everything.
+    public var dataDir: String? = nil
+    /// The store's settings (`store:`); its directory is `dataDir`.
+    public var store = StoreConfiguration(directory: "")
+    /// What a graceful stop does with undecided traces (`store.on_shutdown`): `persist` (the default with a data
+    /// directory) leaves them in the store for the next start; `decide` decides and flushes them (the only choice
+    /// without one).
+    public var onShutdown: OnShutdown? = nil
+
+    public enum OnShutdown: String, Sendable, Equatable {
+        case persist, decide
+    }
+
+    /// `onShutdown` as it applies: persist only with a data directory.
+    public var persistsOnShutdown: Bool { dataDir != nil && (onShutdown ?? .persist) == .persist }
+
     /// Warnings found while reading the file (deprecated keys, …), to be logged at start.
     public var warnings: [Diagnostic] = []
 
@@ -70,8 +88,9 @@ public struct TailgateConfiguration: Sendable, Equatable {
     static let topKeys = [
         "grpc_listen", "http_listen", "admin_listen", "metrics_listen", "downstream", "policies", "policies_reload_interval",
         "annotate_kept_spans", "dry_run", "record", "limits", "buffer", "forwarder", "shutdown_timeout",
-        "auth", "downstream_headers", "downstream_tls", "tls",
+        "auth", "downstream_headers", "downstream_tls", "tls", "data_dir", "store",
     ]
+    static let storeKeys = ["max_disk_bytes", "durability", "on_shutdown", "spill_after", "segment_bytes"]
     static let limitsKeys = [
         "max_request_bytes", "max_inflight_bytes", "max_connections", "read_header_timeout", "read_body_timeout",
         "connection_idle_timeout", "grpc_max_concurrent_streams", "grpc_keepalive_time", "max_connection_age",
@@ -189,6 +208,31 @@ public struct TailgateConfiguration: Sendable, Equatable {
                 if record.path.isEmpty { reader.error(value, "record needs a 'path'") } else { config.record = record }
             case "shutdown_timeout":
                 if let d = reader.duration(value, what: key) { config.shutdownTimeout = d }
+            case "data_dir":
+                if let d = reader.string(value, what: key) { config.dataDir = d.isEmpty || d == "off" ? nil : resolve(d, relativeTo: file) }
+            case "store":
+                for (k, _, v) in reader.mapping(value, allowed: storeKeys, what: "store") {
+                    switch k {
+                    case "max_disk_bytes": if let n = reader.size(v, what: k) { config.store.maxDiskBytes = n }
+                    case "segment_bytes":
+                        if let n = reader.size(v, what: k) {
+                            if n >= 1 << 16 { config.store.segmentBytes = n } else { reader.error(v, "store.segment_bytes must be at least 64KiB") }
+                        }
+                    case "spill_after": if let d = reader.duration(v, what: k) { config.buffer.spillAfter = d }
+                    case "durability":
+                        if let s = reader.string(v, what: k) {
+                            if let d = StoreConfiguration.Durability(rawValue: s) { config.store.durability = d } else {
+                                reader.error(v, "store.durability must be buffered or sync, got '\(s)'")
+                            }
+                        }
+                    default:
+                        if let s = reader.string(v, what: k) {
+                            if let o = OnShutdown(rawValue: s) { config.onShutdown = o } else {
+                                reader.error(v, "store.on_shutdown must be persist or decide, got '\(s)'")
+                            }
+                        }
+                    }
+                }
             case "auth":
                 for (k, _, v) in reader.mapping(value, allowed: ["bearer_tokens", "bearer_tokens_file"], what: "auth") {
                     if k == "bearer_tokens" {

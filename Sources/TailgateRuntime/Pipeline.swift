@@ -1,9 +1,11 @@
+import Foundation
 import Logging
 import Synchronization
 import TailgateBuffer
 import TailgateExport
 import TailgateIngest
 import TailgatePolicies
+import TailgateStore
 import TailgateWire
 
 /// The path of every span: scan → buffer → decide → forward. Implements the ingest handler for both receivers.
@@ -17,6 +19,9 @@ public final class Pipeline: TraceIngestHandler, Sendable {
     let dryRun: Bool
     /// Tee of accepted requests (`serve --record`).
     let recorder: RecordingWriter?
+    /// The durable store (`data_dir`), if any.
+    public let store: DiskTraceStore?
+    private let syncDurability: Bool
 
     struct Policies {
         var runtime: PolicyRuntime
@@ -28,11 +33,13 @@ public final class Pipeline: TraceIngestHandler, Sendable {
 
     public init(policies set: PolicySet, buffer configuration: BufferConfiguration, forwarder: Forwarder,
                 metrics: TailgateMetrics, clock: any NanoClock = SystemClock(), logger: Logger,
-                annotate: Bool = true, dryRun: Bool = false, recorder: RecordingWriter? = nil) {
+                annotate: Bool = true, dryRun: Bool = false, recorder: RecordingWriter? = nil, store: DiskTraceStore? = nil) {
         self.recorder = recorder
+        self.store = store
+        syncDurability = store?.configuration.durability == .sync
         let runtime = PolicyRuntime(set, generation: 1, dryRun: dryRun)
         policies = Mutex(Policies(runtime: runtime, names: [1: runtime.policyNames]))
-        buffer = TraceBuffer(configuration: configuration, decider: runtime, clock: clock)
+        buffer = TraceBuffer(configuration: configuration, decider: runtime, clock: clock, store: store)
         self.forwarder = forwarder
         self.metrics = metrics
         self.logger = logger
@@ -74,6 +81,10 @@ public final class Pipeline: TraceIngestHandler, Sendable {
             return .invalid(error.description)
         }
         recorder?.record(body, arrival: wallClockNanos())
+        // Sync durability: acknowledged means written ahead and made durable.
+        if syncDurability, let store, !scanned.spans.isEmpty, !store.writeAhead(body) {
+            metrics.storeUnsyncedRequests.increment()
+        }
         metrics.spansReceived[transport]?.increment(by: scanned.spans.count + scanned.rejectedSpans)
         metrics.requestsAccepted[transport]?.increment()
         let outcome = buffer.insert(scanned, body: body)
@@ -105,6 +116,54 @@ public final class Pipeline: TraceIngestHandler, Sendable {
         updateGauges()
     }
 
+    /// Graceful stop with a store (`on_shutdown: persist`): undecided traces are written to the store instead of
+    /// being decided (those it has no room for are decided and flushed).
+    public func persistAll() {
+        let (persisted, decided) = buffer.persistAll()
+        handle(decided)
+        updateGauges()
+        logger.info("persisted undecided traces for the next start", metadata: [
+            "traces": "\(persisted)", "decided_for_lack_of_room": "\(decided.count)",
+            "data_dir": "\(store?.configuration.directory ?? "")"])
+    }
+
+    /// Start with a store: rebuilds undecided traces, remembered decisions and the forward queue from it.
+    public func recover() {
+        guard let store else { return }
+        let runtime = policies.withLock { $0.runtime }
+        let report = store.recover(
+            into: buffer,
+            scan: { body, scanned in (try? runtime.scanner.scan(body, into: &scanned)) != nil },
+            decision: { keep, weight, name in
+                Decision(keep: keep, policy: runtime.policyNames.firstIndex(of: name) ?? -1, weight: weight,
+                         generation: runtime.generation)
+            },
+            forward: { ref, spans in self.forwarder.adopt(ref, spans: spans) })
+        metrics.storeRecoveredTraces.record(report.traces)
+        metrics.storeRecoveredRecords.record(report.records)
+        metrics.storeRecoverySeconds.record(report.seconds)
+        updateGauges()
+        logger.info("trace store recovered", metadata: [
+            "traces": "\(report.traces)", "records": "\(report.records)", "bytes": "\(report.bytes)",
+            "decisions": "\(report.decisions)", "forward_batches": "\(report.forwardBatches)",
+            "damaged_records": "\(report.damagedRecords)", "seconds": "\(String(format: "%.3f", report.seconds))",
+            "data_dir": "\(store.configuration.directory)"])
+    }
+
+    /// Store upkeep (about every second): writes records out, deletes dead segments.
+    public func maintainStore() {
+        guard let store else { return }
+        store.maintain(buffer: buffer)
+        metrics.storeDiskBytes.record(store.diskBytes)
+    }
+
+    /// Closes the store at the end of a graceful stop, with the remembered decisions.
+    public func closeStore() {
+        guard let store else { return }
+        let decisions = buffer.rememberedDecisions().map { ($0.0, $0.1, policyName($0.1)) }
+        store.close(decisions: decisions)
+    }
+
     /// Decides every buffered trace by policy (shutdown).
     public func decideAll() {
         let decided = buffer.decideAll(trigger: .shutdown)
@@ -115,7 +174,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
         }
     }
 
-    private func policyName(_ decision: Decision) -> String {
+    func policyName(_ decision: Decision) -> String {
         guard decision.policy >= 0 else { return "none" }
         let names = policies.withLock { $0.names[decision.generation] }
         guard let names, decision.policy < names.count else { return "unknown" }
@@ -139,6 +198,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
                             latencyNanos: summary.decidedAt &- summary.firstSeenAt)
             let policy = policyName(trace.decision)
             metrics.decided(policy: policy, keep: trace.decision.dryRunKeep ?? trace.decision.keep)
+            if trace.unreadableSpans > 0 { metrics.dropped(spans: trace.unreadableSpans, reason: .storeDamaged) }
             if let spans = trace.spans, trace.decision.keep {
                 metrics.spansKept.increment(by: spans.count)
                 forwarder.submit(spans, annotation: annotation(trace.decision, summary))
@@ -151,6 +211,10 @@ public final class Pipeline: TraceIngestHandler, Sendable {
     private func updateGauges() {
         metrics.tracesBuffered.record(buffer.bufferedTraces)
         metrics.bytesBuffered.record(buffer.bufferedBytes)
+        if store != nil {
+            metrics.storeTraces.record(buffer.storedTraces)
+            metrics.storeTraceBytes.record(buffer.storedBytes)
+        }
     }
 }
 

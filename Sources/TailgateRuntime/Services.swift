@@ -42,14 +42,21 @@ final class ShutdownBudget: Sendable {
 struct DecisionService: Service {
     let pipeline: Pipeline
     let tick: Duration
+    /// On graceful shutdown, persist undecided traces to the store instead of deciding them.
+    var persist = false
 
     func run() async throws {
         // Tick until graceful shutdown (or cancellation); then decide everything still buffered.
         await cancelWhenGracefulShutdown {
             var lastTrim = ContinuousClock.now
+            var lastUpkeep = ContinuousClock.now
             while !Task.isCancelled {
                 try? await Task.sleep(for: tick)
                 pipeline.tick()
+                if ContinuousClock.now - lastUpkeep >= .seconds(1) {
+                    pipeline.maintainStore()
+                    lastUpkeep = .now
+                }
                 // Give memory freed after a burst back to the system (malloc keeps up to 256 MiB otherwise).
                 if ContinuousClock.now - lastTrim >= .seconds(10) {
                     _ = tailgate_trim_malloc()
@@ -57,7 +64,7 @@ struct DecisionService: Service {
                 }
             }
         }
-        pipeline.decideAll()
+        if persist { pipeline.persistAll() } else { pipeline.decideAll() }
     }
 }
 
@@ -74,12 +81,15 @@ extension SignalForwarder: DrainingSender {}
 struct ForwarderService: Service {
     let forwarder: any DrainingSender
     let shutdown: ShutdownBudget
+    /// With a store to persist to: flush for at most this long, then persist the rest (a restart must be quick).
+    var persistAfter: Duration? = nil
 
     func run() async throws {
         await withGracefulShutdownHandler {
             await forwarder.run()
         } onGracefulShutdown: {
-            forwarder.finish(deadline: shutdown.deadline)
+            let deadline = persistAfter.map { min(shutdown.deadline, .now + $0) } ?? shutdown.deadline
+            forwarder.finish(deadline: deadline)
         }
     }
 }

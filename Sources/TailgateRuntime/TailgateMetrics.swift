@@ -2,6 +2,7 @@ import CoreMetrics
 import Metrics
 import Prometheus
 import Synchronization
+import TailgateStore
 import TailgateBuffer
 import TailgateExport
 import TailgateIngest
@@ -57,6 +58,20 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
         /// A span ID its buffered trace already had (an exporter retrying a request that had arrived).
         case duplicate = "duplicate_span"
     }
+
+    // The trace store (`data_dir`).
+    let storeWritten: CoreMetrics.Counter
+    let storeReadBack: CoreMetrics.Counter
+    let storeRefusals: CoreMetrics.Counter
+    let storeDamagedRecords: CoreMetrics.Counter
+    let storeDiskBytes: CoreMetrics.Gauge
+    let storeDiskBudget: CoreMetrics.Gauge
+    let storeTraces: CoreMetrics.Gauge
+    let storeTraceBytes: CoreMetrics.Gauge
+    let storeRecoveredTraces: CoreMetrics.Gauge
+    let storeRecoveredRecords: CoreMetrics.Gauge
+    let storeRecoverySeconds: CoreMetrics.Gauge
+    let storeUnsyncedRequests: CoreMetrics.Counter
 
     public init() {
         let registry = PrometheusCollectorRegistry()
@@ -137,6 +152,18 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
         signalDroppedCounters = sDropped
         signalRefusedCounters = sRefused
         signalQueueBytes = CoreMetrics.Gauge(label: "tailgate_signal_queue_bytes", factory: factory)
+        storeWritten = counter("tailgate_store_written_bytes_total")
+        storeReadBack = counter("tailgate_store_read_bytes_total")
+        storeRefusals = counter("tailgate_store_write_refusals_total")
+        storeDamagedRecords = counter("tailgate_store_damaged_records_total")
+        storeDiskBytes = CoreMetrics.Gauge(label: "tailgate_store_disk_bytes", factory: factory)
+        storeDiskBudget = CoreMetrics.Gauge(label: "tailgate_store_disk_budget_bytes", factory: factory)
+        storeTraces = CoreMetrics.Gauge(label: "tailgate_store_traces", factory: factory)
+        storeTraceBytes = CoreMetrics.Gauge(label: "tailgate_store_trace_bytes", factory: factory)
+        storeRecoveredTraces = CoreMetrics.Gauge(label: "tailgate_store_recovered_traces", factory: factory)
+        storeRecoveredRecords = CoreMetrics.Gauge(label: "tailgate_store_recovered_records", factory: factory)
+        storeRecoverySeconds = CoreMetrics.Gauge(label: "tailgate_store_recovery_seconds", factory: factory)
+        storeUnsyncedRequests = counter("tailgate_store_unsynced_requests_total")
         policyReloads = counter("tailgate_policies_reloads_total")
         policyReloadFailures = counter("tailgate_policies_reload_failures_total")
     }
@@ -235,6 +262,13 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
 
     /// Relayed requests lost after they were accepted, by `signal/reason`.
     public func signalDropTally() -> [String: Int] { signalDrops.withLock { $0 } }
+}
+
+extension TailgateMetrics: StoreObserver {
+    public func storeWrote(bytes: Int) { storeWritten.increment(by: bytes) }
+    public func storeRead(bytes: Int) { storeReadBack.increment(by: bytes) }
+    public func storeFull() { storeRefusals.increment() }
+    public func storeDamaged(records: Int) { storeDamagedRecords.increment(by: records) }
 }
 
 extension TailgateMetrics: SignalForwarderObserver {

@@ -7,6 +7,7 @@ import TailgateBuffer
 import TailgateExport
 import TailgateIngest
 import TailgatePolicies
+import TailgateStore
 import TailgateWire
 
 /// Assembles receivers, pipeline and forwarder, and runs them until SIGINT/SIGTERM.
@@ -69,7 +70,23 @@ public struct TailgateServer: Sendable {
             throw TailgateSetupError(description: "cannot set up the downstream \(config.downstream): \(error)")
         }
         let authenticator = Authenticator(tokens: config.bearerTokens)
-        let forwarder = Forwarder(configuration: config.forwarder, downstream: downstream, observer: metrics, logger: logger)
+        var store: DiskTraceStore? = nil
+        if let dir = config.dataDir {
+            var storeConfig = config.store
+            storeConfig.directory = dir
+            do {
+                store = try DiskTraceStore(configuration: storeConfig, logger: logger, observer: metrics)
+            } catch {
+                if error.operation == "lock" {
+                    let holder = (try? String(contentsOfFile: "\(dir)/LOCK", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+                    throw TailgateStoreError(description: "data directory \(dir) is in use by another tailgate (pid \(holder)); give each instance its own data_dir")
+                }
+                throw TailgateStoreError(description: "cannot use data directory \(dir): \(error)")
+            }
+            metrics.storeDiskBudget.record(storeConfig.maxDiskBytes)
+        }
+        let forwarder = Forwarder(configuration: config.forwarder, downstream: downstream, observer: metrics, logger: logger,
+                                  spool: store)
         let signals = SignalForwarder(downstream: downstream, queueBytes: config.signalQueueBytes,
                                       concurrency: config.forwarder.concurrency, initialBackoff: config.forwarder.initialBackoff,
                                       maxBackoff: config.forwarder.maxBackoff, observer: metrics, logger: logger)
@@ -84,7 +101,9 @@ public struct TailgateServer: Sendable {
         }
         let recorder = try config.record.map { try RecordingWriter(configuration: $0, logger: logger) }
         let pipeline = Pipeline(policies: policies, buffer: config.buffer, forwarder: forwarder, metrics: metrics, logger: logger,
-                                annotate: config.annotateKeptSpans, dryRun: config.dryRun, recorder: recorder)
+                                annotate: config.annotateKeptSpans, dryRun: config.dryRun, recorder: recorder, store: store)
+        // Before anything listens: undecided traces, remembered decisions and queued batches from the last run.
+        pipeline.recover()
         let budget = InflightBudget(limit: config.limits.maxInflightBytes)
 
         // Services stop in reverse order: receivers first, then decisions, the forwarder, and the metrics page
@@ -105,13 +124,16 @@ public struct TailgateServer: Sendable {
                 services.append(HTTPServerService(server: server, shutdown: nil))
                 listening.append("admin=\(address)")
             }
-            services.append(ForwarderService(forwarder: forwarder, shutdown: shutdown))
+            // Persisting: flush what the downstream takes quickly, keep the rest for the next start (a restart must
+            // fit inside an SDK's retry window).
+            services.append(ForwarderService(forwarder: forwarder, shutdown: shutdown,
+                                             persistAfter: config.persistsOnShutdown ? min(config.shutdownTimeout / 3, .seconds(3)) : nil))
             // Stopped before the trace forwarder (services stop in reverse order), which closes the shared downstream.
             // The metrics/logs relay: listed after the trace forwarder so that it stops first (the trace forwarder
             // closes the shared downstream).
             services.append(ForwarderService(forwarder: signals, shutdown: shutdown))
             if let ingestTLS { services.append(CertificateReloadService(tls: ingestTLS)) }
-            services.append(DecisionService(pipeline: pipeline, tick: config.decisionTick))
+            services.append(DecisionService(pipeline: pipeline, tick: config.decisionTick, persist: config.persistsOnShutdown))
             if let path = config.policiesPath {
                 let reloader = PolicyReloader(path: path, pipeline: pipeline, logger: logger)
                 // Without a watch interval, SIGHUP still reloads.
@@ -174,13 +196,23 @@ public struct TailgateServer: Sendable {
             ])
             try await tasks.next()
         }
-        let summary = ShutdownSummary(dropped: metrics.dropTally(), bufferedLeft: pipeline.buffer.bufferedTraces)
+        pipeline.closeStore()
+        let persisted = forwarder.persistedAtStop
+        var summary = ShutdownSummary(dropped: metrics.dropTally(), bufferedLeft: pipeline.buffer.bufferedTraces)
+        if config.persistsOnShutdown {
+            summary.persistedTraces = summary.bufferedLeft
+            summary.bufferedLeft = 0
+        }
         let signalsLost = metrics.signalDropTally().filter { !$0.key.hasSuffix(TailgateMetrics.signalUnsupported) }.values.reduce(0, +)
         var metadata: Logger.Metadata = [
             "spans_lost": "\(summary.spansLost)",
             "buffered_traces_left": "\(summary.bufferedLeft)",
             "signal_requests_lost": "\(signalsLost)",
         ]
+        if store != nil {
+            metadata["persisted_traces"] = "\(summary.persistedTraces)"
+            metadata["persisted_forward_spans"] = "\(persisted.spans)"
+        }
         for (reason, n) in summary.dropped.sorted(by: { $0.key < $1.key }) { metadata["dropped.\(reason)"] = "\(n)" }
         if summary.spansLost > 0 || summary.bufferedLeft > 0 || signalsLost > 0 {
             logger.error("tailgate stopped: kept spans were lost", metadata: metadata)
@@ -235,12 +267,19 @@ public struct TailgateSetupError: Error, CustomStringConvertible {
     public var description: String
 }
 
+/// The data directory cannot be used (another instance holds it, or it is not writable). `serve` exits 1.
+public struct TailgateStoreError: Error, CustomStringConvertible {
+    public var description: String
+}
+
 /// What a run lost, reported when it stops. `spansLost` counts kept spans that never reached the downstream
 /// (queue full, rejected, retries exhausted, too large, shutdown budget exceeded); drops by policy are not losses.
 public struct ShutdownSummary: Sendable {
     /// Spans dropped by reason (the `reason` label of `tailgate_spans_dropped_total`), over the whole run.
     public var dropped: [String: Int]
     public var bufferedLeft: Int
+    /// Undecided traces left in the store for the next start (`on_shutdown: persist`).
+    public var persistedTraces = 0
 
     public var spansLost: Int {
         ForwardDropReason.allCases.reduce(0) { $0 + (dropped[$1.rawValue] ?? 0) }

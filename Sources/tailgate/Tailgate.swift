@@ -29,8 +29,10 @@ struct Serve: AsyncParsableCommand {
             127.0.0.1:9464/metrics, the built-in default policies (policies/default.yaml), and kept traces written as \
             OTLP/JSON lines to ./tailgate-traces.jsonl. Flags override the configuration file. SIGINT/SIGTERM: stop \
             accepting, decide every buffered trace, flush within shutdown_timeout (default 25 s), exit 0 — or 3 when \
-            kept spans could not be delivered in that time (the last log line counts them). Exit 1 when a listener \
-            cannot bind, 2 when the configuration or policies file is invalid.
+            kept spans could not be delivered in that time (the last log line counts them). With --data-dir, a stop \
+            persists undecided traces and the undelivered forward queue instead, and the next start resumes them. \
+            Exit 1 when a listener cannot bind or the data directory is in use, 2 when the configuration or policies \
+            file is invalid.
             """)
 
     @Option(help: "Configuration file (YAML); see README.md for its keys.")
@@ -60,6 +62,10 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "Tee every accepted export request into this recording (compact .tgrec form, rotated at 256 MiB).")
     var record: String?
+
+    @Option(name: .customLong("data-dir"),
+            help: "Durable trace store: idle traces wait on disk here, and a stop persists what is undecided for the next start on the same directory. Default: none (everything in memory).")
+    var dataDir: String?
 
     /// A flag's value, else the `TAILGATE_*` environment variable standing for it (flags > environment > file).
     static func fromEnvironment(_ flag: String?, _ variable: String) -> (value: String, source: String)? {
@@ -120,6 +126,7 @@ struct Serve: AsyncParsableCommand {
         if let policies = Self.fromEnvironment(policies, "TAILGATE_POLICIES")?.value { configuration.policiesPath = policies }
         if dryRun { configuration.dryRun = true }
         if let record { configuration.record = RecordingWriter.Configuration(path: record) }
+        if let d = Self.fromEnvironment(dataDir, "TAILGATE_DATA_DIR")?.value { configuration.dataDir = d == "off" ? nil : d }
 
         var policySet = PolicySet.builtIn()
         do {

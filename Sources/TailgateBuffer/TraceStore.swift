@@ -1,0 +1,157 @@
+import TailgateWire
+
+/// Where one record of a trace's spans lies in the on-disk tier.
+public struct SpillRef: Sendable, Hashable, Comparable {
+    /// Sequence number of the segment file (segments are written in increasing order).
+    public var segment: UInt64
+    /// Byte offset of the record in that segment.
+    public var offset: UInt64
+    /// Record length, header included.
+    public var length: UInt32
+
+    public init(segment: UInt64, offset: UInt64, length: UInt32) {
+        self.segment = segment
+        self.offset = offset
+        self.length = length
+    }
+
+    public static func < (a: SpillRef, b: SpillRef) -> Bool {
+        (a.segment, a.offset) < (b.segment, b.offset)
+    }
+}
+
+/// The arrival times of a trace, in wall-clock nanoseconds (Unix time), as written with its spans so that a restart
+/// continues its decision timers.
+public struct SpillTiming: Sendable, Equatable {
+    public var firstSeen: UInt64
+    public var lastSeen: UInt64
+    /// When a finished root arrived; 0: not yet.
+    public var rootArrived: UInt64
+
+    public init(firstSeen: UInt64, lastSeen: UInt64, rootArrived: UInt64) {
+        self.firstSeen = firstSeen
+        self.lastSeen = lastSeen
+        self.rootArrived = rootArrived
+    }
+}
+
+/// The on-disk tier under the buffer (implemented by `TailgateStore`; a unit test may give an in-memory one).
+///
+/// The buffer calls it with a shard's lock held, so every call must be quick: appends go to a write buffer and
+/// reads are single `pread`s of records that are usually still in the page cache.
+public protocol TraceStore: AnyObject, Sendable {
+    /// Appends one trace's spans as one record. `supersedes`: the record holds every span of the trace stored before
+    /// it (a consolidation), so earlier records of the trace are dead. Returns nil when there is no room (disk
+    /// budget) or the write failed: the caller keeps the spans in memory.
+    func append(trace: TraceID, spans: BufferedSpans, timing: SpillTiming, supersedes: Bool) -> SpillRef?
+    /// Reads records back, appending their spans to `spans` in order. False when a record could not be read (it is
+    /// counted and logged by the store); the spans read so far are kept.
+    func read(_ refs: [SpillRef], into spans: inout BufferedSpans) -> Bool
+    /// The trace was decided; `stored` tells whether any of its spans are on disk (then a decision record is written,
+    /// so that a restart does not resurrect it).
+    func decided(trace: TraceID, decision: Decision, policyName: String, stored: Bool)
+    /// Wall-clock time, nanoseconds since 1970.
+    func wallNow() -> UInt64
+    /// Sync durability: the segment holding every request acknowledged so far is written ahead of the buffer, so a
+    /// trace's in-memory spans pin the segment they arrived in. nil: not in sync mode.
+    var walSegment: UInt64? { get }
+}
+
+extension BufferedSpans {
+    /// Appends every span of `other` (its scopes are shared, not copied).
+    public mutating func append(contentsOf other: BufferedSpans) {
+        guard !other.isEmpty else { return }
+        other.data.withUnsafeBytes { raw in
+            for ref in other.refs {
+                let scope = other.origins[Int(ref.origin)]
+                let lower = Int(ref.offset)
+                appendRaw(scope: scope, bytes: UnsafeRawBufferPointer(rebasing: raw[lower..<lower + Int(ref.length)]))
+            }
+        }
+    }
+
+    /// Appends one span payload with its scope.
+    public mutating func appendRaw(scope: ScopeOrigin, bytes: UnsafeRawBufferPointer) {
+        let origin: Int
+        if let last = origins.indices.last, origins[last] === scope {
+            origin = last
+        } else if let found = origins.lastIndex(where: { $0 === scope }) {
+            origin = found
+        } else {
+            origin = origins.count
+            appendOrigin(scope)
+        }
+        refs.append(SpanRef(origin: UInt32(origin), offset: UInt32(data.count), length: UInt32(bytes.count)))
+        data.append(contentsOf: bytes)
+    }
+
+    /// The spans of an encoded ExportTraceServiceRequest (as written by `RequestFramer`), with their resources and
+    /// scopes. Throws on malformed bytes.
+    public static func decode(_ body: UnsafeRawBufferPointer) throws(WireError) -> BufferedSpans {
+        var out = BufferedSpans()
+        var request = ProtoReader(body)
+        while let (field, wt) = try request.readTag() {
+            guard field == 1 && wt == .lengthDelimited else { try request.skip(wt); continue }
+            let resourceRange = try request.readLengthDelimited()
+            let resource = ResourceOrigin(header: try header(body, resourceRange))
+            var rs = ProtoReader(body, range: resourceRange)
+            while let (f, w) = try rs.readTag() {
+                guard f == 2 && w == .lengthDelimited else { try rs.skip(w); continue }
+                let scopeRange = try rs.readLengthDelimited()
+                let scope = ScopeOrigin(resource: resource, header: try header(body, scopeRange))
+                var ss = ProtoReader(body, range: scopeRange)
+                while let (f2, w2) = try ss.readTag() {
+                    guard f2 == 2 && w2 == .lengthDelimited else { try ss.skip(w2); continue }
+                    let span = try ss.readLengthDelimited()
+                    out.appendRaw(scope: scope, bytes: UnsafeRawBufferPointer(rebasing: body[span]))
+                }
+            }
+        }
+        return out
+    }
+
+    /// Every field of the message in `range` except field 2 (the repeated children), with tags.
+    private static func header(_ base: UnsafeRawBufferPointer, _ range: Range<Int>) throws(WireError) -> [UInt8] {
+        var reader = ProtoReader(base, range: range)
+        var header: [UInt8] = []
+        while true {
+            let start = reader.offset
+            guard let (field, wt) = try reader.readTag() else { break }
+            try reader.skip(wt)
+            if !(field == 2 && wt == .lengthDelimited) {
+                header.append(contentsOf: UnsafeRawBufferPointer(rebasing: base[start..<reader.offset]))
+            }
+        }
+        return header
+    }
+
+    /// The encoded ExportTraceServiceRequest of these spans.
+    public func encodeRequest() -> [UInt8] {
+        var framer = RequestFramer()
+        forEach { scope, bytes in framer.append(scope: scope, span: bytes) }
+        return framer.encode()
+    }
+
+    /// Span IDs (field 2 of each span, 8 bytes read big-endian, as the scanner does).
+    func spanIDs() -> [UInt64] {
+        var ids: [UInt64] = []
+        ids.reserveCapacity(count)
+        forEach { _, bytes in
+            if let id = try? Self.spanID(bytes) { ids.append(id) }
+        }
+        return ids
+    }
+
+    private static func spanID(_ span: UnsafeRawBufferPointer) throws(WireError) -> UInt64? {
+        var reader = ProtoReader(span)
+        while let (field, wt) = try reader.readTag() {
+            if field == 2 && wt == .lengthDelimited {
+                let r = try reader.readLengthDelimited()
+                guard r.count == 8 else { return nil }
+                return UInt64(bigEndian: span.loadUnaligned(fromByteOffset: r.lowerBound, as: UInt64.self))
+            }
+            try reader.skip(wt)
+        }
+        return nil
+    }
+}

@@ -1,0 +1,349 @@
+import Foundation
+import Logging
+import Synchronization
+import TailgateBuffer
+import TailgateExport
+import TailgateWire
+
+/// The on-disk tier. Every field has a documented default.
+public struct StoreConfiguration: Sendable, Equatable {
+    /// What an acknowledgement to a client means.
+    public enum Durability: String, Sendable, Equatable {
+        /// After the in-memory insert (default): a SIGKILL or power loss loses what is not yet on disk — traces
+        /// younger than `spill_after` and the forward queue's memory part; a graceful stop loses nothing.
+        case buffered
+        /// After the request is written ahead to the store and made durable (`fdatasync`, shared by every request
+        /// waiting at the same moment): a SIGKILL loses nothing acknowledged.
+        case sync
+    }
+
+    /// The data directory (`data_dir`, `--data-dir`). Locked against a second instance.
+    public var directory: String
+    /// Disk the store may use: spilled traces, write-ahead records, the forward queue's overflow. Default 10 GiB.
+    public var maxDiskBytes: Int = 10 << 30
+    /// Default `buffered`.
+    public var durability: Durability = .buffered
+    /// A segment file is closed and a new one started past this size. Default 64 MiB.
+    public var segmentBytes: Int = 64 << 20
+    /// Appends are written to the file in chunks of this size (or every second). Default 1 MiB.
+    public var writeBufferBytes: Int = 1 << 20
+
+    public init(directory: String) {
+        self.directory = directory
+    }
+}
+
+/// Receives the store's counts (implemented by the runtime's metrics).
+public protocol StoreObserver: Sendable {
+    func storeWrote(bytes: Int)
+    func storeRead(bytes: Int)
+    /// An append was refused: the disk budget is used up or writing fails.
+    func storeFull()
+    func storeDamaged(records: Int)
+}
+
+/// What recovery found at start.
+public struct RecoveryReport: Sendable {
+    public var traces = 0
+    public var records = 0
+    public var bytes: UInt64 = 0
+    public var damagedRecords = 0
+    public var decisions = 0
+    public var forwardBatches = 0
+    public var seconds: Double = 0
+}
+
+/// Record kinds (the first payload byte).
+enum RecordKind: UInt8 {
+    /// A trace's spans that moved to disk: trace ID, timing, then an encoded ExportTraceServiceRequest.
+    case spans = 1
+    /// Like `spans`, holding every span of the trace stored before it (earlier records are dead).
+    case consolidated = 2
+    /// A trace's decision (earlier records of the trace are dead).
+    case decision = 3
+    /// Sync durability: an acknowledged request as received (arrival time, encoded request).
+    case writeAhead = 4
+    /// The remembered decisions at a graceful stop.
+    case decisions = 5
+    /// Forward queue: an encoded batch waiting for the downstream (span count, request).
+    case batch = 6
+    /// Forward queue: a batch was delivered (or dropped, counted): segment and offset of its record.
+    case batchDone = 7
+}
+
+/// Tailgate's data directory: spilled traces and write-ahead records (`traces-*.tgs`), the forward queue's overflow
+/// (`queue-*.tgs`), and a `LOCK` file. See the README's "Durable store" for the format and what each durability
+/// setting guarantees.
+public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
+    public let configuration: StoreConfiguration
+    let files: any StoreFiles
+    let logger: Logger
+    let observer: (any StoreObserver)?
+    let traceLog: SegmentLog
+    let queueLog: SegmentLog
+    private let lockFD: Int32
+    private let activeSeq = Atomic<UInt64>(0)
+    /// Segments found at start, not read yet.
+    private(set) var foundTraces: [UInt64] = []
+    private(set) var foundQueue: [UInt64] = []
+    /// Forward queue: live batch records per segment (a segment goes once none is left).
+    private let liveBatches = Mutex<[UInt64: Int]>([:])
+    private let fullLogged = Mutex<ContinuousClock.Instant?>(nil)
+    /// Bytes reserved beyond `maxDiskBytes` for decision records, so that a full store can still say a trace was
+    /// decided (a restart must not resurrect it).
+    static let decisionReserve: UInt64 = 16 << 20
+
+    /// Opens (creating) the data directory and takes its lock. Throws when another process holds it, or the
+    /// directory cannot be used.
+    public init(configuration: StoreConfiguration, files: any StoreFiles = POSIXStoreFiles(), logger: Logger,
+                observer: (any StoreObserver)? = nil) throws(StoreIOError) {
+        self.configuration = configuration
+        self.files = files
+        self.logger = logger
+        self.observer = observer
+        let dir = configuration.directory
+        try files.makeDirectory(dir)
+        lockFD = try files.lock("\(dir)/LOCK")
+        let sync = configuration.durability == .sync
+        traceLog = SegmentLog(directory: dir, prefix: "traces", files: files, segmentBytes: UInt64(configuration.segmentBytes),
+                              writeBufferBytes: configuration.writeBufferBytes, syncOnRoll: sync)
+        queueLog = SegmentLog(directory: dir, prefix: "queue", files: files, segmentBytes: UInt64(configuration.segmentBytes),
+                              writeBufferBytes: configuration.writeBufferBytes, syncOnRoll: sync)
+        foundTraces = try traceLog.existingSegments()
+        foundQueue = try queueLog.existingSegments()
+        try traceLog.open(existing: try sizes(traceLog, foundTraces))
+        try queueLog.open(existing: try sizes(queueLog, foundQueue))
+        activeSeq.store(traceLog.activeSegment, ordering: .relaxed)
+    }
+
+    private func sizes(_ log: SegmentLog, _ seqs: [UInt64]) throws(StoreIOError) -> [(seq: UInt64, size: UInt64)] {
+        var out: [(seq: UInt64, size: UInt64)] = []
+        for seq in seqs {
+            let fd = try files.open(log.path(seq), create: false)
+            defer { files.close(fd) }
+            out.append((seq, try files.size(fd, path: log.path(seq))))
+        }
+        return out
+    }
+
+    /// Bytes the store's files take.
+    public var diskBytes: Int { Int(traceLog.diskBytes + queueLog.diskBytes) }
+
+    private var budget: UInt64 { UInt64(configuration.maxDiskBytes) }
+
+    private func refused() {
+        observer?.storeFull()
+        let now = ContinuousClock.now
+        let log = fullLogged.withLock { last -> Bool in
+            if let l = last, now - l < .seconds(60) { return false }
+            last = now
+            return true
+        }
+        if log {
+            let why = traceLog.lastError.map { "writing fails: \($0)" } ?? "max_disk_bytes (\(configuration.maxDiskBytes)) is used up"
+            logger.warning("trace store refused a write: traces stay in memory, and are decided early if memory runs out too", metadata: [
+                "why": "\(why)", "data_dir": "\(configuration.directory)"])
+        }
+    }
+
+    // MARK: TraceStore
+
+    public var walSegment: UInt64? {
+        guard configuration.durability == .sync else { return nil }
+        // One segment back: the request's record may sit in the segment before a roll that happened meanwhile.
+        let seq = activeSeq.load(ordering: .relaxed)
+        return seq > 0 ? seq - 1 : 0
+    }
+
+    public func wallNow() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+
+    public func append(trace: TraceID, spans: BufferedSpans, timing: SpillTiming, supersedes: Bool) -> SpillRef? {
+        let otlp = spans.encodeRequest()
+        var head = trace.bytes
+        for v in [timing.firstSeen, timing.lastSeen, timing.rootArrived] { withUnsafeBytes(of: v.littleEndian) { head += $0 } }
+        guard let (ref, _) = traceLog.append(kind: (supersedes ? RecordKind.consolidated : .spans).rawValue, [head, otlp], budget: budget) else {
+            refused()
+            return nil
+        }
+        activeSeq.store(ref.segment, ordering: .relaxed)
+        observer?.storeWrote(bytes: Int(ref.length))
+        return ref
+    }
+
+    public func read(_ refs: [SpillRef], into spans: inout BufferedSpans) -> Bool {
+        var ok = true
+        for ref in refs {
+            guard let payload = traceLog.read(ref), payload.count >= 41,
+                  payload[0] == RecordKind.spans.rawValue || payload[0] == RecordKind.consolidated.rawValue else {
+                ok = false
+                observer?.storeDamaged(records: 1)
+                logger.error("trace store: a record could not be read back; its spans are lost", metadata: [
+                    "file": "\(traceLog.path(ref.segment))", "offset": "\(ref.offset)"])
+                continue
+            }
+            observer?.storeRead(bytes: Int(ref.length))
+            let decoded = payload.withUnsafeBytes { raw in
+                try? BufferedSpans.decode(UnsafeRawBufferPointer(rebasing: raw[41...]))
+            }
+            if let decoded { spans.append(contentsOf: decoded) } else { ok = false }
+        }
+        return ok
+    }
+
+    public func decided(trace: TraceID, decision: Decision, policyName: String, stored: Bool) {
+        guard stored else { return }
+        _ = traceLog.append(kind: RecordKind.decision.rawValue, [Self.encode(trace, decision, policyName)], budget: budget + Self.decisionReserve)
+    }
+
+    static func encode(_ trace: TraceID, _ decision: Decision, _ name: String) -> [UInt8] {
+        var out = trace.bytes
+        out.append(decision.keep ? 1 : 0)
+        switch decision.weight {
+        case .certain:
+            out.append(0)
+            out += [UInt8](repeating: 0, count: 8)
+        case .consistent(let t):
+            out.append(1)
+            withUnsafeBytes(of: t.littleEndian) { out += $0 }
+        case .hashed(let p):
+            out.append(2)
+            withUnsafeBytes(of: p.bitPattern.littleEndian) { out += $0 }
+        }
+        let nameBytes = Array(name.utf8.prefix(1000))
+        withUnsafeBytes(of: UInt16(nameBytes.count).littleEndian) { out += $0 }
+        out += nameBytes
+        return out
+    }
+
+    /// Decodes one decision entry at `offset`, advancing it.
+    static func decodeDecision(_ p: ArraySlice<UInt8>, _ offset: inout Int) -> (TraceID, Bool, KeepWeight, String)? {
+        guard p.endIndex - offset >= 28 else { return nil }
+        let base = offset
+        let (trace, keep, kind, value, n) = p.withUnsafeBytes { raw -> (TraceID, Bool, UInt8, UInt64, Int) in
+            let o = base - p.startIndex
+            return (TraceID(loadingFrom: raw, at: o), raw[o + 16] != 0, raw[o + 17],
+                    UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: o + 18, as: UInt64.self)),
+                    Int(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: o + 26, as: UInt16.self))))
+        }
+        guard p.endIndex - offset >= 28 + n else { return nil }
+        let name = String(decoding: p[(offset + 28)..<(offset + 28 + n)], as: UTF8.self)
+        offset += 28 + n
+        let weight: KeepWeight = switch kind {
+        case 1: .consistent(threshold: value)
+        case 2: .hashed(probability: Double(bitPattern: value))
+        default: .certain
+        }
+        return (trace, keep, weight, name)
+    }
+
+    // MARK: Sync durability
+
+    /// Writes an accepted request ahead (sync durability) and waits until it is durable. False when it could not be
+    /// written (the disk is full): the request is then held in memory only, which the caller counts.
+    public func writeAhead(_ body: UnsafeRawBufferPointer) -> Bool {
+        var head: [UInt8] = []
+        withUnsafeBytes(of: wallNow().littleEndian) { head += $0 }
+        guard let (ref, end) = traceLog.append(kind: RecordKind.writeAhead.rawValue, [head, Array(body)], budget: budget) else {
+            refused()
+            return false
+        }
+        activeSeq.store(ref.segment, ordering: .relaxed)
+        observer?.storeWrote(bytes: Int(ref.length))
+        do {
+            try traceLog.commit(through: end)
+            return true
+        } catch {
+            logger.error("trace store: fdatasync failed; the request is acknowledged from memory", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+
+    // MARK: Forward queue (BatchSpool)
+
+    public func write(_ request: [UInt8], spans: Int) -> SpillRef? {
+        var head: [UInt8] = []
+        withUnsafeBytes(of: UInt32(clamping: spans).littleEndian) { head += $0 }
+        guard let (ref, end) = queueLog.append(kind: RecordKind.batch.rawValue, [head, request], budget: budget) else {
+            refused()
+            return nil
+        }
+        if configuration.durability == .sync { try? queueLog.commit(through: end) }
+        liveBatches.withLock { $0[ref.segment, default: 0] += 1 }
+        observer?.storeWrote(bytes: Int(ref.length))
+        return ref
+    }
+
+    public func read(_ ref: SpillRef) -> [UInt8]? {
+        guard let payload = queueLog.read(ref), payload.count >= 5, payload[0] == RecordKind.batch.rawValue else {
+            observer?.storeDamaged(records: 1)
+            return nil
+        }
+        observer?.storeRead(bytes: Int(ref.length))
+        return Array(payload[5...])
+    }
+
+    /// A batch found at start is live until released.
+    func adoptBatch(_ ref: SpillRef) {
+        liveBatches.withLock { $0[ref.segment, default: 0] += 1 }
+    }
+
+    public func release(_ ref: SpillRef) {
+        var body: [UInt8] = []
+        withUnsafeBytes(of: ref.segment.littleEndian) { body += $0 }
+        withUnsafeBytes(of: ref.offset.littleEndian) { body += $0 }
+        _ = queueLog.append(kind: RecordKind.batchDone.rawValue, [body], budget: budget + Self.decisionReserve)
+        liveBatches.withLock { live in
+            if let n = live[ref.segment] { live[ref.segment] = n > 1 ? n - 1 : nil }
+        }
+    }
+
+    // MARK: Maintenance
+
+    /// Called about every second: writes buffered records out, deletes segments nothing live needs, and rewrites
+    /// the traces that keep old segments alive when the files hold far more than the live data. Returns bytes freed.
+    @discardableResult
+    public func maintain(buffer: TraceBuffer) -> UInt64 {
+        try? traceLog.flush()
+        try? queueLog.flush()
+        var freed: UInt64 = 0
+        let pinned = buffer.oldestPinnedSegment() ?? traceLog.activeSegment
+        freed += traceLog.deleteSegments(before: pinned)
+        // Old segments held by a few long-lived traces: rewrite those traces so the segments can go.
+        let live = UInt64(buffer.storedBytes)
+        let onDisk = traceLog.diskBytes
+        if onDisk > max(UInt64(configuration.segmentBytes) * 2, live * 2), let oldest = traceLog.oldestSegment, oldest < traceLog.activeSegment {
+            _ = buffer.consolidate(below: oldest + 1, maxBytes: configuration.segmentBytes)
+            if let p = buffer.oldestPinnedSegment() { freed += traceLog.deleteSegments(before: p) }
+        }
+        let oldestLiveBatch = liveBatches.withLock { $0.keys.min() } ?? queueLog.activeSegment
+        freed += queueLog.deleteSegments(before: oldestLiveBatch)
+        return freed
+    }
+
+    /// Closes the files without writing anything buffered: what a SIGKILL leaves (tests).
+    func abandon() {
+        traceLog.abandon()
+        queueLog.abandon()
+        files.close(lockFD)
+    }
+
+    /// Graceful stop: the remembered decisions are written, everything is flushed and made durable, files closed.
+    public func close(decisions: [(TraceID, Decision, String)]) {
+        if !decisions.isEmpty {
+            var body: [UInt8] = []
+            for (id, d, name) in decisions { body += Self.encode(id, d, name) }
+            _ = traceLog.append(kind: RecordKind.decisions.rawValue, [body], budget: budget + Self.decisionReserve)
+        }
+        do {
+            try traceLog.close(sync: true)
+            try queueLog.close(sync: true)
+        } catch {
+            logger.error("trace store: could not write everything at stop", metadata: ["error": "\(error)"])
+        }
+        files.close(lockFD)
+    }
+}

@@ -1,0 +1,363 @@
+import Foundation
+import Logging
+import Synchronization
+import Testing
+import TailgateTestSupport
+@testable import TailgateBuffer
+@testable import TailgateStore
+import TailgateWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Keeps every trace whose spans include an error; drops the rest.
+final class ErrorKeeper: TraceDecider {
+    func decide(_ trace: TraceSummary) -> Decision {
+        trace.has(.error) ? Decision(keep: true, policy: 0) : Decision(keep: false, policy: 1)
+    }
+    func policyName(_ decision: Decision) -> String { decision.policy == 0 ? "errors" : "rest" }
+}
+
+/// A fresh, empty data directory under the system's temporary directory.
+func temporaryDirectory() -> String {
+    let path = NSTemporaryDirectory() + "tailgate-store-\(UUID().uuidString)"
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+/// The real file layer, failing every append with ENOSPC once `limit` bytes were written (a full disk).
+final class FullDisk: StoreFiles, @unchecked Sendable {
+    let real = POSIXStoreFiles()
+    let written = Atomic<Int>(0)
+    let limit: Int
+    init(limit: Int) { self.limit = limit }
+    func list(_ directory: String) throws(StoreIOError) -> [String] { try real.list(directory) }
+    func makeDirectory(_ path: String) throws(StoreIOError) { try real.makeDirectory(path) }
+    func open(_ path: String, create: Bool) throws(StoreIOError) -> Int32 { try real.open(path, create: create) }
+    func close(_ fd: Int32) { real.close(fd) }
+    func append(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(StoreIOError) {
+        guard written.add(bytes.count, ordering: .relaxed).newValue <= limit else {
+            // A partial write first, as a real full disk does.
+            try? real.append(fd, UnsafeRawBufferPointer(rebasing: bytes.prefix(bytes.count / 2)), path: path)
+            throw StoreIOError("write", path, errno: ENOSPC)
+        }
+        try real.append(fd, bytes, path: path)
+    }
+    func read(_ fd: Int32, offset: UInt64, count: Int, path: String) throws(StoreIOError) -> [UInt8] {
+        try real.read(fd, offset: offset, count: count, path: path)
+    }
+    func size(_ fd: Int32, path: String) throws(StoreIOError) -> UInt64 { try real.size(fd, path: path) }
+    func truncate(_ fd: Int32, to size: UInt64, path: String) throws(StoreIOError) { try real.truncate(fd, to: size, path: path) }
+    func sync(_ fd: Int32, path: String) throws(StoreIOError) { try real.sync(fd, path: path) }
+    func remove(_ path: String) throws(StoreIOError) { try real.remove(path) }
+    func lock(_ path: String) throws(StoreIOError) -> Int32 { try real.lock(path) }
+}
+
+struct Fixture {
+    let dir: String
+    let clock = ManualClock()
+    let store: DiskTraceStore
+    let buffer: TraceBuffer
+    let plan: AttributePlan
+
+    init(dir: String = temporaryDirectory(), durability: StoreConfiguration.Durability = .buffered, maxDisk: Int = 1 << 30,
+         segmentBytes: Int = 64 << 20, memory: Int = 1 << 30, files: any StoreFiles = POSIXStoreFiles()) throws {
+        self.dir = dir
+        var config = StoreConfiguration(directory: dir)
+        config.durability = durability
+        config.maxDiskBytes = maxDisk
+        config.segmentBytes = segmentBytes
+        config.writeBufferBytes = 4096
+        store = try DiskTraceStore(configuration: config, files: files, logger: Logger(label: "test"))
+        var b = BufferConfiguration()
+        b.shardCount = 4
+        b.waitAfterRoot = .seconds(5)
+        b.idleTimeout = .seconds(30)
+        b.remoteParentTimeout = .seconds(60)
+        b.maxTraceAge = .seconds(600)
+        b.spillAfter = .seconds(10)
+        b.maxBufferedBytes = memory
+        buffer = TraceBuffer(configuration: b, decider: ErrorKeeper(), clock: clock, store: store)
+        plan = AttributePlan()
+    }
+
+    @discardableResult
+    func insert(_ spans: [TestSpan]) -> InsertOutcome {
+        let body = exportRequest(service: "agent", spans: spans)
+        var scanned = ScannedRequest()
+        return body.withUnsafeBytes { raw in
+            try! OTLPScanner(plan: plan).scan(raw, into: &scanned)
+            if store.configuration.durability == .sync { #expect(store.writeAhead(raw)) }
+            return buffer.insert(scanned, body: raw)
+        }
+    }
+
+    /// A new store and buffer on the same directory, recovered.
+    func restart(files: any StoreFiles = POSIXStoreFiles()) throws -> (Fixture, RecoveryReport) {
+        let next = try Fixture(dir: dir, durability: store.configuration.durability, segmentBytes: store.configuration.segmentBytes,
+                               files: files)
+        let report = next.store.recover(
+            into: next.buffer,
+            scan: { body, scanned in (try? OTLPScanner(plan: next.plan).scan(body, into: &scanned)) != nil },
+            decision: { keep, weight, _ in Decision(keep: keep, policy: keep ? 0 : 1, weight: weight) },
+            forward: { _, _ in })
+        return (next, report)
+    }
+}
+
+/// A span of `bytes` payload bytes (padding in a string attribute).
+func span(_ trace: UInt64, _ id: UInt64, parent: UInt64 = 0, error: Bool = false, bytes: Int = 200) -> TestSpan {
+    TestSpan(trace: tid(trace), span: id, parent: parent, status: error ? .error : nil,
+             strings: [("pad", String(repeating: "x", count: bytes))])
+}
+
+func spanIDs(_ spans: BufferedSpans?) -> Set<UInt64> {
+    Set(spans?.spanIDs() ?? [])
+}
+
+@Suite struct DiskTraceStoreTests {
+    @Test func idleTraceSpillsAndIsReadBackWholeWhenKept() throws {
+        let f = try Fixture()
+        f.insert([span(1, 2, parent: 1, bytes: 5000), span(1, 3, parent: 2, bytes: 5000)])
+        let before = f.buffer.bufferedBytes
+        f.clock.advance(by: .seconds(11))
+        #expect(f.buffer.decideExpired().isEmpty)  // a local parent is missing: the run goes on
+        #expect(f.buffer.storedTraces == 1)
+        #expect(f.buffer.bufferedBytes < before / 2, "spans left memory: \(f.buffer.bufferedBytes) of \(before)")
+        // The run resumes: a span arrives, then the root, with an error.
+        f.insert([span(1, 4, parent: 2)])
+        f.insert([span(1, 1, error: true)])
+        f.clock.advance(by: .seconds(5))
+        let decided = f.buffer.decideExpired()
+        #expect(decided.count == 1)
+        #expect(decided[0].decision.keep)
+        #expect(spanIDs(decided[0].spans) == [1, 2, 3, 4])
+        #expect(decided[0].unreadableSpans == 0)
+        #expect(f.buffer.storedTraces == 0 && f.buffer.storedBytes == 0)
+    }
+
+    @Test func aDuplicateOfASpilledSpanIsRecognised() throws {
+        let f = try Fixture()
+        f.insert([span(1, 2, parent: 1)])
+        f.clock.advance(by: .seconds(11))
+        _ = f.buffer.decideExpired()
+        #expect(f.buffer.storedTraces == 1)
+        let again = f.insert([span(1, 2, parent: 1)])
+        #expect(again.duplicates == 1)
+        #expect(again.buffered == 0)
+    }
+
+    @Test func memoryPressureSpillsInsteadOfDecidingWhileTheDiskHasRoom() throws {
+        // 4 shards × 64 KiB of memory; 200 traces of ~5 KiB (each trace's summary stays in memory: ~1 KiB).
+        let f = try Fixture(memory: 256 << 10)
+        var early = 0
+        for t in 1...200 as ClosedRange<UInt64> {
+            let out = f.insert((2...10).map { span(t, $0, parent: 1, bytes: 500) })
+            early += out.decided.count
+        }
+        #expect(early == 0)
+        #expect(f.buffer.bufferedTraces == 200)
+        #expect(f.buffer.bufferedBytes <= 256 << 10)
+        #expect(f.buffer.storedTraces > 100)
+        // Every trace still decides on all of its spans.
+        f.clock.advance(by: .seconds(601))
+        let decided = f.buffer.decideExpired()
+        #expect(decided.count == 200)
+        #expect(decided.allSatisfy { $0.summary.spanCount == 9 && $0.summary.trigger != .memoryPressure })
+    }
+
+    @Test func aFullDiskFallsBackToEarlyDecisions() throws {
+        let f = try Fixture(memory: 64 << 10, files: FullDisk(limit: 100 << 10))
+        var early: [DecidedTrace] = []
+        for t in 1...200 as ClosedRange<UInt64> {
+            early += f.insert((2...10).map { span(t, $0, parent: 1, error: $0 == 5, bytes: 500) }).decided
+        }
+        #expect(!early.isEmpty)
+        #expect(early.allSatisfy { $0.summary.trigger == .memoryPressure })
+        // Kept traces decided early are whole, read back from what did reach the disk or memory.
+        #expect(early.allSatisfy { $0.spans?.count == 9 && $0.unreadableSpans == 0 })
+        #expect(f.buffer.bufferedBytes <= 64 << 10)
+    }
+
+    @Test func theDiskBudgetIsHonoured() throws {
+        let f = try Fixture(maxDisk: 256 << 10, memory: 64 << 10)
+        var early = 0
+        for t in 1...300 as ClosedRange<UInt64> {
+            early += f.insert((2...10).map { span(t, $0, parent: 1, bytes: 500) }).decided.count
+        }
+        #expect(early > 0)
+        #expect(f.store.diskBytes <= (256 << 10) + Int(DiskTraceStore.decisionReserve))
+    }
+
+    @Test func persistedTracesResumeAfterARestartWithTheirTimers() throws {
+        let f = try Fixture()
+        f.insert([span(1, 2, parent: 1), span(1, 3, parent: 2, error: true)])
+        f.insert([span(2, 2, parent: 1)])
+        f.insert([span(3, 1)])  // a complete trace: its root arrived
+        let (persisted, decided) = f.buffer.persistAll()
+        #expect(persisted == 3 && decided.isEmpty)
+        f.pipelineClose()
+        let (g, report) = try f.restart()
+        #expect(report.traces == 3)
+        #expect(report.damagedRecords == 0)
+        #expect(g.buffer.bufferedTraces == 3)
+        // Trace 3's root had arrived: it is decided wait_after_root after that, not a fresh window later.
+        g.clock.advance(by: .seconds(5))
+        let first = g.buffer.decideExpired()
+        #expect(first.map(\.summary.traceID) == [tid(3)])
+        // Trace 1 continues: its root arrives now; it is kept with every span.
+        g.insert([span(1, 1)])
+        g.clock.advance(by: .seconds(5))
+        let second = g.buffer.decideExpired()
+        #expect(second.count == 1)
+        #expect(second.first?.decision.keep == true)
+        #expect(spanIDs(second.first?.spans) == [1, 2, 3])
+    }
+
+    @Test func aDecidedTraceIsNotResurrectedAndItsDecisionIsRemembered() throws {
+        let f = try Fixture()
+        f.insert([span(1, 2, parent: 1)])
+        f.clock.advance(by: .seconds(11))
+        _ = f.buffer.decideExpired()  // spilled
+        f.insert([span(1, 1)])
+        f.clock.advance(by: .seconds(5))
+        let decided = f.buffer.decideExpired()
+        #expect(decided.count == 1 && decided[0].decision.keep == false)
+        f.pipelineClose()
+        let (g, report) = try f.restart()
+        #expect(report.traces == 0)
+        #expect(g.buffer.bufferedTraces == 0)
+        let late = g.insert([span(1, 9, parent: 1)])
+        #expect(late.lateDropped == 1)
+    }
+
+    @Test func aDamagedRecordIsSkippedAndTheRestRecovered() throws {
+        let f = try Fixture()
+        f.insert([span(1, 2, parent: 1, bytes: 2000)])
+        f.insert([span(2, 2, parent: 1, bytes: 2000)])
+        _ = f.buffer.persistAll()
+        f.pipelineClose()
+        // Flip a byte inside the first record's payload.
+        let segment = try #require(try FileManager.default.contentsOfDirectory(atPath: f.dir).filter { $0.hasPrefix("traces-") }.sorted().first)
+        let path = f.dir + "/" + segment
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        bytes[16 + 8 + 100] ^= 0xFF
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let (g, report) = try f.restart()
+        #expect(report.damagedRecords == 1)
+        #expect(report.traces == 1)
+        #expect(g.buffer.bufferedTraces == 1)
+    }
+
+    @Test func aTruncatedTailIsSkippedAndTheRestRecovered() throws {
+        let f = try Fixture()
+        f.insert([span(1, 2, parent: 1, bytes: 2000)])
+        f.insert([span(2, 2, parent: 1, bytes: 2000)])
+        _ = f.buffer.persistAll()
+        f.pipelineClose()
+        let segment = try #require(try FileManager.default.contentsOfDirectory(atPath: f.dir).filter { $0.hasPrefix("traces-") }.sorted().first)
+        let path = f.dir + "/" + segment
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        // Cut the file inside the second trace's record (the decisions record, if any, follows it).
+        let cut = 16 + (bytes.count - 16) / 2 + 500
+        try Data(bytes[..<cut]).write(to: URL(fileURLWithPath: path))
+        let (_, report) = try f.restart()
+        #expect(report.damagedRecords == 1)
+        #expect(report.traces == 1)
+    }
+
+    @Test func aSecondInstanceCannotTakeTheDataDirectory() throws {
+        let f = try Fixture()
+        #expect(throws: StoreIOError.self) { _ = try Fixture(dir: f.dir) }
+        f.pipelineClose()
+        _ = try Fixture(dir: f.dir)  // free again
+    }
+
+    @Test func syncDurabilityRecoversAcknowledgedSpansAfterACrash() throws {
+        let f = try Fixture(durability: .sync)
+        f.insert([span(1, 2, parent: 1), span(2, 2, parent: 1)])
+        f.insert([span(1, 3, parent: 1, error: true)])
+        f.insert([span(3, 1)])
+        f.clock.advance(by: .seconds(5))
+        #expect(f.buffer.decideExpired().map(\.summary.traceID) == [tid(3)])  // decided before the crash
+        f.store.maintain(buffer: f.buffer)  // the upkeep tick writes the decision record out (a SIGKILL keeps the page cache)
+        f.store.abandon()  // SIGKILL: nothing more is written
+        let (g, report) = try f.restart()
+        #expect(report.traces == 2)
+        #expect(g.buffer.bufferedTraces == 2)
+        g.insert([span(1, 1)])
+        g.clock.advance(by: .seconds(601))
+        let decided = g.buffer.decideExpired()
+        #expect(Set(decided.map(\.summary.traceID)) == [tid(1), tid(2)])
+        let one = try #require(decided.first { $0.summary.traceID == tid(1) })
+        #expect(one.decision.keep)
+        #expect(spanIDs(one.spans) == [1, 2, 3])
+        // Trace 3 was decided before the crash: not decided again.
+        #expect(g.insert([span(3, 7, parent: 1)]).lateDropped == 1)
+    }
+
+    @Test func syncSpansSpilledThenCrashedAreCountedOnce() throws {
+        let f = try Fixture(durability: .sync)
+        f.insert([span(1, 2, parent: 1), span(1, 3, parent: 1)])
+        f.clock.advance(by: .seconds(11))
+        _ = f.buffer.decideExpired()  // spilled: the write-ahead spans are in the spill record now
+        f.insert([span(1, 4, parent: 1)])
+        f.store.abandon()
+        let (g, _) = try f.restart()
+        g.insert([span(1, 1, error: true)])
+        g.clock.advance(by: .seconds(5))
+        let decided = g.buffer.decideExpired()
+        #expect(decided.count == 1)
+        #expect(decided.first?.summary.spanCount == 4)
+        #expect(spanIDs(decided.first?.spans) == [1, 2, 3, 4])
+        #expect(decided.first?.spans?.count == 4)
+    }
+
+    @Test func deadSegmentsAreDeletedAndLongLivedTracesConsolidated() throws {
+        let f = try Fixture(segmentBytes: 64 << 10)
+        // One long-lived trace spilled first, then a lot of short ones that are decided.
+        f.insert([span(1000, 2, parent: 1)])
+        f.clock.advance(by: .seconds(11))
+        _ = f.buffer.decideExpired()
+        for t in 1...200 as ClosedRange<UInt64> {
+            f.insert([span(t, 1, bytes: 2000)])
+            _ = f.buffer.persistAll()  // push them to disk
+        }
+        f.clock.advance(by: .seconds(6))
+        #expect(f.buffer.decideExpired().count == 200)
+        let before = f.store.traceLog.segmentCount
+        #expect(before > 4)
+        f.store.maintain(buffer: f.buffer)
+        f.store.maintain(buffer: f.buffer)
+        #expect(f.store.traceLog.segmentCount <= 2, "segments: \(before) → \(f.store.traceLog.segmentCount)")
+        // The long-lived trace is still whole.
+        f.insert([span(1000, 1, error: true)])
+        f.clock.advance(by: .seconds(5))
+        let decided = f.buffer.decideExpired()
+        #expect(spanIDs(decided.first?.spans) == [1, 2])
+    }
+
+    @Test func forwardBatchesSurviveARestartUntilDelivered() throws {
+        let f = try Fixture()
+        let a = try #require(f.store.write(Array(repeating: 1, count: 100), spans: 3))
+        let b = try #require(f.store.write(Array(repeating: 2, count: 100), spans: 4))
+        #expect(f.store.read(a) == Array(repeating: 1, count: 100))
+        f.store.release(a)
+        f.pipelineClose()
+        let next = try Fixture(dir: f.dir)
+        var found: [(SpillRef, Int)] = []
+        _ = next.store.recover(into: next.buffer, scan: { _, _ in false }, decision: { k, w, _ in Decision(keep: k, policy: 0, weight: w) },
+                               forward: { found.append(($0, $1)) })
+        #expect(found.count == 1)
+        #expect(found.first?.0 == b && found.first?.1 == 4)
+        #expect(next.store.read(b) == Array(repeating: 2, count: 100))
+    }
+}
+
+extension Fixture {
+    /// A graceful stop of the store.
+    func pipelineClose() {
+        store.close(decisions: buffer.rememberedDecisions().map { ($0.0, $0.1, "") })
+    }
+}
