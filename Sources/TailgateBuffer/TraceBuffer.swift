@@ -31,6 +31,10 @@ public struct BufferConfiguration: Sendable, Equatable {
     /// (its summary stays in memory; a keep reads them back). Default 10 s: past the common window of a trace that
     /// completes, well inside the minutes an agent run waits for a model.
     public var spillAfter: Duration = .seconds(10)
+    /// With a trace store: the spans of a dropped trace are kept on disk this long, so that a late span that makes a
+    /// deterministic policy keep it (an error, a token budget crossed) revises the drop and the whole trace is
+    /// forwarded (`tailgate.decision.trigger=revised`). 0 turns it off. Default 5 min.
+    public var reviseWindow: Duration = .seconds(300)
     /// Seed of the hash that picks a trace's shard; nil (the default): random per buffer, so that a client cannot aim
     /// all of its traffic at one shard (sampling decisions do not depend on it).
     public var shardSeed: UInt64? = nil
@@ -53,6 +57,8 @@ public enum DecisionTrigger: String, Sendable, CaseIterable {
     case memoryPressure = "memory_pressure"
     /// The proxy is shutting down.
     case shutdown
+    /// A dropped trace was kept after all: a late span made a deterministic policy keep it.
+    case revised
 }
 
 /// Where a span's missing parent lives, by the span's flags.
@@ -158,12 +164,16 @@ public protocol TraceDecider: Sendable {
     /// Recomputes the plan-dependent aggregates (bits and sums) of a trace from its spans, for traces aggregated
     /// under another generation (after a policies reload).
     func reaggregate(_ summary: inout TraceSummary, spans: BufferedSpans)
+    /// A dropped trace with late spans: the keep a deterministic policy now gives it, or nil (see
+    /// `BufferConfiguration.reviseWindow`).
+    func revise(_ trace: TraceSummary) -> Decision?
 }
 
 extension TraceDecider {
     public var generation: UInt64 { 0 }
     public func policyName(_ decision: Decision) -> String { decision.policy >= 0 ? "policy \(decision.policy)" : "" }
     public func reaggregate(_ summary: inout TraceSummary, spans: BufferedSpans) {}
+    public func revise(_ trace: TraceSummary) -> Decision? { nil }
 }
 
 /// A span kept encoded: which scope it came from and where its payload sits in `BufferedSpans.data`.
@@ -426,6 +436,9 @@ public final class TraceBuffer: Sendable {
                     let p = min(entry.diskRefs.first?.segment ?? .max, entry.walSince)
                     if p != .max { m = min(m ?? p, p) }
                 }
+                for r in state.retained.values {
+                    if let p = r.refs.first?.segment { m = min(m ?? p, p) }
+                }
                 return m
             }
             if let m { oldest = min(oldest ?? m, m) }
@@ -507,6 +520,7 @@ struct Timing: Sendable {
     var maxSpans: Int
     var cacheSize: Int
     var spillAfter: UInt64
+    var reviseWindow: UInt64
 
     init(_ c: BufferConfiguration) {
         waitAfterRoot = c.waitAfterRoot.nanoseconds
@@ -516,6 +530,7 @@ struct Timing: Sendable {
         maxSpans = max(1, c.maxSpansPerTrace)
         cacheSize = max(1, c.decisionCacheSize / max(1, c.shardCount))
         spillAfter = c.spillAfter.nanoseconds
+        reviseWindow = c.reviseWindow.nanoseconds
     }
 }
 
@@ -679,6 +694,23 @@ struct SmallIDMap<Value> {
     }
 }
 
+/// A dropped trace whose spans are kept in the store for the revise window.
+final class RetainedTrace: @unchecked Sendable {
+    var summary: TraceSummary
+    var refs: [SpillRef]
+    /// Late spans that arrived since the drop.
+    var late = BufferedSpans()
+    let expires: UInt64
+    init(summary: TraceSummary, refs: [SpillRef], expires: UInt64) {
+        self.summary = summary
+        self.refs = refs
+        self.expires = expires
+    }
+}
+
+/// Memory counted per retained dropped trace (its summary and index entries).
+let retainedOverheadBytes = 384
+
 struct DeadlineItem: Comparable {
     var deadline: UInt64
     var id: TraceID
@@ -725,6 +757,9 @@ struct ShardState {
     /// Record bytes of undecided traces in the store, and how many traces have any.
     var storedBytes = 0
     var storedTraces = 0
+    /// Dropped traces kept for the revise window, oldest first.
+    var retained: [TraceID: RetainedTrace] = [:]
+    var retainedOrder: Deque<TraceID> = []
 
     var snapshot: TraceBuffer.Delta { .init(traces: traces.count, bytes: bytes, storedBytes: storedBytes, storedTraces: storedTraces) }
     func delta(since s: TraceBuffer.Delta) -> TraceBuffer.Delta {
@@ -745,6 +780,8 @@ struct ShardState {
     ) {
         var current: TraceEntry? = nil
         var lastLateTrace: TraceID? = nil
+        var revisit: [TraceID] = []
+        defer { for id in revisit { revise(id, now, decider, &outcome) } }
         for i in indices {
             let span = request.spans[i]
             let scope = request.scopes[Int(span.scope)]
@@ -765,6 +802,11 @@ struct ShardState {
                 current = nil
                 continue
             } else if dropped.contains(span.traceID) {
+                if let r = retained[span.traceID] {
+                    r.summary.add(span)
+                    r.late.append(span, scope: scope, body: body)
+                    if revisit.last != span.traceID { revisit.append(span.traceID) }
+                }
                 outcome.lateDropped += 1
                 current = nil
                 continue
@@ -820,10 +862,40 @@ struct ShardState {
         relieve(budget: budget, now: now, decider: decider, into: &outcome.decided)
     }
 
-    /// Over the memory bound: the oldest traces' spans move to the store; when it has no room (or there is none), or
-    /// the traces' summaries alone exceed the bound, the oldest traces are decided early.
+    /// Late spans reached a retained dropped trace: kept (whole, from the store) if a deterministic policy keeps it now.
+    mutating func revise(_ id: TraceID, _ now: UInt64, _ decider: any TraceDecider, _ outcome: inout InsertOutcome) {
+        guard let r = retained[id] else { return }
+        guard var decision = decider.revise(r.summary) else {
+            // The late spans stay with the trace (a later span may still revise it), within the span limit.
+            if r.summary.spanCount > timing.maxSpans { forget(id) }
+            return
+        }
+        decision.keep = true
+        var spans = BufferedSpans()
+        _ = store?.read(r.refs, into: &spans)
+        spans.append(contentsOf: r.late)
+        forget(id)
+        var summary = r.summary
+        summary.trigger = .revised
+        summary.decidedAt = now
+        kept.insert(id, decision)
+        store?.decided(trace: id, decision: decision, policyName: decider.policyName(decision), stored: true)
+        outcome.decided.append(DecidedTrace(summary: summary, decision: decision, spans: spans,
+                                            unreadableSpans: max(0, summary.spanCount - spans.count)))
+    }
+
+    /// Stops retaining a dropped trace.
+    mutating func forget(_ id: TraceID) {
+        guard retained.removeValue(forKey: id) != nil else { return }
+        bytes -= retainedOverheadBytes
+    }
+
+    /// Over the memory bound: retained dropped traces go first, then the oldest traces' spans move to the store; when
+    /// it has no room (or there is none), or the traces' summaries alone exceed the bound, the oldest traces are
+    /// decided early.
     mutating func relieve(budget: Int, now: UInt64, decider: any TraceDecider, into decided: inout [DecidedTrace]) {
         guard bytes > budget else { return }
+        while bytes > budget, let id = retainedOrder.popFirst() { forget(id) }
         if store != nil {
             var attempts = arrival.count
             while bytes > budget, attempts > 0, let (id, generation) = arrival.popFirst() {
@@ -930,17 +1002,42 @@ struct ShardState {
             storedTraces -= 1
             storedBytes -= entry.storedBytes
         }
-        if let store, !entry.diskRefs.isEmpty || entry.walSince != .max {
-            store.decided(trace: entry.summary.traceID, decision: decision, policyName: decider.policyName(decision), stored: true)
+        func recordDecision(retained: Bool) {
+            if let store, retained || !entry.diskRefs.isEmpty || entry.walSince != .max {
+                store.decided(trace: entry.summary.traceID, decision: decision, policyName: decider.policyName(decision), stored: true)
+            }
         }
         if decision.keep {
+            recordDecision(retained: false)
             readAll()
             kept.insert(entry.summary.traceID, decision)
             return DecidedTrace(summary: entry.summary, decision: decision, spans: spans, unreadableSpans: unreadable)
         } else {
             dropped.insert(entry.summary.traceID, decision)
+            // The decision record follows the retained spans' record, so that a restart does not resurrect them.
+            recordDecision(retained: retain(entry, now))
             return DecidedTrace(summary: entry.summary, decision: decision, spans: nil)
         }
+    }
+
+    /// Keeps a dropped trace's spans in the store for the revise window (its in-memory spans are written first).
+    @discardableResult
+    mutating func retain(_ entry: TraceEntry, _ now: UInt64) -> Bool {
+        guard let store, timing.reviseWindow > 0, entry.summary.trigger != .shutdown else { return false }
+        var refs = entry.diskRefs
+        if !entry.spans.isEmpty {
+            let w = store.wallNow()
+            let t = SpillTiming(firstSeen: wall(entry.firstSeen, now: now, wallNow: w), lastSeen: wall(entry.lastSeen, now: now, wallNow: w),
+                                rootArrived: wall(entry.rootArrived, now: now, wallNow: w))
+            guard let ref = store.append(trace: entry.summary.traceID, spans: entry.spans, timing: t, supersedes: false) else { return false }
+            refs.append(ref)
+        }
+        let id = entry.summary.traceID
+        if retained[id] != nil { forget(id) }
+        retained[id] = RetainedTrace(summary: entry.summary, refs: refs, expires: now &+ timing.reviseWindow)
+        retainedOrder.append(id)
+        bytes += retainedOverheadBytes
+        return true
     }
 
     /// Recovery: one record's spans (see `TraceBuffer.restore`).
@@ -1027,6 +1124,13 @@ struct ShardState {
             }
             entry.spillQueued = false
             _ = spill(entry, now)
+        }
+        // Retained dropped traces whose revise window closed.
+        while let id = retainedOrder.first {
+            guard let r = retained[id] else { retainedOrder.removeFirst(); continue }
+            guard r.expires <= now else { break }
+            retainedOrder.removeFirst()
+            forget(id)
         }
         // Forget arrival records of traces decided already, so the queue stays as long as the live traces.
         while let (id, generation) = arrival.first, traces[id]?.generation != generation {

@@ -141,6 +141,17 @@ public struct PolicyEngine: TraceDecider {
         guard let chosen else { return .noMatch }
         return Decision(keep: true, policy: chosen, weight: Chance.union(chances).weight)
     }
+
+    /// A dropped trace that received late spans: kept if a deterministic policy (one without a chance: an error, a
+    /// token threshold, an attribute match) keeps it now and no drop policy matches. Random policies and limiters are
+    /// not asked (their verdict did not depend on the late spans, and a second draw would bias weights).
+    public func revise(_ trace: TraceSummary) -> Decision? {
+        for i in drops where policies[i].evaluate(trace) == .drop { return nil }
+        for i in keeps where policies[i].chance(trace) == nil && policies[i].evaluate(trace) == .sampled {
+            return Decision(keep: true, policy: i)
+        }
+        return nil
+    }
 }
 
 /// A loaded policy set ready to run: the scanner for its attribute plan and the engine, under one generation number,
@@ -176,6 +187,12 @@ public struct PolicyRuntime: TraceDecider {
             decision.keep = true
             decision.weight = .certain
         }
+        return decision
+    }
+
+    public func revise(_ trace: TraceSummary) -> Decision? {
+        guard !dryRun, var decision = engine.revise(trace) else { return nil }
+        decision.generation = generation
         return decision
     }
 

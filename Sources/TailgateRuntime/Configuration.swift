@@ -90,7 +90,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
         "annotate_kept_spans", "dry_run", "record", "limits", "buffer", "forwarder", "shutdown_timeout",
         "auth", "downstream_headers", "downstream_tls", "tls", "data_dir", "store",
     ]
-    static let storeKeys = ["max_disk_bytes", "durability", "on_shutdown", "spill_after", "segment_bytes"]
+    static let storeKeys = ["max_disk_bytes", "durability", "on_shutdown", "spill_after", "segment_bytes", "revise_window"]
     static let limitsKeys = [
         "max_request_bytes", "max_inflight_bytes", "max_connections", "read_header_timeout", "read_body_timeout",
         "connection_idle_timeout", "grpc_max_concurrent_streams", "grpc_keepalive_time", "max_connection_age",
@@ -219,6 +219,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
                             if n >= 1 << 16 { config.store.segmentBytes = n } else { reader.error(v, "store.segment_bytes must be at least 64KiB") }
                         }
                     case "spill_after": if let d = reader.duration(v, what: k) { config.buffer.spillAfter = d }
+                    case "revise_window": if let d = reader.duration(v, what: k) { config.buffer.reviseWindow = d }
                     case "durability":
                         if let s = reader.string(v, what: k) {
                             if let d = StoreConfiguration.Durability(rawValue: s) { config.store.durability = d } else {

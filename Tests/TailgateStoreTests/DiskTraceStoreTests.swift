@@ -316,8 +316,11 @@ func spanIDs(_ spans: BufferedSpans?) -> Set<UInt64> {
 
     @Test func deadSegmentsAreDeletedAndLongLivedTracesConsolidated() throws {
         let f = try Fixture(segmentBytes: 64 << 10)
-        // One long-lived trace spilled first, then a lot of short ones that are decided.
-        f.insert([span(1000, 2, parent: 1)])
+        // One long-lived trace spilled first (its parent is local: the run goes on), then a lot of short ones that
+        // are decided, and whose revise window closes.
+        var running = span(1000, 2, parent: 1)
+        running.flags = 0x100
+        f.insert([running])
         f.clock.advance(by: .seconds(11))
         _ = f.buffer.decideExpired()
         for t in 1...200 as ClosedRange<UInt64> {
@@ -326,6 +329,8 @@ func spanIDs(_ spans: BufferedSpans?) -> Set<UInt64> {
         }
         f.clock.advance(by: .seconds(6))
         #expect(f.buffer.decideExpired().count == 200)
+        f.clock.advance(by: .seconds(301))
+        #expect(f.buffer.decideExpired().isEmpty)
         let before = f.store.traceLog.segmentCount
         #expect(before > 4)
         f.store.maintain(buffer: f.buffer)
@@ -359,5 +364,74 @@ extension Fixture {
     /// A graceful stop of the store.
     func pipelineClose() {
         store.close(decisions: buffer.rememberedDecisions().map { ($0.0, $0.1, "") })
+    }
+}
+
+/// Drops everything; a trace with an error is kept, deterministically, when asked to revise.
+final class DropThenErrors: TraceDecider {
+    func decide(_ trace: TraceSummary) -> Decision { Decision(keep: false, policy: -1) }
+    func revise(_ trace: TraceSummary) -> Decision? { trace.has(.error) ? Decision(keep: true, policy: 0) : nil }
+}
+
+@Suite struct RevisedDropTests {
+    func fixture(window: Duration = .seconds(300)) throws -> (TraceBuffer, ManualClock, DiskTraceStore) {
+        var config = StoreConfiguration(directory: temporaryDirectory())
+        config.writeBufferBytes = 4096
+        let store = try DiskTraceStore(configuration: config, logger: Logger(label: "test"))
+        var b = BufferConfiguration()
+        b.shardCount = 2
+        b.waitAfterRoot = .seconds(5)
+        b.reviseWindow = window
+        let clock = ManualClock()
+        return (TraceBuffer(configuration: b, decider: DropThenErrors(), clock: clock, store: store), clock, store)
+    }
+
+    func insert(_ buffer: TraceBuffer, _ spans: [TestSpan]) -> InsertOutcome {
+        let body = exportRequest(service: "agent", spans: spans)
+        var scanned = ScannedRequest()
+        return body.withUnsafeBytes { raw in
+            try! OTLPScanner(plan: AttributePlan()).scan(raw, into: &scanned)
+            return buffer.insert(scanned, body: raw)
+        }
+    }
+
+    @Test func aLateErrorWithinTheWindowRevisesTheDropAndForwardsTheWholeTrace() throws {
+        let (buffer, clock, _) = try fixture()
+        _ = insert(buffer, [span(1, 2, parent: 1), span(1, 1)])
+        clock.advance(by: .seconds(5))
+        let first = buffer.decideExpired()
+        #expect(first.count == 1 && first[0].decision.keep == false)
+        clock.advance(by: .seconds(60))
+        _ = buffer.decideExpired()
+        let late = insert(buffer, [span(1, 3, parent: 1, error: true)])
+        #expect(late.decided.count == 1)
+        let revised = try #require(late.decided.first)
+        #expect(revised.decision.keep)
+        #expect(revised.summary.trigger == .revised)
+        #expect(spanIDs(revised.spans) == [1, 2, 3])
+        // From now on the trace's late spans follow the keep.
+        #expect(insert(buffer, [span(1, 4, parent: 1)]).lateKeptCount == 1)
+    }
+
+    @Test func aLateSpanThatChangesNothingStaysDropped() throws {
+        let (buffer, clock, _) = try fixture()
+        _ = insert(buffer, [span(1, 1)])
+        clock.advance(by: .seconds(5))
+        _ = buffer.decideExpired()
+        let late = insert(buffer, [span(1, 3, parent: 1)])
+        #expect(late.decided.isEmpty)
+        #expect(late.lateDropped == 1)
+    }
+
+    @Test func afterTheWindowALateErrorIsDropped() throws {
+        let (buffer, clock, _) = try fixture(window: .seconds(60))
+        _ = insert(buffer, [span(1, 1)])
+        clock.advance(by: .seconds(5))
+        _ = buffer.decideExpired()
+        clock.advance(by: .seconds(61))
+        _ = buffer.decideExpired()
+        let late = insert(buffer, [span(1, 3, parent: 1, error: true)])
+        #expect(late.decided.isEmpty)
+        #expect(late.lateDropped == 1)
     }
 }
