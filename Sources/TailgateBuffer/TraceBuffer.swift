@@ -158,7 +158,7 @@ public struct Decision: Sendable, Equatable {
 public protocol TraceDecider: Sendable {
     func decide(_ trace: TraceSummary) -> Decision
     /// Generation of the attribute plan the decider expects summaries to be aggregated with.
-    var generation: UInt64 { get }
+    var planGeneration: UInt64 { get }
     /// The name of the policy behind a decision of this decider ("" for none).
     func policyName(_ decision: Decision) -> String
     /// Recomputes the plan-dependent aggregates (bits and sums) of a trace from its spans, for traces aggregated
@@ -170,7 +170,7 @@ public protocol TraceDecider: Sendable {
 }
 
 extension TraceDecider {
-    public var generation: UInt64 { 0 }
+    public var planGeneration: UInt64 { 0 }
     public func policyName(_ decision: Decision) -> String { decision.policy >= 0 ? "policy \(decision.policy)" : "" }
     public func reaggregate(_ summary: inout TraceSummary, spans: BufferedSpans) {}
     public func revise(_ trace: TraceSummary) -> Decision? { nil }
@@ -993,7 +993,7 @@ struct ShardState {
             unreadable = max(0, entry.summary.spanCount - all.count)
             spans = all
         }
-        if entry.planGeneration != decider.generation {
+        if entry.planGeneration != decider.planGeneration {
             readAll()
             decider.reaggregate(&entry.summary, spans: spans)
         }

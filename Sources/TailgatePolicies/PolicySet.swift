@@ -161,13 +161,17 @@ public struct PolicyRuntime: TraceDecider {
     public let engine: PolicyEngine
     public let scanner: OTLPScanner
     public let generation: UInt64
+    /// Generation of the attribute plan (summaries aggregated under it need no re-aggregation): a reload whose plan
+    /// is unchanged keeps the previous one, so traces spilled to the store are not read back to be re-aggregated.
+    public let planGeneration: UInt64
     /// Dry run: every trace is kept (forwarded), and `Decision.dryRunKeep` says what the policies decided.
     public let dryRun: Bool
 
-    public init(_ policySet: PolicySet, generation: UInt64 = 0, dryRun: Bool = false) {
+    public init(_ policySet: PolicySet, generation: UInt64 = 0, dryRun: Bool = false, planGeneration: UInt64? = nil) {
         self.policySet = policySet
         engine = PolicyEngine(policySet)
-        scanner = OTLPScanner(plan: policySet.plan, generation: generation)
+        self.planGeneration = planGeneration ?? generation
+        scanner = OTLPScanner(plan: policySet.plan, generation: planGeneration ?? generation)
         self.generation = generation
         self.dryRun = dryRun
     }

@@ -56,7 +56,11 @@ public final class Pipeline: TraceIngestHandler, Sendable {
     public func reload(_ set: PolicySet) {
         let runtime = policies.withLock { p -> PolicyRuntime in
             let generation = p.runtime.generation + 1
-            let runtime = PolicyRuntime(set, generation: generation, dryRun: dryRun)
+            // An unchanged attribute plan (thresholds or rates edited): buffered and stored traces keep their
+            // aggregates, and nothing is read back from the store to re-aggregate it.
+            let samePlan = set.plan == p.runtime.policySet.plan
+            let runtime = PolicyRuntime(set, generation: generation, dryRun: dryRun,
+                                        planGeneration: samePlan ? p.runtime.planGeneration : generation)
             p.runtime = runtime
             p.names[generation] = runtime.policyNames
             // Keep the names of the last few generations for decisions still being handled.

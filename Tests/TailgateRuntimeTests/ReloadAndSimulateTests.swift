@@ -50,6 +50,17 @@ func tempFile(_ name: String, _ text: String) -> String {
         #expect(metricValue(pipeline, "tailgate_policies_reloads_total") == 1)
     }
 
+    @Test func aReloadWithTheSameAttributePlanKeepsThePlanGeneration() throws {
+        let (pipeline, _, _) = try testPipeline(policies: Self.errorsOnly)
+        let first = pipeline.buffer.decider.planGeneration
+        // Another name, the same conditions: buffered (and stored) traces need no re-aggregation.
+        pipeline.reload(try PolicySet.parse(Self.errorsOnly.replacingOccurrences(of: "errors", with: "failures"), file: "p.yaml"))
+        #expect(pipeline.buffer.decider.planGeneration == first)
+        #expect(pipeline.policySet.policies.map(\.name) == ["failures"])
+        pipeline.reload(try PolicySet.parse(Self.prodOnly, file: "p.yaml"))
+        #expect(pipeline.buffer.decider.planGeneration != first)
+    }
+
     @Test func fileWatchNoticesChanges() throws {
         let path = tempFile("policies.yaml", Self.errorsOnly)
         let (pipeline, _, _) = try testPipeline(policies: Self.errorsOnly)
