@@ -99,7 +99,8 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "tailgate-bench", dependencies: [
-            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateTestSupport", "TailgateLoadtest",
+            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateTestSupport", "TailgateLoadtest", "TailgateStore",
+            .product(name: "Logging", package: "swift-log"),
         ]),
 
         // Builders of OTLP test requests, shared by the test targets.

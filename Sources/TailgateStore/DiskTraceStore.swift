@@ -324,6 +324,12 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
         return freed
     }
 
+    /// Writes buffered records to the files (not necessarily durable).
+    public func flush() {
+        try? traceLog.flush()
+        try? queueLog.flush()
+    }
+
     /// Closes the files without writing anything buffered: what a SIGKILL leaves (tests).
     func abandon() {
         traceLog.abandon()

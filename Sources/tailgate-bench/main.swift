@@ -74,6 +74,12 @@ var scannedAll: [ScannedRequest] = requests.map { req in
     return s
 }
 
+// `tailgate-bench store [IDLE_SPANS]`: the durable store's benchmarks only (StoreBench.swift).
+if CommandLine.arguments.dropFirst().first == "store" {
+    runStoreBenchmarks(policies: policies, idleSpans: CommandLine.arguments.dropFirst(2).first.flatMap { Int($0) } ?? 10_000_000)
+    exit(0)
+}
+
 // `tailgate-bench profile-insert`: only the insert loop, many rounds, for a profiler.
 if CommandLine.arguments.dropFirst().first == "profile-insert" {
     var c = BufferConfiguration()

@@ -1,0 +1,198 @@
+// `tailgate-bench store [SPANS]`: what the durable store costs and how fast it moves, in a release build. Prints numbers;
+// asserts nothing about time. Uses the system's temporary directory (each run cleans up after itself).
+import Foundation
+import Logging
+import TailgateBuffer
+import TailgateLoadtest
+import TailgatePolicies
+import TailgateStore
+import TailgateWire
+
+/// Agent runs of the generated mix, `chunk` runs per call, each call with new trace IDs.
+struct AgentChunks {
+    var seed: UInt64 = 100
+    let chunk: Int
+    mutating func next() -> [[UInt8]] {
+        var o = AgentTrafficGenerator.Options()
+        o.traces = chunk
+        o.seed = seed
+        seed += 1
+        return AgentTrafficGenerator(o).generate().requests.map(\.protobuf)
+    }
+}
+
+func storeDirectory() -> String {
+    let path = NSTemporaryDirectory() + "tailgate-bench-store-\(UUID().uuidString)"
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+
+func rss() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let fields = text.split(separator: " ")
+    return fields.count > 1 ? (Int(fields[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE))) : 0
+}
+
+func directoryBytes(_ dir: String) -> Int {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+    return names.reduce(0) { $0 + ((try? FileManager.default.attributesOfItem(atPath: dir + "/" + $1)[.size] as? Int) ?? 0) }
+}
+
+@MainActor
+func runStoreBenchmarks(policies: PolicySet, idleSpans: Int) {
+    let logger = Logger(label: "bench")
+    let runtime = PolicyRuntime(policies, generation: 1)
+    var chunks = AgentChunks(chunk: 4000)
+    let requests = chunks.next() + chunks.next()
+    var scanned: [ScannedRequest] = []
+    for r in requests {
+        var s = ScannedRequest()
+        r.withUnsafeBytes { try! runtime.scanner.scan($0, into: &s) }
+        scanned.append(s)
+    }
+    let spans = scanned.reduce(0) { $0 + $1.spans.count }
+    let bytes = requests.reduce(0) { $0 + $1.count }
+    print("workload: generated agent runs, \(requests.count) requests, \(spans) spans, \(bytes >> 20) MiB (default policies)")
+
+    func buffer(store: DiskTraceStore?, spillAfter: Duration = .seconds(10), waitAfterRoot: Duration = .seconds(5), memory: Int = 4 << 30) -> (TraceBuffer, ManualClock) {
+        var c = BufferConfiguration()
+        c.maxBufferedBytes = memory
+        c.decisionCacheSize = 1_000_000
+        c.spillAfter = spillAfter
+        c.waitAfterRoot = waitAfterRoot
+        c.idleTimeout = .seconds(30)
+        c.remoteParentTimeout = .seconds(120)
+        c.maxTraceAge = .seconds(1800)
+        let clock = ManualClock()
+        return (TraceBuffer(configuration: c, decider: runtime, clock: clock, store: store), clock)
+    }
+    func store(_ durability: StoreConfiguration.Durability = .buffered, dir: String = storeDirectory()) -> DiskTraceStore {
+        var c = StoreConfiguration(directory: dir)
+        c.durability = durability
+        c.maxDiskBytes = 64 << 30
+        return try! DiskTraceStore(configuration: c, logger: logger)
+    }
+
+    // 1. CPU per span of the normal flow (insert, then decide once every trace's window closed), store off / on.
+    // With a store, dropped traces are written for the revise window; in sync mode each request is also written
+    // ahead and fdatasync'ed before the (virtual) acknowledgement.
+    func flow(_ s: DiskTraceStore?) -> Double {
+        let (b, clock) = buffer(store: s)
+        let start = ContinuousClock.now
+        for (i, r) in requests.enumerated() {
+            r.withUnsafeBytes { raw in
+                if let s, s.configuration.durability == .sync { _ = s.writeAhead(raw) }
+                _ = b.insert(scanned[i], body: raw)
+            }
+        }
+        clock.advance(by: .seconds(1900))
+        _ = b.decideExpired()
+        s?.maintain(buffer: b)
+        return seconds(ContinuousClock.now - start) * 1e9 / Double(spans)
+    }
+    var off = Double.infinity, buffered = Double.infinity, sync = Double.infinity
+    for _ in 0..<3 {
+        off = min(off, flow(nil))
+        let sb = store()
+        buffered = min(buffered, flow(sb))
+        sb.close(decisions: [])
+        try? FileManager.default.removeItem(atPath: sb.configuration.directory)
+    }
+    let ss = store(.sync)
+    sync = flow(ss)
+    ss.close(decisions: [])
+    try? FileManager.default.removeItem(atPath: ss.configuration.directory)
+    print(String(format: "insert + decide, store off:       %6.0f ns/span", off))
+    print(String(format: "insert + decide, store buffered:  %6.0f ns/span (+%.1f%%; dropped traces written for the revise window)", buffered, (buffered / off - 1) * 100))
+    print(String(format: "insert + decide, store sync:      %6.0f ns/span (+%.1f%%; one fdatasync per %d-span request, single writer)", sync, (sync / off - 1) * 100, spans / requests.count))
+
+    // 2. Spill throughput: every trace idle past spill_after, windows still open.
+    do {
+        let s = store()
+        let (b, clock) = buffer(store: s, spillAfter: .seconds(1), waitAfterRoot: .seconds(600))
+        for (i, r) in requests.enumerated() { r.withUnsafeBytes { _ = b.insert(scanned[i], body: $0) } }
+        clock.advance(by: .seconds(2))
+        let start = ContinuousClock.now
+        _ = b.decideExpired()
+        s.flush()
+        let t = seconds(ContinuousClock.now - start)
+        let written = b.storedBytes
+        print(String(format: "spill: %d traces, %.0f MiB in %.2f s = %.0f MB/s, %.2f M spans/s", b.storedTraces, Double(written) / 1048576, t,
+                     Double(written) / t / 1e6, Double(spans) / t / 1e6))
+
+        // 3. Read-back of kept traces (every trace decided: the kept ones are read back whole).
+        clock.advance(by: .seconds(1900))
+        let r0 = ContinuousClock.now
+        let decided = b.decideExpired()
+        let rt = seconds(ContinuousClock.now - r0)
+        let kept = decided.filter { $0.decision.keep }
+        let keptSpans = kept.reduce(0) { $0 + ($1.spans?.count ?? 0) }
+        print(String(format: "decide %d stored traces (read back %d kept, %d spans): %.2f s", decided.count, kept.count, keptSpans, rt))
+        s.close(decisions: [])
+        try? FileManager.default.removeItem(atPath: s.configuration.directory)
+    }
+
+    // 4. Recovery time per GB: persist ~1 GiB of undecided traces, stop, start again.
+    do {
+        let dir = storeDirectory()
+        let s = store(dir: dir)
+        let (b, _) = buffer(store: s, waitAfterRoot: .seconds(600))
+        var c = AgentChunks(seed: 5000, chunk: 4000)
+        var total = 0
+        while directoryBytes(dir) + b.bufferedBytes < 1 << 30 && total < 40_000_000 {
+            for r in c.next() {
+                var sc = ScannedRequest()
+                r.withUnsafeBytes {
+                    try! runtime.scanner.scan($0, into: &sc)
+                    total += b.insert(sc, body: $0).buffered
+                }
+            }
+            _ = b.persistAll()
+            s.flush()
+        }
+        let traces = b.bufferedTraces
+        s.close(decisions: b.rememberedDecisions().map { ($0.0, $0.1, "") })
+        let onDisk = directoryBytes(dir)
+        let s2 = store(dir: dir)
+        let (b2, _) = buffer(store: s2, waitAfterRoot: .seconds(600))
+        let report = s2.recover(into: b2, scan: { body, sc in (try? runtime.scanner.scan(body, into: &sc)) != nil },
+                                decision: { k, w, _ in Decision(keep: k, policy: 0, weight: w) }, forward: { _, _ in })
+        print(String(format: "recovery: %d traces (%d spans) from %.0f MiB in %.2f s = %.2f s/GiB (%d of %d traces back)",
+                     report.traces, total, Double(onDisk) / 1048576, report.seconds, report.seconds / (Double(onDisk) / Double(1 << 30)),
+                     b2.bufferedTraces, traces))
+        s2.close(decisions: [])
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    // 5. Resident memory holding idle agent runs far beyond the memory budget (256 MiB): spans wait on disk.
+    do {
+        let dir = storeDirectory()
+        let s = store(dir: dir)
+        let budget = 256 << 20
+        let (b, _) = buffer(store: s, waitAfterRoot: .seconds(3600), memory: budget)
+        var c = AgentChunks(seed: 9000, chunk: 4000)
+        let rss0 = rss()
+        var held = 0, wire = 0, early = 0
+        let start = ContinuousClock.now
+        while held < idleSpans {
+            for r in c.next() {
+                var sc = ScannedRequest()
+                r.withUnsafeBytes {
+                    try! runtime.scanner.scan($0, into: &sc)
+                    let out = b.insert(sc, body: $0)
+                    held += out.buffered
+                    early += out.decided.count
+                }
+                wire += r.count
+            }
+        }
+        let t = seconds(ContinuousClock.now - start)
+        print(String(format: "idle runs: %.1f M spans (%d traces, %.0f MiB wire) held with a %d MiB memory budget in %.0f s: accounted %.0f MiB, RSS %.0f → %.0f MiB, store %.0f MiB on disk, %d traces decided early",
+                     Double(held) / 1e6, b.bufferedTraces, Double(wire) / 1048576, budget >> 20, t, Double(b.bufferedBytes) / 1048576,
+                     Double(rss0) / 1048576, Double(rss()) / 1048576, Double(directoryBytes(dir)) / 1048576, early))
+        s.close(decisions: [])
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
