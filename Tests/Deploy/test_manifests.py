@@ -27,6 +27,15 @@ K8S = DEPLOY / "kubernetes"
 TAILGATE_PATHS = {"/livez", "/readyz", "/metrics", "/version"}
 
 
+def size_bytes(text: str) -> int:
+    """Bytes of a size written 8GiB or 10Gi."""
+    import re
+    m = re.fullmatch(r"(\d+)(Ki|Mi|Gi|KiB|MiB|GiB)?", str(text))
+    assert m, text
+    unit = (m.group(2) or "").rstrip("B")
+    return int(m.group(1)) * {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}[unit]
+
+
 def duration_s(text: str) -> float:
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
     return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text))
@@ -105,7 +114,12 @@ def test_kubernetes_objects_fit_together():
         spec = deployment["spec"]
         assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
         for volume in spec["template"]["spec"].get("volumes", []):
-            assert volume["configMap"]["name"] in configmaps
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in configmaps
+            else:
+                assert "emptyDir" in volume, volume
+        mounted = {m["name"] for c in spec["template"]["spec"]["containers"] for m in c.get("volumeMounts", [])}
+        assert mounted <= {v["name"] for v in spec["template"]["spec"].get("volumes", [])}
 
     tailgate = deployments["tailgate"]["spec"]["template"]["spec"]
     container = tailgate["containers"][0]
@@ -122,6 +136,11 @@ def test_kubernetes_objects_fit_together():
 
     config = yaml.safe_load(configmaps["tailgate-config"]["data"]["tailgate.yaml"])
     assert config["admin_listen"] == "0.0.0.0:9464" and config["grpc_listen"] == "0.0.0.0:4317"
+    # The durable store lives on a writable volume (the root file system is read-only), within its size limit.
+    store_mount = next(m for m in container["volumeMounts"] if config["data_dir"].startswith(m["mountPath"] + "/"))
+    assert not store_mount.get("readOnly", False)
+    store_volume = next(v for v in tailgate["volumes"] if v["name"] == store_mount["name"])
+    assert size_bytes(config["store"]["max_disk_bytes"]) < size_bytes(store_volume["emptyDir"]["sizeLimit"])
     assert tailgate["terminationGracePeriodSeconds"] > duration_s(config["shutdown_timeout"]) == 25
 
     headless = services["tailgate-headless"]
