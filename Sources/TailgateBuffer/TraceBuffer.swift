@@ -879,7 +879,9 @@ struct ShardState {
         summary.trigger = .revised
         summary.decidedAt = now
         kept.insert(id, decision)
-        store?.decided(trace: id, decision: decision, policyName: decider.policyName(decision), stored: true)
+        if store?.walSegment == nil {
+            store?.decided(trace: id, decision: decision, policyName: decider.policyName(decision), stored: true)
+        }
         outcome.decided.append(DecidedTrace(summary: summary, decision: decision, spans: spans,
                                             unreadableSpans: max(0, summary.spanCount - spans.count)))
     }
@@ -1008,7 +1010,9 @@ struct ShardState {
             }
         }
         if decision.keep {
-            recordDecision(retained: false)
+            // Sync durability: a keep is recorded by the caller once the kept spans are durably queued for the
+            // downstream (before that, a crash must leave the trace undecided, so that it is decided again).
+            if store?.walSegment == nil { recordDecision(retained: false) }
             readAll()
             kept.insert(entry.summary.traceID, decision)
             return DecidedTrace(summary: entry.summary, decision: decision, spans: spans, unreadableSpans: unreadable)

@@ -9,4 +9,7 @@ public protocol BatchSpool: Sendable {
     func read(_ ref: SpillRef) -> [UInt8]?
     /// The batch was delivered (or dropped, counted): its record is dead.
     func release(_ ref: SpillRef)
+    /// Sync durability: every batch is written (durably) before it is sent, so that a kept trace is on disk before
+    /// its decision is; otherwise only the overflow and what is left at a stop.
+    var spoolsEveryBatch: Bool { get }
 }

@@ -69,6 +69,8 @@ public final class Forwarder: Sendable {
         var bisected = false
         /// Its record in the spool (`request` is then empty while it waits, and read back to be sent).
         var spooled: SpillRef? = nil
+        /// Run once the batch is in the spool (sync durability), or at once without one.
+        var onDurable: [@Sendable () -> Void] = []
     }
 
     /// What a worker should do next.
@@ -83,6 +85,8 @@ public final class Forwarder: Sendable {
 
     struct State: ~Copyable {
         var framer = RequestFramer()
+        /// `onDurable` callbacks of the traces whose last span is in `framer`.
+        var framerCallbacks: [@Sendable () -> Void] = []
         var batchStarted: ContinuousClock.Instant? = nil
         var queue: Deque<Batch> = []
         var queuedBytes = 0
@@ -149,11 +153,14 @@ public final class Forwarder: Sendable {
 
     /// Adds a kept trace's spans to the current batch (non-blocking), each marked with `annotation` when given.
     /// A batch is sealed before a span that would take it over `maxBatchBytes` or at `maxBatchSpans`.
-    public func submit(_ spans: BufferedSpans, annotation: KeepAnnotation? = nil) {
-        guard !spans.isEmpty else { return }
+    ///
+    /// `durable` runs once the batch holding the trace's last span is in the spool (sync durability: a kept trace's
+    /// decision may be recorded only then), or as soon as it is queued without a spool.
+    public func submit(_ spans: BufferedSpans, annotation: KeepAnnotation? = nil, durable: (@Sendable () -> Void)? = nil) {
+        guard !spans.isEmpty else { durable?(); return }
         let maxBytes = configuration.maxBatchBytes, maxSpans = configuration.maxBatchSpans
-        let sealed = state.withLock { state -> [RequestFramer] in
-            var sealed: [RequestFramer] = []
+        let sealed = state.withLock { state -> [(RequestFramer, [@Sendable () -> Void])] in
+            var sealed: [(RequestFramer, [@Sendable () -> Void])] = []
             if state.framer.isEmpty { state.batchStarted = .now }
             spans.forEach { scope, bytes in
                 if !state.framer.isEmpty && state.framer.spanBytes + bytes.count > maxBytes, let s = takeBatch(&state) {
@@ -166,30 +173,44 @@ public final class Forwarder: Sendable {
                 }
             }
             if !state.framer.isEmpty && state.batchStarted == nil { state.batchStarted = .now }
+            if let durable {
+                if !state.framer.isEmpty { state.framerCallbacks.append(durable) }
+                else if !sealed.isEmpty { sealed[sealed.count - 1].1.append(durable) }
+            }
             return sealed
         }
-        for framer in sealed { enqueue(Batch(request: framer.encode(), spans: framer.spanCount), encoded: true) }
+        for (framer, callbacks) in sealed {
+            enqueue(Batch(request: framer.encode(), spans: framer.spanCount, onDurable: callbacks), encoded: true)
+        }
     }
 
-    private func takeBatch(_ state: inout State) -> RequestFramer? {
+    private func takeBatch(_ state: inout State) -> (RequestFramer, [@Sendable () -> Void])? {
         guard !state.framer.isEmpty else { return nil }
         var out = RequestFramer()
         swap(&out, &state.framer)
+        let callbacks = state.framerCallbacks
+        state.framerCallbacks = []
         state.batchStarted = nil
         state.inFlight += 1
-        return out
+        return (out, callbacks)
     }
 
     /// Queues a new batch (`encoded`: it was counted in `inFlight` while being encoded). Dropped and counted when
     /// the queue has no room.
     private func enqueue(_ batch: Batch, encoded: Bool) {
         var batch = batch
-        // Beyond the memory queue, batches wait in the spool (if any) while the disk budget lasts.
-        if let spool, state.withLock({ $0.queuedBytes + batch.request.count > configuration.queueBytes }),
-           let ref = spool.write(batch.request, spans: batch.spans) {
-            batch.spooled = ref
-            batch.request = []
+        // Beyond the memory queue, batches wait in the spool (if any) while the disk budget lasts; with sync
+        // durability every batch is written there first.
+        if let spool {
+            let overflow = state.withLock { $0.queuedBytes + batch.request.count > configuration.queueBytes }
+            if overflow || spool.spoolsEveryBatch, let ref = spool.write(batch.request, spans: batch.spans) {
+                batch.spooled = ref
+                if overflow { batch.request = [] }
+            }
         }
+        let callbacks = batch.onDurable
+        batch.onDurable = []
+        for callback in callbacks { callback() }
         let (accepted, queued, wake) = state.withLock { state -> (Bool, Int, [CheckedContinuation<Void, Never>]) in
             if encoded { state.inFlight -= 1 }
             guard state.queuedBytes + batch.request.count <= configuration.queueBytes else {
@@ -310,7 +331,9 @@ public final class Forwarder: Sendable {
     /// `deadline`.
     public func finish(deadline: ContinuousClock.Instant) {
         let sealed = state.withLock { state in takeBatch(&state) }
-        if let sealed { enqueue(Batch(request: sealed.encode(), spans: sealed.spanCount), encoded: true) }
+        if let (framer, callbacks) = sealed {
+            enqueue(Batch(request: framer.encode(), spans: framer.spanCount, onDurable: callbacks), encoded: true)
+        }
         let toWake = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.finishing = true
             state.deadline = min(state.deadline ?? deadline, deadline)
@@ -326,11 +349,13 @@ public final class Forwarder: Sendable {
     private func flushLoop() async {
         while !state.withLock({ $0.finishing }) {
             try? await Task.sleep(for: configuration.batchTimeout / 2)
-            let sealed = state.withLock { state -> RequestFramer? in
+            let sealed = state.withLock { state -> (RequestFramer, [@Sendable () -> Void])? in
                 guard let started = state.batchStarted, ContinuousClock.now - started >= configuration.batchTimeout else { return nil }
                 return takeBatch(&state)
             }
-            if let sealed { enqueue(Batch(request: sealed.encode(), spans: sealed.spanCount), encoded: true) }
+            if let (framer, callbacks) = sealed {
+                enqueue(Batch(request: framer.encode(), spans: framer.spanCount, onDurable: callbacks), encoded: true)
+            }
         }
     }
 

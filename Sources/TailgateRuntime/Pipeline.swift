@@ -142,7 +142,11 @@ public final class Pipeline: TraceIngestHandler, Sendable {
                 Decision(keep: keep, policy: runtime.policyNames.firstIndex(of: name) ?? -1, weight: weight,
                          generation: runtime.generation)
             },
-            forward: { ref, spans in self.forwarder.adopt(ref, spans: spans) })
+            forward: { ref, spans in self.forwarder.adopt(ref, spans: spans) },
+            lateKept: { spans, decision in
+                self.metrics.spansKept.increment(by: spans.count)
+                self.forwarder.submit(spans, annotation: self.annotation(decision))
+            })
         metrics.storeRecoveredTraces.record(report.traces)
         metrics.storeRecoveredRecords.record(report.records)
         metrics.storeRecoverySeconds.record(report.seconds)
@@ -150,6 +154,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
         logger.info("trace store recovered", metadata: [
             "traces": "\(report.traces)", "records": "\(report.records)", "bytes": "\(report.bytes)",
             "decisions": "\(report.decisions)", "forward_batches": "\(report.forwardBatches)",
+            "late_kept_spans": "\(report.lateKeptSpans)",
             "damaged_records": "\(report.damagedRecords)", "seconds": "\(String(format: "%.3f", report.seconds))",
             "data_dir": "\(store.configuration.directory)"])
     }
@@ -205,7 +210,13 @@ public final class Pipeline: TraceIngestHandler, Sendable {
             if trace.unreadableSpans > 0 { metrics.dropped(spans: trace.unreadableSpans, reason: .storeDamaged) }
             if let spans = trace.spans, trace.decision.keep {
                 metrics.spansKept.increment(by: spans.count)
-                forwarder.submit(spans, annotation: annotation(trace.decision, summary))
+                var durable: (@Sendable () -> Void)? = nil
+                if syncDurability, let store {
+                    // The keep is recorded once its spans are in the durable forward queue (see TraceBuffer.decide).
+                    let (id, decision, name) = (summary.traceID, trace.decision, policy)
+                    durable = { store.decided(trace: id, decision: decision, policyName: name, stored: true) }
+                }
+                forwarder.submit(spans, annotation: annotation(trace.decision, summary), durable: durable)
             } else {
                 metrics.dropped(trace.summary.spanCount, .policy)
             }

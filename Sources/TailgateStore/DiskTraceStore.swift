@@ -50,6 +50,8 @@ public struct RecoveryReport: Sendable {
     public var damagedRecords = 0
     public var decisions = 0
     public var forwardBatches = 0
+    /// Sync durability: late spans of kept traces written ahead before a crash, sent again.
+    public var lateKeptSpans = 0
     public var seconds: Double = 0
 }
 
@@ -285,6 +287,8 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
         observer?.storeRead(bytes: Int(ref.length))
         return Array(payload[5...])
     }
+
+    public var spoolsEveryBatch: Bool { configuration.durability == .sync }
 
     /// A batch found at start is live until released.
     func adoptBatch(_ ref: SpillRef) {

@@ -16,7 +16,8 @@ extension DiskTraceStore {
         into buffer: TraceBuffer,
         scan: (UnsafeRawBufferPointer, inout ScannedRequest) -> Bool,
         decision: (Bool, KeepWeight, String) -> Decision,
-        forward: (SpillRef, Int) -> Void
+        forward: (SpillRef, Int) -> Void,
+        lateKept: (BufferedSpans, Decision) -> Void = { _, _ in }
     ) -> RecoveryReport {
         let started = ContinuousClock.now
         var report = RecoveryReport()
@@ -109,6 +110,18 @@ extension DiskTraceStore {
                         var traces = Set<TraceID>()
                         for span in scanned.spans { traces.insert(span.traceID) }
                         for trace in traces {
+                            // Late spans of a trace kept before them: they may not have reached the downstream
+                            // (acknowledged, then the crash): sent again.
+                            if let (at, keep, weight, name) = decided[trace], keep, here > at {
+                                var late = BufferedSpans()
+                                for span in scanned.spans where span.traceID == trace {
+                                    late.appendRaw(scope: scanned.scopes[Int(span.scope)],
+                                                   bytes: UnsafeRawBufferPointer(rebasing: body[span.bytes]))
+                                }
+                                lateKept(late, decision(keep, weight, name))
+                                report.lateKeptSpans += late.count
+                                continue
+                            }
                             // Spans written ahead before the trace's last spill are in that spill; after its decision
                             // they were late spans, handled then.
                             guard here > (lastStored[trace] ?? -1), decided[trace] == nil else { continue }
