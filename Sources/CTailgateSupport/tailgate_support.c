@@ -17,3 +17,11 @@ int tailgate_trim_malloc(void) {
     return 0;
 #endif
 }
+
+#ifndef TAILGATE_COMMIT
+#define TAILGATE_COMMIT "unknown"
+#endif
+
+const char *tailgate_build_commit(void) {
+    return TAILGATE_COMMIT;
+}

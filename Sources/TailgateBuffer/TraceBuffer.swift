@@ -780,8 +780,10 @@ struct ShardState {
     ) {
         var current: TraceEntry? = nil
         var lastLateTrace: TraceID? = nil
-        var revisit: [TraceID] = []
-        defer { for id in revisit { revise(id, now, decider, &outcome) } }
+        var revisit: [(TraceID, Int)] = []
+        defer {
+            for (id, late) in revisit where !revise(id, now, decider, &outcome) { outcome.lateDropped += late }
+        }
         for i in indices {
             let span = request.spans[i]
             let scope = request.scopes[Int(span.scope)]
@@ -802,12 +804,14 @@ struct ShardState {
                 current = nil
                 continue
             } else if dropped.contains(span.traceID) {
-                if let r = retained[span.traceID] {
+                if let r = retained[span.traceID], r.expires > now {
                     r.summary.add(span)
                     r.late.append(span, scope: scope, body: body)
-                    if revisit.last != span.traceID { revisit.append(span.traceID) }
+                    // Counted as dropped only if the trace is not revised (below).
+                    if revisit.last?.0 == span.traceID { revisit[revisit.count - 1].1 += 1 } else { revisit.append((span.traceID, 1)) }
+                } else {
+                    outcome.lateDropped += 1
                 }
-                outcome.lateDropped += 1
                 current = nil
                 continue
             } else {
@@ -863,12 +867,13 @@ struct ShardState {
     }
 
     /// Late spans reached a retained dropped trace: kept (whole, from the store) if a deterministic policy keeps it now.
-    mutating func revise(_ id: TraceID, _ now: UInt64, _ decider: any TraceDecider, _ outcome: inout InsertOutcome) {
-        guard let r = retained[id] else { return }
+    /// True when the trace was revised (kept).
+    mutating func revise(_ id: TraceID, _ now: UInt64, _ decider: any TraceDecider, _ outcome: inout InsertOutcome) -> Bool {
+        guard let r = retained[id] else { return false }
         guard var decision = decider.revise(r.summary) else {
             // The late spans stay with the trace (a later span may still revise it), within the span limit.
             if r.summary.spanCount > timing.maxSpans { forget(id) }
-            return
+            return false
         }
         decision.keep = true
         var spans = BufferedSpans()
@@ -884,6 +889,7 @@ struct ShardState {
         }
         outcome.decided.append(DecidedTrace(summary: summary, decision: decision, spans: spans,
                                             unreadableSpans: max(0, summary.spanCount - spans.count)))
+        return true
     }
 
     /// Stops retaining a dropped trace.

@@ -47,6 +47,12 @@ public protocol ForwarderObserver: Sendable {
     func dropped(spans: Int, reason: ForwardDropReason)
     func sendFailed(reason: String, willRetry: Bool)
     func queued(bytes: Int)
+    /// One request to the downstream took this long (sent to answered, whatever the outcome).
+    func requestFinished(after: Duration)
+}
+
+extension ForwarderObserver {
+    public func requestFinished(after: Duration) {}
 }
 
 /// Takes kept traces, frames them into ExportTraceServiceRequests and delivers them downstream.
@@ -411,7 +417,9 @@ public final class Forwarder: Sendable {
             }
             batch.request = request
         }
+        let sent = ContinuousClock.now
         let outcome = await downstream.send(batch.request)
+        observer.requestFinished(after: .now - sent)
         if case .retryable = outcome {} else { released(batch) }
         switch outcome {
         case .delivered:

@@ -205,6 +205,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
             let summary = trace.summary
             metrics.decided(trigger: summary.trigger, complete: summary.complete,
                             latencyNanos: summary.decidedAt &- summary.firstSeenAt)
+            metrics.decidedShape(spans: summary.spanCount, durationNanos: summary.durationNanos)
             let policy = policyName(trace.decision)
             metrics.decided(policy: policy, keep: trace.decision.dryRunKeep ?? trace.decision.keep)
             if trace.unreadableSpans > 0 { metrics.dropped(spans: trace.unreadableSpans, reason: .storeDamaged) }

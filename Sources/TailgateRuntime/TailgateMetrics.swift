@@ -1,4 +1,6 @@
+import CTailgateSupport
 import CoreMetrics
+import Foundation
 import Metrics
 import Prometheus
 import Synchronization
@@ -30,6 +32,13 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
     let bytesBuffered: CoreMetrics.Gauge
     let forwardQueueBytes: CoreMetrics.Gauge
     let policiesHash: CoreMetrics.Gauge
+    /// Spans per trace and trace duration (earliest start to latest end) at the decision.
+    let traceSpans: CoreMetrics.Recorder
+    let traceDuration: CoreMetrics.Timer
+    /// One request to the downstream, sent to answered (delivered or not).
+    let forwardLatency: CoreMetrics.Timer
+    /// XXH3 of the loaded policies file, for `tailgate_policies_info{hash}`.
+    private let policiesHashValue = Mutex<UInt64>(0)
     let policyReloads: CoreMetrics.Counter
     let policyReloadFailures: CoreMetrics.Counter
     /// Spans dropped by reason, readable for the summary logged at shutdown.
@@ -82,6 +91,15 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
             .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
             .seconds(120), .seconds(300), .seconds(600), .seconds(1200), .seconds(1800), .seconds(3600),
         ]
+        factory.durationHistogramBuckets["tailgate_trace_duration_seconds"] = [
+            .milliseconds(10), .milliseconds(100), .milliseconds(500), .seconds(1), .seconds(5), .seconds(10), .seconds(30),
+            .seconds(60), .seconds(300), .seconds(600), .seconds(1800), .seconds(3600),
+        ]
+        factory.durationHistogramBuckets["tailgate_forward_request_duration_seconds"] = [
+            .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+            .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10),
+        ]
+        factory.valueHistogramBuckets["tailgate_trace_spans"] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
         self.factory = factory
         func counter(_ name: String, _ dims: [(String, String)] = []) -> CoreMetrics.Counter {
             CoreMetrics.Counter(label: name, dimensions: dims, factory: factory)
@@ -164,6 +182,9 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
         storeRecoveredRecords = CoreMetrics.Gauge(label: "tailgate_store_recovered_records", factory: factory)
         storeRecoverySeconds = CoreMetrics.Gauge(label: "tailgate_store_recovery_seconds", factory: factory)
         storeUnsyncedRequests = counter("tailgate_store_unsynced_requests_total")
+        traceSpans = CoreMetrics.Recorder(label: "tailgate_trace_spans", aggregate: true, factory: factory)
+        traceDuration = CoreMetrics.Timer(label: "tailgate_trace_duration_seconds", factory: factory)
+        forwardLatency = CoreMetrics.Timer(label: "tailgate_forward_request_duration_seconds", factory: factory)
         policyReloads = counter("tailgate_policies_reloads_total")
         policyReloadFailures = counter("tailgate_policies_reload_failures_total")
     }
@@ -177,12 +198,20 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
     /// `tailgate_policies_hash`: XXH3 of the loaded policies file, as a number (low 52 bits, exact in a double).
     func policiesLoaded(hash: UInt64) {
         policiesHash.record(Double(hash & ((1 << 52) - 1)))
+        policiesHashValue.withLock { $0 = hash }
+    }
+
+    /// Spans and duration of a decided trace.
+    func decidedShape(spans: Int, durationNanos: UInt64) {
+        traceSpans.record(spans)
+        traceDuration.recordNanoseconds(Int64(clamping: durationNanos))
     }
 
     /// The Prometheus text exposition.
     public func exposition() -> [UInt8] {
         var buffer: [UInt8] = []
         registry.emit(into: &buffer)
+        buffer += Array(infoAndProcessMetrics().utf8)
         return buffer
     }
 
@@ -245,6 +274,10 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
         forwardQueueBytes.record(bytes)
     }
 
+    public func requestFinished(after: Duration) {
+        forwardLatency.recordNanoseconds(Int64(clamping: after.nanoseconds))
+    }
+
     // MARK: Relayed metrics and logs
 
     func signalReceived(_ signal: OTLPSignal, transport: IngestTransport) {
@@ -287,5 +320,74 @@ extension TailgateMetrics: SignalForwarderObserver {
 
     public func signalQueued(bytes: Int) {
         signalQueueBytes.record(bytes)
+    }
+}
+
+extension TailgateMetrics {
+    /// Build and policies information as info metrics, and the process metrics every Prometheus client exports
+    /// (`process_*`, read from /proc at scrape time).
+    func infoAndProcessMetrics() -> String {
+        let hash = policiesHashValue.withLock { $0 }
+        let commit = String(cString: tailgate_build_commit())
+        var out = """
+        # HELP tailgate_build_info Version and commit of the running binary.
+        # TYPE tailgate_build_info gauge
+        tailgate_build_info{version="\(TailgateVersion.current)",commit="\(commit)"} 1
+        # HELP tailgate_policies_info The loaded policies file, by its XXH3 hash (hex).
+        # TYPE tailgate_policies_info gauge
+        tailgate_policies_info{hash="\(String(hash, radix: 16))"} 1
+
+        """
+        let process = ProcessStats.read()
+        func metric(_ name: String, _ type: String, _ help: String, _ value: Double?) {
+            guard let value else { return }
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n"
+        }
+        metric("process_cpu_seconds_total", "counter", "User and system CPU time spent, in seconds.", process.cpuSeconds)
+        metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", process.residentBytes)
+        metric("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", process.virtualBytes)
+        metric("process_open_fds", "gauge", "Open file descriptors.", process.openFDs)
+        metric("process_max_fds", "gauge", "Maximum number of open file descriptors.", process.maxFDs)
+        metric("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch, in seconds.", process.startTime)
+        return out
+    }
+}
+
+/// The process's own figures, from /proc (nil where it cannot be read).
+struct ProcessStats {
+    var cpuSeconds: Double?
+    var residentBytes: Double?
+    var virtualBytes: Double?
+    var openFDs: Double?
+    var maxFDs: Double?
+    var startTime: Double?
+
+    static let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+    static let pageSize = Double(sysconf(Int32(_SC_PAGESIZE)))
+
+    static func read() -> ProcessStats {
+        var s = ProcessStats()
+        if let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") {
+            // Fields after the command name: state is field 3; utime 14, stime 15, starttime 22, vsize 23, rss 24.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            func field(_ n: Int) -> Double? { n - 3 < fields.count ? Double(fields[n - 3]) : nil }
+            if let u = field(14), let k = field(15) { s.cpuSeconds = (u + k) / ticks }
+            s.virtualBytes = field(23)
+            s.residentBytes = field(24).map { $0 * pageSize }
+            if let start = field(22), let uptime = bootTime() { s.startTime = uptime + start / ticks }
+        }
+        s.openFDs = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")).map { Double($0.count) }
+        if let limits = try? String(contentsOfFile: "/proc/self/limits", encoding: .utf8),
+           let line = limits.split(separator: "\n").first(where: { $0.hasPrefix("Max open files") }) {
+            s.maxFDs = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).first.flatMap { Double($0) }
+        }
+        return s
+    }
+
+    /// Boot time, seconds since the epoch (`btime` of /proc/stat).
+    static func bootTime() -> Double? {
+        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("btime ") }) else { return nil }
+        return Double(line.dropFirst(6))
     }
 }

@@ -891,3 +891,109 @@ def test_disk_budget_exhausted_decides_early(env, receiver):
         f"{len(wrong)} traces delivered wrongly, {dupes} duplicate spans:\n  " + "\n  ".join(wrong[:15])
     print(f"full disk: {early:.0f} traces decided early, {refusals:.0f} refusals; {recovered['traces']} traces "
           f"persisted and decided after the restart")
+
+
+# --------------------------------------------------------------------------
+# 9. Late errors revise drops: within revise_window the whole dropped trace is forwarded, after it nothing
+
+
+REVISE_WINDOW_S = 3.0
+REVISE_CONFIG = f"""\
+buffer:
+  wait_after_root: 300ms
+  idle_timeout: 1s
+  max_trace_age: 30s
+store:
+  revise_window: {REVISE_WINDOW_S:g}s
+forwarder:
+  batch_timeout: 100ms
+"""
+ERRORS_ONLY_POLICIES = """\
+policies:
+  - name: errors-only
+    type: status_code
+    status_code:
+      status_codes: [ERROR]
+"""
+
+
+def test_late_error_revises_a_dropped_trace(env, receiver):
+    policies = env.policies(ERRORS_ONLY_POLICIES)
+    tg = env.start(REVISE_CONFIG, receiver.port, policies)
+    poster = Poster(tg.traces_url)
+    rng = random.Random(9909)
+    a, b = complete_traces(rng, n=2, spans_per_trace=4, payload=200)
+    ta, tb = a[0].trace_id, b[0].trace_id
+    root_a, root_b = a[0].span_id, b[0].span_id
+
+    def late(trace_id: str, parent: str, name: str, error: bool) -> SpanSpec:
+        return SpanSpec(trace_id, sid(rng), parent, name, error=error, payload_bytes=200)
+
+    def trigger(name: str) -> float:
+        return tg.sample("tailgate_traces_decided_by_trigger_total", trigger=name)
+
+    def late_drops() -> float:
+        return tg.sample("tailgate_spans_dropped_total", reason="late_span_of_dropped_trace")
+
+    # Two complete traces without an error: both dropped wait_after_root after their root.
+    assert poster.post(build_request(a + b)) == 200
+    assert wait_for(lambda: tg.decided_total() >= 2, 10), f"{tg.decided_total()} of 2 traces decided"
+    decided_at = time.monotonic()  # both drops happened before this: their revise windows close before +3 s
+    assert tg.decided_total() == 2 and trigger("root") == 2, \
+        f"decided {tg.decided_total()}, by root {trigger('root')}: {tg.samples('tailgate_traces_decided_by_trigger_total')}"
+    assert tg.sample("tailgate_spans_dropped_total", reason="policy") == len(a) + len(b)
+    assert not receiver.wait_until(lambda rx: rx.span_count() > 0, 0.5), \
+        f"{receiver.span_count()} spans of dropped traces were forwarded"
+
+    # A late error for A within the revise window: the whole trace (read back from the store) plus the late span.
+    late_a = late(ta, root_a, "late-error", error=True)
+    late_before = late_drops()
+    assert poster.post(build_request([late_a])) == 200
+    want_a = {s.span_id for s in a} | {late_a.span_id}
+    arrived = receiver.wait_until(lambda rx: rx.span_ids_of(ta) >= want_a, 5)
+    assert arrived, (f"revised trace A: {len(receiver.span_ids_of(ta) & want_a)} of {len(want_a)} spans arrived; "
+                     f"revised={trigger('revised')}, late drops {late_drops() - late_before}")
+    assert wait_for(lambda: trigger("revised") == 1, 5), tg.samples("tailgate_traces_decided_by_trigger_total")
+    revised_samples = [(labels, v) for labels, v in tg.samples("tailgate_traces_decided_by_trigger_total")
+                       if labels.get("trigger") == "revised" and v]
+    time.sleep(0.5)  # batch_timeout 100ms: a duplicate sent along would be here by now
+    got_a = receiver.trace(ta)
+    counts_a = Counter(s.span_id for s in got_a)
+    assert set(counts_a) == want_a and set(counts_a.values()) == {1}, \
+        f"trace A: span counts {dict(counts_a)}, want each of {sorted(want_a)} once"
+    marks = {s.span_id: (s.attributes.get(POLICY), s.attributes.get(TRIGGER)) for s in got_a}
+    assert set(marks.values()) == {("errors-only", "revised")}, f"trace A (policy, trigger) per span: {marks}"
+    assert {s.span_id for s in got_a if s.status_code == 2} == {late_a.span_id}
+    assert receiver.trace(tb) == [], "trace B was forwarded along with A's revision"
+    late_drops_for_revising_span = late_drops() - late_before
+
+    # A later span of A follows the keep.
+    after_a = late(ta, root_a, "after-revision", error=False)
+    assert poster.post(build_request([after_a])) == 200
+    assert receiver.wait_until(lambda rx: after_a.span_id in rx.span_ids_of(ta), 5), \
+        "a late span of the revised trace A was not forwarded"
+    follower = next(s for s in receiver.trace(ta) if s.span_id == after_a.span_id)
+    assert follower.attributes.get(POLICY) == "errors-only", dict(follower.attributes)
+    assert trigger("revised") == 1, "the span after the revision revised A again"
+
+    # Past B's revise window (plus a few decision ticks), a late error is only a late span of a dropped trace.
+    closed = decided_at + REVISE_WINDOW_S + 0.5
+    assert wait_for(lambda: time.monotonic() >= closed, REVISE_WINDOW_S + 2), "clock did not advance"
+    late_b = late(tb, root_b, "too-late-error", error=True)
+    before = late_drops()
+    sent_b = time.monotonic()
+    assert poster.post(build_request([late_b])) == 200
+    assert wait_for(lambda: late_drops() == before + 1, 5), \
+        f"late_span_of_dropped_trace went {before} -> {late_drops()}, want +1"
+    leaked = receiver.wait_until(lambda rx: rx.trace(tb) != [], max(0.1, sent_b + 3.0 - time.monotonic()))
+    assert not leaked, (f"trace B was revised after its revise window: {len(receiver.trace(tb))} spans arrived, "
+                        f"marks {[(s.attributes.get(POLICY), s.attributes.get(TRIGGER)) for s in receiver.trace(tb)]}")
+    assert trigger("revised") == 1 and tg.decided_total() == 3, \
+        f"revised {trigger('revised')}, decided {tg.decided_total()}"
+    assert {(s.trace_id, s.span_id) for s in receiver.spans()} == {(ta, i) for i in want_a | {after_a.span_id}}
+    assert tg.forward_drops() == {r: 0 for r in FORWARD_DROP_REASONS}, tg.forward_drops()
+    assert tg.alive()
+    print(f"revise: A revised ({revised_samples}); late_span_of_dropped_trace counted {late_drops_for_revising_span:g} "
+          f"for A's revising span; spans kept {tg.sample('tailgate_spans_kept_total'):g}, dropped by policy "
+          f"{tg.sample('tailgate_spans_dropped_total', reason='policy'):g}")
+    assert tg.terminate() == 0, tg.log_tail()

@@ -8,3 +8,7 @@ void tailgate_tune_malloc(void);
 /// burst (large requests, a full buffer) is given back once the burst is over, despite the trim threshold above.
 /// Returns 1 when memory was released. No-op outside glibc.
 int tailgate_trim_malloc(void);
+
+/// The git commit the binary was built from: the TAILGATE_COMMIT macro (`make` passes
+/// `-Xcc -DTAILGATE_COMMIT=\"<sha>\"`), else "unknown".
+const char *tailgate_build_commit(void);
