@@ -31,7 +31,7 @@ build: deps
 	$(SWIFT) build --product tailgate
 
 run: deps
-	$(SWIFT) build -c release --product tailgate
+	TAILGATE_COMMIT=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) $(SWIFT) build -c release --product tailgate
 	.build/release/tailgate serve $(ARGS)
 
 unit: deps

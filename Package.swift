@@ -32,7 +32,11 @@ let package = Package(
         // System libraries.
         .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
-        .target(name: "CTailgateSupport"),
+        // TAILGATE_COMMIT in the environment of the build (make run, the Dockerfile) names the commit in
+        // tailgate_build_info; only this small C target is rebuilt when it changes.
+        .target(name: "CTailgateSupport", cSettings: Context.environment["TAILGATE_COMMIT"].map {
+            [.define("TAILGATE_COMMIT", to: "\"\($0.filter { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." })\"")]
+        } ?? []),
 
         // Pure stages.
         .target(name: "TailgateWire", dependencies: ["CXXHash", "CZlib"]),

@@ -57,3 +57,43 @@ def test_readyz_is_503_while_draining(tmp_path, request):
         assert 503 in statuses, (statuses, tg.log_tail())
     finally:
         tg.kill()
+
+
+def test_metrics_exposition_has_build_policies_process_and_shape_metrics(tailgate):
+    """/metrics parses (promtool: no problem but swift-metrics' missing HELP lines), and carries the build and
+    policies info metrics, the process metrics and the per-trace histograms after traces were decided."""
+    import re
+    import shutil
+    import subprocess
+
+    run_agent("grpc", tailgate.grpc_endpoint, n_traces=5, seed=3)
+    base = f"http://127.0.0.1:{tailgate.metrics_port}/metrics"
+    deadline = time.monotonic() + 20
+    text = ""
+    while time.monotonic() < deadline:
+        text = requests.get(base, timeout=5).text
+        m = re.search(r"^tailgate_trace_spans_count (\d+)", text, re.M)
+        if m and int(m.group(1)) >= 5:
+            break
+        time.sleep(0.2)
+    assert re.search(r"^tailgate_trace_spans_count (\d+)", text, re.M), text[:2000]
+    assert int(re.search(r"^tailgate_trace_spans_count (\d+)", text, re.M).group(1)) >= 5
+    assert re.search(r'^tailgate_trace_spans_bucket\{le="\+Inf"\} \d+', text, re.M)
+    assert re.search(r"^tailgate_trace_duration_seconds_count \d+", text, re.M)
+    assert re.search(r'^tailgate_build_info\{version="[^"]+",commit="[^"]+"\} 1$', text, re.M)
+    policies_hash = re.search(r'^tailgate_policies_info\{hash="([0-9a-f]+)"\} 1$', text, re.M)
+    assert policies_hash, "tailgate_policies_info missing"
+    # The info label names the same hash the older gauge carries (its low 52 bits).
+    gauge = float(re.search(r"^tailgate_policies_hash (\S+)", text, re.M).group(1))
+    assert int(policies_hash.group(1), 16) & ((1 << 52) - 1) == int(gauge)
+    rss = float(re.search(r"^process_resident_memory_bytes (\S+)", text, re.M).group(1))
+    fds = float(re.search(r"^process_open_fds (\S+)", text, re.M).group(1))
+    start = float(re.search(r"^process_start_time_seconds (\S+)", text, re.M).group(1))
+    cpu = float(re.search(r"^process_cpu_seconds_total (\S+)", text, re.M).group(1))
+    assert 1 << 20 < rss < 8 << 30 and 3 <= fds < 10_000 and cpu > 0
+    assert abs(start - time.time()) < 3600, start
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing (make deps installs Debian's prometheus)"
+    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    problems = [line for line in (check.stdout + check.stderr).splitlines() if line and not line.endswith("no help text")]
+    assert problems == [], problems
