@@ -42,6 +42,7 @@ func directoryBytes(_ dir: String) -> Int {
 
 @MainActor
 func runStoreBenchmarks(policies: PolicySet, idleSpans: Int) {
+    setvbuf(stdout, nil, _IOLBF, 0)  // each result as soon as it is measured, also into a file
     let logger = Logger(label: "bench")
     let runtime = PolicyRuntime(policies, generation: 1)
     var chunks = AgentChunks(chunk: 4000)
