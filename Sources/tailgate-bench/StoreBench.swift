@@ -21,6 +21,11 @@ struct AgentChunks {
     }
 }
 
+/// Prints a line at once (unbuffered), so that results measured before an interruption are kept.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
 func storeDirectory() -> String {
     let path = NSTemporaryDirectory() + "tailgate-bench-store-\(UUID().uuidString)"
     try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
@@ -42,7 +47,6 @@ func directoryBytes(_ dir: String) -> Int {
 
 @MainActor
 func runStoreBenchmarks(policies: PolicySet, idleSpans: Int) {
-    setvbuf(stdout, nil, _IOLBF, 0)  // each result as soon as it is measured, also into a file
     let logger = Logger(label: "bench")
     let runtime = PolicyRuntime(policies, generation: 1)
     var chunks = AgentChunks(chunk: 4000)
@@ -55,7 +59,7 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int) {
     }
     let spans = scanned.reduce(0) { $0 + $1.spans.count }
     let bytes = requests.reduce(0) { $0 + $1.count }
-    print("workload: generated agent runs, \(requests.count) requests, \(spans) spans, \(bytes >> 20) MiB (default policies)")
+    say("workload: generated agent runs, \(requests.count) requests, \(spans) spans, \(bytes >> 20) MiB (default policies)")
 
     func buffer(store: DiskTraceStore?, spillAfter: Duration = .seconds(10), waitAfterRoot: Duration = .seconds(5), memory: Int = 4 << 30) -> (TraceBuffer, ManualClock) {
         var c = BufferConfiguration()
@@ -105,9 +109,9 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int) {
     sync = flow(ss)
     ss.close(decisions: [])
     try? FileManager.default.removeItem(atPath: ss.configuration.directory)
-    print(String(format: "insert + decide, store off:       %6.0f ns/span", off))
-    print(String(format: "insert + decide, store buffered:  %6.0f ns/span (+%.1f%%; dropped traces written for the revise window)", buffered, (buffered / off - 1) * 100))
-    print(String(format: "insert + decide, store sync:      %6.0f ns/span (+%.1f%%; one fdatasync per %d-span request, single writer)", sync, (sync / off - 1) * 100, spans / requests.count))
+    say(String(format: "insert + decide, store off:       %6.0f ns/span", off))
+    say(String(format: "insert + decide, store buffered:  %6.0f ns/span (+%.1f%%; dropped traces written for the revise window)", buffered, (buffered / off - 1) * 100))
+    say(String(format: "insert + decide, store sync:      %6.0f ns/span (+%.1f%%; one fdatasync per %d-span request, single writer)", sync, (sync / off - 1) * 100, spans / requests.count))
 
     // 2. Spill throughput: every trace idle past spill_after, windows still open.
     do {
@@ -120,7 +124,7 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int) {
         s.flush()
         let t = seconds(ContinuousClock.now - start)
         let written = b.storedBytes
-        print(String(format: "spill: %d traces, %.0f MiB in %.2f s = %.0f MB/s, %.2f M spans/s", b.storedTraces, Double(written) / 1048576, t,
+        say(String(format: "spill: %d traces, %.0f MiB in %.2f s = %.0f MB/s, %.2f M spans/s", b.storedTraces, Double(written) / 1048576, t,
                      Double(written) / t / 1e6, Double(spans) / t / 1e6))
 
         // 3. Read-back of kept traces (every trace decided: the kept ones are read back whole).
@@ -130,7 +134,7 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int) {
         let rt = seconds(ContinuousClock.now - r0)
         let kept = decided.filter { $0.decision.keep }
         let keptSpans = kept.reduce(0) { $0 + ($1.spans?.count ?? 0) }
-        print(String(format: "decide %d stored traces (read back %d kept, %d spans): %.2f s", decided.count, kept.count, keptSpans, rt))
+        say(String(format: "decide %d stored traces (read back %d kept, %d spans): %.2f s", decided.count, kept.count, keptSpans, rt))
         s.close(decisions: [])
         try? FileManager.default.removeItem(atPath: s.configuration.directory)
     }
@@ -160,7 +164,7 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int) {
         let (b2, _) = buffer(store: s2, waitAfterRoot: .seconds(600))
         let report = s2.recover(into: b2, scan: { body, sc in (try? runtime.scanner.scan(body, into: &sc)) != nil },
                                 decision: { k, w, _ in Decision(keep: k, policy: 0, weight: w) }, forward: { _, _ in })
-        print(String(format: "recovery: %d traces (%d spans) from %.0f MiB in %.2f s = %.2f s/GiB (%d of %d traces back)",
+        say(String(format: "recovery: %d traces (%d spans) from %.0f MiB in %.2f s = %.2f s/GiB (%d of %d traces back)",
                      report.traces, total, Double(onDisk) / 1048576, report.seconds, report.seconds / (Double(onDisk) / Double(1 << 30)),
                      b2.bufferedTraces, traces))
         s2.close(decisions: [])
@@ -190,7 +194,7 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int) {
             }
         }
         let t = seconds(ContinuousClock.now - start)
-        print(String(format: "idle runs: %.1f M spans (%d traces, %.0f MiB wire) held with a %d MiB memory budget in %.0f s: accounted %.0f MiB, RSS %.0f → %.0f MiB, store %.0f MiB on disk, %d traces decided early",
+        say(String(format: "idle runs: %.1f M spans (%d traces, %.0f MiB wire) held with a %d MiB memory budget in %.0f s: accounted %.0f MiB, RSS %.0f → %.0f MiB, store %.0f MiB on disk, %d traces decided early",
                      Double(held) / 1e6, b.bufferedTraces, Double(wire) / 1048576, budget >> 20, t, Double(b.bufferedBytes) / 1048576,
                      Double(rss0) / 1048576, Double(rss()) / 1048576, Double(directoryBytes(dir)) / 1048576, early))
         s.close(decisions: [])
