@@ -27,6 +27,7 @@ let package = Package(
         // Already in the graph through grpc-swift-nio-transport; named here for TLS (NIOSSL) and certificate reloading.
         .package(url: "https://github.com/apple/swift-nio-ssl.git", exact: "2.37.6"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", exact: "1.35.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", exact: "1.37.0"),
     ],
     targets: [
         // System libraries.
@@ -73,6 +74,7 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "DequeModule", package: "swift-collections"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ]),
 
         // The on-disk tier under the buffer and the forward queue (a data directory of checksummed segment files).

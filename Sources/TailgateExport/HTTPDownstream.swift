@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import AsyncHTTPClient
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -10,71 +11,128 @@ import NIOPosix
 import NIOSSL
 import TailgateWire
 
-/// OTLP/HTTP (protobuf) to the real collector: `POST` to `http://HOST:PORT/v1/traces`, keep-alive connections
-/// reused across requests, retryable statuses 429/502/503/504 with `Retry-After` honoured. With `tls`, every
-/// connection starts with a TLS handshake (NIOSSL; `https://`); metrics and logs go to the paths next to the traces
-/// path (`/v1/metrics`, `/v1/logs`).
+/// OTLP/HTTP (protobuf) to the real collector: `POST` to `http://HOST:PORT/v1/traces` through one AsyncHTTPClient
+/// `HTTPClient` (a pool of keep-alive HTTP/1.1 connections reused across requests; host names resolved on every new
+/// connection), retryable statuses 429/502/503/504 with `Retry-After` honoured. With `tls`, every connection starts
+/// with a TLS handshake (NIOSSL; `https://`); metrics and logs go to the paths next to the traces path (`/v1/metrics`,
+/// `/v1/logs`).
 public final class HTTPDownstream: Downstream {
     public let target: String
-    private let host: String
-    private let port: Int
-    private let path: String
+    private let hostHeader: String
     private let gzip: Bool
-    private let timeout: Duration
-    private let group: any EventLoopGroup
-    /// One context for every connection (nil: plaintext); the name verified and sent as SNI.
-    private let sslContext: NIOSSLContext?
-    private let serverName: String?
-    private let idle = NIOLockedValueBox<[any Channel]>([])
-    private let closed = NIOLockedValueBox(false)
-    private let closedSignal: EventLoopPromise<Void>
+    private let timeout: TimeAmount
+    private let client: HTTPClient
+    /// The URL of each signal's path (`https://NAME:PORT/…` with a server name override: see `init`).
+    private let urls: [OTLPSignal: String]
+    private let state = NIOLockedValueBox(LifecycleState())
 
     /// Extra headers sent with every request (API keys, `X-Scope-OrgID`).
     private let extraHeaders: [(String, String)]
 
+    /// Connections per host the pool may hold: each of the trace forwarder and the metrics/logs relay sends at most
+    /// `forwarder.concurrency` (≤ 256) requests at once, and every request in flight needs a connection of its own
+    /// (HTTP/1.1). Connections are only opened when needed; idle ones close after `idleTimeout`.
+    static let maxConnectionsPerHost = 512
+
+    private struct LifecycleState {
+        var closed = false
+        var shutDown = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+
     public convenience init(host: String, port: Int, path: String, gzip: Bool, timeout: Duration,
                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, headers: [String: String] = [:]) {
         self.init(host: host, port: port, path: path, gzip: gzip, timeout: timeout, group: group, headers: headers,
-                  sslContext: nil, serverName: nil)
+                  tlsConfiguration: nil, serverName: nil)
     }
 
     /// Over TLS (`https://`); throws when the CA, certificate or key cannot be loaded.
     public convenience init(host: String, port: Int, path: String, gzip: Bool, timeout: Duration,
                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, headers: [String: String] = [:],
                             tls: DownstreamTLS) throws {
-        let context = try NIOSSLContext(configuration: Self.tlsConfiguration(tls))
+        let configuration = try Self.tlsConfiguration(tls)
+        // The client makes its contexts lazily, on the first connection: load the files now, so that a bad CA,
+        // certificate or key fails the start instead of every send.
+        _ = try NIOSSLContext(configuration: configuration)
         // SNI takes names only; a literal IP address is verified against the certificate's IP addresses.
         let name = tls.serverName ?? host
         let isLiteral = name.contains(":") || name.split(separator: ".").allSatisfy({ UInt8($0) != nil })
         self.init(host: host, port: port, path: path, gzip: gzip, timeout: timeout, group: group, headers: headers,
-                  sslContext: context, serverName: isLiteral ? nil : name)
+                  tlsConfiguration: configuration, serverName: isLiteral ? nil : name)
     }
 
     private init(host: String, port: Int, path: String, gzip: Bool, timeout: Duration, group: any EventLoopGroup,
-                 headers: [String: String], sslContext: NIOSSLContext?, serverName: String?) {
-        self.sslContext = sslContext
-        self.serverName = serverName
+                 headers: [String: String], tlsConfiguration: TLSConfiguration?, serverName: String?) {
         extraHeaders = headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
-        self.host = host
-        self.port = port
-        self.path = path
+        hostHeader = "\(formatHost(host)):\(port)"
         self.gzip = gzip
-        self.timeout = timeout
-        self.group = group
-        target = "\(sslContext == nil ? "http" : "https")://\(formatHost(host)):\(port)\(path)"
-        closedSignal = group.next().makePromise()
+        self.timeout = .nanoseconds(Int64(timeout.nanosecondsClamped))
+        let scheme = tlsConfiguration == nil ? "http" : "https"
+        target = "\(scheme)://\(formatHost(host)):\(port)\(path)"
+
+        var pool = HTTPClient.Configuration.ConnectionPool()
+        pool.concurrentHTTP1ConnectionsPerHostSoftLimit = Self.maxConnectionsPerHost
+        // A refused or timed-out connection fails the request at once; the forwarder's own backoff retries it.
+        pool.retryConnectionEstablishment = false
+        var configuration = HTTPClient.Configuration(
+            tlsConfiguration: tlsConfiguration,
+            // A 3xx is an answer (permanent), as it always was: the body is not sent again elsewhere.
+            redirectConfiguration: .disallow,
+            timeout: .init(connect: .seconds(5)),
+            connectionPool: pool,
+            // No proxy, whatever the environment says (the client reads none).
+            proxy: nil,
+            decompression: .disabled)
+        // ALPN offers http/1.1 only, as before (the client would negotiate HTTP/2 over TLS otherwise).
+        configuration.httpVersion = .http1Only
+        // The proxy does not trace its own exports, whatever tracer the process bootstrapped.
+        configuration.tracing.tracer = nil
+        // The server name override: the URL names the server (SNI and the name verified); the connection goes to
+        // `host`. The Host header stays `host:port`.
+        var urlHost = formatHost(host)
+        if let serverName, serverName != host {
+            configuration.dnsOverride = [serverName: host]
+            urlHost = serverName
+        }
+        client = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: configuration)
+        var urls: [OTLPSignal: String] = [:]
+        for signal in OTLPSignal.allCases {
+            urls[signal] = "\(scheme)://\(urlHost):\(port)\(signal.httpPath(tracesPath: path))"
+        }
+        self.urls = urls
+    }
+
+    deinit {
+        // Dropped without `close()` (a start that failed later on): the client must still be shut down.
+        if !state.withLockedValue({ $0.closed }) {
+            client.shutdown().whenComplete { _ in }
+        }
     }
 
     public func run() async throws {
-        try await closedSignal.futureResult.get()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = state.withLockedValue { state -> Bool in
+                if state.shutDown { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
     }
 
+    /// Shuts the client down (its connections close; a request still in flight fails, retryable); `run()` returns
+    /// once it is down. Closing twice is harmless.
     public func close() {
-        let wasClosed = closed.withLockedValue { c -> Bool in defer { c = true }; return c }
+        let wasClosed = state.withLockedValue { s -> Bool in defer { s.closed = true }; return s.closed }
         guard !wasClosed else { return }
-        let channels = idle.withLockedValue { c -> [any Channel] in defer { c = [] }; return c }
-        for channel in channels { channel.close(promise: nil) }
-        closedSignal.succeed()
+        client.shutdown().whenComplete { [state] _ in
+            let waiters = state.withLockedValue { s -> [CheckedContinuation<Void, Never>] in
+                s.shutDown = true
+                defer { s.waiters = [] }
+                return s.waiters
+            }
+            for waiter in waiters { waiter.resume() }
+        }
     }
 
     /// The client side of `DownstreamTLS` as NIOSSL configuration.
@@ -83,7 +141,9 @@ public final class HTTPDownstream: Downstream {
         if let ca = tls.caFile { config.trustRoots = .file(ca) }
         if let cert = tls.certFile, let key = tls.keyFile {
             config.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
-            config.privateKey = .file(key)
+            // PEM, as documented (and as the gRPC downstream and the receivers read it); the deprecated `.file(key)`
+            // guessed the format from the extension and took a `.key` file for DER.
+            config.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
         }
         if tls.insecureSkipVerify { config.certificateVerification = .none }
         config.applicationProtocols = ["http/1.1"]
@@ -97,50 +157,39 @@ public final class HTTPDownstream: Downstream {
     }
 
     public func send(_ request: [UInt8], signal: OTLPSignal, json: Bool) async -> SendOutcome {
-        let channel: any Channel
-        do {
-            channel = try await checkout()
-        } catch {
-            return .retryable(reason: "cannot connect to \(target): \(error)", retryAfter: nil)
-        }
+        var httpRequest = HTTPClientRequest(url: urls[signal]!)
+        httpRequest.method = .POST
         var headers = HTTPHeaders()
-        headers.add(name: "Host", value: "\(formatHost(host)):\(port)")
+        headers.add(name: "Host", value: hostHeader)
         headers.add(name: "Content-Type", value: json ? "application/json" : "application/x-protobuf")
         headers.add(name: "User-Agent", value: "tailgate")
         for (name, value) in extraHeaders { headers.replaceOrAdd(name: name, value: value) }
         let body = gzip ? Gzip.compress(request) : request
         if gzip { headers.add(name: "Content-Encoding", value: "gzip") }
-        headers.add(name: "Content-Length", value: String(body.count))
-        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: signal.httpPath(tracesPath: path), headers: headers)
-        let promise = channel.eventLoop.makePromise(of: HTTPClientExchange.Response.self)
-        let timeoutTask = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.nanosecondsClamped))) {
-            promise.fail(ChannelError.connectTimeout(.nanoseconds(0)))
-            channel.close(promise: nil)
-        }
-        channel.writeAndFlush(HTTPClientExchange.Request(head: head, body: body, promise: promise), promise: nil)
+        httpRequest.headers = headers  // Content-Length: set by the client from the body
+        httpRequest.body = .bytes(ByteBuffer(bytes: body))
+        // One deadline for the whole exchange: connection (from the pool or new), request, response head and body.
+        let deadline = NIODeadline.now() + timeout
         do {
-            let response = try await promise.futureResult.get()
-            timeoutTask.cancel()
-            if response.keepAlive && channel.isActive && !closed.withLockedValue({ $0 }) {
-                idle.withLockedValue { $0.append(channel) }
-            } else {
-                channel.close(promise: nil)
-            }
-            return Self.classify(response)
+            let response = try await client.execute(httpRequest, deadline: deadline)
+            let retryAfter = response.headers.first(name: "retry-after").flatMap { RetryAfter.parse($0, now: wallClockSeconds()) }
+            // The answer counts once it is whole (and the connection goes back to the pool only then).
+            try await Self.discard(response.body, deadline: deadline)
+            return Self.classify(status: Int(response.status.code), retryAfter: retryAfter)
         } catch {
-            timeoutTask.cancel()
-            channel.close(promise: nil)
+            if Self.isConnectFailure(error) {
+                return .retryable(reason: "cannot connect to \(target): \(error)", retryAfter: nil)
+            }
             return .retryable(reason: "request to \(target) failed: \(error)", retryAfter: nil)
         }
     }
 
-    static func classify(_ response: HTTPClientExchange.Response) -> SendOutcome {
-        let code = response.status.code
+    static func classify(status code: Int, retryAfter: Duration?) -> SendOutcome {
         switch code {
         case 200..<300:
             return .delivered
         case 429, 502, 503, 504:
-            return .retryable(reason: "HTTP \(code)", retryAfter: response.retryAfter)
+            return .retryable(reason: "HTTP \(code)", retryAfter: retryAfter)
         case 413:
             return .tooLarge(reason: "HTTP 413")
         case 400:
@@ -150,25 +199,38 @@ public final class HTTPDownstream: Downstream {
         }
     }
 
-    private func checkout() async throws -> any Channel {
-        while let channel = idle.withLockedValue({ $0.popLast() }) {
-            if channel.isActive { return channel }
-        }
-        let sslContext = self.sslContext, serverName = self.serverName
-        return try await ClientBootstrap(group: group)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connectTimeout(.seconds(5))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let sslContext {
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: serverName))
-                    }
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(HTTPClientExchange())
-                }
+    /// Reads the response body to its end (its content is not used), by `deadline`.
+    private static func discard(_ body: HTTPClientResponse.Body, deadline: NIODeadline) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for try await _ in body {}
             }
-            .connect(host: host, port: port)
-            .get()
+            group.addTask {
+                let left = (deadline - .now()).nanoseconds
+                if left > 0 { try await Task.sleep(for: .nanoseconds(left)) }
+                throw HTTPClientError.deadlineExceeded
+            }
+            _ = try await group.next()
+            group.cancelAll()  // the timer; a cancelled body stream closes its connection
+        }
+    }
+
+    /// Whether `error` means no connection could be made (refused, unreachable, name not resolved, connect timeout),
+    /// as opposed to one failing during the exchange.
+    static func isConnectFailure(_ error: any Error) -> Bool {
+        switch error {
+        case is NIOConnectionError, is SocketAddressError:
+            return true
+        case let error as HTTPClientError:
+            return error == .connectTimeout
+        case let error as ChannelError:
+            if case .connectTimeout = error { return true }
+            return false
+        case let error as IOError:
+            return [ECONNREFUSED, ENETUNREACH, EHOSTUNREACH, ETIMEDOUT].contains(error.errnoCode)
+        default:
+            return false
+        }
     }
 }
 
@@ -177,66 +239,6 @@ extension Duration {
         let (s, atto) = components
         guard s >= 0 else { return 0 }
         return UInt64(min(s, 1_000_000)) * 1_000_000_000 + UInt64(atto / 1_000_000_000)
-    }
-}
-
-/// One request, one response, on a keep-alive HTTP/1.1 connection.
-final class HTTPClientExchange: ChannelDuplexHandler {
-    struct Request {
-        var head: HTTPRequestHead
-        var body: [UInt8]
-        var promise: EventLoopPromise<Response>
-    }
-
-    struct Response {
-        var status: HTTPResponseStatus
-        var keepAlive: Bool
-        var retryAfter: Duration?
-    }
-
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundIn = Request
-    typealias OutboundOut = HTTPClientRequestPart
-
-    private var pending: EventLoopPromise<Response>?
-    private var response: Response?
-
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let request = unwrapOutboundIn(data)
-        pending = request.promise
-        context.write(wrapOutboundOut(.head(request.head)), promise: nil)
-        var buffer = context.channel.allocator.buffer(capacity: request.body.count)
-        buffer.writeBytes(request.body)
-        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            let retryAfter = head.headers.first(name: "retry-after").flatMap { RetryAfter.parse($0, now: wallClockSeconds()) }
-            response = Response(status: head.status, keepAlive: head.isKeepAlive, retryAfter: retryAfter)
-        case .body:
-            break
-        case .end:
-            if let response, let pending {
-                self.pending = nil
-                self.response = nil
-                pending.succeed(response)
-            }
-        }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        pending?.fail(ChannelError.ioOnClosedChannel)
-        pending = nil
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        pending?.fail(error)
-        pending = nil
-        context.close(promise: nil)
     }
 }
 
