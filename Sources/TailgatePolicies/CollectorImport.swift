@@ -9,6 +9,13 @@ import Yams
 /// not have (`ottl_condition`, `trace_flags`, unknown ones) are left out; sub-policies follow the same rules, and a
 /// combinator left without sub-policies is left out too. Processor settings (`decision_wait`, `num_traces`, …) are not
 /// policies: each gets a note naming the Tailgate configuration key that corresponds, when there is one.
+///
+/// Values Tailgate rejects but the Collector accepts are translated to what the Collector actually does, with a note:
+/// percentages outside 0–100 are clamped (the Collector saturates them), and a policy that can match no trace (an
+/// empty `values` list, latency bounds that leave no room) becomes a `probabilistic` policy of 0 % (`always_sample`
+/// for an empty `values` list with `invert_match`, which matches every trace). What cannot be translated — a
+/// configuration the Collector itself refuses, rate allocations adding up to more than 100 % — fails the import,
+/// saying why.
 public struct CollectorImport: Sendable {
     /// The Tailgate policies file (YAML text, with a header comment naming the source file and the processor).
     public var policiesYAML: String
@@ -21,7 +28,8 @@ public struct CollectorImport: Sendable {
     }
 
     /// Converts the `tail_sampling` processor named `processor` (`tail_sampling/NAME`, or just `NAME`), or the first
-    /// one when nil. Throws, with positions, when the text is not YAML or has no such processor.
+    /// one when nil. Throws, with positions, when the text is not YAML, has no such processor, or has policies that
+    /// cannot be translated (every such problem, not only the first).
     public static func convert(_ text: String, file: String, processor: String? = nil) throws(DiagnosticsError) -> CollectorImport {
         var reader = YAMLReader(file: file)
         guard let root = reader.parse(text) else { throw DiagnosticsError(reader.diagnostics) }
@@ -35,6 +43,11 @@ public struct CollectorImport: Sendable {
         }
         converter.checkPipelines(root, id: found.id, key: found.key)
         let items = converter.convertProcessor(found.value, key: found.key, id: found.id)
+        if !converter.errors.isEmpty {
+            throw DiagnosticsError(converter.errors.enumerated().sorted {
+                ($0.element.line, $0.element.column, $0.offset) < ($1.element.line, $1.element.column, $1.offset)
+            }.map(\.element))
+        }
         let notes = converter.notes.enumerated().sorted {
             ($0.element.line, $0.element.column, $0.offset) < ($1.element.line, $1.element.column, $1.offset)
         }.map(\.element)
@@ -60,7 +73,7 @@ extension CollectorImport {
         ("span_count", [("min_spans", .number), ("max_spans", .number)]),
         ("probabilistic", [("sampling_percentage", .number), ("hash_salt", .string)]),
         ("status_code", [("status_codes", .strings)]),
-        ("rate_limiting", [("spans_per_second", .number)]),
+        ("rate_limiting", [("spans_per_second", .number), ("burst_capacity", .number)]),
         ("bytes_limiting", [("bytes_per_second", .number), ("burst_capacity", .number)]),
         ("trace_state", [("key", .string), ("values", .strings)]),
         ("and", [("and_sub_policy", .policies)]),
@@ -179,8 +192,15 @@ extension CollectorImport {
     struct Converter {
         let file: String
         var notes: [Diagnostic] = []
+        /// Policies that cannot be translated: the import fails with these.
+        var errors: [Diagnostic] = []
 
         init(file: String) { self.file = file }
+
+        mutating func fail(_ node: Node?, _ message: String) {
+            let mark = node?.mark
+            errors.append(Diagnostic(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1, message: message))
+        }
 
         mutating func note(_ node: Node?, _ message: String) {
             let mark = node?.mark
@@ -389,6 +409,19 @@ extension CollectorImport {
                 ("type", .scalar(CollectorImport.renderString(type))),
             ]
             let context = Context(name: name, type: type, what: what)
+            switch collectorOutcome(block, policy: node, context: context) {
+            case nil:
+                break
+            case .refused(let at, let message):
+                fail(at, "\(what) (\(type)): \(message)")
+                return (Item(comments: comments, value: nil), name)
+            case .standIn(let standIn, let at, let reason, let comment):
+                note(at ?? node, "\(what) (\(type)): \(reason); written as \(standIn.description)")
+                comments.append("\(comment); written as \(standIn.description)")
+                out[1] = ("type", .scalar(standIn.type))
+                if let settings = standIn.settings { out.append((standIn.type, settings)) }
+                return (Item(comments: comments, value: .mapping(out)), name)
+            }
             switch convertBlock(block, spec: spec.keys, policy: node, context: context, comments: &comments) {
             case .omit(let reason):
                 note(node, "\(what) (\(type)) not imported: \(reason)\(afterNote)")
@@ -446,12 +479,19 @@ extension CollectorImport {
             let parent = Parent(name: context.name, type: context.type)
             let firstSubNote = notes.count
             var subPolicies: [String: (out: Out?, removed: [String])] = [:]
+            // Sub-policies as written and as imported, and their names (for `rate_allocation`).
+            var subPolicyCount = (written: 0, kept: 0)
+            var subPolicyNames: [String] = []
             for entry in entries {
                 guard let kind = spec.first(where: { $0.key == entry.key })?.kind else { continue }
                 switch kind {
                 case .policies:
                     let list = convertPolicyList(entry.value, key: entry.keyNode, parent: parent)
                     subPolicies[entry.key] = (list.kept > 0 ? .sequence(list.items) : nil, list.removedNames)
+                    if case .sequence(let written) = entry.value {
+                        subPolicyCount = (written.count, list.kept)
+                        subPolicyNames = written.compactMap { $0["name"]?.string }
+                    }
                 case .policy:
                     let single = convertSinglePolicy(entry.value, key: entry.keyNode, parent: parent)
                     comments += single.comments
@@ -497,6 +537,11 @@ extension CollectorImport {
                     continue
                 }
                 switch kind {
+                case .number where context.type == "probabilistic" && entry.key == "sampling_percentage":
+                    let clamped = percent(entry.value, key: entry.key, context: context, comments: &comments,
+                                          above: "the Collector keeps every trace at 100 or more",
+                                          below: "the Collector's threshold is then 0, which keeps (practically) no trace")
+                    out.append((entry.key, clamped?.out ?? typedValue(entry.value, kind: kind, key: entry.key, context: context, comments: &comments)))
                 case .string, .number, .bool:
                     out.append((entry.key, typedValue(entry.value, kind: kind, key: entry.key, context: context, comments: &comments)))
                 case .strings:
@@ -514,7 +559,8 @@ extension CollectorImport {
                 case .policies, .policy:
                     if let sub = subPolicies[entry.key]?.out { out.append((entry.key, sub)) }
                 case .rateAllocation:
-                    out.append((entry.key, rateAllocation(entry.value, key: entry.keyNode, removed: removed, context: context, comments: &comments)))
+                    out.append((entry.key, rateAllocation(entry.value, key: entry.keyNode, removed: removed, subPolicies: subPolicyCount,
+                                                          names: subPolicyNames, context: context, comments: &comments)))
                 }
             }
             return .keep(.mapping(out))
@@ -538,28 +584,62 @@ extension CollectorImport {
             return (value, converted.item.comments.map { "'\(name)': \($0)" })
         }
 
-        mutating func rateAllocation(_ node: Node, key: Node, removed: [String], context: Context, comments: inout [String]) -> Out {
+        /// `rate_allocation`: entries of sub-policies left out (or that do not exist, which the Collector ignores) are
+        /// removed; percents outside 0–100 are clamped to what the Collector applies; a `percent: 0` (the Collector's
+        /// default share, the total divided by the number of sub-policies) is written out when sub-policies were left
+        /// out, since Tailgate would divide by fewer. Shares adding up to more than 100 cannot be translated.
+        mutating func rateAllocation(_ node: Node, key: Node, removed: [String], subPolicies: (written: Int, kept: Int), names: [String],
+                                     context: Context, comments: inout [String]) -> Out {
             guard case .sequence(let entries) = node else {
                 note(key, "\(context.what): 'rate_allocation' should be a list of {policy, percent}; copied as written")
                 return copy(node, context: context, comments: &comments)
             }
             var items: [Item] = []
+            var shares: [String: Double] = [:]
+            var defaultShares = false
             for entry in entries {
                 guard case .mapping(let fields) = entry else {
                     note(entry, "\(context.what): a rate_allocation entry should be a mapping {policy, percent}; copied as written")
                     items.append(Item(comments: [], value: copy(entry, context: context, comments: &comments)))
                     continue
                 }
-                if let policy = entry["policy"]?.string, removed.contains(policy) {
+                let policy = entry["policy"]?.string
+                if let policy, removed.contains(policy) {
                     note(entry, "\(context.what): removed the rate_allocation of '\(policy)', left out above")
                     comments.append("removed the rate_allocation of '\(policy)'")
+                    continue
+                }
+                if let policy, !names.isEmpty, !names.contains(policy) {
+                    note(entry, "\(context.what): removed the rate_allocation of '\(policy)', which is not one of its sub-policies "
+                        + "(the Collector ignores it)")
+                    comments.append("removed the rate_allocation of '\(policy)': no such sub-policy")
                     continue
                 }
                 var out: [(key: String, value: Out)] = []
                 for (k, v) in fields {
                     switch k.string {
                     case "policy": out.append(("policy", typedValue(v, kind: .string, key: "policy", context: context, comments: &comments)))
-                    case "percent": out.append(("percent", typedValue(v, kind: .number, key: "percent", context: context, comments: &comments)))
+                    case "percent":
+                        guard var (value, rendered) = percent(v, key: "percent", context: context, comments: &comments,
+                            above: "the Collector caps each sub-policy at max_total_spans_per_second",
+                            below: "the Collector gives a percent not above 0 the default share, as Tailgate's percent 0 does") else {
+                            out.append(("percent", typedValue(v, kind: .number, key: "percent", context: context, comments: &comments)))
+                            continue
+                        }
+                        if value <= 0, subPolicies.written > 0, subPolicies.kept != subPolicies.written {
+                            let share = (100 / Double(subPolicies.written) * 10_000).rounded(.down) / 10_000
+                            let whose = policy.map { " of '\($0)'" } ?? ""
+                            note(v, "\(context.what): percent 0\(whose) is the Collector's default share, max_total_spans_per_second / "
+                                + "\(subPolicies.written) sub-policies; written as \(formatNumber(share)), since sub-policies were left out "
+                                + "(Tailgate's percent 0 would divide by \(subPolicies.kept))")
+                            comments.append("percent 0\(whose) written as the Collector's default share, \(formatNumber(share))")
+                            (value, rendered) = (share, .scalar(formatNumber(share)))
+                        } else if value <= 0 {
+                            value = 100 / Double(max(subPolicies.kept, 1))
+                            defaultShares = true
+                        }
+                        out.append(("percent", rendered))
+                        if let policy { shares[policy] = value }
                     default:
                         let name = k.string ?? ""
                         var message = "\(context.what): dropped unknown key '\(name)' in rate_allocation"
@@ -570,7 +650,104 @@ extension CollectorImport {
                 }
                 items.append(Item(comments: [], value: .mapping(out)))
             }
+            let total = shares.values.reduce(0, +)
+            if total > 100 + 1e-9 {
+                fail(key, "\(context.what) (composite): the rate_allocation shares add up to \(formatNumber((total * 100).rounded() / 100)) % "
+                    + "of max_total_spans_per_second\(defaultShares ? " (a percent of 0 counts as the default share, 100 / \(subPolicies.kept))" : ""); "
+                    + "the Collector lets the sub-policies together exceed the total, Tailgate does not: lower the percents so that "
+                    + "they add up to at most 100")
+            }
             return .sequence(items)
+        }
+
+        /// A percentage the Collector accepts outside 0–100, clamped to the value it acts as (with a note), and its
+        /// value; nil when it is not a number.
+        mutating func percent(_ node: Node, key: String, context: Context, comments: inout [String], above: String, below: String)
+            -> (value: Double, out: Out)? {
+            guard case .scalar(let scalar) = node, CollectorImport.tagName(node) != .str,
+                  [.int, .float].contains(CollectorImport.plainTag(scalar.string)),
+                  let value = Double(scalar.string.replacingOccurrences(of: "_", with: "")), value.isFinite else { return nil }
+            let text = scalar.string
+            if value > 100 {
+                note(node, "\(context.what): \(key) \(text) is above 100; written as 100: \(above)")
+                comments.append("\(key) \(text) written as 100, what the Collector applies")
+                return (100, .scalar("100"))
+            }
+            if value < 0 {
+                note(node, "\(context.what): \(key) \(text) is below 0; written as 0: \(below)")
+                comments.append("\(key) \(text) written as 0, what the Collector applies")
+                return (0, .scalar("0"))
+            }
+            return (value, .scalar(text))
+        }
+
+        // MARK: What the Collector does with what Tailgate rejects
+
+        /// A policy written in place of one Tailgate cannot take as written, doing what the Collector's does.
+        struct StandIn {
+            var type: String
+            var settings: Out?
+            var description: String
+
+            static let never = StandIn(type: "probabilistic", settings: .mapping([("sampling_percentage", .scalar("0"))]),
+                                       description: "a probabilistic policy of 0 %, which keeps no trace either")
+            static let always = StandIn(type: "always_sample", settings: nil, description: "always_sample, which keeps every trace too")
+        }
+
+        enum Outcome {
+            /// Written as `StandIn`, with a note at `at`.
+            case standIn(StandIn, at: Node?, reason: String, comment: String)
+            /// The Collector itself refuses the policy: the import fails.
+            case refused(at: Node?, message: String)
+        }
+
+        /// nil when the policy's settings can be carried over as written.
+        func collectorOutcome(_ block: (keyNode: Node, value: Node)?, policy: Node, context: Context) -> Outcome? {
+            // Only settings the Collector reads as a mapping (or zero values); other shapes are noted by convertBlock.
+            let settings = block?.value
+            if let settings, !isEmpty(settings) {
+                guard case .mapping = settings else { return nil }
+            }
+            func value(_ key: String) -> Node? {
+                guard let settings, case .mapping = settings, let v = settings[key], !isEmpty(v) else { return nil }
+                return v
+            }
+            func noList(_ key: String) -> Bool {
+                guard let v = value(key) else { return true }
+                if case .sequence(let items) = v { return items.isEmpty }
+                return false
+            }
+            func integer(_ key: String) -> Int64? {
+                value(key)?.scalar.flatMap { Int64($0.string.replacingOccurrences(of: "_", with: "")) }
+            }
+            let at = block?.keyNode ?? policy
+            switch context.type {
+            case "string_attribute", "trace_state":
+                guard noList("values") else { return nil }
+                let at = value("values") ?? at
+                let invert = value("invert_match")?.scalar.map { ["true", "yes", "on"].contains($0.string.lowercased()) } ?? false
+                if context.type == "string_attribute" && invert {
+                    return .standIn(.always, at: at, reason: "'values' is empty and invert_match is set, so the Collector's policy "
+                        + "matches every trace (no value can exclude one); Tailgate asks for at least one value",
+                        comment: "no 'values', with invert_match: matches every trace")
+                }
+                return .standIn(.never, at: at, reason: "'values' is empty, so the Collector's policy matches no trace; Tailgate "
+                    + "asks for at least one value", comment: "no 'values': matches no trace")
+            case "status_code":
+                guard noList("status_codes") else { return nil }
+                return .refused(at: value("status_codes") ?? at, message: "'status_codes' is empty: the Collector refuses to start "
+                    + "with it (\"expected at least one status code to filter on\"), so there is nothing to import; list at least one "
+                    + "of ERROR, OK, UNSET")
+            case "latency":
+                guard let lower = integer("threshold_ms"), let upper = integer("upper_threshold_ms"), upper != 0, upper <= lower else {
+                    return nil
+                }
+                return .standIn(.never, at: value("upper_threshold_ms"), reason: "upper_threshold_ms (\(upper)) is not above "
+                    + "threshold_ms (\(lower)); with an upper bound the Collector keeps durations above threshold_ms and at most "
+                    + "upper_threshold_ms, so its policy matches no trace", comment: "the latency bounds leave no room: matches no trace")
+            default:
+                return nil
+            }
         }
 
         mutating func stringList(_ node: Node, key: String, context: Context, comments: inout [String]) -> Out {

@@ -29,8 +29,11 @@ import TailgateTestSupport
     @Test(arguments: [
         (Int64(1000), Int64?.none, UInt64(999_999_999), false),
         (1000, nil, 1_000_000_000, true),   // exactly the threshold keeps
+        (1000, 2000, 1_000_000_000, false),  // with an upper bound, the lower one is exclusive (the Collector's rule)
+        (1000, 2000, 1_001_000_000, true),
         (1000, 2000, 2_000_000_000, true),
-        (1000, 2000, 2_000_000_001, false),
+        (1000, 2000, 2_000_000_001, true),  // whole milliseconds, truncated: 2000
+        (1000, 2000, 2_001_000_000, false),
         (0, nil, 0, true),
     ] as [(Int64, Int64?, UInt64, Bool)])
     func keeps(threshold: Int64, upper: Int64?, durationNanos: UInt64, expected: Bool) {

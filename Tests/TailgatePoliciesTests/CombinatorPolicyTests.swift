@@ -79,8 +79,9 @@ import TailgateTestSupport
 }
 
 @Suite struct RatePolicyTests {
-    @Test func rateLimitingKeepsUpToTheRatePerSecondAndStatesTheShare() {
-        let policy = RateLimitingPolicy(spansPerSecond: 100)
+    @Test func rateLimitingKeepsUpToTheBurstAndStatesTheShare() {
+        // A token bucket refilled at 100 spans/s, holding at most 100 (the default would be 200, as in the Collector).
+        let policy = RateLimitingPolicy(spansPerSecond: 100, burst: 100)
         var kept = 0
         var last: Verdict = .notSampled
         for i in 0..<30 {

@@ -110,8 +110,9 @@ public struct DropPolicy: SamplingPolicy {
 }
 
 /// `composite`: shares `max_total_spans_per_second` among sub-policies. Sub-policies are tried in `policy_order`;
-/// each may keep traces while its share (`rate_allocation` percent; the rest split evenly among sub-policies
-/// without one) of the per-second span budget lasts.
+/// each may keep traces while its share of the per-second span budget lasts: its `rate_allocation` percent, where
+/// `percent: 0` means the Collector's default share (the total divided by the number of sub-policies); the rest is
+/// split evenly among sub-policies without an allocation.
 public struct CompositePolicy: SamplingPolicy {
     public static let typeName = "composite"
     public static let keys = ["max_total_spans_per_second", "policy_order", "composite_sub_policy", "rate_allocation"]
@@ -147,10 +148,15 @@ public struct CompositePolicy: SamplingPolicy {
                 for item in context.reader.sequence(value, what: k) {
                     var name: String? = nil
                     var percent: Double? = nil
+                    var written: Set<String> = []
                     for (ak, _, av) in context.reader.mapping(item, allowed: ["policy", "percent"], what: "a rate allocation") {
+                        written.insert(ak)
                         if ak == "policy" { name = context.reader.string(av, what: "policy") } else { percent = context.reader.number(av, what: "percent", range: 0...100) }
                     }
-                    if let name, let percent { allocation[name] = (percent, item) } else { context.reader.error(item, "a rate allocation needs 'policy' and 'percent'"); ok = false }
+                    if let name, let percent { allocation[name] = (percent, item); continue }
+                    ok = false
+                    // A value that is present but invalid (out of range, not a number) has its own error already.
+                    if case .mapping = item, written.count < 2 { context.reader.error(item, "a rate allocation needs 'policy' and 'percent'") }
                 }
             }
         }
@@ -167,9 +173,17 @@ public struct CompositePolicy: SamplingPolicy {
             context.reader.error(node, "rate_allocation names '\(name)', which is not in composite_sub_policy")
             ok = false
         }
-        let allocated = allocation.values.reduce(0) { $0 + $1.0 }
-        if allocated > 100, let node = allocation.values.first?.1 {
-            context.reader.error(node, "rate_allocation percentages add up to \(formatNumber(allocated)), more than 100")
+        // `percent: 0` is the Collector's default share: the total divided by the number of sub-policies.
+        let defaultShare = 100 / Double(max(subs.count, 1))
+        func share(_ percent: Double) -> Double { percent > 0 ? percent : defaultShare }
+        let allocated = allocation.values.reduce(0) { $0 + share($1.0) }
+        if allocated > 100 + 1e-9, let node = allocation.values.min(by: { ($0.1.mark?.line ?? 0) < ($1.1.mark?.line ?? 0) })?.1 {
+            let shown = { (v: Double) in formatNumber((v * 100).rounded() / 100) }
+            var message = "rate_allocation percentages add up to \(shown(allocated)), more than 100"
+            if allocation.values.contains(where: { $0.0 == 0 }) {
+                message += " (percent 0 stands for the default share, 100 / \(subs.count) sub-policies = \(shown(defaultShare)))"
+            }
+            context.reader.error(node, message)
             ok = false
         }
         guard ok else { return nil }
@@ -177,7 +191,9 @@ public struct CompositePolicy: SamplingPolicy {
         let unallocated = ordered.filter { allocation[$0.name] == nil }.count
         let rest = max(0, 100 - allocated) / Double(max(unallocated, 1))
         let members = ordered.map { sub in
-            Member(policy: sub, budget: SecondBudget(perSecond: Double(total) * (allocation[sub.name]?.0 ?? rest) / 100))
+            // Rounded to a millionth of a span, so that 1/3 of 90 is 30 and not 30.000000000000004 (or 29.999…).
+            let perSecond = Double(total) * (allocation[sub.name].map { share($0.0) } ?? rest) / 100
+            return Member(policy: sub, budget: SecondBudget(perSecond: (perSecond * 1e6).rounded() / 1e6))
         }
         return CompositePolicy(members: members)
     }

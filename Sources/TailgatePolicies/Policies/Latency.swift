@@ -2,18 +2,21 @@ import TailgateBuffer
 import TailgateWire
 import Yams
 
-/// `latency`: keeps traces whose duration (earliest span start to latest span end) is at least `threshold_ms`
-/// and, when `upper_threshold_ms` is set, at most that.
+/// `latency`: keeps traces by duration (earliest span start to latest span end), compared in whole milliseconds
+/// (truncated), as the OpenTelemetry Collector compares them. With `threshold_ms` alone, the duration must be at least
+/// the threshold; with `upper_threshold_ms` too, it must be above `threshold_ms` (exclusive) and at most
+/// `upper_threshold_ms` (inclusive) — the Collector's two rules, kept as they are.
 public struct LatencyPolicy: SamplingPolicy {
     public static let typeName = "latency"
     public static let keys = ["threshold_ms", "upper_threshold_ms"]
 
-    public var thresholdNanos: UInt64
-    public var upperThresholdNanos: UInt64?
+    public var thresholdMs: UInt64
+    /// nil (or `0` in the file): no upper bound, and the lower bound is inclusive.
+    public var upperThresholdMs: UInt64?
 
     public init(thresholdMs: Int64, upperThresholdMs: Int64? = nil) {
-        thresholdNanos = UInt64(thresholdMs) * 1_000_000
-        upperThresholdNanos = upperThresholdMs.map { UInt64($0) * 1_000_000 }
+        self.thresholdMs = UInt64(max(0, thresholdMs))
+        self.upperThresholdMs = upperThresholdMs.flatMap { $0 == 0 ? nil : UInt64(max(0, $0)) }
     }
 
     public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
@@ -36,13 +39,19 @@ public struct LatencyPolicy: SamplingPolicy {
             context.reader.error(upperNode, "upper_threshold_ms (\(upper)) is below threshold_ms (\(threshold)): no trace can match")
             return nil
         }
-        return LatencyPolicy(thresholdMs: threshold, upperThresholdMs: upper == 0 ? nil : upper)
+        if let upper, upper != 0, upper == threshold {
+            context.reader.error(upperNode, "upper_threshold_ms (\(upper)) equals threshold_ms: with an upper bound, threshold_ms "
+                + "is exclusive (as in the Collector), so no trace can match")
+            return nil
+        }
+        return LatencyPolicy(thresholdMs: threshold, upperThresholdMs: upper)
     }
 
     public func evaluate(_ trace: TraceSummary) -> Verdict {
-        let d = trace.durationNanos
-        guard d >= thresholdNanos else { return .notSampled }
-        if let upperThresholdNanos, d > upperThresholdNanos { return .notSampled }
-        return .sampled
+        let ms = trace.durationNanos / 1_000_000
+        if let upperThresholdMs {
+            return ms > thresholdMs && ms <= upperThresholdMs ? .sampled : .notSampled
+        }
+        return ms >= thresholdMs ? .sampled : .notSampled
     }
 }

@@ -20,7 +20,8 @@ final class SecondBudget: Sendable {
         var previousAdmitted: Double = 0
         var previousOfferedTraces: Double = 0
         var tokens: Double
-        var lastRefill: UInt64 = 0
+        /// nil until the first take: the bucket starts full.
+        var lastRefill: UInt64? = nil
 
         /// The previous second's share of traces admitted (a complete window), else this second's so far.
         var admissionRatio: Double {
@@ -58,8 +59,9 @@ final class SecondBudget: Sendable {
             s.offeredTraces += 1
             s.offered += units
             if let burst {
-                let elapsed = Double(now &- s.lastRefill) / 1e9
-                if s.lastRefill == 0 || now < s.lastRefill { s.tokens = burst } else { s.tokens = min(burst, s.tokens + elapsed * perSecond) }
+                if let last = s.lastRefill {
+                    if now < last { s.tokens = burst } else { s.tokens = min(burst, s.tokens + Double(now - last) / 1e9 * perSecond) }
+                }
                 s.lastRefill = now
                 guard s.tokens >= units else { return nil }
                 s.tokens -= units
@@ -76,30 +78,39 @@ final class SecondBudget: Sendable {
     var admissionRatio: Double { state.withLock { $0.admissionRatio } }
 }
 
-/// `rate_limiting`: keeps traces while the spans kept by this policy stay within `spans_per_second`.
-/// Kept spans carry the share of offered spans admitted in that second as their sampling probability.
+/// `rate_limiting`: keeps traces while the spans kept by this policy fit a token bucket refilled continuously at
+/// `spans_per_second` and holding at most `burst_capacity` spans (default, as in the Collector: twice the rate); a
+/// trace with more spans than the burst capacity is never kept. Kept spans carry the share of offered traces
+/// admitted (the budget's admission ratio) as their sampling probability.
 public struct RateLimitingPolicy: SamplingPolicy {
     public static let typeName = "rate_limiting"
-    public static let keys = ["spans_per_second"]
+    public static let keys = ["spans_per_second", "burst_capacity"]
 
     let budget: SecondBudget
 
-    public init(spansPerSecond: Double) {
-        budget = SecondBudget(perSecond: spansPerSecond)
+    /// `burst` nil or 0: twice `spansPerSecond`, the Collector's default.
+    public init(spansPerSecond: Double, burst: Double? = nil) {
+        let capacity = burst.flatMap { $0 > 0 ? $0 : nil } ?? 2 * spansPerSecond
+        budget = SecondBudget(perSecond: spansPerSecond, burst: capacity)
     }
 
     public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "spans_per_second: 1000") else { return nil }
-        var rate: Int64? = nil
-        for (_, _, value) in entries { rate = context.reader.integer(value, what: "spans_per_second", range: 0...Int64(Int32.max)) }
-        guard let rate else {
-            if entries.isEmpty { context.reader.error(at, "rate_limiting policy needs 'spans_per_second'") }
-            return nil
+        var rate: Int64? = nil, burst: Int64? = nil
+        var ok = true
+        for (k, _, value) in entries {
+            let v = context.reader.integer(value, what: k, range: 0...Int64(Int32.max) * (k == "burst_capacity" ? 2 : 1))
+            ok = ok && v != nil
+            if k == "spans_per_second" { rate = v } else { burst = v }
         }
-        return RateLimitingPolicy(spansPerSecond: Double(rate))
+        guard ok else { return nil }
+        guard let rate else { context.reader.error(at, "rate_limiting policy needs 'spans_per_second'"); return nil }
+        return RateLimitingPolicy(spansPerSecond: Double(rate), burst: burst.map(Double.init))
     }
 
-    public var neverKeeps: Bool { budget.perSecond == 0 }
+    /// Nothing refills and the bucket is empty. (With a rate of 0 and a burst, the first `burst_capacity` spans pass,
+    /// once.)
+    public var neverKeeps: Bool { budget.perSecond == 0 && (budget.burst ?? 0) == 0 }
 
     public func evaluate(_ trace: TraceSummary) -> Verdict {
         guard let p = budget.take(Double(trace.spanCount), at: trace.decidedAt) else { return .notSampled }
