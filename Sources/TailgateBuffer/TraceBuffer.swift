@@ -25,7 +25,10 @@ public struct BufferConfiguration: Sendable, Equatable {
     public var maxSpansPerTrace: Int = 10_000
     /// Over this many buffered bytes, the oldest traces are decided early (never dropped undecided). Default 512 MiB.
     public var maxBufferedBytes: Int = 512 << 20
-    /// How many decided trace IDs are remembered, per outcome (kept and dropped), for late spans. Default 100,000.
+    /// How many decided trace IDs are remembered at most, per outcome (kept and dropped), for late spans. A decision
+    /// is remembered for `maxTraceAge` + 5 min (a late span of a run can come no later); one forgotten sooner (the
+    /// cache is full) is counted (`earlyEvictions`), as its trace's late spans could get a second decision.
+    /// Default 100,000 (≈ 20 MiB): enough for 50 traces/s of each outcome; raise it with the rate.
     public var decisionCacheSize: Int = 100_000
     /// With a trace store (`data_dir`): a trace's spans move to disk once it has been this long without a new span
     /// (its summary stays in memory; a keep reads them back). Default 10 s: past the common window of a trace that
@@ -95,6 +98,8 @@ public struct TraceSummary: Sendable, Equatable {
     public var firstSeenAt: UInt64 = 0
     /// At the decision: a root had arrived and no span was waiting for its parent.
     public var complete = false
+    /// The explicit randomness (`ot=rv`) a span of the trace carried; `.max` when none did.
+    public var randomness: UInt64 = .max
 
     public init(traceID: TraceID) {
         self.traceID = traceID
@@ -118,6 +123,7 @@ public struct TraceSummary: Sendable, Equatable {
         if span.startTime != 0 && span.startTime < earliestStart { earliestStart = span.startTime }
         if span.endTime > latestEnd { latestEnd = span.endTime }
         if span.isRoot { rootSeen = true }
+        if span.randomness != .max && randomness == .max { randomness = span.randomness }
         spanBytes += span.bytes.count
     }
 }
@@ -480,10 +486,17 @@ public final class TraceBuffer: Sendable {
 
     /// Recovery: a trace decided before the restart (late spans follow that decision).
     public func restoreDecision(trace: TraceID, decision: Decision) {
+        let now = clock.now()
         shards[shardIndex(trace)].state.withLock { state in
             guard state.traces[trace] == nil else { return }
-            if decision.keep { state.kept.insert(trace, decision) } else { state.dropped.insert(trace, decision) }
+            if decision.keep { state.kept.insert(trace, decision, now: now) } else { state.dropped.insert(trace, decision, now: now) }
         }
+    }
+
+    /// Decisions forgotten before `maxTraceAge` + 5 min had passed (the cache was full): a late span of such a trace
+    /// gets a decision of its own. Raise `decisionCacheSize` when this grows.
+    public var decisionCacheEarlyEvictions: Int {
+        shards.reduce(0) { $0 + $1.state.withLock { $0.kept.earlyEvictions + $0.dropped.earlyEvictions } }
     }
 
     /// Recovery is over: restored traces get their deadlines (timers continue from the times in their records).
@@ -719,25 +732,38 @@ struct DeadlineItem: Comparable {
     static func == (a: DeadlineItem, b: DeadlineItem) -> Bool { a.deadline == b.deadline && a.id == b.id }
 }
 
-/// A bounded map of decided trace IDs that forgets the oldest first.
+/// A bounded map of decided trace IDs that forgets the oldest first: those older than `retention` at once, younger
+/// ones only when over `capacity` (counted in `earlyEvictions`).
 struct DecisionCache {
     private var members: [TraceID: Decision] = [:]
-    private var order: Deque<TraceID> = []
+    private var order: Deque<(TraceID, UInt64)> = []
     let capacity: Int
+    let retention: UInt64
+    private(set) var earlyEvictions = 0
 
-    init(capacity: Int) { self.capacity = capacity }
+    init(capacity: Int, retention: UInt64 = .max) {
+        self.capacity = capacity
+        self.retention = retention
+    }
 
     func contains(_ id: TraceID) -> Bool { members[id] != nil }
 
     subscript(_ id: TraceID) -> Decision? { members[id] }
 
     /// Every remembered decision, oldest first.
-    var entries: [(TraceID, Decision)] { order.compactMap { id in members[id].map { (id, $0) } } }
+    var entries: [(TraceID, Decision)] { order.compactMap { id, _ in members[id].map { (id, $0) } } }
 
-    mutating func insert(_ id: TraceID, _ decision: Decision = .noMatch) {
+    mutating func insert(_ id: TraceID, _ decision: Decision = .noMatch, now: UInt64 = 0) {
         guard members.updateValue(decision, forKey: id) == nil else { return }
-        order.append(id)
-        if order.count > capacity, let oldest = order.popFirst() { members.removeValue(forKey: oldest) }
+        order.append((id, now))
+        while let (oldest, at) = order.first, now &- at > retention && now > at {
+            order.removeFirst()
+            members.removeValue(forKey: oldest)
+        }
+        if order.count > capacity, let (oldest, at) = order.popFirst() {
+            members.removeValue(forKey: oldest)
+            if now &- at <= retention || now < at { earlyEvictions += 1 }
+        }
     }
 }
 
@@ -770,8 +796,8 @@ struct ShardState {
     init(timing: Timing, store: (any TraceStore)?) {
         self.timing = timing
         self.store = store
-        kept = DecisionCache(capacity: timing.cacheSize)
-        dropped = DecisionCache(capacity: timing.cacheSize)
+        kept = DecisionCache(capacity: timing.cacheSize, retention: timing.maxAge &+ 300_000_000_000)
+        dropped = DecisionCache(capacity: timing.cacheSize, retention: timing.maxAge &+ 300_000_000_000)
     }
 
     mutating func insert(
@@ -883,7 +909,7 @@ struct ShardState {
         var summary = r.summary
         summary.trigger = .revised
         summary.decidedAt = now
-        kept.insert(id, decision)
+        kept.insert(id, decision, now: now)
         if store?.walSegment == nil {
             store?.decided(trace: id, decision: decision, policyName: decider.policyName(decision), stored: true)
         }
@@ -1020,10 +1046,10 @@ struct ShardState {
             // downstream (before that, a crash must leave the trace undecided, so that it is decided again).
             if store?.walSegment == nil { recordDecision(retained: false) }
             readAll()
-            kept.insert(entry.summary.traceID, decision)
+            kept.insert(entry.summary.traceID, decision, now: now)
             return DecidedTrace(summary: entry.summary, decision: decision, spans: spans, unreadableSpans: unreadable)
         } else {
-            dropped.insert(entry.summary.traceID, decision)
+            dropped.insert(entry.summary.traceID, decision, now: now)
             // The decision record follows the retained spans' record, so that a restart does not resurrect them.
             recordDecision(retained: retain(entry, now))
             return DecidedTrace(summary: entry.summary, decision: decision, spans: nil)

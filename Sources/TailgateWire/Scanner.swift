@@ -70,6 +70,8 @@ public struct SpanFacts: Sendable {
     public var bytes: Range<Int>
     /// `Span.flags`: the W3C trace flags (low byte) and whether the parent is remote (bits 8 and 9).
     public var flags: UInt32 = 0
+    /// The explicit randomness `rv` of the span's tracestate (`ot=…;rv:<14 hex digits>`), 56 bits; `.max` when absent.
+    public var randomness: UInt64 = .max
 
     public var isRoot: Bool { parentSpanID == 0 }
 
@@ -395,9 +397,47 @@ public struct OTLPScanner: Sendable {
             return
         }
         let (bits, sums) = wantAttributes ? finish(base, &state, status) : (resourceBits, SIMD8<Int64>())
-        result.spans.append(SpanFacts(
+        var facts = SpanFacts(
             traceID: traceID, spanID: spanID, parentSpanID: parent, startTime: start, endTime: end,
-            status: status, bits: bits, sums: sums, scope: scopeIndex, bytes: range, flags: flags))
+            status: status, bits: bits, sums: sums, scope: scopeIndex, bytes: range, flags: flags)
+        if let ts = state.traceState, !ts.isEmpty { facts.randomness = Self.explicitRandomness(base, ts) }
+        result.spans.append(facts)
+    }
+
+    /// The `rv` sub-key of the `ot` member of a W3C tracestate (14 hex digits), or `.max`.
+    static func explicitRandomness(_ base: UnsafeRawBufferPointer, _ range: Range<Int>) -> UInt64 {
+        let bytes = UnsafeRawBufferPointer(rebasing: base[range])
+        var i = 0
+        let n = bytes.count
+        // Members are comma-separated; find one starting with "ot=" (after optional spaces).
+        while i < n {
+            while i < n && (bytes[i] == 0x20 || bytes[i] == 0x09) { i += 1 }
+            let memberEnd = bytes[i...].firstIndex(of: 0x2C) ?? n
+            if memberEnd - i > 3 && bytes[i] == 0x6F && bytes[i + 1] == 0x74 && bytes[i + 2] == 0x3D {
+                var j = i + 3
+                while j < memberEnd {
+                    let fieldEnd = bytes[j..<memberEnd].firstIndex(of: 0x3B) ?? memberEnd
+                    if fieldEnd - j == 17 && bytes[j] == 0x72 && bytes[j + 1] == 0x76 && bytes[j + 2] == 0x3A {
+                        var value: UInt64 = 0
+                        for k in (j + 3)..<fieldEnd {
+                            let c = bytes[k]
+                            let d: UInt8
+                            switch c {
+                            case 0x30...0x39: d = c - 0x30
+                            case 0x61...0x66: d = c - 0x61 + 10
+                            default: return .max
+                            }
+                            value = value << 4 | UInt64(d)
+                        }
+                        return value
+                    }
+                    j = fieldEnd + 1
+                }
+                return .max
+            }
+            i = memberEnd + 1
+        }
+        return .max
     }
 
     /// Counts `count` rejected spans; the message is built only when it is the first.

@@ -7,11 +7,12 @@ import Yams
 /// - `mode: hash` (default): a trace is kept when XXH3-64 of its 16 trace-ID bytes, seeded with the XXH3-64 of
 ///   `hash_salt` (seed 0 without), is below `sampling_percentage / 100 × 2^64` — robust to trace IDs that are not
 ///   random. It cannot state a consistent threshold, so a keep erases `th` and writes `tailgate.sample_rate`.
-/// - `mode: consistent`: OpenTelemetry consistent probability sampling — kept when the trace's randomness R (the low
-///   56 bits of the trace ID) is ≥ the threshold of the percentage; a keep writes `ot=th` (the max with an incoming
-///   one), which downstream consistent samplers and backends understand. R is the trace ID's low 56 bits even when
-///   the W3C random flag is not set (the Python SDK generates random IDs without setting it); use hash mode for
-///   instrumentations whose IDs are not random.
+/// - `mode: consistent`: OpenTelemetry consistent probability sampling — kept when the trace's randomness R is ≥ the
+///   threshold of the percentage; a keep writes `ot=th` (the max with an incoming one), which downstream consistent
+///   samplers and backends understand. R is the explicit `rv` of a span's tracestate (`ot=…;rv:<14 hex>`, on any
+///   span of the trace) when there is one, else the trace ID's low 56 bits — even when the W3C random flag is not
+///   set (the Python SDK generates random IDs without setting it); use hash mode for instrumentations whose IDs are
+///   not random.
 public struct ProbabilisticPolicy: SamplingPolicy {
     public static let typeName = "probabilistic"
     public static let keys = ["sampling_percentage", "hash_salt", "mode"]
@@ -84,8 +85,8 @@ public struct ProbabilisticPolicy: SamplingPolicy {
         return .random(probability: percentage / 100, source: mode == .hash ? .hash(seed: seed) : .traceRandomness)
     }
 
-    /// The trace's randomness R: the low 56 bits of the trace ID.
+    /// The trace's randomness R: an explicit `rv`, else the low 56 bits of the trace ID.
     static func randomness(_ trace: TraceSummary) -> UInt64 {
-        trace.traceID.lo & ((UInt64(1) << 56) - 1)
+        trace.randomness != .max ? trace.randomness : trace.traceID.lo & ((UInt64(1) << 56) - 1)
     }
 }
