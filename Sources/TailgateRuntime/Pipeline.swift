@@ -159,8 +159,18 @@ public final class Pipeline: TraceIngestHandler, Sendable {
             "data_dir": "\(store.configuration.directory)"])
     }
 
-    /// Store upkeep (about every second): writes records out, deletes dead segments.
+    private let evictionsSeen = Mutex(0)
+
+    /// Upkeep about every second: the decision cache's early evictions are counted; the store writes records out and
+    /// deletes dead segments.
     public func maintainStore() {
+        let evictions = buffer.decisionCacheEarlyEvictions
+        let delta = evictionsSeen.withLock { seen -> Int in defer { seen = evictions }; return evictions - seen }
+        if delta > 0 {
+            metrics.decisionCacheEarlyEvictions.increment(by: delta)
+            logger.warning("decision cache full: decisions forgotten before their traces' late spans can no longer come; raise buffer.decision_cache_size", metadata: [
+                "evicted": "\(delta)", "decision_cache_size": "\(buffer.configuration.decisionCacheSize)"])
+        }
         guard let store else { return }
         store.maintain(buffer: buffer)
         metrics.storeDiskBytes.record(store.diskBytes)

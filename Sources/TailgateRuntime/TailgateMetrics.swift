@@ -81,6 +81,8 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
     let storeRecoveredRecords: CoreMetrics.Gauge
     let storeRecoverySeconds: CoreMetrics.Gauge
     let storeUnsyncedRequests: CoreMetrics.Counter
+    /// Decisions forgotten before their traces could have no more late spans (`decision_cache_size` too small).
+    let decisionCacheEarlyEvictions: CoreMetrics.Counter
 
     public init() {
         let registry = PrometheusCollectorRegistry()
@@ -182,6 +184,7 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
         storeRecoveredRecords = CoreMetrics.Gauge(label: "tailgate_store_recovered_records", factory: factory)
         storeRecoverySeconds = CoreMetrics.Gauge(label: "tailgate_store_recovery_seconds", factory: factory)
         storeUnsyncedRequests = counter("tailgate_store_unsynced_requests_total")
+        decisionCacheEarlyEvictions = counter("tailgate_decision_cache_early_evictions_total")
         traceSpans = CoreMetrics.Recorder(label: "tailgate_trace_spans", aggregate: true, factory: factory)
         traceDuration = CoreMetrics.Timer(label: "tailgate_trace_duration_seconds", factory: factory)
         forwardLatency = CoreMetrics.Timer(label: "tailgate_forward_request_duration_seconds", factory: factory)

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Foundation
 
 // Marks kept spans with why they were kept, by appending fields to their original bytes: protobuf lets a later
@@ -77,9 +82,112 @@ public struct KeepAnnotation: Sendable, Equatable {
     public static let triggerAttribute = "tailgate.decision.trigger"
     public static let incompleteAttribute = "tailgate.trace.incomplete"
 
-    /// `payload` followed by the annotation's fields.
+    /// `payload` followed by the annotation's fields; attributes the annotation writes that the span already carries
+    /// (a second Tailgate tier, or reprocessing) are removed first, so that every key stays unique (OTLP requires
+    /// it, and readers take the first occurrence).
     public func annotate(_ payload: UnsafeRawBufferPointer) -> [UInt8] {
-        Array(payload) + suffix(for: payload)
+        if let stripped = withoutOwnAttributes(payload) {
+            return stripped + suffix(for: payload)
+        }
+        return Array(payload) + suffix(for: payload)
+    }
+
+    /// The keys this annotation writes.
+    var writtenKeys: [String] {
+        var keys: [String] = []
+        if dryRunKeep != nil { keys.append(Self.dryRunAttribute) }
+        if !policy.isEmpty { keys.append(Self.policyAttribute) }
+        if trigger != nil { keys.append(Self.triggerAttribute) }
+        if incomplete { keys.append(Self.incompleteAttribute) }
+        if !weight.isCertain { keys.append(Self.sampleRateAttribute) }
+        return keys
+    }
+
+    /// "ailgate." as a little-endian integer (the bytes after the 't' of "tailgate.").
+    static let ownKeyTail = UInt64(littleEndian: Array("ailgate.".utf8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+
+    /// Whether the span may carry attributes of Tailgate's (a quick byte search, true on a match anywhere).
+    public static func mayCarryOwnAttributes(_ payload: UnsafeRawBufferPointer) -> Bool {
+        guard payload.count >= 9, let base = payload.baseAddress else { return false }
+        // "tailgate." — find each 't' with memchr, then compare the rest.
+        let needle = ownKeyTail
+        var offset = 0
+        while offset <= payload.count - 9, let hit = memchr(base + offset, 0x74, payload.count - 8 - offset) {
+            let i = base.distance(to: UnsafeRawPointer(hit))
+            if UInt64(littleEndian: payload.loadUnaligned(fromByteOffset: i + 1, as: UInt64.self)) == needle { return true }
+            offset = i + 1
+        }
+        return false
+    }
+
+    /// The span without the attributes this annotation is about to write; nil when it has none of them.
+    public func withoutOwnAttributes(_ payload: UnsafeRawBufferPointer) -> [UInt8]? {
+        guard Self.mayCarryOwnAttributes(payload) else { return nil }
+        let keys = writtenKeys
+        var reader = ProtoReader(payload)
+        var kept: [Range<Int>] = []
+        var removed = false
+        do {
+            while true {
+                let start = reader.offset
+                guard let (field, wt) = try reader.readTag() else { break }
+                if field == 9 && wt == .lengthDelimited {
+                    let kv = try reader.readLengthDelimited()
+                    if let key = Self.attributeKey(payload, kv), keys.contains(key) {
+                        removed = true
+                        continue
+                    }
+                } else {
+                    try reader.skip(wt)
+                }
+                kept.append(start..<reader.offset)
+            }
+        } catch {
+            return nil  // not ours to repair: the scanner accepted it, so this does not happen
+        }
+        guard removed else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(payload.count)
+        for r in kept { out.append(contentsOf: UnsafeRawBufferPointer(rebasing: payload[r])) }
+        return out
+    }
+
+    /// The key of a KeyValue message.
+    static func attributeKey(_ payload: UnsafeRawBufferPointer, _ range: Range<Int>) -> String? {
+        var kv = ProtoReader(payload, range: range)
+        while let (f, w) = try? kv.readTag() {
+            if f == 1 && w == .lengthDelimited, let r = try? kv.readLengthDelimited() { return kv.string(r) }
+            guard (try? kv.skip(w)) != nil else { return nil }
+        }
+        return nil
+    }
+
+    /// An incoming `tailgate.sample_rate` (a double attribute written by an earlier Tailgate tier), if any.
+    static func incomingSampleRate(_ payload: UnsafeRawBufferPointer) -> Double? {
+        guard mayCarryOwnAttributes(payload) else { return nil }
+        var reader = ProtoReader(payload)
+        while let (field, wt) = try? reader.readTag() {
+            guard field == 9 && wt == .lengthDelimited else {
+                guard (try? reader.skip(wt)) != nil else { return nil }
+                continue
+            }
+            guard let kv = try? reader.readLengthDelimited() else { return nil }
+            guard attributeKey(payload, kv) == sampleRateAttribute else { continue }
+            var r = ProtoReader(payload, range: kv)
+            while let (f, w) = try? r.readTag() {
+                guard f == 2 && w == .lengthDelimited, let any = try? r.readLengthDelimited() else {
+                    guard (try? r.skip(w)) != nil else { return nil }
+                    continue
+                }
+                var v = ProtoReader(payload, range: any)
+                while let (f2, w2) = try? v.readTag() {
+                    if f2 == 4 && w2 == .fixed64, let bits = try? v.readFixed64() { return Double(bitPattern: bits) }
+                    if f2 == 3 && w2 == .varint, let n = try? v.readVarint() { return Double(Int64(bitPattern: n)) }
+                    guard (try? v.skip(w2)) != nil else { return nil }
+                }
+            }
+        }
+        return nil
     }
 
     /// The fields to append to `payload`. Only the tracestate depends on the span (and only for weighted keeps), so
@@ -92,14 +200,18 @@ public struct KeepAnnotation: Sendable, Equatable {
         case .certain:
             break
         case .consistent(let threshold):
-            let (state, written) = Self.mergeThreshold(traceState: Self.traceState(of: payload), threshold: threshold)
+            let incoming = Self.traceState(of: payload)
+            let (state, written) = Self.mergeThreshold(traceState: incoming, threshold: threshold)
             w.appendStringField(3, state)
-            sampleRate = Self.adjustedCount(threshold: written)
+            // An earlier tier that could not state a threshold (hash mode) wrote its weight as a sample rate only.
+            let upstream = Self.incomingThreshold(traceState: incoming) == nil ? (Self.incomingSampleRate(payload) ?? 1) : 1
+            sampleRate = Self.adjustedCount(threshold: written) * upstream
         case .hashed(let probability):
             let incoming = Self.traceState(of: payload)
-            let (state, upstream) = Self.eraseThreshold(traceState: incoming)
+            let (state, upstreamThreshold) = Self.eraseThreshold(traceState: incoming)
             if state != incoming { w.appendStringField(3, state) }
-            sampleRate = probability > 0 ? (1 / probability) * (upstream.map(Self.adjustedCount) ?? 1) : nil
+            let upstream = upstreamThreshold.map(Self.adjustedCount) ?? Self.incomingSampleRate(payload) ?? 1
+            sampleRate = probability > 0 ? (1 / probability) * upstream : nil
         }
         if let dryRunKeep {
             appendAttribute(&w, Self.dryRunAttribute, string: dryRunKeep ? "keep" : "drop")

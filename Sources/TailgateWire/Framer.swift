@@ -37,6 +37,11 @@ public struct RequestFramer: Sendable {
     /// Appends one span with an annotation appended to its bytes (see `KeepAnnotation`).
     public mutating func append(scope: ScopeOrigin, span: UnsafeRawBufferPointer, annotation: KeepAnnotation?) {
         guard let annotation else { return append(scope: scope, span: span) }
+        // A span that already carries what the annotation writes (a second tier): replaced, not repeated (rare).
+        if KeepAnnotation.mayCarryOwnAttributes(span), annotation.withoutOwnAttributes(span) != nil {
+            let annotated = annotation.annotate(span)
+            return annotated.withUnsafeBytes { append(scope: scope, span: $0) }
+        }
         let suffix: [UInt8]
         if annotation.weight.isCertain {
             suffix = annotation.suffix(for: span)  // constant, precomputed

@@ -360,3 +360,32 @@ private func insert(_ buffer: TraceBuffer, _ spans: [TestSpan], service: String 
         #expect(map.accountedBytes > 0)
     }
 }
+
+@Suite struct DecisionCacheTests {
+    @Test func decisionsAreRememberedForTheRetentionAndEarlyEvictionsAreCounted() {
+        var cache = DecisionCache(capacity: 3, retention: 100)
+        for i in 1...3 as ClosedRange<UInt64> { cache.insert(tid(i), Decision(keep: true, policy: 0), now: i) }
+        #expect(cache.earlyEvictions == 0)
+        cache.insert(tid(4), Decision(keep: true, policy: 0), now: 10)  // over capacity, the oldest is 9 ns old
+        #expect(cache.earlyEvictions == 1)
+        #expect(!cache.contains(tid(1)) && cache.contains(tid(4)))
+        // Past the retention, old entries go by age, and that is not an early eviction.
+        cache.insert(tid(5), Decision(keep: true, policy: 0), now: 500)
+        #expect(cache.earlyEvictions == 1)
+        #expect(cache.entries.map(\.0) == [tid(5)])
+    }
+
+    @Test func theBufferRemembersDecisionsForMaxTraceAgePlusAMargin() {
+        var c = BufferConfiguration()
+        c.shardCount = 1
+        c.decisionCacheSize = 2
+        c.maxTraceAge = .seconds(60)
+        c.waitAfterRoot = .seconds(1)
+        let clock = ManualClock()
+        let buffer = TraceBuffer(configuration: c, decider: RecordingDecider(keep: { _ in false }), clock: clock)
+        for t in 1...3 as ClosedRange<UInt64> { _ = insert(buffer, [TestSpan(trace: tid(t), span: 1)]) }
+        clock.advance(by: .seconds(2))
+        #expect(buffer.decideExpired().count == 3)
+        #expect(buffer.decisionCacheEarlyEvictions == 1)  // three dropped traces, room for two
+    }
+}

@@ -55,3 +55,48 @@ import TailgateTestSupport
         #expect(!text.contains("tailgate.policy"))
     }
 }
+
+@Suite struct SecondTierAnnotationTests {
+    /// The attributes of a span as (key, JSON value) pairs, in order.
+    func attributes(_ span: [UInt8]) throws -> [String] {
+        let text = String(decoding: try OTLPJSON.jsonFromProtobuf(exportRequestWithRawSpan(span)), as: UTF8.self)
+        return text.components(separatedBy: #"{"key":""#).dropFirst().map { String($0.prefix { $0 != "\"" }) }
+    }
+
+    @Test func aSecondTierReplacesTheFirstTiersAttributesInsteadOfAppending() throws {
+        let original = TestSpan(trace: tid(1), span: 2, strings: [("k", "v")]).encoded
+        let first = original.withUnsafeBytes { KeepAnnotation(policy: "tier1", trigger: "root").annotate($0) }
+        let second = first.withUnsafeBytes { KeepAnnotation(policy: "tier2", trigger: "idle").annotate($0) }
+        let keys = try attributes(second)
+        #expect(keys.filter { $0 == "tailgate.policy" }.count == 1)
+        #expect(keys.filter { $0 == "tailgate.decision.trigger" }.count == 1)
+        #expect(keys.contains("k"))
+        let text = String(decoding: try OTLPJSON.jsonFromProtobuf(exportRequestWithRawSpan(second)), as: UTF8.self)
+        #expect(text.contains(#""stringValue":"tier2""#) && !text.contains("tier1"))
+        // Spans without Tailgate's attributes are not rewritten (the common case stays a plain append).
+        #expect(original.withUnsafeBytes { KeepAnnotation(policy: "x").withoutOwnAttributes($0) } == nil)
+    }
+
+    @Test func hashKeepsMultiplyAnUpstreamHashTiersSampleRate() throws {
+        let original = TestSpan(trace: tid(1), span: 2).encoded
+        let tier1 = original.withUnsafeBytes { KeepAnnotation(policy: "a", weight: .hashed(probability: 0.1)).annotate($0) }
+        let tier2 = tier1.withUnsafeBytes { KeepAnnotation(policy: "b", weight: .hashed(probability: 0.5)).annotate($0) }
+        let rate = tier2.withUnsafeBytes { KeepAnnotation.incomingSampleRate($0) }
+        #expect(rate.map { abs($0 - 20) < 1e-9 } == true, "\(String(describing: rate))")
+        #expect(try attributes(tier2).filter { $0 == "tailgate.sample_rate" }.count == 1)
+        // A certain keep in tier 2 leaves tier 1's weight as it was.
+        let certain = tier1.withUnsafeBytes { KeepAnnotation(policy: "errors").annotate($0) }
+        #expect(certain.withUnsafeBytes { KeepAnnotation.incomingSampleRate($0) }.map { abs($0 - 10) < 1e-9 } == true)
+    }
+
+    @Test func theFramerReplacesToo() throws {
+        let original = TestSpan(trace: tid(1), span: 2).encoded
+        let first = original.withUnsafeBytes { KeepAnnotation(policy: "tier1").annotate($0) }
+        var framer = RequestFramer()
+        let scope = ScopeOrigin(resource: ResourceOrigin(header: []), header: [])
+        first.withUnsafeBytes { framer.append(scope: scope, span: $0, annotation: KeepAnnotation(policy: "tier2")) }
+        let text = String(decoding: try OTLPJSON.jsonFromProtobuf(framer.encode()), as: UTF8.self)
+        #expect(text.components(separatedBy: "tailgate.policy").count == 2)
+        #expect(text.contains("tier2") && !text.contains("tier1"))
+    }
+}
