@@ -121,7 +121,9 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "TailgateExportTests", dependencies: [
-            "TailgateExport", "TailgateBuffer", "TailgateWire", "TailgateTestSupport",
+            "TailgateExport", "TailgateBuffer", "TailgateWire", "TailgateTestSupport", "TailgateIngest",
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "TailgateStoreTests", dependencies: [

@@ -30,9 +30,19 @@ public final class GRPCDownstream: Downstream {
     /// `reconnectBackoff` bounds how long the connection waits before redialling a downstream that went away: it
     /// follows the forwarder's retry backoff, so a collector that is back is used again within `max`
     /// (the transport's own default grows to 2 minutes, longer than the forwarder retries a batch).
-    public init(host: String, port: Int, gzip: Bool, timeout: Duration,
-                reconnectBackoff: (initial: Duration, max: Duration) = (.milliseconds(100), .seconds(5)),
-                headers: [String: String] = [:], tls: DownstreamTLS? = nil) throws {
+    public convenience init(host: String, port: Int, gzip: Bool, timeout: Duration,
+                            reconnectBackoff: (initial: Duration, max: Duration) = (.milliseconds(100), .seconds(5)),
+                            headers: [String: String] = [:], tls: DownstreamTLS? = nil) throws {
+        try self.init(host: host, port: port, gzip: gzip, timeout: timeout, reconnectBackoff: reconnectBackoff, headers: headers,
+                      tls: tls, resolution: nil)
+    }
+
+    /// `resolution`: a name resolution to use instead of the transport's own (literals, DNS): a test injects one that
+    /// answers several addresses, or changes its answer between connections.
+    init(host: String, port: Int, gzip: Bool, timeout: Duration,
+         reconnectBackoff: (initial: Duration, max: Duration) = (.milliseconds(100), .seconds(5)),
+         headers: [String: String] = [:], tls: DownstreamTLS? = nil,
+         resolution: (target: any ResolvableTarget, registry: NameResolverRegistry)?) throws {
         var metadata = Metadata()
         for (name, value) in headers.sorted(by: { $0.key < $1.key }) { metadata.addString(value, forKey: name.lowercased()) }
         self.metadata = metadata
@@ -67,7 +77,8 @@ public final class GRPCDownstream: Downstream {
                 if tls.insecureSkipVerify { c.serverCertificateVerification = .noVerification }
             }
         }
-        let transport = try HTTP2ClientTransport.Posix(target: resolvable, transportSecurity: security, config: config)
+        let transport = try HTTP2ClientTransport.Posix(target: resolution?.target ?? resolvable, transportSecurity: security, config: config,
+                                                       resolverRegistry: resolution?.registry ?? .defaults)
         client = GRPCClient(transport: transport)
         var options = CallOptions.defaults
         options.timeout = timeout
