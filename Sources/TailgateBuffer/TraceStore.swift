@@ -125,11 +125,49 @@ extension BufferedSpans {
         return header
     }
 
-    /// The encoded ExportTraceServiceRequest of these spans.
+    /// The encoded ExportTraceServiceRequest of these spans: one ResourceSpans per scope of origin (the spans' own
+    /// origins are already distinct objects), sized first and written in one pass — no grouping by content, which
+    /// the store does not need (this runs for every trace written to disk).
     public func encodeRequest() -> [UInt8] {
-        var framer = RequestFramer()
-        forEach { scope, bytes in framer.append(scope: scope, span: bytes) }
-        return framer.encode()
+        var spanBytes = [Int](repeating: 0, count: origins.count)
+        for ref in refs {
+            spanBytes[Int(ref.origin)] += 1 + ProtoWriter.varintSize(UInt64(ref.length)) + Int(ref.length)
+        }
+        var scopeSizes = [Int](repeating: 0, count: origins.count)
+        var resourceSizes = [Int](repeating: 0, count: origins.count)
+        var total = 0
+        for (i, origin) in origins.enumerated() where spanBytes[i] > 0 {
+            scopeSizes[i] = origin.header.count + spanBytes[i]
+            resourceSizes[i] = origin.resource.header.count + 1 + ProtoWriter.varintSize(UInt64(scopeSizes[i])) + scopeSizes[i]
+            total += 1 + ProtoWriter.varintSize(UInt64(resourceSizes[i])) + resourceSizes[i]
+        }
+        // Spans grouped by origin, in arrival order within each (a counting sort: no hashing).
+        var starts = [Int](repeating: 0, count: origins.count + 1)
+        for ref in refs { starts[Int(ref.origin) + 1] += 1 }
+        for i in 0..<origins.count { starts[i + 1] += starts[i] }
+        var order = [Int](repeating: 0, count: refs.count)
+        var fill = starts
+        for (k, ref) in refs.enumerated() {
+            order[fill[Int(ref.origin)]] = k
+            fill[Int(ref.origin)] += 1
+        }
+        var w = ProtoWriter(capacity: total)
+        data.withUnsafeBytes { raw in
+            for (i, origin) in origins.enumerated() where spanBytes[i] > 0 {
+                w.appendTag(1, .lengthDelimited)
+                w.appendVarint(UInt64(resourceSizes[i]))
+                w.bytes.append(contentsOf: origin.resource.header)
+                w.appendTag(2, .lengthDelimited)
+                w.appendVarint(UInt64(scopeSizes[i]))
+                w.bytes.append(contentsOf: origin.header)
+                for k in order[starts[i]..<starts[i + 1]] {
+                    let ref = refs[k]
+                    let lower = Int(ref.offset)
+                    w.appendBytesField(2, UnsafeRawBufferPointer(rebasing: raw[lower..<lower + Int(ref.length)]))
+                }
+            }
+        }
+        return w.bytes
     }
 
     /// Span IDs (field 2 of each span, 8 bytes read big-endian, as the scanner does).
