@@ -244,12 +244,16 @@ public struct DecidedTrace: Sendable {
     public var spans: BufferedSpans?
     /// Spans of a kept trace that could not be read back from the store (a damaged record): lost, to be counted.
     public var unreadableSpans = 0
+    /// Pass-through headers of the trace (`HeaderSets` ID).
+    public var headers: UInt32 = HeaderSets.none
 }
 
 /// Spans of an already kept trace, with that trace's decision.
 public struct LateSpans: Sendable {
     public var decision: Decision
     public var spans: BufferedSpans
+    /// Pass-through headers of the request they came in (`HeaderSets` ID).
+    public var headers: UInt32 = HeaderSets.none
 }
 
 /// What happened to the spans of one request.
@@ -266,6 +270,8 @@ public struct InsertOutcome: Sendable {
     public var lateDropped = 0
     /// Traces decided during the insert (span limit or memory pressure).
     public var decided: [DecidedTrace] = []
+    /// The request's pass-through headers (`HeaderSets` ID).
+    public var headers: UInt32 = HeaderSets.none
 
     public init() {}
 }
@@ -285,10 +291,13 @@ public final class TraceBuffer: Sendable {
     private let storedTracesGauge = Atomic<Int>(0)
     /// The on-disk tier, if any.
     public let store: (any TraceStore)?
+    /// Pass-through header sets of traces (written with their records in the store).
+    public let headerSets: HeaderSets
 
     public init(configuration: BufferConfiguration, decider: any TraceDecider, clock: any NanoClock = SystemClock(),
-                store: (any TraceStore)? = nil) {
+                store: (any TraceStore)? = nil, headerSets: HeaderSets = HeaderSets()) {
         self.store = store
+        self.headerSets = headerSets
         var config = configuration
         var n = 1
         while n < max(1, config.shardCount) { n <<= 1 }
@@ -299,7 +308,7 @@ public final class TraceBuffer: Sendable {
         shardMask = UInt64(n - 1)
         shardSeed = config.shardSeed ?? UInt64.random(in: .min ... .max)
         let timing = Timing(config)
-        shards = (0..<n).map { _ in Shard(timing: timing, store: store) }
+        shards = (0..<n).map { _ in Shard(timing: timing, store: store, headerSets: headerSets) }
     }
 
     /// The decider in use.
@@ -325,9 +334,11 @@ public final class TraceBuffer: Sendable {
         Int(truncatingIfNeeded: id.xxh3(seed: shardSeed) & shardMask)
     }
 
-    /// Adds the spans of a scanned request. `body` is the request the span ranges refer to.
-    public func insert(_ request: ScannedRequest, body: UnsafeRawBufferPointer) -> InsertOutcome {
+    /// Adds the spans of a scanned request. `body` is the request the span ranges refer to; `headers`, the
+    /// request's pass-through headers (a trace keeps those of its first request that had any).
+    public func insert(_ request: ScannedRequest, body: UnsafeRawBufferPointer, headers: UInt32 = HeaderSets.none) -> InsertOutcome {
         var outcome = InsertOutcome()
+        outcome.headers = headers
         let spans = request.spans
         guard !spans.isEmpty else { return outcome }
         let now = clock.now()
@@ -472,13 +483,15 @@ public final class TraceBuffer: Sendable {
     /// Recovery: adds the spans of one record found in the store at start. `ref` is the record's place when its spans
     /// stay on disk; nil for spans held in memory (write-ahead records of sync mode). Records must come in log order.
     public func restore(trace: TraceID, request: ScannedRequest, body: UnsafeRawBufferPointer, timing: SpillTiming,
-                        ref: SpillRef?) {
+                        ref: SpillRef?, headers: [(String, String)] = []) {
         let shard = shardIndex(trace)
         let now = clock.now()
         let wall = store?.wallNow() ?? 0
+        let headerID = headerSets.id(headers)
         let delta = shards[shard].state.withLock { state -> Delta in
             let before = state.snapshot
             state.restore(trace: trace, request: request, body: body, timing: timing, ref: ref, now: now, wall: wall)
+            if headerID != HeaderSets.none, let entry = state.traces[trace], entry.headers == HeaderSets.none { entry.headers = headerID }
             return state.delta(since: before)
         }
         apply(delta)
@@ -549,8 +562,8 @@ struct Timing: Sendable {
 
 final class Shard: Sendable {
     let state: Mutex<ShardState>
-    init(timing: Timing, store: (any TraceStore)?) {
-        state = Mutex(ShardState(timing: timing, store: store))
+    init(timing: Timing, store: (any TraceStore)?, headerSets: HeaderSets) {
+        state = Mutex(ShardState(timing: timing, store: store, headerSets: headerSets))
     }
 }
 
@@ -589,6 +602,8 @@ final class TraceEntry: @unchecked Sendable {
     var spillQueued = false
     /// Being rebuilt from the store at start.
     var restoring = false
+    /// Pass-through headers (`HeaderSets` ID) of the first request of the trace that had any.
+    var headers: UInt32 = HeaderSets.none
 
     var storedBytes: Int { diskRefs.reduce(0) { $0 + Int($1.length) } }
 
@@ -714,10 +729,12 @@ final class RetainedTrace: @unchecked Sendable {
     /// Late spans that arrived since the drop.
     var late = BufferedSpans()
     let expires: UInt64
-    init(summary: TraceSummary, refs: [SpillRef], expires: UInt64) {
+    let headers: UInt32
+    init(summary: TraceSummary, refs: [SpillRef], expires: UInt64, headers: UInt32) {
         self.summary = summary
         self.refs = refs
         self.expires = expires
+        self.headers = headers
     }
 }
 
@@ -778,6 +795,7 @@ struct ShardState {
     var kept: DecisionCache
     var dropped: DecisionCache
     let store: (any TraceStore)?
+    let headerSets: HeaderSets
     /// Traces whose spans wait for `spillAfter` of quiet before moving to the store.
     var spillQueue = Heap<DeadlineItem>()
     /// Record bytes of undecided traces in the store, and how many traces have any.
@@ -793,9 +811,10 @@ struct ShardState {
               storedTraces: storedTraces - s.storedTraces)
     }
 
-    init(timing: Timing, store: (any TraceStore)?) {
+    init(timing: Timing, store: (any TraceStore)?, headerSets: HeaderSets) {
         self.timing = timing
         self.store = store
+        self.headerSets = headerSets
         kept = DecisionCache(capacity: timing.cacheSize, retention: timing.maxAge &+ 300_000_000_000)
         dropped = DecisionCache(capacity: timing.cacheSize, retention: timing.maxAge &+ 300_000_000_000)
     }
@@ -824,7 +843,7 @@ struct ShardState {
                 } else {
                     var spans = BufferedSpans()
                     spans.append(span, scope: scope, body: body)
-                    outcome.lateKept.append(LateSpans(decision: decision, spans: spans))
+                    outcome.lateKept.append(LateSpans(decision: decision, spans: spans, headers: outcome.headers))
                     lastLateTrace = span.traceID
                 }
                 current = nil
@@ -852,6 +871,7 @@ struct ShardState {
                 bytes += traceOverheadBytes
             }
             current = entry
+            if entry.headers == HeaderSets.none { entry.headers = outcome.headers }
             if !entry.seenComplete { rehydrate(entry) }
             let before = entry.accountedBytes
             let wasOpen = entry.missingLocal > 0 || !entry.missing.isEmpty
@@ -914,7 +934,7 @@ struct ShardState {
             store?.decided(trace: id, decision: decision, policyName: decider.policyName(decision), stored: true)
         }
         outcome.decided.append(DecidedTrace(summary: summary, decision: decision, spans: spans,
-                                            unreadableSpans: max(0, summary.spanCount - spans.count)))
+                                            unreadableSpans: max(0, summary.spanCount - spans.count), headers: r.headers))
         return true
     }
 
@@ -959,7 +979,8 @@ struct ShardState {
         let w = store.wallNow()
         let timing = SpillTiming(firstSeen: wall(entry.firstSeen, now: now, wallNow: w), lastSeen: wall(entry.lastSeen, now: now, wallNow: w),
                                  rootArrived: wall(entry.rootArrived, now: now, wallNow: w))
-        guard let ref = store.append(trace: entry.summary.traceID, spans: entry.spans, timing: timing, supersedes: false) else {
+        guard let ref = store.append(trace: entry.summary.traceID, spans: entry.spans, timing: timing, supersedes: false,
+                                     headers: headerSets.pairs(entry.headers)) else {
             return false
         }
         let before = entry.accountedBytes
@@ -984,7 +1005,8 @@ struct ShardState {
         let w = store.wallNow()
         let timing = SpillTiming(firstSeen: wall(entry.firstSeen, now: now, wallNow: w), lastSeen: wall(entry.lastSeen, now: now, wallNow: w),
                                  rootArrived: wall(entry.rootArrived, now: now, wallNow: w))
-        guard let ref = store.append(trace: entry.summary.traceID, spans: all, timing: timing, supersedes: true) else { return nil }
+        guard let ref = store.append(trace: entry.summary.traceID, spans: all, timing: timing, supersedes: true,
+                                     headers: headerSets.pairs(entry.headers)) else { return nil }
         let before = entry.accountedBytes
         if entry.diskRefs.isEmpty { storedTraces += 1 }
         storedBytes += Int(ref.length) - entry.storedBytes
@@ -1047,12 +1069,12 @@ struct ShardState {
             if store?.walSegment == nil { recordDecision(retained: false) }
             readAll()
             kept.insert(entry.summary.traceID, decision, now: now)
-            return DecidedTrace(summary: entry.summary, decision: decision, spans: spans, unreadableSpans: unreadable)
+            return DecidedTrace(summary: entry.summary, decision: decision, spans: spans, unreadableSpans: unreadable, headers: entry.headers)
         } else {
             dropped.insert(entry.summary.traceID, decision, now: now)
             // The decision record follows the retained spans' record, so that a restart does not resurrect them.
             recordDecision(retained: retain(entry, now))
-            return DecidedTrace(summary: entry.summary, decision: decision, spans: nil)
+            return DecidedTrace(summary: entry.summary, decision: decision, spans: nil, headers: entry.headers)
         }
     }
 
@@ -1065,12 +1087,13 @@ struct ShardState {
             let w = store.wallNow()
             let t = SpillTiming(firstSeen: wall(entry.firstSeen, now: now, wallNow: w), lastSeen: wall(entry.lastSeen, now: now, wallNow: w),
                                 rootArrived: wall(entry.rootArrived, now: now, wallNow: w))
-            guard let ref = store.append(trace: entry.summary.traceID, spans: entry.spans, timing: t, supersedes: false) else { return false }
+            guard let ref = store.append(trace: entry.summary.traceID, spans: entry.spans, timing: t, supersedes: false,
+                                         headers: headerSets.pairs(entry.headers)) else { return false }
             refs.append(ref)
         }
         let id = entry.summary.traceID
         if retained[id] != nil { forget(id) }
-        retained[id] = RetainedTrace(summary: entry.summary, refs: refs, expires: now &+ timing.reviseWindow)
+        retained[id] = RetainedTrace(summary: entry.summary, refs: refs, expires: now &+ timing.reviseWindow, headers: entry.headers)
         retainedOrder.append(id)
         bytes += retainedOverheadBytes
         return true

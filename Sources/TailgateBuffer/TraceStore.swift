@@ -43,7 +43,7 @@ public protocol TraceStore: AnyObject, Sendable {
     /// Appends one trace's spans as one record. `supersedes`: the record holds every span of the trace stored before
     /// it (a consolidation), so earlier records of the trace are dead. Returns nil when there is no room (disk
     /// budget) or the write failed: the caller keeps the spans in memory.
-    func append(trace: TraceID, spans: BufferedSpans, timing: SpillTiming, supersedes: Bool) -> SpillRef?
+    func append(trace: TraceID, spans: BufferedSpans, timing: SpillTiming, supersedes: Bool, headers: [(String, String)]) -> SpillRef?
     /// Reads records back, appending their spans to `spans` in order. False when a record could not be read (it is
     /// counted and logged by the store); the spans read so far are kept.
     func read(_ refs: [SpillRef], into spans: inout BufferedSpans) -> Bool

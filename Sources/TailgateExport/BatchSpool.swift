@@ -4,7 +4,7 @@ import TailgateBuffer
 /// downstream outage, and what is still undelivered at a graceful stop, resent after the restart.
 public protocol BatchSpool: Sendable {
     /// Writes a batch; nil when there is no room (then it is dropped, counted, as without a spool).
-    func write(_ request: [UInt8], spans: Int) -> SpillRef?
+    func write(_ request: [UInt8], spans: Int, headers: [(String, String)]) -> SpillRef?
     /// Reads a batch back; nil when its record is damaged (counted by the store).
     func read(_ ref: SpillRef) -> [UInt8]?
     /// The batch was delivered (or dropped, counted): its record is dead.

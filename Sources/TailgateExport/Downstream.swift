@@ -1,6 +1,10 @@
+import TailgateWire
+
 /// The outcome of one attempt to deliver an export request.
 public enum SendOutcome: Sendable, Equatable {
     case delivered
+    /// Accepted, but the downstream rejected some spans (OTLP `partial_success`): they are counted as dropped.
+    case partial(rejected: Int, message: String)
     /// Worth retrying (UNAVAILABLE, 503, connection refused, …), optionally after a delay the server asked for.
     case retryable(reason: String, retryAfter: Duration?)
     /// The downstream finds the request's content invalid (INVALID_ARGUMENT, HTTP 400): the batch is bisected so
@@ -25,6 +29,8 @@ public protocol Downstream: Sendable {
     /// is: metrics and logs are relayed byte for byte. `json`: the bytes are OTLP/JSON (HTTP downstreams forward
     /// them with `Content-Type: application/json`; others refuse them, see `acceptsJSON`).
     func send(_ request: [UInt8], signal: OTLPSignal, json: Bool) async -> SendOutcome
+    /// Like `send(_:signal:json:)`, with headers passed through from the agent's request (e.g. the tenant).
+    func send(_ request: [UInt8], signal: OTLPSignal, json: Bool, headers: [(String, String)]) async -> SendOutcome
     /// Whether `send(_:signal:json:)` takes OTLP/JSON bodies as they are (only OTLP/HTTP downstreams do).
     var acceptsJSON: Bool { get }
     /// Stops the connections; `run()` returns.
@@ -39,6 +45,37 @@ extension Downstream {
     }
 
     public var acceptsJSON: Bool { false }
+
+    /// Downstreams without headers (a file) ignore them.
+    public func send(_ request: [UInt8], signal: OTLPSignal, json: Bool, headers: [(String, String)]) async -> SendOutcome {
+        await send(request, signal: signal, json: json)
+    }
+}
+
+/// OTLP export responses (`Export*ServiceResponse`): field 1 `partial_success` { 1: rejected count, 2: message }.
+enum ExportResponse {
+    /// The rejected count and message of a protobuf response's `partial_success`; nil when none was rejected.
+    static func partialSuccess(_ bytes: [UInt8]) -> (rejected: Int, message: String)? {
+        bytes.withUnsafeBytes { raw -> (Int, String)? in
+            var reader = ProtoReader(raw)
+            while let (field, wt) = try? reader.readTag() {
+                guard field == 1 && wt == .lengthDelimited, let r = try? reader.readLengthDelimited() else {
+                    guard (try? reader.skip(wt)) != nil else { return nil }
+                    continue
+                }
+                var inner = ProtoReader(raw, range: r)
+                var rejected: Int64 = 0
+                var message = ""
+                while let (f, w) = try? inner.readTag() {
+                    if f == 1 && w == .varint, let v = try? inner.readVarint() { rejected = Int64(bitPattern: v) }
+                    else if f == 2 && w == .lengthDelimited, let m = try? inner.readLengthDelimited() { message = inner.string(m) }
+                    else if (try? inner.skip(w)) == nil { return nil }
+                }
+                return rejected > 0 || !message.isEmpty ? (Int(clamping: max(0, rejected)), message) : nil
+            }
+            return nil
+        }
+    }
 }
 
 /// The OTLP signals. Traces are sampled; metrics and logs are relayed unchanged to the same downstream.

@@ -77,6 +77,8 @@ public final class Forwarder: Sendable {
         var spooled: SpillRef? = nil
         /// Run once the batch is in the spool (sync durability), or at once without one.
         var onDurable: [@Sendable () -> Void] = []
+        /// Headers passed through from the agents' requests (`HeaderSets` ID; `.none` for none).
+        var headers: UInt32 = HeaderSets.none
     }
 
     /// What a worker should do next.
@@ -93,6 +95,8 @@ public final class Forwarder: Sendable {
         var framer = RequestFramer()
         /// `onDurable` callbacks of the traces whose last span is in `framer`.
         var framerCallbacks: [@Sendable () -> Void] = []
+        /// The pass-through headers of every span in `framer` (a batch goes to one tenant).
+        var framerHeaders: UInt32 = HeaderSets.none
         var batchStarted: ContinuousClock.Instant? = nil
         var queue: Deque<Batch> = []
         var queuedBytes = 0
@@ -120,12 +124,15 @@ public final class Forwarder: Sendable {
     private let state = Mutex(State())
     /// Disk for the queue's overflow and for what is undelivered at the shutdown deadline (nil: none).
     public let spool: (any BatchSpool)?
+    /// Resolves the pass-through header IDs of batches.
+    public let headerSets: HeaderSets
     private let persisted = Atomic<Int>(0)
     private let persistedBatches = Atomic<Int>(0)
 
     public init(configuration: ForwarderConfiguration, downstream: any Downstream, observer: any ForwarderObserver, logger: Logger,
-                spool: (any BatchSpool)? = nil) {
+                spool: (any BatchSpool)? = nil, headerSets: HeaderSets = HeaderSets()) {
         self.spool = spool
+        self.headerSets = headerSets
         self.configuration = configuration
         self.downstream = downstream
         self.observer = observer
@@ -146,9 +153,9 @@ public final class Forwarder: Sendable {
     }
 
     /// Recovery: a batch found in the spool at start, queued to be sent.
-    public func adopt(_ ref: SpillRef, spans: Int) {
+    public func adopt(_ ref: SpillRef, spans: Int, headers: UInt32 = HeaderSets.none) {
         let wake = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.queue.append(Batch(request: [], spans: spans, spooled: ref))
+            state.queue.append(Batch(request: [], spans: spans, spooled: ref, headers: headers))
             return state.waiters.popFirst().map { [$0] } ?? []
         }
         for w in wake { w.resume() }
@@ -162,11 +169,15 @@ public final class Forwarder: Sendable {
     ///
     /// `durable` runs once the batch holding the trace's last span is in the spool (sync durability: a kept trace's
     /// decision may be recorded only then), or as soon as it is queued without a spool.
-    public func submit(_ spans: BufferedSpans, annotation: KeepAnnotation? = nil, durable: (@Sendable () -> Void)? = nil) {
+    /// `headers`: pass-through headers (`HeaderSets` ID) the spans go with; a batch holds spans of one set only.
+    public func submit(_ spans: BufferedSpans, annotation: KeepAnnotation? = nil, durable: (@Sendable () -> Void)? = nil,
+                       headers: UInt32 = HeaderSets.none) {
         guard !spans.isEmpty else { durable?(); return }
         let maxBytes = configuration.maxBatchBytes, maxSpans = configuration.maxBatchSpans
-        let sealed = state.withLock { state -> [(RequestFramer, [@Sendable () -> Void])] in
-            var sealed: [(RequestFramer, [@Sendable () -> Void])] = []
+        let sealed = state.withLock { state -> [(RequestFramer, [@Sendable () -> Void], UInt32)] in
+            var sealed: [(RequestFramer, [@Sendable () -> Void], UInt32)] = []
+            if !state.framer.isEmpty && state.framerHeaders != headers, let s = takeBatch(&state) { sealed.append(s) }
+            state.framerHeaders = headers
             if state.framer.isEmpty { state.batchStarted = .now }
             spans.forEach { scope, bytes in
                 if !state.framer.isEmpty && state.framer.spanBytes + bytes.count > maxBytes, let s = takeBatch(&state) {
@@ -185,12 +196,12 @@ public final class Forwarder: Sendable {
             }
             return sealed
         }
-        for (framer, callbacks) in sealed {
-            enqueue(Batch(request: framer.encode(), spans: framer.spanCount, onDurable: callbacks), encoded: true)
+        for (framer, callbacks, headers) in sealed {
+            enqueue(Batch(request: framer.encode(), spans: framer.spanCount, onDurable: callbacks, headers: headers), encoded: true)
         }
     }
 
-    private func takeBatch(_ state: inout State) -> (RequestFramer, [@Sendable () -> Void])? {
+    private func takeBatch(_ state: inout State) -> (RequestFramer, [@Sendable () -> Void], UInt32)? {
         guard !state.framer.isEmpty else { return nil }
         var out = RequestFramer()
         swap(&out, &state.framer)
@@ -198,7 +209,7 @@ public final class Forwarder: Sendable {
         state.framerCallbacks = []
         state.batchStarted = nil
         state.inFlight += 1
-        return (out, callbacks)
+        return (out, callbacks, state.framerHeaders)
     }
 
     /// Queues a new batch (`encoded`: it was counted in `inFlight` while being encoded). Dropped and counted when
@@ -209,7 +220,8 @@ public final class Forwarder: Sendable {
         // durability every batch is written there first.
         if let spool {
             let overflow = state.withLock { $0.queuedBytes + batch.request.count > configuration.queueBytes }
-            if overflow || spool.spoolsEveryBatch, let ref = spool.write(batch.request, spans: batch.spans) {
+            if overflow || spool.spoolsEveryBatch,
+               let ref = spool.write(batch.request, spans: batch.spans, headers: headerSets.pairs(batch.headers)) {
                 batch.spooled = ref
                 if overflow { batch.request = [] }
             }
@@ -337,8 +349,8 @@ public final class Forwarder: Sendable {
     /// `deadline`.
     public func finish(deadline: ContinuousClock.Instant) {
         let sealed = state.withLock { state in takeBatch(&state) }
-        if let (framer, callbacks) = sealed {
-            enqueue(Batch(request: framer.encode(), spans: framer.spanCount, onDurable: callbacks), encoded: true)
+        if let (framer, callbacks, headers) = sealed {
+            enqueue(Batch(request: framer.encode(), spans: framer.spanCount, onDurable: callbacks, headers: headers), encoded: true)
         }
         let toWake = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.finishing = true
@@ -355,12 +367,12 @@ public final class Forwarder: Sendable {
     private func flushLoop() async {
         while !state.withLock({ $0.finishing }) {
             try? await Task.sleep(for: configuration.batchTimeout / 2)
-            let sealed = state.withLock { state -> (RequestFramer, [@Sendable () -> Void])? in
+            let sealed = state.withLock { state -> (RequestFramer, [@Sendable () -> Void], UInt32)? in
                 guard let started = state.batchStarted, ContinuousClock.now - started >= configuration.batchTimeout else { return nil }
                 return takeBatch(&state)
             }
-            if let (framer, callbacks) = sealed {
-                enqueue(Batch(request: framer.encode(), spans: framer.spanCount, onDurable: callbacks), encoded: true)
+            if let (framer, callbacks, headers) = sealed {
+                enqueue(Batch(request: framer.encode(), spans: framer.spanCount, onDurable: callbacks, headers: headers), encoded: true)
             }
         }
     }
@@ -389,7 +401,7 @@ public final class Forwarder: Sendable {
     /// counted without one.
     private func persistOrDrop(_ batch: Batch) {
         if let spool {
-            if batch.spooled != nil || spool.write(batch.request, spans: batch.spans) != nil {
+            if batch.spooled != nil || spool.write(batch.request, spans: batch.spans, headers: headerSets.pairs(batch.headers)) != nil {
                 persisted.add(batch.spans, ordering: .relaxed)
                 persistedBatches.add(1, ordering: .relaxed)
                 return
@@ -418,7 +430,7 @@ public final class Forwarder: Sendable {
             batch.request = request
         }
         let sent = ContinuousClock.now
-        let outcome = await downstream.send(batch.request)
+        let outcome = await downstream.send(batch.request, signal: .traces, json: false, headers: headerSets.pairs(batch.headers))
         observer.requestFinished(after: .now - sent)
         if case .retryable = outcome {} else { released(batch) }
         switch outcome {
@@ -429,12 +441,24 @@ public final class Forwarder: Sendable {
                 state.pausedUntil = nil
             }
             done()
+        case .partial(let rejected, let message):
+            // Delivered; the downstream refused some spans (OTLP partial_success): counted as dropped, logged.
+            let refused = min(rejected, batch.spans)
+            observer.forwarded(spans: batch.spans - refused, requests: 1)
+            observer.dropped(spans: refused, reason: .rejected)
+            logger.warning("downstream accepted a batch partly (partial_success): rejected spans dropped", metadata: [
+                "rejected_spans": "\(rejected)", "spans": "\(batch.spans)", "message": "\(message)"])
+            state.withLock { state in
+                state.consecutiveFailures = 0
+                state.pausedUntil = nil
+            }
+            done()
         case .tooLarge(let reason):
             observer.sendFailed(reason: reason, willRetry: batch.spans > 1)
             if let (a, b) = RequestSplitter.split(batch.request) {
                 logger.info("downstream found a batch too large: split in two", metadata: ["spans": "\(batch.spans)", "bytes": "\(batch.request.count)"])
-                requeue([Batch(request: a.request, spans: a.spans, bisected: batch.bisected),
-                         Batch(request: b.request, spans: b.spans, bisected: batch.bisected)], front: true)
+                requeue([Batch(request: a.request, spans: a.spans, bisected: batch.bisected, headers: batch.headers),
+                         Batch(request: b.request, spans: b.spans, bisected: batch.bisected, headers: batch.headers)], front: true)
             } else {
                 observer.dropped(spans: batch.spans, reason: .tooLarge)
                 logger.error("downstream rejected a span as too large", metadata: [
@@ -449,8 +473,8 @@ public final class Forwarder: Sendable {
                     logger.warning("downstream rejected a batch as invalid: bisecting to find the offending spans", metadata: [
                         "reason": "\(reason)", "spans": "\(batch.spans)"])
                 }
-                requeue([Batch(request: a.request, spans: a.spans, bisected: true),
-                         Batch(request: b.request, spans: b.spans, bisected: true)], front: true)
+                requeue([Batch(request: a.request, spans: a.spans, bisected: true, headers: batch.headers),
+                         Batch(request: b.request, spans: b.spans, bisected: true, headers: batch.headers)], front: true)
             } else {
                 observer.dropped(spans: batch.spans, reason: .rejected)
                 logger.error("downstream rejected a span as invalid: dropped", metadata: [

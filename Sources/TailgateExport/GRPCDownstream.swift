@@ -100,7 +100,16 @@ public final class GRPCDownstream: Downstream {
     }
 
     public func send(_ request: [UInt8], signal: OTLPSignal, json: Bool) async -> SendOutcome {
+        await send(request, signal: signal, json: json, headers: [])
+    }
+
+    public func send(_ request: [UInt8], signal: OTLPSignal, json: Bool, headers: [(String, String)]) async -> SendOutcome {
         guard !json else { return .permanent(reason: "unsupported: OTLP/JSON cannot be sent over gRPC") }
+        var metadata = self.metadata
+        for (name, value) in headers {
+            metadata.removeAllValues(forKey: name)
+            metadata.addString(value, forKey: name)
+        }
         do {
             let response = try await client.unary(
                 request: ClientRequest(message: RawBytes(bytes: request), metadata: metadata),
@@ -109,7 +118,9 @@ public final class GRPCDownstream: Downstream {
                 deserializer: RawDeserializer(),
                 options: options
             ) { response in try response.message }
-            _ = response  // A partial_success in the response is logged by no one: the collector accepted the request.
+            if let (rejected, message) = ExportResponse.partialSuccess(response.bytes) {
+                return .partial(rejected: rejected, message: message)
+            }
             return .delivered
         } catch let error as RPCError {
             return Self.classify(error)

@@ -9,6 +9,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import Synchronization
 import TailgateWire
 
 /// OTLP/HTTP (protobuf) to the real collector: `POST` to `http://HOST:PORT/v1/traces` through one AsyncHTTPClient
@@ -157,6 +158,10 @@ public final class HTTPDownstream: Downstream {
     }
 
     public func send(_ request: [UInt8], signal: OTLPSignal, json: Bool) async -> SendOutcome {
+        await send(request, signal: signal, json: json, headers: [])
+    }
+
+    public func send(_ request: [UInt8], signal: OTLPSignal, json: Bool, headers passed: [(String, String)]) async -> SendOutcome {
         var httpRequest = HTTPClientRequest(url: urls[signal]!)
         httpRequest.method = .POST
         var headers = HTTPHeaders()
@@ -164,6 +169,7 @@ public final class HTTPDownstream: Downstream {
         headers.add(name: "Content-Type", value: json ? "application/json" : "application/x-protobuf")
         headers.add(name: "User-Agent", value: "tailgate")
         for (name, value) in extraHeaders { headers.replaceOrAdd(name: name, value: value) }
+        for (name, value) in passed { headers.replaceOrAdd(name: name, value: value) }
         let body = gzip ? Gzip.compress(request) : request
         if gzip { headers.add(name: "Content-Encoding", value: "gzip") }
         httpRequest.headers = headers  // Content-Length: set by the client from the body
@@ -174,8 +180,13 @@ public final class HTTPDownstream: Downstream {
             let response = try await client.execute(httpRequest, deadline: deadline)
             let retryAfter = response.headers.first(name: "retry-after").flatMap { RetryAfter.parse($0, now: wallClockSeconds()) }
             // The answer counts once it is whole (and the connection goes back to the pool only then).
-            try await Self.discard(response.body, deadline: deadline)
-            return Self.classify(status: Int(response.status.code), retryAfter: retryAfter)
+            let protobuf = response.headers.first(name: "content-type")?.lowercased().hasPrefix("application/x-protobuf") ?? false
+            let answer = try await Self.read(response.body, deadline: deadline, keep: protobuf ? 64 << 10 : 0)
+            let outcome = Self.classify(status: Int(response.status.code), retryAfter: retryAfter)
+            if case .delivered = outcome, !json, let (rejected, message) = ExportResponse.partialSuccess(answer) {
+                return .partial(rejected: rejected, message: message)
+            }
+            return outcome
         } catch {
             if Self.isConnectFailure(error) {
                 return .retryable(reason: "cannot connect to \(target): \(error)", retryAfter: nil)
@@ -199,19 +210,24 @@ public final class HTTPDownstream: Downstream {
         }
     }
 
-    /// Reads the response body to its end (its content is not used), by `deadline`.
-    private static func discard(_ body: HTTPClientResponse.Body, deadline: NIODeadline) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
+    /// Reads the response body to its end by `deadline`, keeping its first `keep` bytes.
+    private static func read(_ body: HTTPClientResponse.Body, deadline: NIODeadline, keep: Int) async throws -> [UInt8] {
+        try await withThrowingTaskGroup(of: [UInt8].self) { group in
             group.addTask {
-                for try await _ in body {}
+                var kept: [UInt8] = []
+                for try await chunk in body where kept.count < keep {
+                    kept += chunk.readableBytesView.prefix(keep - kept.count)
+                }
+                return kept
             }
             group.addTask {
                 let left = (deadline - .now()).nanoseconds
                 if left > 0 { try await Task.sleep(for: .nanoseconds(left)) }
                 throw HTTPClientError.deadlineExceeded
             }
-            _ = try await group.next()
+            let kept = try await group.next() ?? []
             group.cancelAll()  // the timer; a cancelled body stream closes its connection
+            return kept
         }
     }
 

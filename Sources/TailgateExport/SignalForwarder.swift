@@ -30,6 +30,8 @@ public final class SignalForwarder: Sendable {
         var bytes: [UInt8]
         var signal: OTLPSignal
         var json: Bool
+        /// Headers passed through from the agent's request.
+        var headers: [(String, String)] = []
         var attempts = 0
         var notBefore: ContinuousClock.Instant? = nil
     }
@@ -73,12 +75,12 @@ public final class SignalForwarder: Sendable {
 
     /// Queues one request as it is; false (nothing queued) when it does not fit or the relay is finishing: the
     /// caller answers with a retryable error. A request larger than the whole queue is taken when the queue is empty.
-    public func submit(_ bytes: [UInt8], signal: OTLPSignal, json: Bool) -> Bool {
+    public func submit(_ bytes: [UInt8], signal: OTLPSignal, json: Bool, headers: [(String, String)] = []) -> Bool {
         let (accepted, queued, wake) = state.withLock { state -> (Bool, Int, CheckedContinuation<Void, Never>?) in
             guard !state.finishing, state.queue.isEmpty || state.queuedBytes + bytes.count <= queueBytes else {
                 return (false, state.queuedBytes, nil)
             }
-            state.queue.append(Item(bytes: bytes, signal: signal, json: json))
+            state.queue.append(Item(bytes: bytes, signal: signal, json: json, headers: headers))
             state.queuedBytes += bytes.count
             return (true, state.queuedBytes, state.waiters.popFirst())
         }
@@ -176,9 +178,9 @@ public final class SignalForwarder: Sendable {
 
     private func deliver(_ taken: Item) async {
         var item = taken
-        let outcome = await downstream.send(item.bytes, signal: item.signal, json: item.json)
+        let outcome = await downstream.send(item.bytes, signal: item.signal, json: item.json, headers: item.headers)
         switch outcome {
-        case .delivered:
+        case .delivered, .partial:
             observer.signalForwarded(item.signal, bytes: item.bytes.count)
             state.withLock { state in
                 state.consecutiveFailures = 0

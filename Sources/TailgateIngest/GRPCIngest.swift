@@ -76,8 +76,11 @@ struct TraceServiceExport: RegistrableRPCService {
             }
             defer { if let budget { budget.release(size) } }
             let result: IngestResult
+            let passed = handler.passThrough { name in request.metadata[stringValues: name].first(where: { _ in true }) }
             if signal != .traces, let relay {
-                result = relay.relay(request.message.bytes, signal: signal, json: false, transport: .grpc)
+                result = relay.relay(request.message.bytes, signal: signal, json: false, transport: .grpc, headers: passed)
+            } else if !passed.isEmpty {
+                result = request.message.bytes.withUnsafeBytes { handler.ingest($0, transport: .grpc, headers: passed) }
             } else {
                 result = request.message.bytes.withUnsafeBytes { handler.ingest($0, transport: .grpc) }
             }

@@ -24,6 +24,23 @@ public protocol TraceIngestHandler: Sendable {
     func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport) -> IngestResult
     /// A request refused before it reached `ingest` (too large, bad encoding or content type, malformed JSON).
     func refused(transport: IngestTransport, reason: RefusalReason)
+    /// Lowercased names of request headers the handler passes through to the downstream (e.g. `x-scope-orgid`);
+    /// when any is present on a request, `ingest(_:transport:headers:)` is called with them.
+    var passThroughHeaders: [String] { get }
+    /// `ingest` with the request's pass-through headers (name as configured, value).
+    func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport, headers: [(String, String)]) -> IngestResult
+}
+
+extension TraceIngestHandler {
+    public var passThroughHeaders: [String] { [] }
+    public func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport, headers: [(String, String)]) -> IngestResult {
+        ingest(body, transport: transport)
+    }
+
+    /// The pass-through headers of a request, given a lookup of a header's value by lowercased name.
+    public func passThrough(_ value: (String) -> String?) -> [(String, String)] {
+        passThroughHeaders.compactMap { name in value(name).map { (name, $0) } }
+    }
 }
 
 /// Why a request was refused before its spans were read.
@@ -124,8 +141,16 @@ public enum IngestSignal: String, Sendable, CaseIterable {
 /// Receives metrics and logs export requests (after authentication, size limits and decompression) to relay them
 /// unchanged. Answers `.accepted`, or `.overloaded` when its queue is full (the client retries), or `.invalid`.
 public protocol SignalIngestHandler: Sendable {
-    /// Called on an I/O or route thread; must not block. `json`: the body is OTLP/JSON (HTTP only).
-    func relay(_ body: [UInt8], signal: IngestSignal, json: Bool, transport: IngestTransport) -> IngestResult
+    /// Called on an I/O or route thread; must not block. `json`: the body is OTLP/JSON (HTTP only). `headers`: the
+    /// request's pass-through headers (see `TraceIngestHandler.passThroughHeaders`).
+    func relay(_ body: [UInt8], signal: IngestSignal, json: Bool, transport: IngestTransport, headers: [(String, String)]) -> IngestResult
     /// Whether OTLP/JSON bodies can be relayed (only to an OTLP/HTTP downstream); otherwise they are answered 415.
     var acceptsJSON: Bool { get }
+}
+
+extension SignalIngestHandler {
+    /// Without pass-through headers.
+    public func relay(_ body: [UInt8], signal: IngestSignal, json: Bool, transport: IngestTransport) -> IngestResult {
+        relay(body, signal: signal, json: json, transport: transport, headers: [])
+    }
 }

@@ -178,7 +178,7 @@ public final class Replayer: Sendable {
                 s.seconds[doneSecond].latencies.append(ms)
                 if s.latencies.count < 2_000_000 { s.latencies.append(ms) }
                 switch outcome {
-                case .delivered:
+                case .delivered, .partial:
                     s.seconds[doneSecond].acked += spans
                     s.requestsAcked += 1
                     s.spansAcked += spans

@@ -55,6 +55,10 @@ public struct TailgateConfiguration: Sendable, Equatable {
     /// Headers sent with every request to the downstream (`downstream_headers`), e.g. `X-Scope-OrgID` for a
     /// multi-tenant Tempo, or an API key. Values may use `${env:NAME}`.
     public var downstreamHeaders: [String: String] = [:]
+    /// Request headers passed through to the downstream with the spans of that request (`downstream_headers_from_request`),
+    /// e.g. `[X-Scope-OrgID]` so that each agent's tenant reaches a multi-tenant Tempo; a trace keeps the headers of
+    /// its first request that had any, and a forward batch holds spans of one set of values only. Default none.
+    public var passThroughHeaders: [String] = []
     /// TLS towards a `grpcs://` or `https://` downstream (`downstream_tls`); nil: the system's roots, no client
     /// certificate.
     public var downstreamTLS: DownstreamTLS? = nil
@@ -88,7 +92,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
     static let topKeys = [
         "grpc_listen", "http_listen", "admin_listen", "metrics_listen", "downstream", "policies", "policies_reload_interval",
         "annotate_kept_spans", "dry_run", "record", "limits", "buffer", "forwarder", "shutdown_timeout",
-        "auth", "downstream_headers", "downstream_tls", "tls", "data_dir", "store",
+        "auth", "downstream_headers", "downstream_headers_from_request", "downstream_tls", "tls", "data_dir", "store",
     ]
     static let storeKeys = ["max_disk_bytes", "durability", "on_shutdown", "spill_after", "segment_bytes", "revise_window"]
     static let limitsKeys = [
@@ -255,6 +259,16 @@ public struct TailgateConfiguration: Sendable, Equatable {
                 config.downstreamTLS = parseDownstreamTLS(value, reader: &reader, file: file)
             case "tls":
                 config.tls = parseIngestTLS(value, reader: &reader, file: file)
+            case "downstream_headers_from_request":
+                for item in reader.sequence(value, what: key) {
+                    if let name = reader.string(item, what: "a header name"), !name.isEmpty {
+                        if name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) {
+                            config.passThroughHeaders.append(name.lowercased())
+                        } else {
+                            reader.error(item, "'\(name)' is not a header name")
+                        }
+                    }
+                }
             case "downstream_headers":
                 for (k, _, v) in reader.mapping(value, allowed: [], what: "downstream_headers", allowAny: true) {
                     if let header = reader.string(v, what: k) { config.downstreamHeaders[k] = header }

@@ -22,6 +22,8 @@ public final class Pipeline: TraceIngestHandler, Sendable {
     /// The durable store (`data_dir`), if any.
     public let store: DiskTraceStore?
     private let syncDurability: Bool
+    /// Lowercased names of request headers passed through to the downstream (`downstream_headers_from_request`).
+    public let passThroughHeaders: [String]
 
     struct Policies {
         var runtime: PolicyRuntime
@@ -33,13 +35,15 @@ public final class Pipeline: TraceIngestHandler, Sendable {
 
     public init(policies set: PolicySet, buffer configuration: BufferConfiguration, forwarder: Forwarder,
                 metrics: TailgateMetrics, clock: any NanoClock = SystemClock(), logger: Logger,
-                annotate: Bool = true, dryRun: Bool = false, recorder: RecordingWriter? = nil, store: DiskTraceStore? = nil) {
+                annotate: Bool = true, dryRun: Bool = false, recorder: RecordingWriter? = nil, store: DiskTraceStore? = nil,
+                passThroughHeaders: [String] = []) {
         self.recorder = recorder
+        self.passThroughHeaders = passThroughHeaders.map { $0.lowercased() }
         self.store = store
         syncDurability = store?.configuration.durability == .sync
         let runtime = PolicyRuntime(set, generation: 1, dryRun: dryRun)
         policies = Mutex(Policies(runtime: runtime, names: [1: runtime.policyNames]))
-        buffer = TraceBuffer(configuration: configuration, decider: runtime, clock: clock, store: store)
+        buffer = TraceBuffer(configuration: configuration, decider: runtime, clock: clock, store: store, headerSets: forwarder.headerSets)
         self.forwarder = forwarder
         self.metrics = metrics
         self.logger = logger
@@ -72,6 +76,10 @@ public final class Pipeline: TraceIngestHandler, Sendable {
     }
 
     public func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport) -> IngestResult {
+        ingest(body, transport: transport, headers: [])
+    }
+
+    public func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport, headers: [(String, String)]) -> IngestResult {
         if forwarder.isSaturated {
             metrics.refused(transport, "overloaded")
             return .overloaded(retryAfterSeconds: 1, message: "Tailgate's forward queue is full (the downstream is slow or down); retry later")
@@ -86,15 +94,16 @@ public final class Pipeline: TraceIngestHandler, Sendable {
         }
         recorder?.record(body, arrival: wallClockNanos())
         // Sync durability: acknowledged means written ahead and made durable.
-        if syncDurability, let store, !scanned.spans.isEmpty, !store.writeAhead(body) {
+        let headerSet = buffer.headerSets.id(headers)
+        if syncDurability, let store, !scanned.spans.isEmpty, !store.writeAhead(body, headers: headers) {
             metrics.storeUnsyncedRequests.increment()
         }
         metrics.spansReceived[transport]?.increment(by: scanned.spans.count + scanned.rejectedSpans)
         metrics.requestsAccepted[transport]?.increment()
-        let outcome = buffer.insert(scanned, body: body)
+        let outcome = buffer.insert(scanned, body: body, headers: headerSet)
         for late in outcome.lateKept {
             metrics.spansKept.increment(by: late.spans.count)
-            forwarder.submit(late.spans, annotation: annotation(late.decision))
+            forwarder.submit(late.spans, annotation: annotation(late.decision), headers: late.headers)
         }
         metrics.dropped(outcome.lateDropped, .lateDropped)
         metrics.dropped(outcome.duplicates, .duplicate)
@@ -142,10 +151,10 @@ public final class Pipeline: TraceIngestHandler, Sendable {
                 Decision(keep: keep, policy: runtime.policyNames.firstIndex(of: name) ?? -1, weight: weight,
                          generation: runtime.generation)
             },
-            forward: { ref, spans in self.forwarder.adopt(ref, spans: spans) },
-            lateKept: { spans, decision in
+            forward: { ref, spans, headers in self.forwarder.adopt(ref, spans: spans, headers: self.buffer.headerSets.id(headers)) },
+            lateKept: { spans, decision, headers in
                 self.metrics.spansKept.increment(by: spans.count)
-                self.forwarder.submit(spans, annotation: self.annotation(decision))
+                self.forwarder.submit(spans, annotation: self.annotation(decision), headers: self.buffer.headerSets.id(headers))
             })
         metrics.storeRecoveredTraces.record(report.traces)
         metrics.storeRecoveredRecords.record(report.records)
@@ -227,7 +236,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
                     let (id, decision, name) = (summary.traceID, trace.decision, policy)
                     durable = { store.decided(trace: id, decision: decision, policyName: name, stored: true) }
                 }
-                forwarder.submit(spans, annotation: annotation(trace.decision, summary), durable: durable)
+                forwarder.submit(spans, annotation: annotation(trace.decision, summary), durable: durable, headers: trace.headers)
             } else {
                 metrics.dropped(trace.summary.spanCount, .policy)
             }

@@ -101,7 +101,8 @@ public struct TailgateServer: Sendable {
         }
         let recorder = try config.record.map { try RecordingWriter(configuration: $0, logger: logger) }
         let pipeline = Pipeline(policies: policies, buffer: config.buffer, forwarder: forwarder, metrics: metrics, logger: logger,
-                                annotate: config.annotateKeptSpans, dryRun: config.dryRun, recorder: recorder, store: store)
+                                annotate: config.annotateKeptSpans, dryRun: config.dryRun, recorder: recorder, store: store,
+                                passThroughHeaders: config.passThroughHeaders)
         // Before anything listens: undecided traces, remembered decisions and queued batches from the last run.
         pipeline.recover()
         let budget = InflightBudget(limit: config.limits.maxInflightBytes)
@@ -242,7 +243,7 @@ final class SignalRelay: SignalIngestHandler, Sendable {
 
     var acceptsJSON: Bool { forwarder.downstream.acceptsJSON }
 
-    func relay(_ body: [UInt8], signal: IngestSignal, json: Bool, transport: IngestTransport) -> IngestResult {
+    func relay(_ body: [UInt8], signal: IngestSignal, json: Bool, transport: IngestTransport, headers: [(String, String)]) -> IngestResult {
         let s: OTLPSignal = signal == .metrics ? .metrics : .logs
         metrics.signalReceived(s, transport: transport)
         guard relays else {
@@ -254,7 +255,7 @@ final class SignalRelay: SignalIngestHandler, Sendable {
             }
             return .accepted
         }
-        guard forwarder.submit(body, signal: s, json: json) else {
+        guard forwarder.submit(body, signal: s, json: json, headers: headers) else {
             metrics.signalRefused(s, reason: "queue_full")
             return .overloaded(retryAfterSeconds: 1, message: "Tailgate's \(s.rawValue) relay queue is full (the downstream is slow or down); retry later")
         }

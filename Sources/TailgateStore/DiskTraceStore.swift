@@ -163,10 +163,12 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
         return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
     }
 
-    public func append(trace: TraceID, spans: BufferedSpans, timing: SpillTiming, supersedes: Bool) -> SpillRef? {
+    public func append(trace: TraceID, spans: BufferedSpans, timing: SpillTiming, supersedes: Bool,
+                       headers: [(String, String)]) -> SpillRef? {
         let otlp = spans.encodeRequest()
         var head = trace.bytes
         for v in [timing.firstSeen, timing.lastSeen, timing.rootArrived] { withUnsafeBytes(of: v.littleEndian) { head += $0 } }
+        Self.appendHeaders(headers, to: &head)
         guard let (ref, _) = traceLog.append(kind: (supersedes ? RecordKind.consolidated : .spans).rawValue, [head, otlp], budget: budget) else {
             refused()
             return nil
@@ -179,8 +181,9 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
     public func read(_ refs: [SpillRef], into spans: inout BufferedSpans) -> Bool {
         var ok = true
         for ref in refs {
-            guard let payload = traceLog.read(ref), payload.count >= 41,
-                  payload[0] == RecordKind.spans.rawValue || payload[0] == RecordKind.consolidated.rawValue else {
+            guard let payload = traceLog.read(ref), payload.count >= 43,
+                  payload[0] == RecordKind.spans.rawValue || payload[0] == RecordKind.consolidated.rawValue,
+                  let (_, bodyStart) = Self.headers(in: payload, at: 41) else {
                 ok = false
                 observer?.storeDamaged(records: 1)
                 logger.error("trace store: a record could not be read back; its spans are lost", metadata: [
@@ -189,7 +192,7 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
             }
             observer?.storeRead(bytes: Int(ref.length))
             let decoded = payload.withUnsafeBytes { raw in
-                try? BufferedSpans.decode(UnsafeRawBufferPointer(rebasing: raw[41...]))
+                try? BufferedSpans.decode(UnsafeRawBufferPointer(rebasing: raw[bodyStart...]))
             }
             if let decoded { spans.append(contentsOf: decoded) } else { ok = false }
         }
@@ -246,9 +249,10 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
 
     /// Writes an accepted request ahead (sync durability) and waits until it is durable. False when it could not be
     /// written (the disk is full): the request is then held in memory only, which the caller counts.
-    public func writeAhead(_ body: UnsafeRawBufferPointer) -> Bool {
+    public func writeAhead(_ body: UnsafeRawBufferPointer, headers: [(String, String)] = []) -> Bool {
         var head: [UInt8] = []
         withUnsafeBytes(of: wallNow().littleEndian) { head += $0 }
+        Self.appendHeaders(headers, to: &head)
         guard let (ref, end) = traceLog.append(kind: RecordKind.writeAhead.rawValue, [head, Array(body)], budget: budget) else {
             refused()
             return false
@@ -266,9 +270,10 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
 
     // MARK: Forward queue (BatchSpool)
 
-    public func write(_ request: [UInt8], spans: Int) -> SpillRef? {
+    public func write(_ request: [UInt8], spans: Int, headers: [(String, String)]) -> SpillRef? {
         var head: [UInt8] = []
         withUnsafeBytes(of: UInt32(clamping: spans).littleEndian) { head += $0 }
+        Self.appendHeaders(headers, to: &head)
         guard let (ref, end) = queueLog.append(kind: RecordKind.batch.rawValue, [head, request], budget: budget) else {
             refused()
             return nil
@@ -280,12 +285,31 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
     }
 
     public func read(_ ref: SpillRef) -> [UInt8]? {
-        guard let payload = queueLog.read(ref), payload.count >= 5, payload[0] == RecordKind.batch.rawValue else {
+        guard let payload = queueLog.read(ref), payload.count >= 7, payload[0] == RecordKind.batch.rawValue,
+              let (_, bodyStart) = Self.headers(in: payload, at: 5) else {
             observer?.storeDamaged(records: 1)
             return nil
         }
         observer?.storeRead(bytes: Int(ref.length))
-        return Array(payload[5...])
+        return Array(payload[bodyStart...])
+    }
+
+    /// Pass-through headers as written in a record: a UInt16 length, then `HeaderSets.key` text.
+    static func appendHeaders(_ headers: [(String, String)], to out: inout [UInt8]) {
+        let text = Array(HeaderSets.key(headers).utf8.prefix(Int(UInt16.max)))
+        withUnsafeBytes(of: UInt16(text.count).littleEndian) { out += $0 }
+        out += text
+    }
+
+    /// The headers at `offset` of a payload, and where what follows them starts.
+    static func headers<C: RandomAccessCollection>(in payload: C, at offset: Int) -> ([(String, String)], Int)?
+    where C.Element == UInt8, C.Index == Int {
+        let base = payload.startIndex + offset
+        guard payload.endIndex - base >= 2 else { return nil }
+        let n = Int(payload[base]) | Int(payload[base + 1]) << 8
+        guard payload.endIndex - base - 2 >= n else { return nil }
+        let text = String(decoding: payload[(base + 2)..<(base + 2 + n)], as: UTF8.self)
+        return (HeaderSets.parse(text), base + 2 + n)
     }
 
     public var spoolsEveryBatch: Bool { configuration.durability == .sync }

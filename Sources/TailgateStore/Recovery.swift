@@ -16,8 +16,8 @@ extension DiskTraceStore {
         into buffer: TraceBuffer,
         scan: (UnsafeRawBufferPointer, inout ScannedRequest) -> Bool,
         decision: (Bool, KeepWeight, String) -> Decision,
-        forward: (SpillRef, Int) -> Void,
-        lateKept: (BufferedSpans, Decision) -> Void = { _, _ in }
+        forward: (SpillRef, Int, [(String, String)]) -> Void,
+        lateKept: (BufferedSpans, Decision, [(String, String)]) -> Void = { _, _, _ in }
     ) -> RecoveryReport {
         let started = ContinuousClock.now
         var report = RecoveryReport()
@@ -48,7 +48,7 @@ extension DiskTraceStore {
                 guard let kind = p.first.flatMap(RecordKind.init(rawValue:)) else { continue }
                 switch kind {
                 case .spans, .consolidated:
-                    guard p.count >= 41 else { continue }
+                    guard p.count >= 43 else { continue }
                     let trace = p.withUnsafeBytes { TraceID(loadingFrom: $0, at: 1) }
                     lastStored[trace] = position
                     if kind == .consolidated { lastSupersede[trace] = position }
@@ -80,7 +80,7 @@ extension DiskTraceStore {
                 guard let kind = p.first.flatMap(RecordKind.init(rawValue:)) else { continue }
                 switch kind {
                 case .spans, .consolidated:
-                    guard p.count >= 41 else { continue }
+                    guard p.count >= 43, let (headers, bodyStart) = Self.headers(in: p, at: 41) else { continue }
                     let (trace, timing) = p.withUnsafeBytes { raw -> (TraceID, SpillTiming) in
                         (TraceID(loadingFrom: raw, at: 1),
                          SpillTiming(firstSeen: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 17, as: UInt64.self)),
@@ -89,9 +89,9 @@ extension DiskTraceStore {
                     }
                     guard position >= (lastSupersede[trace] ?? -1), position > (decided[trace]?.0 ?? -1) else { continue }
                     let ok = p.withUnsafeBytes { raw -> Bool in
-                        let body = UnsafeRawBufferPointer(rebasing: raw[41...])
+                        let body = UnsafeRawBufferPointer(rebasing: raw[(bodyStart - p.startIndex)...])
                         guard scan(body, &scanned) else { return false }
-                        buffer.restore(trace: trace, request: scanned, body: body, timing: timing, ref: record.ref)
+                        buffer.restore(trace: trace, request: scanned, body: body, timing: timing, ref: record.ref, headers: headers)
                         return true
                     }
                     if ok {
@@ -101,11 +101,11 @@ extension DiskTraceStore {
                         report.damagedRecords += 1
                     }
                 case .writeAhead:
-                    guard p.count >= 9 else { continue }
+                    guard p.count >= 11, let (headers, bodyStart) = Self.headers(in: p, at: 9) else { continue }
                     let arrival = p.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 1, as: UInt64.self)) }
                     let here = position
                     p.withUnsafeBytes { raw in
-                        let body = UnsafeRawBufferPointer(rebasing: raw[9...])
+                        let body = UnsafeRawBufferPointer(rebasing: raw[(bodyStart - p.startIndex)...])
                         guard scan(body, &scanned) else { return }
                         var traces = Set<TraceID>()
                         for span in scanned.spans { traces.insert(span.traceID) }
@@ -118,7 +118,7 @@ extension DiskTraceStore {
                                     late.appendRaw(scope: scanned.scopes[Int(span.scope)],
                                                    bytes: UnsafeRawBufferPointer(rebasing: body[span.bytes]))
                                 }
-                                lateKept(late, decision(keep, weight, name))
+                                lateKept(late, decision(keep, weight, name), headers)
                                 report.lateKeptSpans += late.count
                                 continue
                             }
@@ -126,7 +126,8 @@ extension DiskTraceStore {
                             // they were late spans, handled then.
                             guard here > (lastStored[trace] ?? -1), decided[trace] == nil else { continue }
                             buffer.restore(trace: trace, request: scanned, body: body,
-                                           timing: SpillTiming(firstSeen: arrival, lastSeen: arrival, rootArrived: 0), ref: nil)
+                                           timing: SpillTiming(firstSeen: arrival, lastSeen: arrival, rootArrived: 0), ref: nil,
+                                           headers: headers)
                             restored.insert(trace)
                         }
                     }
@@ -145,7 +146,7 @@ extension DiskTraceStore {
 
         // The forward queue: batches without a "done" record go to the forwarder again.
         var done = Set<SpillRef.Key>()
-        var batches: [(SpillRef, Int)] = []
+        var batches: [(SpillRef, Int, [(String, String)])] = []
         for seq in queueSegments {
             let path = queueLog.path(seq)
             let s = SegmentLog.scan(files: files, path: path, seq: seq)
@@ -153,9 +154,10 @@ extension DiskTraceStore {
             report.bytes += s.size
             for record in s.records {
                 let p = record.payload
-                if p.first == RecordKind.batch.rawValue, p.count >= 5 {
+                if p.first == RecordKind.batch.rawValue, p.count >= 7,
+                   let (headers, _) = Self.headers(in: p, at: 5) {
                     let spans = p.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 1, as: UInt32.self))) }
-                    batches.append((record.ref, spans))
+                    batches.append((record.ref, spans, headers))
                 } else if p.first == RecordKind.batchDone.rawValue, p.count >= 17 {
                     let key = p.withUnsafeBytes {
                         SpillRef.Key(segment: UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 1, as: UInt64.self)),
@@ -165,9 +167,9 @@ extension DiskTraceStore {
                 }
             }
         }
-        for (ref, spans) in batches where !done.contains(ref.key) {
+        for (ref, spans, headers) in batches where !done.contains(ref.key) {
             adoptBatch(ref)
-            forward(ref, spans)
+            forward(ref, spans, headers)
             report.forwardBatches += 1
         }
         report.seconds = Double((ContinuousClock.now - started).nanoseconds) / 1e9

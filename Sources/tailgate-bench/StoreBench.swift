@@ -163,7 +163,7 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int) {
         let s2 = store(dir: dir)
         let (b2, _) = buffer(store: s2, waitAfterRoot: .seconds(600))
         let report = s2.recover(into: b2, scan: { body, sc in (try? runtime.scanner.scan(body, into: &sc)) != nil },
-                                decision: { k, w, _ in Decision(keep: k, policy: 0, weight: w) }, forward: { _, _ in })
+                                decision: { k, w, _ in Decision(keep: k, policy: 0, weight: w) }, forward: { _, _, _ in })
         say(String(format: "recovery: %d traces (%d spans) from %.0f MiB in %.2f s = %.2f s/GiB (%d of %d traces back)",
                      report.traces, total, Double(onDisk) / 1048576, report.seconds, report.seconds / (Double(onDisk) / Double(1 << 30)),
                      b2.bufferedTraces, traces))

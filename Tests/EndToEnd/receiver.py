@@ -70,7 +70,9 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self._owner = owner
 
     def Export(self, request, context):  # noqa: N802 (grpc naming)
-        self._owner._record_metadata(dict(context.invocation_metadata()))
+        metadata = dict(context.invocation_metadata())
+        self._owner._record_metadata(metadata)
+        self._owner._record_call(metadata, request)
         self._owner._record(request)
         return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -89,6 +91,7 @@ class Receiver:
         self._by_trace: dict[str, list[ReceivedSpan]] = {}
         self._export_calls = 0
         self._metadata: list[dict[str, str]] = []
+        self._calls: list[tuple[dict[str, str], set[str]]] = []
         self._server: grpc.Server | None = None
         self.port: int | None = None
 
@@ -135,6 +138,16 @@ class Receiver:
     def _record_metadata(self, metadata: dict[str, str]) -> None:
         with self._cond:
             self._metadata.append(metadata)
+
+    def _record_call(self, metadata: dict[str, str], request) -> None:
+        trace_ids = {span.trace_id.hex() for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans}
+        with self._cond:
+            self._calls.append((metadata, trace_ids))
+
+    def calls(self) -> list[tuple[dict[str, str], set[str]]]:
+        """Every export call: its metadata and the trace IDs of its spans, in arrival order."""
+        with self._cond:
+            return list(self._calls)
 
     def metadata(self) -> list[dict[str, str]]:
         """The gRPC metadata (headers) of every export call, in arrival order."""

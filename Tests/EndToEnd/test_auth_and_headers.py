@@ -73,3 +73,47 @@ def test_token_required_and_headers_forwarded(receiver, tmp_path, request):
         assert "spans_lost=0" in tg.log_text()
     finally:
         tg.kill()
+
+
+TENANT_CONFIG = """\
+buffer: {wait_after_root: 300ms, idle_timeout: 2s}
+forwarder: {batch_timeout: 100ms}
+downstream_headers:
+  X-Scope-OrgID: default-tenant
+downstream_headers_from_request: [X-Scope-OrgID]
+"""
+
+
+def test_incoming_tenant_header_is_passed_through_per_trace(receiver, tmp_path, request):
+    """Two agents of two tenants (one over gRPC, one over HTTP) through one Tailgate: every export call to the
+    collector carries the tenant of the traces it holds (a batch never mixes tenants); an agent without the header
+    gets the configured default."""
+    policies = tmp_path / "all.yaml"
+    policies.write_text("policies: [{name: all, type: always_sample}]\n")
+
+    class KeepAll(TailgateProcess):
+        def command(self) -> list[str]:
+            cmd = super().command()
+            cmd[cmd.index("--policies") + 1] = str(policies)
+            return cmd
+
+    tg = KeepAll(tailgate_binary(), tmp_path, receiver.port, config_text=TENANT_CONFIG)
+    request.node._tailgates = [tg]
+    tg.start()
+    try:
+        a = run_with_headers(tg, "x-scope-orgid=tenant-a", protocol="grpc", n=20, seed=11)
+        b = run_with_headers(tg, "x-scope-orgid=tenant-b", protocol="http", n=20, seed=12)
+        c = run_with_headers(tg, None, protocol="grpc", n=10, seed=13)
+        assert a.ok and b.ok and c.ok
+        assert tg.terminate() == 0
+        expected = {"tenant-a": {t.trace_id for t in a.traces}, "tenant-b": {t.trace_id for t in b.traces},
+                    "default-tenant": {t.trace_id for t in c.traces}}
+        seen: dict[str, set[str]] = {k: set() for k in expected}
+        for metadata, trace_ids in receiver.calls():
+            tenant = metadata.get("x-scope-orgid")
+            assert tenant in expected, metadata
+            assert trace_ids <= expected[tenant], (tenant, trace_ids - expected[tenant])
+            seen[tenant] |= trace_ids
+        assert seen == expected
+    finally:
+        tg.kill()

@@ -101,7 +101,7 @@ struct Fixture {
             into: next.buffer,
             scan: { body, scanned in (try? OTLPScanner(plan: next.plan).scan(body, into: &scanned)) != nil },
             decision: { keep, weight, _ in Decision(keep: keep, policy: keep ? 0 : 1, weight: weight) },
-            forward: { _, _ in })
+            forward: { _, _, _ in })
         return (next, report)
     }
 }
@@ -345,17 +345,19 @@ func spanIDs(_ spans: BufferedSpans?) -> Set<UInt64> {
 
     @Test func forwardBatchesSurviveARestartUntilDelivered() throws {
         let f = try Fixture()
-        let a = try #require(f.store.write(Array(repeating: 1, count: 100), spans: 3))
-        let b = try #require(f.store.write(Array(repeating: 2, count: 100), spans: 4))
+        let a = try #require(f.store.write(Array(repeating: 1, count: 100), spans: 3, headers: []))
+        let b = try #require(f.store.write(Array(repeating: 2, count: 100), spans: 4, headers: [("x-scope-orgid", "tenant-b")]))
         #expect(f.store.read(a) == Array(repeating: 1, count: 100))
         f.store.release(a)
         f.pipelineClose()
         let next = try Fixture(dir: f.dir)
         var found: [(SpillRef, Int)] = []
+        var headers: [[(String, String)]] = []
         _ = next.store.recover(into: next.buffer, scan: { _, _ in false }, decision: { k, w, _ in Decision(keep: k, policy: 0, weight: w) },
-                               forward: { found.append(($0, $1)) })
+                               forward: { found.append(($0, $1)); headers.append($2) })
         #expect(found.count == 1)
         #expect(found.first?.0 == b && found.first?.1 == 4)
+        #expect(headers.first?.map { "\($0.0)=\($0.1)" } == ["x-scope-orgid=tenant-b"])  // the tenant survives the restart
         #expect(next.store.read(b) == Array(repeating: 2, count: 100))
     }
 }
