@@ -497,6 +497,51 @@ public final class TraceBuffer: Sendable {
         apply(delta)
     }
 
+    /// A graceful stop with the store: what the buffer holds of each undecided trace, all of whose spans are on disk
+    /// by now (`persistAll`), for the store's index — so that the next start needs no scan of the span records.
+    /// nil when some trace still has spans in memory only.
+    public func exportIndex() -> [IndexedTrace]? {
+        let now = clock.now()
+        let wall = store?.wallNow() ?? 0
+        let plan = decider.planGeneration
+        var out: [IndexedTrace] = []
+        for shard in shards {
+            let ok = shard.state.withLock { state -> Bool in
+                for entry in state.traces.values {
+                    guard entry.spans.isEmpty, !entry.diskRefs.isEmpty else { return false }
+                    let timing = SpillTiming(firstSeen: state.wall(entry.firstSeen, now: now, wallNow: wall),
+                                             lastSeen: state.wall(entry.lastSeen, now: now, wallNow: wall),
+                                             rootArrived: state.wall(entry.rootArrived, now: now, wallNow: wall))
+                    out.append(IndexedTrace(summary: entry.summary, timing: timing,
+                                            missing: entry.missing.entries.map { ($0.0, $0.1.rawValue) },
+                                            refs: entry.diskRefs, headers: headerSets.pairs(entry.headers),
+                                            aggregatesCurrent: entry.planGeneration == plan))
+                }
+                return true
+            }
+            if !ok { return nil }
+        }
+        return out
+    }
+
+    /// Recovery from the store's index: the traces as they were at the graceful stop (their spans stay on disk).
+    /// `aggregatesValid`: the policies read the same attributes as when the index was written; otherwise each trace
+    /// is re-aggregated from its spans when it is decided.
+    public func importIndex(_ traces: [IndexedTrace], aggregatesValid: Bool) {
+        let now = clock.now()
+        let wall = store?.wallNow() ?? 0
+        let plan = aggregatesValid ? decider.planGeneration : UInt64.max
+        for t in traces {
+            let headerID = headerSets.id(t.headers)
+            let delta = shards[shardIndex(t.summary.traceID)].state.withLock { state -> Delta in
+                let before = state.snapshot
+                state.importIndexed(t, planGeneration: t.aggregatesCurrent ? plan : UInt64.max, headers: headerID, now: now, wall: wall)
+                return state.delta(since: before)
+            }
+            apply(delta)
+        }
+    }
+
     /// Recovery: a trace decided before the restart (late spans follow that decision).
     public func restoreDecision(trace: TraceID, decision: Decision) {
         let now = clock.now()
@@ -678,6 +723,9 @@ struct SmallIDMap<Value> {
     static var limit: Int { 32 }
 
     var isEmpty: Bool { large?.isEmpty ?? small.isEmpty }
+
+    /// Every (ID, value), in no particular order.
+    var entries: [(UInt64, Value)] { large.map { $0.map { ($0.key, $0.value) } } ?? small.map { ($0.id, $0.value) } }
 
     subscript(id: UInt64) -> Value? {
         if let large { return large[id] }
@@ -1136,6 +1184,32 @@ struct ShardState {
             storedBytes += Int(ref.length)
         }
         bytes += entry.accountedBytes - before
+    }
+
+    mutating func importIndexed(_ t: IndexedTrace, planGeneration: UInt64, headers: UInt32, now: UInt64, wall: UInt64) {
+        func mono(_ w: UInt64) -> UInt64 { w == 0 ? 0 : now &- min(now &- 1, wall &- min(w, wall)) }
+        let id = t.summary.traceID
+        guard traces[id] == nil else { return }
+        let entry = TraceEntry(id: id, generation: nextGeneration, now: mono(t.timing.firstSeen), scheduled: .max,
+                               planGeneration: planGeneration)
+        nextGeneration += 1
+        entry.restoring = true
+        entry.summary = t.summary
+        entry.lastSeen = max(entry.firstSeen, mono(t.timing.lastSeen))
+        entry.rootArrived = mono(t.timing.rootArrived)
+        for (parent, locality) in t.missing {
+            let l = ParentLocality(rawValue: locality) ?? .unknown
+            entry.missing.set(parent, l)
+            if l == .local { entry.missingLocal += 1 }
+        }
+        entry.diskRefs = t.refs
+        entry.seenComplete = false
+        entry.headers = headers
+        traces[id] = entry
+        arrival.append((id, entry.generation))
+        bytes += entry.accountedBytes
+        storedTraces += 1
+        storedBytes += entry.storedBytes
     }
 
     mutating func finishRestore(now: UInt64) {

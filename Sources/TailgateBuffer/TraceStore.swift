@@ -35,6 +35,29 @@ public struct SpillTiming: Sendable, Equatable {
     }
 }
 
+/// One undecided trace as the store's index keeps it over a graceful restart: what the buffer holds in memory for a
+/// trace whose spans are all on disk.
+public struct IndexedTrace: Sendable {
+    public var summary: TraceSummary
+    public var timing: SpillTiming
+    /// Parents that have not arrived: span ID and where they live (`ParentLocality` raw value).
+    public var missing: [(UInt64, UInt8)]
+    public var refs: [SpillRef]
+    public var headers: [(String, String)]
+    /// The summary's plan-dependent aggregates were computed under one plan (not mixed across a reload).
+    public var aggregatesCurrent: Bool
+
+    public init(summary: TraceSummary, timing: SpillTiming, missing: [(UInt64, UInt8)], refs: [SpillRef],
+                headers: [(String, String)], aggregatesCurrent: Bool) {
+        self.summary = summary
+        self.timing = timing
+        self.missing = missing
+        self.refs = refs
+        self.headers = headers
+        self.aggregatesCurrent = aggregatesCurrent
+    }
+}
+
 /// The on-disk tier under the buffer (implemented by `TailgateStore`; a unit test may give an in-memory one).
 ///
 /// The buffer calls it with a shard's lock held, so every call must be quick: appends go to a write buffer and

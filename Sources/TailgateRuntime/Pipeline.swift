@@ -155,7 +155,8 @@ public final class Pipeline: TraceIngestHandler, Sendable {
             lateKept: { spans, decision, headers in
                 self.metrics.spansKept.increment(by: spans.count)
                 self.forwarder.submit(spans, annotation: self.annotation(decision), headers: self.buffer.headerSets.id(headers))
-            })
+            },
+            planKey: runtime.policySet.sourceHash)
         metrics.storeRecoveredTraces.record(report.traces)
         metrics.storeRecoveredRecords.record(report.records)
         metrics.storeRecoverySeconds.record(report.seconds)
@@ -165,6 +166,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
             "decisions": "\(report.decisions)", "forward_batches": "\(report.forwardBatches)",
             "late_kept_spans": "\(report.lateKeptSpans)",
             "damaged_records": "\(report.damagedRecords)", "seconds": "\(String(format: "%.3f", report.seconds))",
+            "from": "\(report.fromIndex ? "index of the last stop" : "records")",
             "data_dir": "\(store.configuration.directory)"])
     }
 
@@ -189,7 +191,8 @@ public final class Pipeline: TraceIngestHandler, Sendable {
     public func closeStore() {
         guard let store else { return }
         let decisions = buffer.rememberedDecisions().map { ($0.0, $0.1, policyName($0.1)) }
-        store.close(decisions: decisions)
+        // The index lets the next start restore the undecided traces without scanning their records.
+        store.close(decisions: decisions, index: buffer.exportIndex(), planKey: policySet.sourceHash)
     }
 
     /// Decides every buffered trace by policy (shutdown).

@@ -52,6 +52,8 @@ public struct RecoveryReport: Sendable {
     public var forwardBatches = 0
     /// Sync durability: late spans of kept traces written ahead before a crash, sent again.
     public var lateKeptSpans = 0
+    /// Restored from the index of a graceful stop (no record was scanned).
+    public var fromIndex = false
     public var seconds: Double = 0
 }
 
@@ -87,6 +89,7 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
     private let activeSeq = Atomic<UInt64>(0)
     /// Segments found at start, not read yet.
     private(set) var foundTraces: [UInt64] = []
+    private(set) var foundSizes: [(seq: UInt64, size: UInt64)] = []
     private(set) var foundQueue: [UInt64] = []
     /// Forward queue: live batch records per segment (a segment goes once none is left).
     private let liveBatches = Mutex<[UInt64: Int]>([:])
@@ -113,7 +116,8 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
                               writeBufferBytes: configuration.writeBufferBytes, syncOnRoll: sync)
         foundTraces = try traceLog.existingSegments()
         foundQueue = try queueLog.existingSegments()
-        try traceLog.open(existing: try sizes(traceLog, foundTraces))
+        foundSizes = try sizes(traceLog, foundTraces)
+        try traceLog.open(existing: foundSizes)
         try queueLog.open(existing: try sizes(queueLog, foundQueue))
         activeSeq.store(traceLog.activeSegment, ordering: .relaxed)
     }
@@ -366,18 +370,40 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
     }
 
     /// Graceful stop: the remembered decisions are written, everything is flushed and made durable, files closed.
-    public func close(decisions: [(TraceID, Decision, String)]) {
+    ///
+    /// `index`: every undecided trace (all of whose spans are on disk), written to the index file so that the next
+    /// start restores them without scanning the records; `planKey` identifies the policies they were aggregated with.
+    public func close(decisions: [(TraceID, Decision, String)], index: [IndexedTrace]? = nil, planKey: UInt64 = 0) {
         if !decisions.isEmpty {
             var body: [UInt8] = []
             for (id, d, name) in decisions { body += Self.encode(id, d, name) }
             _ = traceLog.append(kind: RecordKind.decisions.rawValue, [body], budget: budget + Self.decisionReserve)
         }
+        let last = traceLog.lastSegment
         do {
             try traceLog.close(sync: true)
             try queueLog.close(sync: true)
+            if let index, let last {
+                let contents = IndexFile.Contents(
+                    planKey: planKey, lastSegment: last.seq, lastSegmentSize: last.size, traces: index,
+                    decisions: decisions.map { ($0.0, $0.1.keep, $0.1.weight, $0.2) })
+                let bytes = IndexFile.encode(contents)
+                let path = indexPath
+                try? files.remove(path)
+                let fd = try files.open(path, create: true)
+                defer { files.close(fd) }
+                let failure: StoreIOError? = bytes.withUnsafeBytes { raw -> StoreIOError? in
+                    do throws(StoreIOError) { try files.append(fd, raw, path: path) } catch { return error }
+                    return nil
+                }
+                if let failure { throw failure }
+                try files.sync(fd, path: path)
+            }
         } catch {
             logger.error("trace store: could not write everything at stop", metadata: ["error": "\(error)"])
         }
         files.close(lockFD)
     }
+
+    var indexPath: String { "\(configuration.directory)/index.tgi" }
 }

@@ -17,12 +17,29 @@ extension DiskTraceStore {
         scan: (UnsafeRawBufferPointer, inout ScannedRequest) -> Bool,
         decision: (Bool, KeepWeight, String) -> Decision,
         forward: (SpillRef, Int, [(String, String)]) -> Void,
-        lateKept: (BufferedSpans, Decision, [(String, String)]) -> Void = { _, _, _ in }
+        lateKept: (BufferedSpans, Decision, [(String, String)]) -> Void = { _, _, _ in },
+        planKey: UInt64 = 0
     ) -> RecoveryReport {
         let started = ContinuousClock.now
         var report = RecoveryReport()
         let traceSegments = foundTraces
         let queueSegments = foundQueue
+        defer { report.seconds = Double((ContinuousClock.now - started).nanoseconds) / 1e9 }
+        if let index = validIndex() {
+            // A graceful stop's index: no record needs reading.
+            buffer.importIndex(index.traces, aggregatesValid: index.planKey == planKey)
+            for (trace, keep, weight, name) in index.decisions {
+                buffer.restoreDecision(trace: trace, decision: decision(keep, weight, name))
+            }
+            buffer.finishRestore()
+            report.traces = index.traces.count
+            report.decisions = index.decisions.count
+            report.fromIndex = true
+            report.bytes = foundSizes.reduce(0) { $0 + $1.size }
+            recoverQueue(queueSegments, &report, forward)
+            report.seconds = Double((ContinuousClock.now - started).nanoseconds) / 1e9
+            return report
+        }
 
         // Pass 1: which records are live. Positions count records in log order.
         var lastSupersede: [TraceID: Int] = [:]
@@ -144,13 +161,46 @@ extension DiskTraceStore {
         buffer.finishRestore()
         report.traces = restored.count
 
-        // The forward queue: batches without a "done" record go to the forwarder again.
+        recoverQueue(queueSegments, &report, forward)
+        report.seconds = Double((ContinuousClock.now - started).nanoseconds) / 1e9
+        return report
+    }
+
+    /// The index of the last graceful stop, if it describes the segments exactly as found (then deleted: it is
+    /// good for this start only).
+    func validIndex() -> IndexFile.Contents? {
+        let path = indexPath
+        guard let fd = try? files.open(path, create: false) else { return nil }
+        defer {
+            files.close(fd)
+            try? files.remove(path)
+        }
+        guard let size = try? files.size(fd, path: path), let bytes = try? files.read(fd, offset: 0, count: Int(size), path: path),
+              let contents = IndexFile.decode(bytes) else {
+            logger.warning("trace store: the index of the last stop is damaged; scanning the records instead", metadata: ["file": "\(path)"])
+            return nil
+        }
+        guard let last = foundSizes.last, last.seq == contents.lastSegment, last.size == contents.lastSegmentSize else {
+            logger.notice("trace store: the records changed after the last stop's index was written (a crash since?); scanning them", metadata: [
+                "file": "\(path)"])
+            return nil
+        }
+        return contents
+    }
+
+    /// The forward queue: batches without a "done" record go to the forwarder again.
+    func recoverQueue(_ queueSegments: [UInt64], _ report: inout RecoveryReport, _ forward: (SpillRef, Int, [(String, String)]) -> Void) {
         var done = Set<SpillRef.Key>()
         var batches: [(SpillRef, Int, [(String, String)])] = []
         for seq in queueSegments {
             let path = queueLog.path(seq)
             let s = SegmentLog.scan(files: files, path: path, seq: seq)
-            note(s, path)
+            if !s.damage.isEmpty {
+                report.damagedRecords += s.damage.count
+                observer?.storeDamaged(records: s.damage.count)
+                logger.error("trace store: damaged records skipped", metadata: [
+                    "file": "\(path)", "offset": "\(s.damage[0].offset)", "what": "\(s.damage[0].what)", "damaged_records": "\(s.damage.count)"])
+            }
             report.bytes += s.size
             for record in s.records {
                 let p = record.payload
@@ -172,8 +222,6 @@ extension DiskTraceStore {
             forward(ref, spans, headers)
             report.forwardBatches += 1
         }
-        report.seconds = Double((ContinuousClock.now - started).nanoseconds) / 1e9
-        return report
     }
 }
 

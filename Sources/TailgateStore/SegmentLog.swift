@@ -109,6 +109,8 @@ final class SegmentLog: @unchecked Sendable {
     var diskBytes: UInt64 { lock.lock(); defer { lock.unlock() }; return totalBytes }
     var segmentCount: Int { lock.lock(); defer { lock.unlock() }; return segments.count }
     var oldestSegment: UInt64? { lock.lock(); defer { lock.unlock() }; return segments.first?.seq }
+    /// The active segment's number and size (what is buffered included).
+    var lastSegment: (seq: UInt64, size: UInt64)? { lock.lock(); defer { lock.unlock() }; return segments.last.map { ($0.seq, $0.size) } }
 
     // MARK: Appending
 

@@ -364,8 +364,80 @@ func spanIDs(_ spans: BufferedSpans?) -> Set<UInt64> {
 
 extension Fixture {
     /// A graceful stop of the store.
-    func pipelineClose() {
-        store.close(decisions: buffer.rememberedDecisions().map { ($0.0, $0.1, "") })
+    func pipelineClose(index: Bool = false) {
+        store.close(decisions: buffer.rememberedDecisions().map { ($0.0, $0.1, "") }, index: index ? buffer.exportIndex() : nil, planKey: 7)
+    }
+}
+
+@Suite struct StoreIndexTests {
+    func restart(_ f: Fixture, planKey: UInt64 = 7) throws -> (Fixture, RecoveryReport) {
+        let next = try Fixture(dir: f.dir)
+        let report = next.store.recover(
+            into: next.buffer,
+            scan: { body, scanned in (try? OTLPScanner(plan: next.plan).scan(body, into: &scanned)) != nil },
+            decision: { keep, weight, _ in Decision(keep: keep, policy: keep ? 0 : 1, weight: weight) },
+            forward: { _, _, _ in }, planKey: planKey)
+        return (next, report)
+    }
+
+    @Test func aGracefulStopsIndexRestoresTracesWithoutScanningAndTheyDecideAsBefore() throws {
+        let f = try Fixture()
+        f.insert([span(1, 2, parent: 1), span(1, 3, parent: 2, error: true)])
+        f.insert([span(2, 2, parent: 1)])
+        f.insert([span(3, 1)])
+        f.insert([span(4, 1)])
+        f.clock.advance(by: .seconds(5))
+        #expect(f.buffer.decideExpired().count == 2)  // 3 and 4: remembered decisions
+        #expect(f.buffer.persistAll().persisted == 2)
+        f.pipelineClose(index: true)
+        let (g, report) = try restart(f)
+        #expect(report.fromIndex)
+        #expect(report.traces == 2 && report.decisions == 2)
+        #expect(g.buffer.bufferedTraces == 2)
+        // Trace 1 carries on: its error was counted before the stop, its root arrives now.
+        g.insert([span(1, 1)])
+        g.clock.advance(by: .seconds(5))
+        let decided = g.buffer.decideExpired()
+        #expect(decided.count == 1)
+        #expect(decided.first?.decision.keep == true)
+        #expect(decided.first?.summary.spanCount == 3)
+        #expect(spanIDs(decided.first?.spans) == [1, 2, 3])
+        // Remembered decisions came back too; the index is gone (a later crash scans).
+        #expect(g.insert([span(3, 9, parent: 1)]).lateDropped == 1)
+        #expect(!FileManager.default.fileExists(atPath: f.dir + "/index.tgi"))
+    }
+
+    @Test func anIndexThatNoLongerMatchesTheRecordsIsIgnored() throws {
+        let f = try Fixture()
+        f.insert([span(1, 2, parent: 1)])
+        _ = f.buffer.persistAll()
+        f.pipelineClose(index: true)
+        // Another run appends to the records without writing an index (a crash), leaving the old index behind.
+        let index = try Data(contentsOf: URL(fileURLWithPath: f.dir + "/index.tgi"))
+        let (g, first) = try restart(f)
+        #expect(first.fromIndex)
+        g.insert([span(2, 2, parent: 1)])
+        _ = g.buffer.persistAll()
+        g.store.flush()
+        g.store.abandon()
+        try index.write(to: URL(fileURLWithPath: f.dir + "/index.tgi"))
+        let (h, report) = try restart(f)
+        #expect(!report.fromIndex)
+        #expect(h.buffer.bufferedTraces == 2)
+    }
+
+    @Test func otherPoliciesReaggregateIndexedTraces() throws {
+        let f = try Fixture()
+        f.insert([span(1, 2, parent: 1)])
+        _ = f.buffer.persistAll()
+        f.pipelineClose(index: true)
+        let (g, report) = try restart(f, planKey: 8)
+        #expect(report.fromIndex)
+        g.insert([span(1, 1, error: true)])
+        g.clock.advance(by: .seconds(5))
+        let decided = g.buffer.decideExpired()
+        #expect(decided.first?.decision.keep == true)
+        #expect(spanIDs(decided.first?.spans) == [1, 2])
     }
 }
 
