@@ -185,6 +185,12 @@ extension DiskTraceStore {
                 "file": "\(path)"])
             return nil
         }
+        // Every record's checksum is still verified (a read, no parsing): damage found now is reported by the scan.
+        for seq in foundTraces where !SegmentLog.scan(files: files, path: traceLog.path(seq), seq: seq).damage.isEmpty {
+            logger.notice("trace store: damaged records since the last stop; scanning the records instead of using its index", metadata: [
+                "file": "\(traceLog.path(seq))"])
+            return nil
+        }
         return contents
     }
 
