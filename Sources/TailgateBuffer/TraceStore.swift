@@ -148,25 +148,17 @@ extension BufferedSpans {
         return header
     }
 
-    /// The encoded ExportTraceServiceRequest of these spans: one ResourceSpans per scope of origin (the spans' own
-    /// origins are already distinct objects), sized first and written in one pass — no grouping by content, which
-    /// the store does not need (this runs for every trace written to disk).
+    /// The encoded ExportTraceServiceRequest of these spans: one ResourceSpans per resource object and one ScopeSpans
+    /// per scope of origin (the spans' origins are distinct objects already), sized first and written in one pass —
+    /// no hashing of header bytes, which the store does not need (this runs for every trace written to disk).
     public func encodeRequest() -> [UInt8] {
-        var spanBytes = [Int](repeating: 0, count: origins.count)
-        for ref in refs {
-            spanBytes[Int(ref.origin)] += 1 + ProtoWriter.varintSize(UInt64(ref.length)) + Int(ref.length)
-        }
-        var scopeSizes = [Int](repeating: 0, count: origins.count)
-        var resourceSizes = [Int](repeating: 0, count: origins.count)
-        var total = 0
-        for (i, origin) in origins.enumerated() where spanBytes[i] > 0 {
-            scopeSizes[i] = origin.header.count + spanBytes[i]
-            resourceSizes[i] = origin.resource.header.count + 1 + ProtoWriter.varintSize(UInt64(scopeSizes[i])) + scopeSizes[i]
-            total += 1 + ProtoWriter.varintSize(UInt64(resourceSizes[i])) + resourceSizes[i]
-        }
-        // Spans grouped by origin, in arrival order within each (a counting sort: no hashing).
+        // Spans grouped by origin, in arrival order within each (a counting sort), and origins by resource object.
         var starts = [Int](repeating: 0, count: origins.count + 1)
         for ref in refs { starts[Int(ref.origin) + 1] += 1 }
+        var scopeSizes = [Int](repeating: 0, count: origins.count)
+        for ref in refs {
+            scopeSizes[Int(ref.origin)] += 1 + ProtoWriter.varintSize(UInt64(ref.length)) + Int(ref.length)
+        }
         for i in 0..<origins.count { starts[i + 1] += starts[i] }
         var order = [Int](repeating: 0, count: refs.count)
         var fill = starts
@@ -174,19 +166,33 @@ extension BufferedSpans {
             order[fill[Int(ref.origin)]] = k
             fill[Int(ref.origin)] += 1
         }
+        var resources: [(resource: ResourceOrigin, scopes: [Int], size: Int)] = []
+        for (i, origin) in origins.enumerated() where starts[i + 1] > starts[i] {
+            scopeSizes[i] += origin.header.count
+            let scopeBytes = 1 + ProtoWriter.varintSize(UInt64(scopeSizes[i])) + scopeSizes[i]
+            if let r = resources.firstIndex(where: { $0.resource === origin.resource }) {
+                resources[r].scopes.append(i)
+                resources[r].size += scopeBytes
+            } else {
+                resources.append((origin.resource, [i], origin.resource.header.count + scopeBytes))
+            }
+        }
+        let total = resources.reduce(0) { $0 + 1 + ProtoWriter.varintSize(UInt64($1.size)) + $1.size }
         var w = ProtoWriter(capacity: total)
         data.withUnsafeBytes { raw in
-            for (i, origin) in origins.enumerated() where spanBytes[i] > 0 {
+            for r in resources {
                 w.appendTag(1, .lengthDelimited)
-                w.appendVarint(UInt64(resourceSizes[i]))
-                w.bytes.append(contentsOf: origin.resource.header)
-                w.appendTag(2, .lengthDelimited)
-                w.appendVarint(UInt64(scopeSizes[i]))
-                w.bytes.append(contentsOf: origin.header)
-                for k in order[starts[i]..<starts[i + 1]] {
-                    let ref = refs[k]
-                    let lower = Int(ref.offset)
-                    w.appendBytesField(2, UnsafeRawBufferPointer(rebasing: raw[lower..<lower + Int(ref.length)]))
+                w.appendVarint(UInt64(r.size))
+                w.bytes.append(contentsOf: r.resource.header)
+                for i in r.scopes {
+                    w.appendTag(2, .lengthDelimited)
+                    w.appendVarint(UInt64(scopeSizes[i]))
+                    w.bytes.append(contentsOf: origins[i].header)
+                    for k in order[starts[i]..<starts[i + 1]] {
+                        let ref = refs[k]
+                        let lower = Int(ref.offset)
+                        w.appendBytesField(2, UnsafeRawBufferPointer(rebasing: raw[lower..<lower + Int(ref.length)]))
+                    }
                 }
             }
         }

@@ -509,3 +509,20 @@ final class DropThenErrors: TraceDecider {
         #expect(late.lateDropped == 1)
     }
 }
+
+@Suite struct RecordEncodingTests {
+    @Test func recordsRoundTripAndShareTheResourceOfSeveralScopes() throws {
+        let spans = (1...6).map { TestSpan(trace: tid(1), span: UInt64($0), parent: $0 == 1 ? 0 : 1, strings: [("k", "v\($0)")]) }
+        let request = exportRequest([TestResource(service: "agent", scopes: [("llm", Array(spans[0..<3])), ("tools", Array(spans[3...]))])])
+        let original = try request.withUnsafeBytes { try BufferedSpans.decode($0) }
+        #expect(original.count == 6)
+        let encoded = original.encodeRequest()
+        #expect(encoded.count <= request.count)  // one ResourceSpans for both scopes, as sent
+        let back = try encoded.withUnsafeBytes { try BufferedSpans.decode($0) }
+        var a: [[UInt8]] = [], b: [[UInt8]] = []
+        original.forEach { _, bytes in a.append(Array(bytes)) }
+        back.forEach { _, bytes in b.append(Array(bytes)) }
+        #expect(a == b)
+        #expect(back.origins.count == 2 && back.origins[0].resource === back.origins[1].resource)
+    }
+}
