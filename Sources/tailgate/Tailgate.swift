@@ -57,6 +57,10 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
+    @Option(name: .customLong("log-format"),
+            help: "Log output on standard error: text (default) or json (one JSON object per line, for log shippers).")
+    var logFormat: String?
+
     @Flag(name: .customLong("dry-run"), help: "Forward every span, marked with what the policies would have decided.")
     var dryRun = false
 
@@ -79,6 +83,12 @@ struct Serve: AsyncParsableCommand {
     var effectiveAdminListen: (value: String, source: String)? { Self.fromEnvironment(metricsListen, "TAILGATE_ADMIN_LISTEN") }
     var effectiveDownstream: (value: String, source: String)? { Self.fromEnvironment(downstream, "TAILGATE_DOWNSTREAM") }
     var effectiveLogLevel: String { Self.fromEnvironment(logLevel == "info" ? nil : logLevel, "TAILGATE_LOG_LEVEL")?.value ?? logLevel }
+    var effectiveLogFormat: (value: String, source: String) { Self.fromEnvironment(logFormat, "TAILGATE_LOG_FORMAT") ?? ("text", "default") }
+
+    /// What `--log-format` accepts: `StreamLogHandler`'s text lines, or `JSONLogHandler`'s JSON lines.
+    enum LogFormat: String, CaseIterable {
+        case text, json
+    }
 
     func validate() throws {
         for listen in [effectiveGRPCListen, effectiveHTTPListen, effectiveAdminListen].compactMap({ $0 }) {
@@ -88,6 +98,10 @@ struct Serve: AsyncParsableCommand {
         }
         if Logger.Level(rawValue: effectiveLogLevel) == nil {
             throw ValidationError("--log-level (or TAILGATE_LOG_LEVEL) must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let format = effectiveLogFormat
+        if LogFormat(rawValue: format.value) == nil {
+            throw ValidationError("\(format.source) must be one of \(LogFormat.allCases.map(\.rawValue).joined(separator: ", ")) (default text), got '\(format.value)'")
         }
     }
 
@@ -99,10 +113,19 @@ struct Serve: AsyncParsableCommand {
         }
         tailgate_tune_malloc()
         let level = Logger.Level(rawValue: effectiveLogLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+        switch LogFormat(rawValue: effectiveLogFormat.value) ?? .text {
+        case .text:
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        case .json:
+            LoggingSystem.bootstrap { label in
+                var handler = JSONLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
         }
         let logger = Logger(label: "tailgate")
 
