@@ -100,7 +100,8 @@ public struct OTLPHTTPIngest: Sendable {
             return error(.unsupportedMediaType, Self.unimplemented, "unsupported Content-Encoding '\(contentEncoding)': use gzip or none", encoding)
         }
 
-        let result: IngestResult
+        var result: IngestResult
+        let passed = handler.passThrough { request.head.headers.first(name: $0) }
         if signal != .traces, let relay {
             if encoding == .json && !relay.acceptsJSON {
                 handler.refused(transport: .http, reason: .badContentType)
@@ -108,25 +109,33 @@ public struct OTLPHTTPIngest: Sendable {
                              "OTLP/JSON \(signal.rawValue) can be relayed only to an OTLP/HTTP downstream: send application/x-protobuf", encoding)
             }
             let body = decompressed ?? Array(request.body.readableBytesView)
-            result = relay.relay(body, signal: signal, json: encoding == .json, transport: .http)
+            result = relay.relay(body, signal: signal, json: encoding == .json, transport: .http, headers: passed)
         } else {
         switch encoding {
         case .protobuf:
             if let decompressed {
-                result = decompressed.withUnsafeBytes { handler.ingest($0, transport: .http) }
+                result = decompressed.withUnsafeBytes { handler.ingest($0, transport: .http, headers: passed) }
             } else {
-                result = request.body.withUnsafeReadableBytes { handler.ingest($0, transport: .http) }
+                result = request.body.withUnsafeReadableBytes { handler.ingest($0, transport: .http, headers: passed) }
             }
         case .json:
             let json = decompressed ?? Array(request.body.readableBytesView)
             let protobuf: [UInt8]
+            var malformedIDs = OTLPJSON.MalformedIDs()
             do {
-                protobuf = try OTLPJSON.protobufFromJSON(json)
+                protobuf = try OTLPJSON.protobufFromJSON(json, malformedIDs: &malformedIDs)
             } catch {
                 handler.refused(transport: .http, reason: .malformedJSON)
                 return self.error(.badRequest, Self.invalidArgument, "malformed OTLP/JSON: \(error)", encoding)
             }
-            result = protobuf.withUnsafeBytes { handler.ingest($0, transport: .http) }
+            result = protobuf.withUnsafeBytes { handler.ingest($0, transport: .http, headers: passed) }
+            // A malformed ID reached the scanner as bytes of a wrong length, rejecting its span as for protobuf;
+            // the scanner's reason says only that, so the answer also names the ID as the client wrote it.
+            if let first = malformedIDs.first, case .partiallyAccepted(let rejected, let message) = result {
+                let more = malformedIDs.count > 1 ? " (\(malformedIDs.count) malformed span IDs in all)" : ""
+                result = .partiallyAccepted(
+                    rejectedSpans: rejected, message: "\(message); malformed OTLP/JSON ID at \(first.path): \(first.message)\(more)")
+            }
         }
         }
 

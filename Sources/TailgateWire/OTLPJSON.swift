@@ -27,6 +27,25 @@ public enum OTLPJSON {
     /// and takes precedence over schema errors (wrong types, out-of-range numbers, …), which name the field's path.
     /// A malformed trace or span ID does not fail the request: see `Transcoder.hexID`.
     public static func protobufFromJSON(_ json: [UInt8]) throws(OTLPJSONError) -> [UInt8] {
+        var malformedIDs = MalformedIDs()
+        return try protobufFromJSON(json, malformedIDs: &malformedIDs)
+    }
+
+    /// The span IDs (a Span's `traceId`, `spanId`, `parentSpanId`) that `protobufFromJSON` passed on malformed, for
+    /// the scanner to reject their spans, instead of failing the request: how many, and the first with its path
+    /// and text (what the scanner cannot say: it sees only the length of the bytes written for it). Link IDs are
+    /// not counted: the scanner does not check them.
+    public struct MalformedIDs: Sendable, Equatable {
+        public var count = 0
+        /// E.g. `resourceSpans[0].scopeSpans[0].spans[1].traceId: "5b8e…zz" is not hex ('z'): a trace ID is 32 hex digits`.
+        public var first: OTLPJSONError?
+
+        public init() {}
+    }
+
+    /// `protobufFromJSON(_:)`, also telling which span IDs were malformed (set when the transcoding succeeds).
+    public static func protobufFromJSON(_ json: [UInt8], malformedIDs: inout MalformedIDs) throws(OTLPJSONError) -> [UInt8] {
+        malformedIDs = MalformedIDs()
         let result: Result<[UInt8], OTLPJSONError> = json.withUnsafeBufferPointer { buffer -> Result<[UInt8], OTLPJSONError> in
             guard let base = buffer.baseAddress, !buffer.isEmpty else {
                 return .failure(OTLPJSONError(path: "", message: "invalid JSON: unexpected end of input, expected a JSON object at character 0"))
@@ -35,6 +54,7 @@ public enum OTLPJSON {
             defer { transcoder.free() }
             do throws(TranscodeFailure) {
                 try transcoder.document()
+                malformedIDs = transcoder.malformedIDs
                 return .success(Array(UnsafeBufferPointer(start: transcoder.out.base, count: transcoder.out.count)))
             } catch {
                 guard !error.isSyntax else { return .failure(error.error) }

@@ -265,6 +265,8 @@ extension OTLPJSON {
         var path: [PathFrame] = []
         var containers: [UInt8] = []
         var chunks: [(number: UInt32, start: Int, end: Int)] = []
+        /// Span IDs written malformed for the scanner to reject (see `hexID`).
+        var malformedIDs = MalformedIDs()
 
         init(_ p: UnsafePointer<UInt8>, _ n: Int, outputCapacity: Int) {
             self.p = p
@@ -558,7 +560,8 @@ extension OTLPJSON {
         /// A malformed ID (wrong length, not hex) does not fail the request: it is written as its text's bytes
         /// (one byte shorter when the text happens to be `byteCount` bytes long), a length no valid ID has, so the
         /// scanner rejects that span alone as it would a protobuf span with the same defect (a link's IDs are not
-        /// checked by the scanner and are forwarded as they are, as for protobuf).
+        /// checked by the scanner and are forwarded as they are, as for protobuf). A span's malformed IDs are also
+        /// noted in `malformedIDs`, so that the answer can name the text the scanner only sees the length of.
         @inline(__always)
         mutating func hexID(_ field: Tables.Field, _ bytes: UnsafePointer<UInt8>, _ count: Int) {
             if count == 0 { return }
@@ -583,9 +586,31 @@ extension OTLPJSON {
                 out.count = fieldStart
                 out.appendVarint(field.tag)
             }
+            if field.message == UInt8(truncatingIfNeeded: MessageID.span.rawValue) { noteMalformedID(field, bytes, count) }
             let length = count == byteCount ? count &- 1 : count
             out.appendVarint(UInt64(length))
             out.append(bytes, count: length)
+        }
+
+        /// Counts a span's malformed ID and describes the first: `"…" is not hex ('z'): a trace ID is 32 hex digits`.
+        @inline(never)
+        mutating func noteMalformedID(_ field: Tables.Field, _ bytes: UnsafePointer<UInt8>, _ count: Int) {
+            malformedIDs.count += 1
+            guard malformedIDs.first == nil else { return }
+            let digits = 2 * Int(field.byteCount)
+            let scalars = String(decoding: UnsafeBufferPointer(start: bytes, count: count), as: UTF8.self).unicodeScalars
+            var shown = String(String.UnicodeScalarView(scalars.prefix(digits + 8))).debugDescription
+            if scalars.count > digits + 8 { shown.insert("…", at: shown.index(before: shown.endIndex)) }
+            let problem: String
+            if scalars.count != digits {
+                problem = "has \(scalars.count) character\(scalars.count == 1 ? "" : "s")"
+            } else if let bad = scalars.first(where: { !$0.isASCII || t.hexValue[Int($0.value)] == 0xFF }) {
+                problem = "is not hex ('\(String(bad).debugDescription.dropFirst().dropLast())')"
+            } else {
+                problem = "is malformed"  // not reached: well-formed hex of the right length is written as bytes
+            }
+            let what = field.byteCount == 16 ? "a trace ID" : "a span ID"
+            malformedIDs.first = failure("\(shown) \(problem): \(what) is \(digits) hex digits").error
         }
 
         // MARK: Scalars

@@ -107,6 +107,76 @@ struct OTLPJSONStreamingTests {
                                 path: "resourceSpans[0].scopeSpans[0].spans[0].traceId")
     }
 
+    @Test func hexIDsAreCaseInsensitive() throws {
+        // OTLP/JSON: "case-insensitive hex-encoded strings" (upper, lower or mixed case: the same bytes).
+        let lower = #"{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","parentSpanId":"abcdef0123456789"}"#
+        var expected = ProtoWriter()
+        expected.appendBytesField(1, [0x5B, 0x8E, 0xFF, 0xF7, 0x98, 0x03, 0x81, 0x03, 0xD2, 0x69, 0xB6, 0x33, 0x81, 0x3F, 0xC6, 0x0C])
+        expected.appendBytesField(2, [0xEE, 0xE1, 0x9B, 0x7E, 0xC3, 0xC1, 0xB1, 0x74])
+        expected.appendBytesField(4, [0xAB, 0xCD, 0xEF, 0x01, 0x23, 0x45, 0x67, 0x89])
+        for spans in [lower,
+                      #"{"traceId":"5B8EFFF798038103D269B633813FC60C","spanId":"EEE19B7EC3C1B174","parentSpanId":"ABCDEF0123456789"}"#,
+                      #"{"traceId":"5B8efFF798038103D269b633813Fc60C","spanId":"EeE19b7eC3C1B174","parentSpanId":"ABCdef0123456789"}"#] {
+            var malformed = OTLPJSON.MalformedIDs()
+            let bytes = try OTLPJSON.protobufFromJSON(Array(Streaming.requestJSON(spans: spans).utf8), malformedIDs: &malformed)
+            #expect(bytes == Streaming.request(spans: [expected.bytes]), "\(spans)")
+            #expect(malformed == OTLPJSON.MalformedIDs(), "\(spans)")
+            let result = try Streaming.scan(bytes)
+            #expect(result.spans.count == 1 && result.rejectedSpans == 0, "\(spans)")
+        }
+    }
+
+    @Test(arguments: [
+        // (span JSON, path of the first malformed ID, its description)
+        (#"{"traceId":"5b8efff798038103d269b633813fc6zz","spanId":"eee19b7ec3c1b174"}"#,
+         "traceId", #""5b8efff798038103d269b633813fc6zz" is not hex ('z'): a trace ID is 32 hex digits"#),
+        (#"{"traceId":"5b8efff798038103d269b633813fc60","spanId":"eee19b7ec3c1b174"}"#,
+         "traceId", #""5b8efff798038103d269b633813fc60" has 31 characters: a trace ID is 32 hex digits"#),
+        (#"{"traceId":"5B8EFFF798038103D269B633813FC60C","span_id":"EEE19B7EC3C1B17"}"#,
+         "span_id", #""EEE19B7EC3C1B17" has 15 characters: a span ID is 16 hex digits"#),
+        (#"{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","parentSpanId":"eee19b7ec3c1b17\u0000"}"#,
+         "parentSpanId", #""eee19b7ec3c1b17\0" is not hex ('\0'): a span ID is 16 hex digits"#),
+        (#"{"traceId":"W4791/mAOBA9JptjOBP8YM==","spanId":"eee19b7ec3c1b174"}"#,
+         "traceId", #""W4791/mAOBA9JptjOBP8YM==" has 24 characters: a trace ID is 32 hex digits"#),
+        (#"{"traceId":"é","spanId":"eee19b7ec3c1b174"}"#, "traceId", #""é" has 1 character: a trace ID is 32 hex digits"#),
+        (#"{"traceId":"\#(String(repeating: "ab", count: 30))","spanId":"eee19b7ec3c1b174"}"#,
+         "traceId", #""\#(String(repeating: "ab", count: 20))…" has 60 characters: a trace ID is 32 hex digits"#),
+    ])
+    func malformedSpanIDsAreNamed(badSpan: String, field: String, message: String) throws {
+        let good = #"{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"ok"}"#
+        var malformed = OTLPJSON.MalformedIDs()
+        let json = Streaming.requestJSON(spans: "\(good),\(badSpan),\(good)")
+        let bytes = try OTLPJSON.protobufFromJSON(Array(json.utf8), malformedIDs: &malformed)
+        let plain = try Streaming.protobuf(json)
+        #expect(bytes == plain)  // the same output as without the notes
+        #expect(malformed.count == 1)
+        #expect(malformed.first == OTLPJSONError(path: "resourceSpans[0].scopeSpans[0].spans[1].\(field)", message: message))
+        let result = try Streaming.scan(bytes)
+        #expect(result.spans.count == 2 && result.rejectedSpans == 1)
+    }
+
+    @Test func malformedIDsAreCountedPerSpanFieldNotForLinks() throws {
+        let spans = [
+            #"{"traceId":"xx","spanId":"yy","links":[{"traceId":"nothex","spanId":"01"}]}"#,     // 2, not the link's
+            #"{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","links":[{"traceId":"z"}]}"#,
+            #"{"traceId":"","spanId":"eee19b7ec3c1b174","parentSpanId":""}"#,                  // "" is absent, not malformed
+            #"{"traceId":"00000000000000000000000000000000","spanId":"eee19b7ec3c1b174"}"#,   // well-formed hex: the scanner's
+            #"{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","parentSpanId":"-1"}"#,
+        ].joined(separator: ",")
+        var malformed = OTLPJSON.MalformedIDs()
+        let bytes = try OTLPJSON.protobufFromJSON(Array(Streaming.requestJSON(spans: spans).utf8), malformedIDs: &malformed)
+        #expect(malformed.count == 3)
+        #expect(malformed.first?.path == "resourceSpans[0].scopeSpans[0].spans[0].traceId")
+        let result = try Streaming.scan(bytes)
+        #expect(result.spans.count == 1 && result.rejectedSpans == 4)
+        // A failed transcoding leaves no notes behind.
+        malformed.count = 7
+        #expect(throws: OTLPJSONError.self) {
+            try OTLPJSON.protobufFromJSON(Array(Streaming.requestJSON(spans: #"{"traceId":"xx","name":5}"#).utf8), malformedIDs: &malformed)
+        }
+        #expect(malformed == OTLPJSON.MalformedIDs())
+    }
+
     // MARK: Strings
 
     @Test(arguments: [
