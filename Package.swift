@@ -79,7 +79,7 @@ let package = Package(
 
         // The on-disk tier under the buffer and the forward queue (a data directory of checksummed segment files).
         .target(name: "TailgateStore", dependencies: [
-            "TailgateWire", "TailgateBuffer", "TailgateExport", "CZlib",
+            "TailgateWire", "TailgateBuffer", "TailgateExport", "CTailgateSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
 
@@ -127,7 +127,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "TailgateStoreTests", dependencies: [
-            "TailgateStore", "TailgateBuffer", "TailgateExport", "TailgateWire", "TailgateTestSupport",
+            "TailgateStore", "TailgateBuffer", "TailgateExport", "TailgateWire", "TailgateTestSupport", "CTailgateSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "TailgateLoadtestTests", dependencies: [

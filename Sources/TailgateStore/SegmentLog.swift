@@ -1,11 +1,11 @@
-import CZlib
+import CTailgateSupport
 import Foundation
 import TailgateBuffer
 
 /// An append-only log of checksummed records in numbered segment files: `<prefix>-<16 hex digits>.tgs`.
 ///
 /// File: a 16-byte header (`TGSTORE\0`, format version as a little-endian UInt32, 4 reserved bytes), then records.
-/// Record: payload length (UInt32 LE), CRC-32 of the payload (UInt32 LE), payload; the payload's first byte is its
+/// Record: payload length (UInt32 LE), CRC-32C of the payload (UInt32 LE, hardware-computed where possible), payload; the payload's first byte is its
 /// kind. Appends go to a write buffer that is written sequentially when it fills (or on `flush`/`commit`); reads of
 /// records still in the buffer are served from it. A new segment starts when the active one passes `segmentBytes`;
 /// segments are only ever deleted from the oldest (`deleteSegments(before:)`), so a record that marks earlier ones
@@ -119,10 +119,9 @@ final class SegmentLog: @unchecked Sendable {
     func append(kind: UInt8, _ parts: [[UInt8]], budget: UInt64) -> (SpillRef, Position)? {
         var length = 1
         for p in parts { length += p.count }
-        var crc = crc32(0, nil, 0)
-        crc = withUnsafeBytes(of: kind) { crc32(crc, $0.bindMemory(to: Bytef.self).baseAddress, 1) }
+        var crc = withUnsafeBytes(of: kind) { tailgate_crc32c(0, $0.baseAddress, 1) }
         for p in parts {
-            crc = p.withUnsafeBytes { crc32(crc, $0.bindMemory(to: Bytef.self).baseAddress, uInt($0.count)) }
+            crc = p.withUnsafeBytes { tailgate_crc32c(crc, $0.baseAddress, $0.count) }
         }
         let recordBytes = Self.recordHeaderBytes + length
         lock.lock()
@@ -247,7 +246,7 @@ final class SegmentLog: @unchecked Sendable {
     }
 
     static func checksum(_ bytes: [UInt8]) -> UInt32 {
-        bytes.withUnsafeBytes { UInt32(truncatingIfNeeded: crc32(crc32(0, nil, 0), $0.bindMemory(to: Bytef.self).baseAddress, uInt($0.count))) }
+        bytes.withUnsafeBytes { tailgate_crc32c(0, $0.baseAddress, $0.count) }
     }
 
     // MARK: Deleting
@@ -345,8 +344,7 @@ final class SegmentLog: @unchecked Sendable {
                     return
                 }
                 let payload = bytes[start..<start + length]
-                let actual = UInt32(truncatingIfNeeded: crc32(crc32(0, nil, 0),
-                                                             raw.baseAddress!.advanced(by: start).assumingMemoryBound(to: Bytef.self), uInt(length)))
+                let actual = tailgate_crc32c(0, raw.baseAddress!.advanced(by: start), length)
                 if actual == crc {
                     out.records.append(FoundRecord(ref: SpillRef(segment: seq, offset: UInt64(offset), length: UInt32(recordHeaderBytes + length)),
                                                    payload: payload))

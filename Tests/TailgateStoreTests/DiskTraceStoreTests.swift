@@ -1,3 +1,4 @@
+import CTailgateSupport
 import Foundation
 import Logging
 import Synchronization
@@ -524,5 +525,20 @@ final class DropThenErrors: TraceDecider {
         back.forEach { _, bytes in b.append(Array(bytes)) }
         #expect(a == b)
         #expect(back.origins.count == 2 && back.origins[0].resource === back.origins[1].resource)
+    }
+}
+
+@Suite struct ChecksumTests {
+    @Test func crc32cMatchesTheStandardCheckValue() {
+        // The CRC-32C check value of "123456789" (RFC 3720), and the same in pieces of every split.
+        let bytes = Array("123456789".utf8)
+        #expect(SegmentLog.checksum(bytes) == 0xE306_9283)
+        for split in 0...bytes.count {
+            let a = bytes[..<split].withUnsafeBytes { tailgate_crc32c(0, $0.baseAddress, $0.count) }
+            let b = bytes[split...].withUnsafeBytes { tailgate_crc32c(a, $0.baseAddress, $0.count) }
+            #expect(b == 0xE306_9283)
+        }
+        let long = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        #expect(SegmentLog.checksum(long) != SegmentLog.checksum(Array(long.dropLast()) + [0]))
     }
 }

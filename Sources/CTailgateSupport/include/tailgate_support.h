@@ -1,4 +1,6 @@
 #pragma once
+#include <stddef.h>
+#include <stdint.h>
 
 /// Keeps large allocations (export requests and batches of 0.1-4 MB) on the heap instead of mmap, and freed memory
 /// for reuse, so the proxy does not pay page faults and page zeroing per request. No-op outside glibc.
@@ -12,3 +14,7 @@ int tailgate_trim_malloc(void);
 /// The git commit the binary was built from: the TAILGATE_COMMIT macro (`make` passes
 /// `-Xcc -DTAILGATE_COMMIT=\"<sha>\"`), else "unknown".
 const char *tailgate_build_commit(void);
+
+/// CRC-32C (Castagnoli) of `count` bytes, continuing from `crc` (0 to start): hardware-accelerated where the CPU has
+/// SSE4.2, a table otherwise. The store's record checksum.
+uint32_t tailgate_crc32c(uint32_t crc, const void *data, size_t count);
