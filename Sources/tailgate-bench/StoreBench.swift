@@ -61,8 +61,10 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int) {
     let bytes = requests.reduce(0) { $0 + $1.count }
     say("workload: generated agent runs, \(requests.count) requests, \(spans) spans, \(bytes >> 20) MiB (default policies)")
 
-    func buffer(store: DiskTraceStore?, spillAfter: Duration = .seconds(10), waitAfterRoot: Duration = .seconds(5), memory: Int = 4 << 30) -> (TraceBuffer, ManualClock) {
+    func buffer(store: DiskTraceStore?, spillAfter: Duration = .seconds(10), waitAfterRoot: Duration = .seconds(5), memory: Int = 4 << 30,
+                reviseWindow: Duration = .seconds(300)) -> (TraceBuffer, ManualClock) {
         var c = BufferConfiguration()
+        c.reviseWindow = reviseWindow
         c.maxBufferedBytes = memory
         c.decisionCacheSize = 1_000_000
         c.spillAfter = spillAfter
@@ -83,8 +85,8 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int) {
     // 1. CPU per span of the normal flow (insert, then decide once every trace's window closed), store off / on.
     // With a store, dropped traces are written for the revise window; in sync mode each request is also written
     // ahead and fdatasync'ed before the (virtual) acknowledgement.
-    func flow(_ s: DiskTraceStore?) -> Double {
-        let (b, clock) = buffer(store: s)
+    func flow(_ s: DiskTraceStore?, reviseWindow: Duration = .seconds(300)) -> Double {
+        let (b, clock) = buffer(store: s, reviseWindow: reviseWindow)
         let start = ContinuousClock.now
         for (i, r) in requests.enumerated() {
             r.withUnsafeBytes { raw in
@@ -97,13 +99,17 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int) {
         s?.maintain(buffer: b)
         return seconds(ContinuousClock.now - start) * 1e9 / Double(spans)
     }
-    var off = Double.infinity, buffered = Double.infinity, sync = Double.infinity
+    var off = Double.infinity, buffered = Double.infinity, sync = Double.infinity, noRevise = Double.infinity
     for _ in 0..<3 {
         off = min(off, flow(nil))
         let sb = store()
         buffered = min(buffered, flow(sb))
         sb.close(decisions: [])
         try? FileManager.default.removeItem(atPath: sb.configuration.directory)
+        let sn = store()
+        noRevise = min(noRevise, flow(sn, reviseWindow: .zero))
+        sn.close(decisions: [])
+        try? FileManager.default.removeItem(atPath: sn.configuration.directory)
     }
     let ss = store(.sync)
     sync = flow(ss)
@@ -111,6 +117,7 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int) {
     try? FileManager.default.removeItem(atPath: ss.configuration.directory)
     say(String(format: "insert + decide, store off:       %6.0f ns/span", off))
     say(String(format: "insert + decide, store buffered:  %6.0f ns/span (+%.1f%%; dropped traces written for the revise window)", buffered, (buffered / off - 1) * 100))
+    say(String(format: "insert + decide, store buffered, revise_window 0: %6.0f ns/span (+%.1f%%)", noRevise, (noRevise / off - 1) * 100))
     say(String(format: "insert + decide, store sync:      %6.0f ns/span (+%.1f%%; one fdatasync per %d-span request, single writer)", sync, (sync / off - 1) * 100, spans / requests.count))
 
     // 2. Spill throughput: every trace idle past spill_after, windows still open.
