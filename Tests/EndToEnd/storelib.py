@@ -17,7 +17,6 @@ import re
 import struct
 import threading
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,6 +148,22 @@ def wait_for(condition, timeout: float, poll: float = 0.1) -> bool:
 # Raw OTLP
 
 
+_CRC32C_TABLE = []
+for _i in range(256):
+    _c = _i
+    for _ in range(8):
+        _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
+    _CRC32C_TABLE.append(_c)
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli), the store's record checksum."""
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = _CRC32C_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
 @dataclass(frozen=True)
 class SpanSpec:
     trace_id: str  # 32 hex
@@ -244,7 +259,7 @@ class Record:
 
     @property
     def crc_ok(self) -> bool:
-        return zlib.crc32(self.payload) & 0xFFFFFFFF == self.crc
+        return crc32c(self.payload) == self.crc
 
 
 def read_segment(path: Path) -> list[Record]:

@@ -785,7 +785,7 @@ def test_corrupted_record_is_skipped_and_the_rest_recovered(env, receiver):
 
     # The largest spans record must be the big trace's; flip bytes in the middle of its payload.
     records = [(seg, r) for seg in segments(env.data_dir, "traces") for r in read_segment(seg) if r.kind in (1, 2)]
-    assert records and all(r.crc_ok for _, r in records), "a record's CRC-32 does not match as written"
+    assert records and all(r.crc_ok for _, r in records), "a record's CRC-32C does not match as written"
     by_trace = Counter(r.trace_id for _, r in records)
     assert set(by_trace) == {t[0].trace_id for t in small + [big]} and set(by_trace.values()) == {1}, by_trace
     seg, victim = max(records, key=lambda x: x[1].length)
