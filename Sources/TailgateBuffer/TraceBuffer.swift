@@ -509,9 +509,7 @@ public final class TraceBuffer: Sendable {
             let ok = shard.state.withLock { state -> Bool in
                 for entry in state.traces.values {
                     guard entry.spans.isEmpty, !entry.diskRefs.isEmpty else { return false }
-                    let timing = SpillTiming(firstSeen: state.wall(entry.firstSeen, now: now, wallNow: wall),
-                                             lastSeen: state.wall(entry.lastSeen, now: now, wallNow: wall),
-                                             rootArrived: state.wall(entry.rootArrived, now: now, wallNow: wall))
+                    let timing = state.timing(entry, now: now, wallNow: wall)
                     out.append(IndexedTrace(summary: entry.summary, timing: timing,
                                             missing: entry.missing.entries.map { ($0.0, $0.1.rawValue) },
                                             refs: entry.diskRefs, headers: headerSets.pairs(entry.headers),
@@ -1021,12 +1019,21 @@ struct ShardState {
         mono == 0 ? 0 : wallNow &- (now &- min(mono, now))
     }
 
+    /// A clock reading of a wall-clock time written earlier (a time in the future counts as now).
+    func mono(_ wallTime: UInt64, now: UInt64, wallNow: UInt64) -> UInt64 {
+        wallTime == 0 ? 0 : now &- min(now &- 1, wallNow &- min(wallTime, wallNow))
+    }
+
+    /// A trace's arrival times as wall-clock times, as written with its records.
+    func timing(_ entry: TraceEntry, now: UInt64, wallNow: UInt64) -> SpillTiming {
+        SpillTiming(firstSeen: wall(entry.firstSeen, now: now, wallNow: wallNow), lastSeen: wall(entry.lastSeen, now: now, wallNow: wallNow),
+                    rootArrived: wall(entry.rootArrived, now: now, wallNow: wallNow))
+    }
+
     /// Moves a trace's in-memory spans to the store. False when the store has no room (the spans stay).
     mutating func spill(_ entry: TraceEntry, _ now: UInt64) -> Bool {
         guard let store, !entry.spans.isEmpty else { return false }
-        let w = store.wallNow()
-        let timing = SpillTiming(firstSeen: wall(entry.firstSeen, now: now, wallNow: w), lastSeen: wall(entry.lastSeen, now: now, wallNow: w),
-                                 rootArrived: wall(entry.rootArrived, now: now, wallNow: w))
+        let timing = timing(entry, now: now, wallNow: store.wallNow())
         guard let ref = store.append(trace: entry.summary.traceID, spans: entry.spans, timing: timing, supersedes: false,
                                      headers: headerSets.pairs(entry.headers)) else {
             return false
@@ -1050,9 +1057,7 @@ struct ShardState {
         var all = BufferedSpans()
         _ = store.read(entry.diskRefs, into: &all)
         all.append(contentsOf: entry.spans)
-        let w = store.wallNow()
-        let timing = SpillTiming(firstSeen: wall(entry.firstSeen, now: now, wallNow: w), lastSeen: wall(entry.lastSeen, now: now, wallNow: w),
-                                 rootArrived: wall(entry.rootArrived, now: now, wallNow: w))
+        let timing = timing(entry, now: now, wallNow: store.wallNow())
         guard let ref = store.append(trace: entry.summary.traceID, spans: all, timing: timing, supersedes: true,
                                      headers: headerSets.pairs(entry.headers)) else { return nil }
         let before = entry.accountedBytes
@@ -1132,9 +1137,7 @@ struct ShardState {
         guard let store, timing.reviseWindow > 0, entry.summary.trigger != .shutdown else { return false }
         var refs = entry.diskRefs
         if !entry.spans.isEmpty {
-            let w = store.wallNow()
-            let t = SpillTiming(firstSeen: wall(entry.firstSeen, now: now, wallNow: w), lastSeen: wall(entry.lastSeen, now: now, wallNow: w),
-                                rootArrived: wall(entry.rootArrived, now: now, wallNow: w))
+            let t = timing(entry, now: now, wallNow: store.wallNow())
             guard let ref = store.append(trace: entry.summary.traceID, spans: entry.spans, timing: t, supersedes: false,
                                          headers: headerSets.pairs(entry.headers)) else { return false }
             refs.append(ref)
@@ -1151,7 +1154,7 @@ struct ShardState {
     mutating func restore(trace: TraceID, request: ScannedRequest, body: UnsafeRawBufferPointer, timing: SpillTiming,
                           ref: SpillRef?, now: UInt64, wall: UInt64) {
         // Wall-clock times of the record, as readings of this process's clock (a time in the future counts as now).
-        func mono(_ w: UInt64) -> UInt64 { w == 0 ? 0 : now &- min(now &- 1, wall &- min(w, wall)) }
+        func mono(_ w: UInt64) -> UInt64 { self.mono(w, now: now, wallNow: wall) }
         let entry: TraceEntry
         if let found = traces[trace] {
             entry = found
@@ -1187,7 +1190,7 @@ struct ShardState {
     }
 
     mutating func importIndexed(_ t: IndexedTrace, planGeneration: UInt64, headers: UInt32, now: UInt64, wall: UInt64) {
-        func mono(_ w: UInt64) -> UInt64 { w == 0 ? 0 : now &- min(now &- 1, wall &- min(w, wall)) }
+        func mono(_ w: UInt64) -> UInt64 { self.mono(w, now: now, wallNow: wall) }
         let id = t.summary.traceID
         guard traces[id] == nil else { return }
         let entry = TraceEntry(id: id, generation: nextGeneration, now: mono(t.timing.firstSeen), scheduled: .max,

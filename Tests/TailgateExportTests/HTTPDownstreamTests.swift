@@ -187,8 +187,10 @@ func closedPort() -> Int {
 }
 
 @Suite(.serialized) struct HTTPDownstreamTests {
+    /// A generous timeout for exchanges that must succeed: the whole suite runs in parallel on 2 cores (a first
+    /// connection once took over 5 s there); the tests about timeouts pass their own.
     func downstream(_ server: ScriptedHTTPServer, host: String = "127.0.0.1", path: String = "/v1/traces", gzip: Bool = false,
-                    timeout: Duration = .seconds(5), headers: [String: String] = [:]) -> HTTPDownstream {
+                    timeout: Duration = .seconds(30), headers: [String: String] = [:]) -> HTTPDownstream {
         HTTPDownstream(host: host, port: server.port, path: path, gzip: gzip, timeout: timeout, headers: headers)
     }
 
