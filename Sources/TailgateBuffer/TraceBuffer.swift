@@ -280,11 +280,11 @@ public struct InsertOutcome: Sendable {
 /// one lock per shard. Thread-safe.
 public final class TraceBuffer: Sendable {
     public let configuration: BufferConfiguration
-    private let shards: [Shard]
+    let shards: [Shard]
     private let shardMask: UInt64
     private let shardSeed: UInt64
-    private let clock: any NanoClock
-    private let deciderBox: Mutex<any TraceDecider>
+    let clock: any NanoClock
+    let deciderBox: Mutex<any TraceDecider>
     private let tracesGauge = Atomic<Int>(0)
     private let bytesGauge = Atomic<Int>(0)
     private let storedBytesGauge = Atomic<Int>(0)
@@ -330,7 +330,7 @@ public final class TraceBuffer: Sendable {
     public var storedTraces: Int { storedTracesGauge.load(ordering: .relaxed) }
 
     @inline(__always)
-    private func shardIndex(_ id: TraceID) -> Int {
+    func shardIndex(_ id: TraceID) -> Int {
         Int(truncatingIfNeeded: id.xxh3(seed: shardSeed) & shardMask)
     }
 
