@@ -100,6 +100,8 @@ public struct TraceSummary: Sendable, Equatable {
     public var complete = false
     /// The explicit randomness (`ot=rv`) a span of the trace carried; `.max` when none did.
     public var randomness: UInt64 = .max
+    /// The conversation (`SpanFacts.conversation`) of the first span that named one; 0 when none did.
+    public var conversation: UInt64 = 0
 
     public init(traceID: TraceID) {
         self.traceID = traceID
@@ -124,6 +126,7 @@ public struct TraceSummary: Sendable, Equatable {
         if span.endTime > latestEnd { latestEnd = span.endTime }
         if span.isRoot { rootSeen = true }
         if span.randomness != .max && randomness == .max { randomness = span.randomness }
+        if conversation == 0 { conversation = span.conversation }
         spanBytes += span.bytes.count
     }
 }

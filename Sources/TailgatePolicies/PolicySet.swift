@@ -204,6 +204,7 @@ public struct PolicyRuntime: TraceDecider {
         summary.bits = 0
         summary.rootBits = 0
         summary.sums = SIMD8()
+        summary.conversation = 0
         var resourceBits: [ObjectIdentifier: UInt64] = [:]
         spans.forEach { scope, payload in
             let id = ObjectIdentifier(scope.resource)
@@ -216,6 +217,7 @@ public struct PolicyRuntime: TraceDecider {
             summary.bits |= facts.bits
             if facts.isRoot { summary.rootBits |= facts.bits }
             summary.sums &+= facts.sums
+            if summary.conversation == 0 { summary.conversation = facts.conversation }
         }
     }
 }

@@ -12,7 +12,7 @@ import TailgateWire
 /// count u32, traces, decision count u32, decisions (as decision records), CRC-32 of everything before it u32.
 enum IndexFile {
     static let magic: [UInt8] = Array("TGINDEX".utf8) + [0]
-    static let version: UInt32 = 1
+    static let version: UInt32 = 2
 
     struct Contents {
         var planKey: UInt64
@@ -43,6 +43,7 @@ enum IndexFile {
             w.bytes.append(s.rootSeen ? 1 : 0)
             w.u64(UInt64(s.spanBytes))
             w.u64(s.randomness)
+            w.u64(s.conversation)
             w.u64(t.timing.firstSeen)
             w.u64(t.timing.lastSeen)
             w.u64(t.timing.rootArrived)
@@ -92,13 +93,14 @@ enum IndexFile {
                 s.sums[i] = Int64(bitPattern: v)
             }
             guard let es = r.u64(), let le = r.u64(), let rootSeen = r.u8(), let spanBytes = r.u64(), let rv = r.u64(),
-                  let first = r.u64(), let last = r.u64(), let root = r.u64(), let current = r.u8(), let nMissing = r.u32()
+                  let conversation = r.u64(), let first = r.u64(), let last = r.u64(), let root = r.u64(), let current = r.u8(), let nMissing = r.u32()
             else { return nil }
             s.earliestStart = es
             s.latestEnd = le
             s.rootSeen = rootSeen != 0
             s.spanBytes = Int(spanBytes)
             s.randomness = rv
+            s.conversation = conversation
             var missing: [(UInt64, UInt8)] = []
             for _ in 0..<nMissing {
                 guard let pid = r.u64(), let l = r.u8() else { return nil }

@@ -78,27 +78,40 @@ public struct AttributePlan: Sendable, Equatable {
     /// Bits of `tracestate` conditions: `key=value` list members of the span's trace_state.
     public private(set) var traceStates: [(bit: Int, key: String, values: [String])] = []
     public private(set) var bitCount = 0
+    /// Attributes naming a span's conversation (first of them, span attributes only); empty when no policy asks.
+    /// A span's `SpanFacts.conversation` is the XXH3 of the value's UTF-8 bytes.
+    public private(set) var conversationKeys: [String] = []
 
     public init() {}
+
+    /// Asks the scanner for each span's conversation: the first of `keys` the span carries. Every policy of a file
+    /// must name the same keys (a trace has one conversation).
+    public mutating func conversation(keys: [String]) throws(PlanError) {
+        if !conversationKeys.isEmpty && conversationKeys != keys { throw .conflictingConversationKeys(conversationKeys, keys) }
+        conversationKeys = keys
+    }
 
     public static func == (a: AttributePlan, b: AttributePlan) -> Bool {
         a.conditions == b.conditions && a.slots == b.slots && a.bitCount == b.bitCount
             && a.derived.map(\.rule) == b.derived.map(\.rule) && a.derived.map(\.bit) == b.derived.map(\.bit)
-            && a.traceStates.map(\.bit) == b.traceStates.map(\.bit)
+            && a.traceStates.map(\.bit) == b.traceStates.map(\.bit) && a.conversationKeys == b.conversationKeys
     }
 
-    public var isEmpty: Bool { conditions.isEmpty && slots.isEmpty && traceStates.isEmpty }
+    public var isEmpty: Bool { conditions.isEmpty && slots.isEmpty && traceStates.isEmpty && conversationKeys.isEmpty }
 
     public enum PlanError: Error, Equatable, CustomStringConvertible {
         case tooManyConditions
         case tooManySlots
         case badRegex(String, String)
+        case conflictingConversationKeys([String], [String])
 
         public var description: String {
             switch self {
             case .tooManyConditions: "the policies use more than \(AttributePlan.maxBits) attribute conditions"
             case .tooManySlots: "the policies sum more than \(AttributePlan.maxSlots) attribute values per trace"
             case .badRegex(let pattern, let why): "invalid regular expression '\(pattern)': \(why)"
+            case .conflictingConversationKeys(let a, let b):
+                "policies name different conversation keys (\(a.joined(separator: ", ")) and \(b.joined(separator: ", "))): a trace has one conversation, so every policy must use the same keys"
             }
         }
     }
@@ -171,6 +184,8 @@ struct CompiledPlan: Sendable {
         case value(slot: Int, rank: Int)
         /// Candidate model name for cost slot `slot`, rank `rank`.
         case model(slot: Int, rank: Int)
+        /// Candidate conversation ID, rank `rank`.
+        case conversation(rank: Int)
     }
 
     enum CompiledMatcher: @unchecked Sendable {  // NSRegularExpression is immutable and thread-safe to use
@@ -234,6 +249,7 @@ struct CompiledPlan: Sendable {
                 prices[s] = Dictionary(uniqueKeysWithValues: table.map { (Array($0.key.utf8), $0.value) })
             }
         }
+        for (rank, key) in plan.conversationKeys.enumerated() { add(key, span: .conversation(rank: rank), resource: nil) }
     }
 
     @inline(__always)

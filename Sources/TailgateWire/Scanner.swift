@@ -72,6 +72,8 @@ public struct SpanFacts: Sendable {
     public var flags: UInt32 = 0
     /// The explicit randomness `rv` of the span's tracestate (`ot=…;rv:<14 hex digits>`), 56 bits; `.max` when absent.
     public var randomness: UInt64 = .max
+    /// XXH3 of the span's conversation ID (`AttributePlan.conversationKeys`); 0 when it has none.
+    public var conversation: UInt64 = 0
 
     public var isRoot: Bool { parentSpanID == 0 }
 
@@ -401,7 +403,14 @@ public struct OTLPScanner: Sendable {
             traceID: traceID, spanID: spanID, parentSpanID: parent, startTime: start, endTime: end,
             status: status, bits: bits, sums: sums, scope: scopeIndex, bytes: range, flags: flags)
         if let ts = state.traceState, !ts.isEmpty { facts.randomness = Self.explicitRandomness(base, ts) }
+        if let r = state.conversation { facts.conversation = Self.conversationHash(UnsafeRawBufferPointer(rebasing: base[r])) }
         result.spans.append(facts)
+    }
+
+    /// The conversation hash of an ID's UTF-8 bytes (never 0, which means "none").
+    public static func conversationHash(_ id: UnsafeRawBufferPointer) -> UInt64 {
+        let h = xxh3(id)
+        return h == 0 ? 1 : h
     }
 
     /// The `rv` sub-key of the `ot` member of a W3C tracestate (14 hex digits), or `.max`.
@@ -499,6 +508,8 @@ public struct OTLPScanner: Sendable {
         var modelRanks = SIMD8<Int64>(repeating: .max)
         var modelRanges: [Range<Int>]? = nil
         var traceState: Range<Int>? = nil
+        var conversationRank = Int.max
+        var conversation: Range<Int>? = nil
     }
 
     /// Reads one KeyValue; when its key is in the plan, applies the plan's actions to its value.
@@ -535,6 +546,11 @@ public struct OTLPScanner: Sendable {
                     state.modelRanks[slot] = Int64(rank)
                     if state.modelRanges == nil { state.modelRanges = Array(repeating: 0..<0, count: AttributePlan.maxSlots) }
                     state.modelRanges![slot] = r
+                }
+            case .conversation(let rank):
+                if rank < state.conversationRank, case .string(let r) = value.kind, !r.isEmpty {
+                    state.conversationRank = rank
+                    state.conversation = r
                 }
             }
         }

@@ -50,6 +50,21 @@ private var tokenPlan: AttributePlan {
         #expect(r.spans[0].sums[1] == output)
     }
 
+    @Test func conversationIsTheFirstKeyTheSpanCarries() throws {
+        var plan = AttributePlan()
+        try plan.conversation(keys: ["gen_ai.conversation.id", "session.id"])
+        let both = TestSpan(trace: tid(3), span: 1, strings: [("session.id", "s-1"), ("gen_ai.conversation.id", "conv-7")])
+        let sessionOnly = TestSpan(trace: tid(3), span: 2, strings: [("session.id", "conv-7")])
+        let none = TestSpan(trace: tid(3), span: 3, strings: [("gen_ai.conversation.id", "")])
+        let r = try scan(exportRequest(spans: [both, sessionOnly, none]), plan: plan)
+        let expected = Array("conv-7".utf8).withUnsafeBytes { OTLPScanner.conversationHash($0) }
+        #expect(r.spans[0].conversation == expected)
+        #expect(r.spans[1].conversation == expected)  // the same ID under the second key hashes alike
+        #expect(r.spans[2].conversation == 0)  // an empty ID is no conversation
+        // A second policy naming other keys is refused: a trace has one conversation.
+        #expect(throws: AttributePlan.PlanError.self) { try plan.conversation(keys: ["session.id"]) }
+    }
+
     @Test func attributesAreIgnoredWithoutAPlan() throws {
         let span = TestSpan(trace: tid(2), span: 1, ints: [("gen_ai.usage.input_tokens", 5)])
         let r = try scan(exportRequest(spans: [span]))
