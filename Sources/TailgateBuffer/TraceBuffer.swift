@@ -102,6 +102,8 @@ public struct TraceSummary: Sendable, Equatable {
     public var randomness: UInt64 = .max
     /// The conversation (`SpanFacts.conversation`) of the first span that named one; 0 when none did.
     public var conversation: UInt64 = 0
+    /// The trace's GenAI spans (model calls, agents, tools) and the tokens each counts for; nil when it has none.
+    public var genAI: GenAILedger? = nil
 
     public init(traceID: TraceID) {
         self.traceID = traceID
@@ -128,6 +130,24 @@ public struct TraceSummary: Sendable, Equatable {
         if span.randomness != .max && randomness == .max { randomness = span.randomness }
         if conversation == 0 { conversation = span.conversation }
         spanBytes += span.bytes.count
+    }
+
+    /// Adds one span's facts and its GenAI facts (when it has any).
+    @inline(__always)
+    public mutating func add(_ span: SpanFacts, genAI facts: GenAISpan?) {
+        add(span)
+        if let facts {
+            if genAI == nil { genAI = GenAILedger() }
+            genAI!.append(facts)
+        }
+    }
+
+    /// Tokens the trace counts (see `GenAILedger`) over the spans `matching` accepts; 0 without GenAI spans. Resolves
+    /// the ledger from its own parent links if the buffer has not.
+    public func totalTokens(matching: (GenAISpan) -> Bool = { _ in true }) -> Int64 {
+        guard var ledger = genAI else { return 0 }
+        if !ledger.resolved { ledger.resolve() }
+        return ledger.totalTokens(matching: matching)
     }
 }
 
@@ -275,6 +295,9 @@ public struct InsertOutcome: Sendable {
     public var decided: [DecidedTrace] = []
     /// The request's pass-through headers (`HeaderSets` ID).
     public var headers: UInt32 = HeaderSets.none
+    /// GenAI facts of the spans that arrived after their trace's decision (late kept, late dropped, or added to a
+    /// retained dropped trace), for the GenAI metrics.
+    public var lateGenAI: [GenAISpan] = []
 
     public init() {}
 }
@@ -632,8 +655,9 @@ final class TraceEntry: @unchecked Sendable {
     var scheduled: UInt64
     /// Plan generation of the aggregates; nil when spans of several generations were mixed.
     var planGeneration: UInt64?
-    /// Span IDs of the trace (to drop duplicates and to tell which parents are missing).
-    var seen = SmallIDMap<Void>()
+    /// Span IDs of the trace, with their parents (to drop duplicates, to tell which parents are missing, and to walk
+    /// the tree for the GenAI token rule).
+    var seen = SmallIDMap<UInt64>()
     /// Parents named by spans of the trace that have not arrived, with where they live.
     var missing = SmallIDMap<ParentLocality>()
     /// How many of `missing` are local: while any is, the run is still going.
@@ -664,7 +688,7 @@ final class TraceEntry: @unchecked Sendable {
 
     var accountedBytes: Int {
         spans.accountedBytes + traceOverheadBytes
-            + seen.accountedBytes + missing.accountedBytes
+            + seen.accountedBytes + missing.accountedBytes + (summary.genAI?.accountedBytes ?? 0)
     }
 
     /// A root has arrived and no span waits for a parent.
@@ -673,7 +697,7 @@ final class TraceEntry: @unchecked Sendable {
     /// Records a span's IDs; false when the trace already has a span with this ID (a duplicate delivery).
     func record(spanID: UInt64, parent: UInt64, parentIsRemote: Bool?) -> Bool {
         guard seen[spanID] == nil else { return false }
-        seen.set(spanID, ())
+        seen.set(spanID, parent)
         if let was = missing.remove(spanID), was == .local { missingLocal -= 1 }
         if parent != 0 && seen[parent] == nil {
             let locality: ParentLocality = parentIsRemote.map { $0 ? .remote : .local } ?? .unknown
@@ -887,6 +911,7 @@ struct ShardState {
             } else if let found = traces[span.traceID] {
                 entry = found
             } else if let decision = kept[span.traceID] {
+                if let g = request.genAI(of: span) { outcome.lateGenAI.append(g) }
                 if let last = outcome.lateKept.indices.last, lastLateTrace == span.traceID {
                     outcome.lateKept[last].spans.append(span, scope: scope, body: body)
                 } else {
@@ -898,8 +923,9 @@ struct ShardState {
                 current = nil
                 continue
             } else if dropped.contains(span.traceID) {
+                if let g = request.genAI(of: span) { outcome.lateGenAI.append(g) }
                 if let r = retained[span.traceID], r.expires > now {
-                    r.summary.add(span)
+                    r.summary.add(span, genAI: request.genAI(of: span))
                     r.late.append(span, scope: scope, body: body)
                     // Counted as dropped only if the trace is not revised (below).
                     if revisit.last?.0 == span.traceID { revisit[revisit.count - 1].1 += 1 } else { revisit.append((span.traceID, 1)) }
@@ -929,7 +955,7 @@ struct ShardState {
                 continue
             }
             if entry.planGeneration != request.planGeneration { entry.planGeneration = nil }
-            entry.summary.add(span)
+            entry.summary.add(span, genAI: request.genAI(of: span))
             if entry.spans.isEmpty, let w = store?.walSegment { entry.walSince = min(entry.walSince, w) }
             entry.spans.append(span, scope: scope, body: body)
             if store != nil && !entry.spillQueued {
@@ -1082,7 +1108,7 @@ struct ShardState {
         let before = entry.accountedBytes
         var stored = BufferedSpans()
         _ = store.read(entry.diskRefs, into: &stored)
-        for id in stored.spanIDs() { entry.seen.set(id, ()) }
+        for (id, parent) in stored.spanLinks() { entry.seen.set(id, parent) }
         bytes += entry.accountedBytes - before
     }
 
@@ -1108,6 +1134,12 @@ struct ShardState {
         if entry.planGeneration != decider.planGeneration {
             readAll()
             decider.reaggregate(&entry.summary, spans: spans)
+        }
+        if entry.summary.genAI != nil {
+            // The token rule walks the span tree: a spilled trace's IDs and parents are read back first.
+            if entry.summary.genAI!.needsAncestry && !entry.seenComplete { rehydrate(entry) }
+            let seen = entry.seen
+            entry.summary.genAI!.resolve { seen[$0] }
         }
         let decision = decider.decide(entry.summary)
         if !entry.diskRefs.isEmpty {
@@ -1177,7 +1209,7 @@ struct ShardState {
         for span in request.spans where span.traceID == trace {
             guard entry.record(spanID: span.spanID, parent: span.parentSpanID, parentIsRemote: span.parentIsRemote) else { continue }
             if entry.planGeneration != request.planGeneration { entry.planGeneration = nil }
-            entry.summary.add(span)
+            entry.summary.add(span, genAI: request.genAI(of: span))
             if span.isRoot && span.endTime != 0 && entry.rootArrived == 0 { entry.rootArrived = mono(timing.lastSeen) }
             if ref == nil {
                 entry.spans.append(span, scope: request.scopes[Int(span.scope)], body: body)

@@ -199,26 +199,37 @@ extension BufferedSpans {
         return w.bytes
     }
 
-    /// Span IDs (field 2 of each span, 8 bytes read big-endian, as the scanner does).
-    func spanIDs() -> [UInt64] {
-        var ids: [UInt64] = []
-        ids.reserveCapacity(count)
+    /// Span IDs and parent span IDs (fields 2 and 4 of each span, 8 bytes read big-endian, as the scanner does).
+    func spanLinks() -> [(UInt64, UInt64)] {
+        var links: [(UInt64, UInt64)] = []
+        links.reserveCapacity(count)
         forEach { _, bytes in
-            if let id = try? Self.spanID(bytes) { ids.append(id) }
+            if let link = try? Self.spanLink(bytes) { links.append(link) }
         }
-        return ids
+        return links
     }
 
-    private static func spanID(_ span: UnsafeRawBufferPointer) throws(WireError) -> UInt64? {
+    /// Span IDs (for tests and tools).
+    func spanIDs() -> [UInt64] { spanLinks().map(\.0) }
+
+    private static func spanLink(_ span: UnsafeRawBufferPointer) throws(WireError) -> (UInt64, UInt64)? {
         var reader = ProtoReader(span)
+        var id: UInt64? = nil
+        var parent: UInt64 = 0
         while let (field, wt) = try reader.readTag() {
-            if field == 2 && wt == .lengthDelimited {
+            if (field == 2 || field == 4) && wt == .lengthDelimited {
                 let r = try reader.readLengthDelimited()
-                guard r.count == 8 else { return nil }
-                return UInt64(bigEndian: span.loadUnaligned(fromByteOffset: r.lowerBound, as: UInt64.self))
+                let value = r.count == 8 ? UInt64(bigEndian: span.loadUnaligned(fromByteOffset: r.lowerBound, as: UInt64.self)) : 0
+                if field == 2 {
+                    guard r.count == 8 else { return nil }
+                    id = value
+                } else {
+                    parent = value
+                }
+                continue
             }
             try reader.skip(wt)
         }
-        return nil
+        return id.map { ($0, parent) }
     }
 }

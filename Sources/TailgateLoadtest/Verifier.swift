@@ -8,6 +8,8 @@ public enum Verifier {
     struct TraceInfo {
         var summary: TraceSummary
         var requests: [Int]
+        /// Span ID → parent, for the GenAI token rule (as the buffer walks it).
+        var parents: [UInt64: UInt64] = [:]
     }
 
     public static func verify(
@@ -21,7 +23,9 @@ public enum Verifier {
             let ok = request.protobuf.withUnsafeBytes { (try? runtime.scanner.scan($0, into: &scanned)) != nil }
             guard ok else { continue }
             for span in scanned.spans {
-                traces[span.traceID, default: TraceInfo(summary: TraceSummary(traceID: span.traceID), requests: [])].summary.add(span)
+                traces[span.traceID, default: TraceInfo(summary: TraceSummary(traceID: span.traceID), requests: [])]
+                    .summary.add(span, genAI: scanned.genAI(of: span))
+                traces[span.traceID]!.parents[span.spanID] = span.parentSpanID
                 if traces[span.traceID]!.requests.last != index { traces[span.traceID]!.requests.append(index) }
             }
         }
@@ -45,6 +49,8 @@ public enum Verifier {
                 tracesSent += 1
                 var summary = info.summary
                 summary.traceID = mapped
+                let parents = info.parents
+                summary.genAI?.resolve { parents[$0] }
                 let decision = runtime.decide(summary)
                 let category = decision.keep ? policies.policies[decision.policy].name : "(dropped)"
                 categories[category, default: (0, 0)].sent += 1

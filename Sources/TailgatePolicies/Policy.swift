@@ -143,9 +143,8 @@ public struct NamedPolicy: Sendable {
 public struct PolicyContext {
     public var reader: YAMLReader
     public var plan: AttributePlan
-    /// USD per million tokens, by model (`prices:` in the policies file).
-    public var prices: [String: AttributePlan.Price] = [:]
-    public var defaultPrice: AttributePlan.Price? = nil
+    /// USD per million tokens, by model: the built-in table overridden by the file's `prices:`.
+    public var pricing = PriceTable()
 
     init(reader: YAMLReader) {
         self.reader = reader

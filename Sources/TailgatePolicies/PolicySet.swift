@@ -11,6 +11,8 @@ public struct PolicySet: Sendable {
     public var sourceHash: UInt64
     /// Warnings found while loading (errors make loading fail).
     public var warnings: [Diagnostic]
+    /// Prices for cost policies and the GenAI cost metric.
+    public var pricing = PriceTable()
 
     /// The built-in policies, identical to `policies/default.yaml` (a test keeps the two in step).
     public static let defaultYAML = """
@@ -78,22 +80,25 @@ public struct PolicySet: Sendable {
             context.reader.warning(root, "no policy can keep a trace: every trace will be dropped")
         }
         if context.reader.hasErrors { throw DiagnosticsError(context.reader.diagnostics) }
-        return PolicySet(policies: policies, plan: context.plan, sourceHash: xxh3(text), warnings: context.reader.diagnostics)
+        var set = PolicySet(policies: policies, plan: context.plan, sourceHash: xxh3(text), warnings: context.reader.diagnostics)
+        set.pricing = context.pricing
+        return set
     }
 
     private static func parsePrices(_ node: Node, _ context: inout PolicyContext) {
+        let keys = ["input", "output", "cache_read", "cache_creation", "reasoning"]
         for (model, _, value) in context.reader.mapping(node, allowed: [], what: "prices", allowAny: true) {
-            var input: Double? = nil, output: Double? = nil
-            for (k, _, v) in context.reader.mapping(value, allowed: ["input", "output"], what: "the price of '\(model)'") {
-                let n = context.reader.number(v, what: k, range: 0...1e9)
-                if k == "input" { input = n } else { output = n }
+            var n: [String: Double] = [:]
+            for (k, _, v) in context.reader.mapping(value, allowed: keys, what: "the price of '\(model)'") {
+                if let x = context.reader.number(v, what: k, range: 0...1e9) { n[k] = x }
             }
-            guard let input, let output else {
-                context.reader.error(value, "the price of '\(model)' needs 'input' and 'output' (USD per million tokens)")
+            guard let input = n["input"], let output = n["output"] else {
+                context.reader.error(value, "the price of '\(model)' needs 'input' and 'output' (USD per million tokens; optional: cache_read, cache_creation, reasoning)")
                 continue
             }
-            let price = AttributePlan.Price(input: input, output: output)
-            if model == "default" { context.defaultPrice = price } else { context.prices[model] = price }
+            let price = ModelPrice(input: input, output: output, cacheRead: n["cache_read"], cacheCreation: n["cache_creation"],
+                                   reasoning: n["reasoning"])
+            if model == "default" { context.pricing.defaultPrice = price } else { context.pricing.prices[model] = price }
         }
     }
 }

@@ -13,6 +13,8 @@ public final class Pipeline: TraceIngestHandler, Sendable {
     public let buffer: TraceBuffer
     public let forwarder: Forwarder
     public let metrics: TailgateMetrics
+    /// Exact GenAI metrics over all traffic (counted at each trace's decision, before sampling).
+    public let genAIMetrics: GenAIMetrics
     let logger: Logger
     /// Mark forwarded spans with the policy that kept them (and the sampling probability).
     let annotate: Bool
@@ -36,8 +38,9 @@ public final class Pipeline: TraceIngestHandler, Sendable {
     public init(policies set: PolicySet, buffer configuration: BufferConfiguration, forwarder: Forwarder,
                 metrics: TailgateMetrics, clock: any NanoClock = SystemClock(), logger: Logger,
                 annotate: Bool = true, dryRun: Bool = false, recorder: RecordingWriter? = nil, store: DiskTraceStore? = nil,
-                passThroughHeaders: [String] = []) {
+                passThroughHeaders: [String] = [], genAIMaxLabelValues: Int = 200) {
         self.recorder = recorder
+        genAIMetrics = GenAIMetrics(registry: metrics.registry, maxLabelValues: genAIMaxLabelValues)
         self.passThroughHeaders = passThroughHeaders.map { $0.lowercased() }
         self.store = store
         syncDurability = store?.configuration.durability == .sync
@@ -107,6 +110,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
         }
         metrics.dropped(outcome.lateDropped, .lateDropped)
         metrics.dropped(outcome.duplicates, .duplicate)
+        if !outcome.lateGenAI.isEmpty { genAIMetrics.recordLate(outcome.lateGenAI, pricing: policySet.pricing) }
         handle(outcome.decided)
         updateGauges()
         if scanned.rejectedSpans > 0 {
@@ -223,8 +227,12 @@ public final class Pipeline: TraceIngestHandler, Sendable {
     }
 
     private func handle(_ decided: [DecidedTrace]) {
+        if decided.isEmpty { return }
+        let pricing = policySet.pricing
         for trace in decided {
             let summary = trace.summary
+            // A revised trace was counted when it was dropped (its late spans as they arrived).
+            if let ledger = summary.genAI, summary.trigger != .revised { genAIMetrics.record(ledger, pricing: pricing) }
             metrics.decided(trigger: summary.trigger, complete: summary.complete,
                             latencyNanos: summary.decidedAt &- summary.firstSeenAt)
             metrics.decidedShape(spans: summary.spanCount, durationNanos: summary.durationNanos)

@@ -44,6 +44,7 @@ enum IndexFile {
             w.u64(UInt64(s.spanBytes))
             w.u64(s.randomness)
             w.u64(s.conversation)
+            w.genAI(s.genAI)
             w.u64(t.timing.firstSeen)
             w.u64(t.timing.lastSeen)
             w.u64(t.timing.rootArrived)
@@ -93,7 +94,7 @@ enum IndexFile {
                 s.sums[i] = Int64(bitPattern: v)
             }
             guard let es = r.u64(), let le = r.u64(), let rootSeen = r.u8(), let spanBytes = r.u64(), let rv = r.u64(),
-                  let conversation = r.u64(), let first = r.u64(), let last = r.u64(), let root = r.u64(), let current = r.u8(), let nMissing = r.u32()
+                  let conversation = r.u64(), let genAI = r.genAI(), let first = r.u64(), let last = r.u64(), let root = r.u64(), let current = r.u8(), let nMissing = r.u32()
             else { return nil }
             s.earliestStart = es
             s.latestEnd = le
@@ -101,6 +102,7 @@ enum IndexFile {
             s.spanBytes = Int(spanBytes)
             s.randomness = rv
             s.conversation = conversation
+            s.genAI = genAI.isEmpty ? nil : GenAILedger(spans: genAI)
             var missing: [(UInt64, UInt8)] = []
             for _ in 0..<nMissing {
                 guard let pid = r.u64(), let l = r.u8() else { return nil }
@@ -132,6 +134,26 @@ enum IndexFile {
         var bytes: [UInt8] = []
         mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
         mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+        mutating func string(_ s: String) {
+            let utf8 = Array(s.utf8.prefix(Int(UInt16.max)))
+            withUnsafeBytes(of: UInt16(utf8.count).littleEndian) { bytes += $0 }
+            bytes += utf8
+        }
+        /// A trace's GenAI spans: count u32, then per span its IDs, role, status, duration, six token lanes and
+        /// seven strings (u16 length + UTF-8).
+        mutating func genAI(_ ledger: GenAILedger?) {
+            let spans = ledger?.spans ?? []
+            u32(UInt32(spans.count))
+            for g in spans {
+                u64(g.spanID)
+                u64(g.parentSpanID)
+                bytes.append(g.role.rawValue)
+                bytes.append(g.statusError ? 1 : 0)
+                u64(g.durationNanos)
+                for lane in 0..<6 { u64(UInt64(bitPattern: g.tokens[lane])) }
+                for text in [g.operation, g.provider, g.model, g.requestModel, g.errorType, g.toolName, g.agentName] { string(text) }
+            }
+        }
     }
 
     struct Reader {
@@ -148,6 +170,34 @@ enum IndexFile {
         }
         mutating func u64() -> UInt64? {
             take(8).map { s in s.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) } }
+        }
+        mutating func string() -> String? {
+            guard let n = take(2).map({ s in s.withUnsafeBytes { UInt16(littleEndian: $0.loadUnaligned(as: UInt16.self)) } }),
+                  let utf8 = take(Int(n)) else { return nil }
+            return String(decoding: utf8, as: UTF8.self)
+        }
+        /// See `Writer.genAI`; an empty array for none, nil when damaged.
+        mutating func genAI() -> [GenAISpan]? {
+            guard let count = u32(), Int(count) <= GenAILedger.maxSpans else { return nil }
+            var spans: [GenAISpan] = []
+            for _ in 0..<count {
+                guard let id = u64(), let parent = u64(), let role = u8().flatMap(GenAISpan.Role.init(rawValue:)),
+                      let error = u8(), let duration = u64() else { return nil }
+                var tokens = SIMD8<Int64>()
+                for lane in 0..<6 {
+                    guard let v = u64() else { return nil }
+                    tokens[lane] = Int64(bitPattern: v)
+                }
+                var texts: [String] = []
+                for _ in 0..<7 {
+                    guard let t = string() else { return nil }
+                    texts.append(t)
+                }
+                spans.append(GenAISpan(spanID: id, parentSpanID: parent, role: role, operation: texts[0], provider: texts[1],
+                                       model: texts[2], requestModel: texts[3], errorType: texts[4], toolName: texts[5],
+                                       agentName: texts[6], statusError: error != 0, durationNanos: duration, tokens: tokens))
+            }
+            return spans
         }
     }
 }

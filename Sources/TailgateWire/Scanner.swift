@@ -74,6 +74,8 @@ public struct SpanFacts: Sendable {
     public var randomness: UInt64 = .max
     /// XXH3 of the span's conversation ID (`AttributePlan.conversationKeys`); 0 when it has none.
     public var conversation: UInt64 = 0
+    /// Index of the span's GenAI facts in `ScannedRequest.genAI`; -1 when it has none.
+    public var genAI: Int32 = -1
 
     public var isRoot: Bool { parentSpanID == 0 }
 
@@ -94,12 +96,18 @@ public struct ScannedRequest: Sendable {
     public var rejectionMessage: String?
     /// Generation of the plan the spans were scanned with (see `OTLPScanner.generation`).
     public var planGeneration: UInt64 = 0
+    /// GenAI facts of the spans that have any (`SpanFacts.genAI` indexes it).
+    public var genAI: [GenAISpan] = []
 
     public init() {}
+
+    /// The GenAI facts of a span of this request, if it has any.
+    public func genAI(of span: SpanFacts) -> GenAISpan? { span.genAI >= 0 ? genAI[Int(span.genAI)] : nil }
 
     public mutating func removeAll() {
         spans.removeAll(keepingCapacity: true)
         scopes.removeAll(keepingCapacity: true)
+        genAI.removeAll(keepingCapacity: true)
         rejectedSpans = 0
         rejectionMessage = nil
     }
@@ -118,10 +126,14 @@ public struct OTLPScanner: Sendable {
     /// Identifies the policies the plan came from; facts scanned under different generations are not mixed.
     public let generation: UInt64
     let compiled: CompiledPlan
+    /// Whether spans' GenAI attributes are read (`SpanFacts.genAI`). Default true: the GenAI metrics and token
+    /// policies need them.
+    public let readsGenAI: Bool
 
-    public init(plan: AttributePlan = AttributePlan(), generation: UInt64 = 0) {
+    public init(plan: AttributePlan = AttributePlan(), generation: UInt64 = 0, readsGenAI: Bool = true) {
         self.plan = plan
         self.generation = generation
+        self.readsGenAI = readsGenAI
         compiled = plan.compile()
     }
 
@@ -351,7 +363,7 @@ public struct OTLPScanner: Sendable {
         var status = StatusCode.unset
         var flags: UInt32 = 0
         var state = SpanPlanState(bits: resourceBits)
-        let wantAttributes = !compiled.isEmpty
+        let wantAttributes = !compiled.isEmpty || readsGenAI
 
         while let (field, wt) = try reader.readTag() {
             switch (field, wt) {
@@ -398,12 +410,16 @@ public struct OTLPScanner: Sendable {
             reject(&result, count: 1, "parent_span_id must be empty or 8 bytes")
             return
         }
-        let (bits, sums) = wantAttributes ? finish(base, &state, status) : (resourceBits, SIMD8<Int64>())
+        let (bits, sums) = !compiled.isEmpty ? finish(base, &state, status) : (resourceBits, SIMD8<Int64>())
         var facts = SpanFacts(
             traceID: traceID, spanID: spanID, parentSpanID: parent, startTime: start, endTime: end,
             status: status, bits: bits, sums: sums, scope: scopeIndex, bytes: range, flags: flags)
         if let ts = state.traceState, !ts.isEmpty { facts.randomness = Self.explicitRandomness(base, ts) }
         if let r = state.conversation { facts.conversation = Self.conversationHash(UnsafeRawBufferPointer(rebasing: base[r])) }
+        if state.genAI.seen {
+            facts.genAI = Int32(result.genAI.count)
+            result.genAI.append(state.genAI.span(spanID: spanID, parent: parent, start: start, end: end, statusError: status == .error))
+        }
         result.spans.append(facts)
     }
 
@@ -510,6 +526,7 @@ public struct OTLPScanner: Sendable {
         var traceState: Range<Int>? = nil
         var conversationRank = Int.max
         var conversation: Range<Int>? = nil
+        var genAI = GenAIScratch()
     }
 
     /// Reads one KeyValue; when its key is in the plan, applies the plan's actions to its value.
@@ -518,19 +535,24 @@ public struct OTLPScanner: Sendable {
     ) throws(WireError) {
         var reader = ProtoReader(base, range: range)
         var entryIndex: Int? = nil
+        var genAIKey: (field: GenAIKeys.Field, rank: Int)? = nil
         var valueRange: Range<Int>? = nil
         while let (field, wt) = try reader.readTag() {
             if field == 1 && wt == .lengthDelimited {
-                entryIndex = compiled.entry(base, try reader.readLengthDelimited())
-                if entryIndex == nil { return }  // not a key we need: skip the rest of this attribute
+                let key = try reader.readLengthDelimited()
+                entryIndex = compiled.isEmpty ? nil : compiled.entry(base, key)
+                if span && readsGenAI { genAIKey = GenAIKeys.lookup(base, key) }
+                if entryIndex == nil && genAIKey == nil { return }  // not a key we need: skip the rest of this attribute
             } else if field == 2 && wt == .lengthDelimited {
                 valueRange = try reader.readLengthDelimited()
             } else {
                 try reader.skip(wt)
             }
         }
-        guard let entryIndex else { return }
+        guard entryIndex != nil || genAIKey != nil else { return }
         let value = try AnyValueView(base, valueRange ?? range.upperBound..<range.upperBound)
+        if let genAIKey { state.genAI.take(genAIKey.field, rank: genAIKey.rank, value, base) }
+        guard let entryIndex else { return }
         let actions = span ? compiled.entries[entryIndex].spanActions : compiled.entries[entryIndex].resourceActions
         for action in actions {
             switch action {

@@ -27,6 +27,32 @@ func llm(_ id: UInt64, model: String = "gpt-4o", provider: String = "openai", in
          [span(1), llm(2, model: "claude-sonnet-4", provider: "anthropic", input: 1000, output: 0)], true),
         ("min_total_tokens: 1000, providers: [anthropic], models: [claude-sonnet-4]",
          [span(1), llm(2, model: "claude-opus-4", provider: "anthropic", input: 1000, output: 0)], false),
+        // An agent run whose agent span aggregates its two calls' usage (6,000) is not 12,000 tokens.
+        ("min_total_tokens: 10000", [span(1, [("gen_ai.operation.name", .string("invoke_agent")),
+                                              ("gen_ai.usage.input_tokens", .int(4000)), ("gen_ai.usage.output_tokens", .int(2000))]),
+                                     llm(2, input: 2000, output: 1000), llm(3, input: 2000, output: 1000)], false),
+        ("min_total_tokens: 6000", [span(1, [("gen_ai.operation.name", .string("invoke_agent")),
+                                             ("gen_ai.usage.input_tokens", .int(4000)), ("gen_ai.usage.output_tokens", .int(2000))]),
+                                    llm(2, input: 2000, output: 1000), llm(3, input: 2000, output: 1000)], true),
+        // … also when the calls hang under a step span that is not a GenAI span.
+        ("min_total_tokens: 10000", [span(1, [("gen_ai.operation.name", .string("invoke_agent")),
+                                              ("gen_ai.usage.input_tokens", .int(4000)), ("gen_ai.usage.output_tokens", .int(2000))]),
+                                     span(5, parent: 1), llm(2, input: 2000, output: 1000).child(of: 5),
+                                     llm(3, input: 2000, output: 1000).child(of: 5)], false),
+        // OpenInference names (Phoenix): prompt + completion; the total is not added on top.
+        ("min_total_tokens: 12000", [span(1), span(2, [("openinference.span.kind", .string("LLM")), ("llm.model_name", .string("gpt-4o")),
+                                                      ("llm.token_count.prompt", .int(9000)), ("llm.token_count.completion", .int(3000)),
+                                                      ("llm.token_count.total", .int(12000))])], true),
+        ("min_total_tokens: 12001", [span(1), span(2, [("openinference.span.kind", .string("LLM")),
+                                                      ("llm.token_count.prompt", .int(9000)), ("llm.token_count.completion", .int(3000)),
+                                                      ("llm.token_count.total", .int(12000))])], false),
+        // OpenLLMetry: only a total.
+        ("min_total_tokens: 5000", [span(1), span(2, [("llm.request.type", .string("chat")), ("llm.usage.total_tokens", .int(5000))])], true),
+        // Decimal strings.
+        ("min_total_tokens: 6000", [span(1), span(2, [("gen_ai.operation.name", .string("chat")),
+                                                      ("gen_ai.usage.input_tokens", .string("6000.0"))])], true),
+        // Cache-read tokens are part of input tokens: never added on top.
+        ("min_total_tokens: 1001", [span(1), llm(2, input: 1000, output: 0, extra: [("gen_ai.usage.cache_read.input_tokens", .int(800))])], false),
     ]
 
     @Test(arguments: cases.indices) func table(index: Int) throws {
@@ -66,9 +92,25 @@ func llm(_ id: UInt64, model: String = "gpt-4o", provider: String = "openai", in
         #expect(try decide("{name: c, type: llm_cost, llm_cost: {min_cost_usd: 1.0}}", trace([span(1), s]), preamble: Self.prices).keep)
     }
 
-    @Test func needsAPriceTable() {
-        #expect(diagnostics("policies: [{name: c, type: llm_cost, llm_cost: {min_cost_usd: 1}}]")
-            == ["1:38: error: llm_cost policy needs a 'prices:' table in the policies file (USD per million tokens per model, and a 'default')"])
+    @Test func withoutAPriceTableTheBuiltInPricesApply() throws {
+        // gpt-4o at the built-in list price: 100k in × 2.5 + 10k out × 10 = 0.35 USD; a model it does not list costs 0.
+        let policy = "{name: c, type: llm_cost, llm_cost: {min_cost_usd: 0.35}}"
+        #expect(try decide(policy, trace([span(1), llm(2, input: 100_000, output: 10_000)])).keep)
+        #expect(try !decide(policy, trace([span(1), llm(2, model: "mystery", input: 10_000_000, output: 0)])).keep)
+        // The file overrides a built-in price.
+        #expect(try !decide(policy, trace([span(1), llm(2, input: 100_000, output: 10_000)]),
+                            preamble: "prices:\n  gpt-4o: {input: 1, output: 1}\n").keep)
+    }
+
+    @Test func cacheAndReasoningTokensArePricedAtTheirOwnRates() throws {
+        let prices = "prices:\n  m: {input: 10, output: 100, cache_read: 1, cache_creation: 20, reasoning: 50}\n"
+        // 1M input of which 600k cache reads and 100k cache writes, 100k output of which 40k reasoning:
+        // 300k × 10 + 600k × 1 + 100k × 20 + 60k × 100 + 40k × 50 = 3 + 0.6 + 2 + 6 + 2 = 13.6 USD.
+        let s = llm(2, model: "m", input: 1_000_000, output: 100_000, extra: [
+            ("gen_ai.usage.cache_read.input_tokens", .int(600_000)), ("gen_ai.usage.cache_creation.input_tokens", .int(100_000)),
+            ("gen_ai.usage.reasoning.output_tokens", .int(40_000))])
+        #expect(try decide("{name: c, type: llm_cost, llm_cost: {min_cost_usd: 13.6}}", trace([span(1), s]), preamble: prices).keep)
+        #expect(try !decide("{name: c, type: llm_cost, llm_cost: {min_cost_usd: 13.61}}", trace([span(1), s]), preamble: prices).keep)
     }
 }
 
@@ -120,5 +162,14 @@ func llm(_ id: UInt64, model: String = "gpt-4o", provider: String = "openai", in
     ] as [([(String, TestValue)], StatusCode?, Bool)])
     func table(attributes: [(String, TestValue)], status: StatusCode?, keep: Bool) throws {
         #expect(try decide("{name: t, type: tool_error}", trace([span(1), span(2, status: status, attributes)])).keep == keep)
+    }
+}
+
+extension TestSpan {
+    /// The same span under another parent.
+    func child(of parent: UInt64) -> TestSpan {
+        var s = self
+        s.parentSpanID = parent
+        return s
     }
 }

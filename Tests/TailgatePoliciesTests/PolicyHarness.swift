@@ -42,7 +42,12 @@ func summary(_ id: TraceID = tid(1), status: [StatusCode] = [], tokensIn: Int64 
     s.spanCount = spans
     s.spanBytes = bytes
     s.statusMask = status.reduce(0) { $0 | $1.bit }
-    s.sums = SIMD8(tokensIn, tokensOut, 0, 0, 0, 0, 0, 0)
+    if tokensIn != 0 || tokensOut != 0 {
+        var ledger = GenAILedger(spans: [GenAISpan(spanID: 2, parentSpanID: 1, role: .inference, operation: "chat",
+                                                   tokens: SIMD8(tokensIn, tokensOut, 0, 0, 0, 0, 0, 0))])
+        ledger.resolve()
+        s.genAI = ledger
+    }
     s.earliestStart = start
     s.latestEnd = end
     s.decidedAt = at

@@ -2,18 +2,18 @@ import TailgateBuffer
 import TailgateWire
 import Yams
 
-/// `llm_cost`: keeps traces whose LLM cost reaches `min_cost_usd`. Each span's cost is its input and output tokens
-/// times the price of its model (`gen_ai.response.model`, else `gen_ai.request.model`) from the policies file's
-/// `prices:` table (USD per million tokens; `default` for models not listed; spans of unlisted models cost
-/// nothing without a default).
+/// `llm_cost`: keeps traces whose LLM cost reaches `min_cost_usd`. Each GenAI span's cost is the tokens it counts
+/// for (the token rule of `GenAILedger`) times the price of its model (`gen_ai.response.model`, else
+/// `gen_ai.request.model`): the built-in price table (`PriceTable.builtinPrices`) overridden by the policies file's
+/// `prices:` (USD per million tokens; cache-read, cache-creation and reasoning rates where given; `default` for models
+/// not listed — without it, unlisted models cost nothing).
 public struct LLMCostPolicy: SamplingPolicy {
     public static let typeName = "llm_cost"
     public static let keys = ["min_cost_usd", "max_cost_usd"]
 
-    /// Micro-USD.
-    public var minCost: Int64
-    public var maxCost: Int64?
-    var slot: Int
+    public var minCost: Double
+    public var maxCost: Double?
+    public var pricing: PriceTable
 
     public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "min_cost_usd: 0.50") else { return nil }
@@ -31,26 +31,22 @@ public struct LLMCostPolicy: SamplingPolicy {
             context.reader.error(hiNode, "max_cost_usd (\(formatNumber(hi))) is below min_cost_usd (\(formatNumber(lo))): no trace can match")
             return nil
         }
-        if context.prices.isEmpty && context.defaultPrice == nil {
-            context.reader.error(at, "llm_cost policy needs a 'prices:' table in the policies file (USD per million tokens per model, and a 'default')")
-            return nil
-        }
-        let prices = context.prices, defaultPrice = context.defaultPrice
-        guard let slot = context.plan(at, { (plan) throws(AttributePlan.PlanError) -> Int in
-            let input = try plan.slot(.firstOf(keys: TokenUsagePolicy.inputKeys, condition: nil))
-            let output = try plan.slot(.firstOf(keys: TokenUsagePolicy.outputKeys, condition: nil))
-            return try plan.slot(.cost(input: input, output: output, modelKeys: TokenUsagePolicy.modelKeys, prices: prices, defaultPrice: defaultPrice))
-        }) else { return nil }
-        return LLMCostPolicy(minCost: Int64((lo * 1e6).rounded()), maxCost: hi.map { Int64(($0 * 1e6).rounded()) }, slot: slot)
+        // The table is complete once the whole file is read (prices come first in parsing order).
+        return LLMCostPolicy(minCost: lo, maxCost: hi, pricing: context.pricing)
     }
 
     /// The trace's cost in USD.
-    public func costUSD(_ trace: TraceSummary) -> Double { Double(trace.sums[slot]) / 1e6 }
+    public func costUSD(_ trace: TraceSummary) -> Double {
+        guard var ledger = trace.genAI else { return 0 }
+        if !ledger.resolved { ledger.resolve() }
+        return pricing.cost(ledger)
+    }
 
     public func evaluate(_ trace: TraceSummary) -> Verdict {
-        let cost = trace.sums[slot]
-        guard cost >= minCost else { return .notSampled }
-        if let maxCost, cost > maxCost { return .notSampled }
+        // Compared in micro-USD, rounded, so that a bound written in the file is met exactly.
+        let cost = (costUSD(trace) * 1e6).rounded()
+        guard cost >= (minCost * 1e6).rounded() else { return .notSampled }
+        if let maxCost, cost > (maxCost * 1e6).rounded() { return .notSampled }
         return .sampled
     }
 }

@@ -2,50 +2,35 @@ import TailgateBuffer
 import TailgateWire
 import Yams
 
-/// `token_usage`: keeps traces whose LLM token usage, summed over every span, is at least `min_total_tokens`
-/// (and, when set, at most `max_total_tokens`). A span's tokens are `gen_ai.usage.input_tokens` (or the deprecated
-/// `gen_ai.usage.prompt_tokens`) plus `gen_ai.usage.output_tokens` (or the deprecated `gen_ai.usage.completion_tokens`).
-/// With `models` and/or `providers`, only spans of those models (`gen_ai.request.model` or `gen_ai.response.model`)
-/// and providers (`gen_ai.provider.name` or the deprecated `gen_ai.system`) count.
+/// `token_usage`: keeps traces whose LLM token usage is at least `min_total_tokens` (and, when set, at most
+/// `max_total_tokens`). Tokens are counted by the GenAI rule (`GenAILedger`: model calls count, an agent's or
+/// workflow's aggregated usage only for what its traced calls do not already report), from the GenAI conventions'
+/// `gen_ai.usage.input_tokens` / `output_tokens` (or the deprecated `prompt_tokens` / `completion_tokens`),
+/// OpenInference's `llm.token_count.*` and OpenLLMetry's totals; input + output (cache and reasoning tokens are part
+/// of them). With `models` and/or `providers`, only spans of those models (response or request model) and providers
+/// (`gen_ai.provider.name`, `gen_ai.system`, OpenInference `llm.provider`/`llm.system`) count.
 public struct TokenUsagePolicy: SamplingPolicy {
     public static let typeName = "token_usage"
     public static let keys = ["min_total_tokens", "max_total_tokens", "models", "providers"]
 
-    public static let inputKeys = ["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"]
-    public static let outputKeys = ["gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"]
-    public static let modelKeys = ["gen_ai.response.model", "gen_ai.request.model"]
-    public static let providerKeys = ["gen_ai.provider.name", "gen_ai.system"]
-
     public var minTotal: Int64
     public var maxTotal: Int64?
-    var inputSlot: Int
-    var outputSlot: Int
+    public var models: Set<String>
+    public var providers: Set<String>
 
-    /// Registers the token attributes (and the filter conditions) in `plan`.
-    public init(minTotal: Int64, maxTotal: Int64? = nil, models: [String] = [], providers: [String] = [],
-                plan: inout AttributePlan) throws(AttributePlan.PlanError) {
+    public init(minTotal: Int64, maxTotal: Int64? = nil, models: [String] = [], providers: [String] = []) {
         self.minTotal = minTotal
         self.maxTotal = maxTotal
-        let condition = try Self.filter(models: models, providers: providers, plan: &plan)
-        inputSlot = try plan.slot(.firstOf(keys: Self.inputKeys, condition: condition))
-        outputSlot = try plan.slot(.firstOf(keys: Self.outputKeys, condition: condition))
+        self.models = Set(models)
+        self.providers = Set(providers)
     }
 
-    /// The bit of "this span is of one of `models` and one of `providers`" (nil when neither is given).
-    static func filter(models: [String], providers: [String], plan: inout AttributePlan) throws(AttributePlan.PlanError) -> Int? {
-        var parts: [Int] = []
-        if !models.isEmpty {
-            var bits: [Int] = []
-            for key in modelKeys { bits.append(try plan.bit(key: key, target: .span, .strings(models))) }
-            parts.append(try plan.bit(anyOf: bits))
+    /// Whether a span's tokens count under `models` and `providers` (empty: any).
+    static func filter(models: Set<String>, providers: Set<String>) -> (GenAISpan) -> Bool {
+        { span in
+            (models.isEmpty || models.contains(span.model) || models.contains(span.requestModel))
+                && (providers.isEmpty || providers.contains(span.provider))
         }
-        if !providers.isEmpty {
-            var bits: [Int] = []
-            for key in providerKeys { bits.append(try plan.bit(key: key, target: .any, .strings(providers))) }
-            parts.append(try plan.bit(anyOf: bits))
-        }
-        if parts.isEmpty { return nil }
-        return parts.count == 1 ? parts[0] : try plan.bit(allOf: parts)
     }
 
     public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
@@ -74,13 +59,11 @@ public struct TokenUsagePolicy: SamplingPolicy {
             context.reader.error(maxNode, "max_total_tokens (\(maxTotal)) is below min_total_tokens (\(minTotal)): no trace can match")
             return nil
         }
-        return context.plan(at) { (plan) throws(AttributePlan.PlanError) in
-            try TokenUsagePolicy(minTotal: minTotal, maxTotal: maxTotal, models: models, providers: providers, plan: &plan)
-        }
+        return TokenUsagePolicy(minTotal: minTotal, maxTotal: maxTotal, models: models, providers: providers)
     }
 
     public func total(_ trace: TraceSummary) -> Int64 {
-        trace.sums[inputSlot] &+ trace.sums[outputSlot]
+        trace.totalTokens(matching: Self.filter(models: models, providers: providers))
     }
 
     public func evaluate(_ trace: TraceSummary) -> Verdict {

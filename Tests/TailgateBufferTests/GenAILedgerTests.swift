@@ -1,0 +1,108 @@
+import Testing
+import TailgateWire
+@testable import TailgateBuffer
+
+/// The GenAI token rule: model calls count; an aggregate span (agent, workflow) counts only what its subtree's
+/// reports do not already account for.
+@Suite struct GenAILedgerTests {
+    typealias L = GenAISpan.Lane
+
+    static func tokens(_ input: Int64, _ output: Int64, cacheRead: Int64 = 0, reasoning: Int64 = 0, total: Int64 = 0) -> SIMD8<Int64> {
+        var t = SIMD8<Int64>()
+        t[L.input] = input
+        t[L.output] = output
+        t[L.cacheRead] = cacheRead
+        t[L.reasoning] = reasoning
+        t[L.totalOnly] = total
+        return t
+    }
+    static func chat(_ id: UInt64, parent: UInt64, _ input: Int64, _ output: Int64) -> GenAISpan {
+        GenAISpan(spanID: id, parentSpanID: parent, role: .inference, operation: "chat", model: "m", tokens: tokens(input, output))
+    }
+    static func agent(_ id: UInt64, parent: UInt64, _ t: SIMD8<Int64>) -> GenAISpan {
+        GenAISpan(spanID: id, parentSpanID: parent, role: .aggregate, operation: "invoke_agent", tokens: t)
+    }
+
+    struct Case: CustomTestStringConvertible, Sendable {
+        var name: String
+        var spans: [GenAISpan]
+        /// Links of spans that are not GenAI spans (child → parent).
+        var others: [UInt64: UInt64] = [:]
+        var total: Int64
+        var testDescription: String { name }
+    }
+
+    static let cases: [Case] = [
+        Case(name: "aggregated agent over two chats counts the calls once",
+             spans: [agent(1, parent: 0, tokens(4000, 2000)), chat(2, parent: 1, 2000, 1000), chat(3, parent: 1, 2000, 1000)],
+             total: 6000),
+        Case(name: "agent without traced calls counts its own usage",
+             spans: [agent(1, parent: 0, tokens(4000, 2000))], total: 6000),
+        Case(name: "agent over one traced call of two counts the untraced rest",
+             spans: [agent(1, parent: 0, tokens(4000, 2000)), chat(2, parent: 1, 2000, 1000)], total: 6000),
+        Case(name: "agent reporting less than its calls adds nothing",
+             spans: [agent(1, parent: 0, tokens(100, 50)), chat(2, parent: 1, 2000, 1000)], total: 3000),
+        Case(name: "nested agents: innermost reports first",
+             spans: [agent(1, parent: 0, tokens(7000, 3000)), agent(2, parent: 1, tokens(4000, 2000)),
+                     chat(3, parent: 2, 2000, 1000), chat(4, parent: 2, 2000, 1000), chat(5, parent: 1, 3000, 1000)],
+             total: 10000),
+        Case(name: "calls under non-GenAI steps are found through the trace's parent links",
+             spans: [agent(1, parent: 0, tokens(4000, 2000)), chat(3, parent: 20, 2000, 1000), chat(4, parent: 21, 2000, 1000)],
+             others: [20: 1, 21: 20], total: 6000),
+        Case(name: "a total reported alone is compared with the calls' input and output",
+             spans: [agent(1, parent: 0, tokens(0, 0, total: 6000)), chat(2, parent: 1, 2000, 1000), chat(3, parent: 1, 2000, 1000)],
+             total: 6000),
+        Case(name: "sibling agents: one with traced calls, one remote",
+             spans: [agent(1, parent: 0, tokens(4000, 2000)), chat(2, parent: 1, 2000, 1000), chat(3, parent: 1, 2000, 1000),
+                     agent(4, parent: 0, tokens(3000, 1000))],
+             total: 10000),
+        Case(name: "calls without an agent simply add up",
+             spans: [chat(1, parent: 0, 10, 5), chat(2, parent: 1, 20, 5), chat(3, parent: 0, 30, 30)], total: 100),
+        Case(name: "a cycle of parent links cannot loop",
+             spans: [agent(1, parent: 2, tokens(10, 0)), agent(2, parent: 1, tokens(20, 0))], total: 30),
+    ]
+
+    @Test(arguments: cases)
+    func tokenRule(_ c: Case) {
+        var ledger = GenAILedger(spans: c.spans)
+        let others = c.others
+        ledger.resolve { others[$0] }
+        #expect(ledger.totalTokens() == c.total)
+    }
+
+    @Test func withoutTheParentLinksAnIntermediateStepHidesTheCalls() {
+        // The same trace as above without the links: the agent's aggregate is counted on top (the buffer always
+        // gives the links; this shows they matter).
+        var ledger = GenAILedger(spans: [Self.agent(1, parent: 0, Self.tokens(4000, 2000)), Self.chat(3, parent: 20, 2000, 1000)])
+        ledger.resolve()
+        #expect(ledger.totalTokens() == 9000)
+    }
+
+    @Test func cacheAndReasoningTokensArePartsNotAdditions() {
+        var ledger = GenAILedger(spans: [GenAISpan(spanID: 1, parentSpanID: 0, role: .inference, operation: "chat",
+                                                   tokens: Self.tokens(1000, 500, cacheRead: 800, reasoning: 400))])
+        ledger.resolve()
+        #expect(ledger.totalTokens() == 1500)
+        #expect(ledger.counted[0][L.cacheRead] == 800 && ledger.counted[0][L.reasoning] == 400)
+    }
+
+    @Test func residualKeepsDetailLanesWithinTheirParents() {
+        // Agent: 4000 in (3000 cached), 2000 out (1500 reasoning); one traced call: 2000 in (2500 cached?? no: 1000), 1000 out.
+        let own = Self.tokens(4000, 2000, cacheRead: 3000, reasoning: 1500)
+        let below = Self.tokens(2000, 1000, cacheRead: 1000, reasoning: 500)
+        let r = GenAILedger.residual(own: own, below: below)
+        #expect(r[L.input] == 2000 && r[L.output] == 1000)
+        #expect(r[L.cacheRead] == 2000 && r[L.reasoning] == 1000)
+        #expect(r[L.totalOnly] == 0)
+    }
+
+    @Test func filtersSelectSpans() {
+        var a = Self.chat(1, parent: 0, 100, 0)
+        a.model = "gpt-4o"
+        var b = Self.chat(2, parent: 0, 10, 0)
+        b.model = "claude"
+        var ledger = GenAILedger(spans: [a, b])
+        ledger.resolve()
+        #expect(ledger.totalTokens { $0.model == "gpt-4o" } == 100)
+    }
+}
