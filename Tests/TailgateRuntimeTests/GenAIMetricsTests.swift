@@ -1,0 +1,74 @@
+import Testing
+import TailgateBuffer
+import TailgatePolicies
+@testable import TailgateRuntime
+import TailgateWire
+
+@Suite struct GenAIMetricsTests {
+    func exposition(_ metrics: TailgateMetrics) -> String { String(decoding: metrics.exposition(), as: UTF8.self) }
+
+    func sample(_ text: String, _ prefix: String) -> Double? {
+        text.split(separator: "\n").first { $0.hasPrefix(prefix + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+    }
+
+    @Test func aTraceIsCountedByTheTokenRule() {
+        let metrics = TailgateMetrics()
+        let genAI = GenAIMetrics(registry: metrics.registry)
+        var agent = GenAISpan(spanID: 1, parentSpanID: 0, role: .aggregate, operation: "invoke_agent", provider: "openai",
+                              model: "gpt-4o", agentName: "planner", tokens: SIMD8(4000, 2000, 0, 0, 0, 0, 0, 0))
+        agent.durationNanos = 3_000_000_000
+        let call = GenAISpan(spanID: 2, parentSpanID: 1, role: .inference, operation: "chat", provider: "openai", model: "gpt-4o",
+                             errorType: "timeout", durationNanos: 500_000_000, tokens: SIMD8(2000, 1000, 1500, 0, 0, 0, 0, 0))
+        let tool = GenAISpan(spanID: 3, parentSpanID: 1, role: .aggregate, operation: "execute_tool", toolName: "search",
+                             statusError: true)
+        genAI.record(GenAILedger(spans: [agent, call, call.with(id: 4), tool]), pricing: PriceTable())
+        let text = exposition(metrics)
+        // 2 × 3,000 from the calls; the agent's 6,000 adds nothing.
+        #expect(sample(text, #"tailgate_gen_ai_tokens_total{type="input",provider="openai",model="gpt-4o"}"#) == 4000)
+        #expect(sample(text, #"tailgate_gen_ai_tokens_total{type="output",provider="openai",model="gpt-4o"}"#) == 2000)
+        #expect(sample(text, #"tailgate_gen_ai_token_details_total{type="cache_read",provider="openai",model="gpt-4o"}"#) == 3000)
+        #expect(sample(text, #"tailgate_gen_ai_calls_total{operation="chat",provider="openai",model="gpt-4o"}"#) == 2)
+        #expect(sample(text, #"tailgate_gen_ai_call_failures_total{provider="openai",model="gpt-4o",error_type="timeout"}"#) == 2)
+        #expect(sample(text, #"tailgate_gen_ai_agent_runs_total{agent="planner",outcome="ok"}"#) == 1)
+        #expect(sample(text, #"tailgate_gen_ai_tool_calls_total{tool="search"}"#) == 1)
+        #expect(sample(text, #"tailgate_gen_ai_tool_call_failures_total{tool="search"}"#) == 1)
+        // gpt-4o built-in: (500 plain × 2.5 + 1,500 cached × 1.25 + 1,000 × 10) per call / 1M = 0.013125 USD; two calls.
+        let cost = sample(text, #"tailgate_gen_ai_cost_usd_total{provider="openai",model="gpt-4o"}"#) ?? 0
+        #expect(abs(cost - 0.02625) < 1e-9)
+        #expect(sample(text, #"tailgate_gen_ai_operation_duration_seconds_bucket{operation="chat",provider="openai",model="gpt-4o",le="0.64"}"#) == 2)
+        #expect(sample(text, #"tailgate_gen_ai_operation_duration_seconds_bucket{operation="chat",provider="openai",model="gpt-4o",le="0.32"}"#) == 0)
+    }
+
+    @Test func labelValuesBeyondTheCapFoldIntoOther() {
+        let metrics = TailgateMetrics()
+        let genAI = GenAIMetrics(registry: metrics.registry, maxLabelValues: 2)
+        let spans = (1...5).map { i in
+            GenAISpan(spanID: UInt64(i), role: .inference, operation: "chat", provider: "p", model: "m\(i)",
+                      tokens: SIMD8(10, 0, 0, 0, 0, 0, 0, 0))
+        }
+        genAI.record(GenAILedger(spans: spans), pricing: PriceTable())
+        let text = exposition(metrics)
+        #expect(sample(text, #"tailgate_gen_ai_tokens_total{type="input",provider="p",model="m1"}"#) == 10)
+        #expect(sample(text, #"tailgate_gen_ai_tokens_total{type="input",provider="p",model="m2"}"#) == 10)
+        #expect(sample(text, #"tailgate_gen_ai_tokens_total{type="input",provider="p",model="other"}"#) == 30)
+        #expect(sample(text, #"tailgate_gen_ai_label_overflow_total{label="model"}"#) == 3)
+    }
+
+    @Test func lateSpansCountTheirCallsButNotAnAggregate() {
+        let metrics = TailgateMetrics()
+        let genAI = GenAIMetrics(registry: metrics.registry)
+        genAI.recordLate([
+            GenAISpan(spanID: 1, role: .aggregate, operation: "invoke_agent", model: "x", tokens: SIMD8(900, 0, 0, 0, 0, 0, 0, 0)),
+            GenAISpan(spanID: 2, role: .inference, operation: "chat", model: "x", tokens: SIMD8(100, 0, 0, 0, 0, 0, 0, 0)),
+        ], pricing: PriceTable())
+        #expect(sample(exposition(metrics), #"tailgate_gen_ai_tokens_total{type="input",provider="unknown",model="x"}"#) == 100)
+    }
+}
+
+extension GenAISpan {
+    func with(id: UInt64) -> GenAISpan {
+        var s = self
+        s.spanID = id
+        return s
+    }
+}
