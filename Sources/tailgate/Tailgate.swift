@@ -17,7 +17,7 @@ struct Tailgate: AsyncParsableCommand {
             decision window closes, applies the policies file, and forwards the kept traces, complete, to the real collector.
             """,
         version: TailgateVersion.current,
-        subcommands: [Serve.self, Check.self, Simulate.self, ImportOtel.self, Loadtest.self, Generate.self],
+        subcommands: [Serve.self, Check.self, Simulate.self, ImportOtel.self, Loadtest.self, Generate.self, Explain.self],
         defaultSubcommand: nil)
 }
 
