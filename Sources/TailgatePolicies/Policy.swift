@@ -29,6 +29,9 @@ public enum RandomSource: Hashable, Sendable {
     case hash(seed: UInt64)
     /// A rate or bytes budget: admission does not depend on the trace's bits.
     case budget(ObjectIdentifier)
+    /// XXH3-64 of the trace's conversation (`TraceSummary.conversation`) with this seed (`conversation` policy): the
+    /// same draw for every turn of a conversation, independent of any trace-ID hash.
+    case conversation(seed: UInt64)
     /// A combination of sources, or a complement of one (`not`): independent of everything else.
     indirect case derived(RandomSource, tag: Int)
 }
@@ -69,7 +72,12 @@ public enum Chance: Sendable, Equatable {
         }
         guard !bySource.isEmpty else { return .certain }
         if bySource.count == 1, let (s, p) = bySource.first { return .random(probability: p, source: s) }
-        return .random(probability: bySource.values.reduce(1.0, *), source: .derived(.traceRandomness, tag: -bySource.count))
+        // The conjunction is a set of its own: tagged by its parts, so that two different `and`s are independent in a
+        // union (a tag of only the count made every two-source `and` "nested" with every other one), and the same
+        // `and` written twice is the same set.
+        var tag = Hasher()
+        for (s, p) in bySource.sorted(by: { $0.key.hashValue < $1.key.hashValue }) { tag.combine(s); tag.combine(p) }
+        return .random(probability: bySource.values.reduce(1.0, *), source: .derived(.traceRandomness, tag: tag.finalize()))
     }
 
     /// The weight a keep with this chance carries: consistent when it comes from the trace's randomness alone.
@@ -124,6 +132,7 @@ public let policyTypes: [any SamplingPolicy.Type] = [
     NotPolicy.self,
     DropPolicy.self,
     CompositePolicy.self,
+    ConversationPolicy.self,
     TokenUsagePolicy.self,
     LLMCostPolicy.self,
     FinishReasonPolicy.self,
@@ -136,6 +145,9 @@ public struct NamedPolicy: Sendable {
     public var name: String
     public var type: String
     public var policy: any SamplingPolicy
+    /// Where the policy's name is written (for diagnostics found after parsing, such as weight warnings); 0 unknown.
+    public var line = 0
+    public var column = 0
 }
 
 /// What parsing a policy needs: the reader (diagnostics), the attribute plan, the price table, and the
@@ -215,7 +227,7 @@ public struct PolicyContext {
         if policy.neverKeeps {
             reader.warning(name.1, "policy '\(name.0)' can never keep a trace")
         }
-        return (NamedPolicy(name: name.0, type: typeName, policy: policy), name.1)
+        return (NamedPolicy(name: name.0, type: typeName, policy: policy, line: name.1.mark?.line ?? 0, column: name.1.mark?.column ?? 0), name.1)
     }
 
     /// Parses a list of sub-policies; names must be unique within the list.

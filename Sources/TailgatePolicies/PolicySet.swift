@@ -116,6 +116,8 @@ public struct PolicyEngine: TraceDecider {
     private let policies: [any SamplingPolicy]
     private let drops: [Int]
     private let keeps: [Int]
+    /// `conversation` policies with `keep_after_error`: they see every decided trace, whichever policy decides it.
+    private let remembering: [ConversationPolicy]
 
     public init(_ policySet: PolicySet) {
         self.policySet = policySet
@@ -123,11 +125,13 @@ public struct PolicyEngine: TraceDecider {
         policies = all
         drops = all.indices.filter { all[$0] is DropPolicy }
         keeps = all.indices.filter { !(all[$0] is DropPolicy) }
+        remembering = ConversationPolicy.remembering(policySet.policies)
     }
 
     public var policyNames: [String] { policySet.policies.map(\.name) }
 
     public func decide(_ trace: TraceSummary) -> Decision {
+        for c in remembering { c.observe(trace) }
         for i in drops where policies[i].evaluate(trace) == .drop {
             return Decision(keep: false, policy: i)
         }
@@ -151,6 +155,7 @@ public struct PolicyEngine: TraceDecider {
     /// token threshold, an attribute match) keeps it now and no drop policy matches. Random policies and limiters are
     /// not asked (their verdict did not depend on the late spans, and a second draw would bias weights).
     public func revise(_ trace: TraceSummary) -> Decision? {
+        for c in remembering { c.observe(trace) }
         for i in drops where policies[i].evaluate(trace) == .drop { return nil }
         for i in keeps where policies[i].chance(trace) == nil && policies[i].evaluate(trace) == .sampled {
             return Decision(keep: true, policy: i)

@@ -85,7 +85,9 @@ public struct TailgateServer: Sendable {
             }
             metrics.storeDiskBudget.record(storeConfig.maxDiskBytes)
         }
-        let forwarder = Forwarder(configuration: config.forwarder, downstream: downstream, observer: metrics, logger: logger,
+        // The metrics, plus the downstream's last success and failure for the status page.
+        let health = DownstreamHealth(metrics: metrics)
+        let forwarder = Forwarder(configuration: config.forwarder, downstream: downstream, observer: health, logger: logger,
                                   spool: store)
         let signals = SignalForwarder(downstream: downstream, queueBytes: config.signalQueueBytes,
                                       concurrency: config.forwarder.concurrency, initialBackoff: config.forwarder.initialBackoff,
@@ -117,8 +119,9 @@ public struct TailgateServer: Sendable {
                 var options = HTTPServer.Options(maxBodyBytes: 64 << 10)
                 options.threads = 1  // its own thread: heavy ingest requests never delay a scrape or a probe
                 options.maxConnections = 64
+                let admin = AdminContext(pipeline: pipeline, metrics: metrics, health: health, policiesPath: config.policiesPath)
                 let server = HTTPServer(host: host, port: port, options: options, logger: logger) { request in
-                    AdminRoutes.handle(request, metrics: metrics, readiness: readiness)
+                    AdminRoutes.handle(request, metrics: metrics, readiness: readiness, context: admin)
                 }
                 try await server.start()
                 started.append(server)
@@ -291,10 +294,11 @@ public struct ShutdownSummary: Sendable {
 }
 
 /// The admin listener's routes: `/metrics` (Prometheus text), `/livez` (the process answers), `/readyz` (503 while
-/// starting or draining at shutdown), `/version`.
+/// starting or draining at shutdown), `/version`; with a context, the status page `/`, `/debug/status` (its JSON) and
+/// `/debug/traces/{trace_id}` (where a trace is and why it was, or would be, kept or dropped).
 enum AdminRoutes {
-    static func handle(_ request: HTTPRequest, metrics: TailgateMetrics, readiness: Readiness) -> HTTPResponse {
-        let path = request.head.uri.split(separator: "?").first.map(String.init) ?? ""
+    static func handle(_ request: HTTPRequest, metrics: TailgateMetrics, readiness: Readiness, context: AdminContext? = nil) -> HTTPResponse {
+        let path = request.head.uri.split(separator: "?", omittingEmptySubsequences: false).first.map(String.init) ?? ""
         switch path {
         case "/metrics":
             return HTTPResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition())
@@ -306,8 +310,16 @@ enum AdminRoutes {
         case "/version":
             return HTTPResponse(status: .ok, contentType: "application/json",
                                 body: Array("{\"version\":\"\(TailgateVersion.current)\"}\n".utf8))
+        case "/" where context != nil:
+            return StatusPage.response()
+        case "/debug/status" where context != nil:
+            return DebugRoutes.status(context: context!, readiness: readiness)
+        case _ where context != nil && path.hasPrefix(DebugRoutes.tracesPrefix):
+            return DebugRoutes.trace(path: path, context: context!)
+        case "/debug/traces":
+            return DebugRoutes.badRequest("a trace ID is needed: GET /debug/traces/{trace_id} with 32 hexadecimal digits")
         default:
-            return HTTPResponse(status: .notFound, text: "not found: see /metrics, /livez, /readyz, /version\n")
+            return HTTPResponse(status: .notFound, text: "not found: see /, /metrics, /livez, /readyz, /version, /debug/status, /debug/traces/{trace_id}\n")
         }
     }
 }

@@ -17,7 +17,7 @@ struct Tailgate: AsyncParsableCommand {
             decision window closes, applies the policies file, and forwards the kept traces, complete, to the real collector.
             """,
         version: TailgateVersion.current,
-        subcommands: [Serve.self, Check.self, Simulate.self, ImportOtel.self, Loadtest.self, Generate.self],
+        subcommands: [Serve.self, Check.self, Simulate.self, ImportOtel.self, Loadtest.self, Generate.self, Explain.self],
         defaultSubcommand: nil)
 }
 
@@ -179,8 +179,9 @@ struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Validate policies files.",
         discussion: """
-            Prints every problem as FILE:LINE:COLUMN: error|warning: MESSAGE. Exit status: 0 when every file is valid \
-            (warnings allowed), 1 when any file has an error.
+            Prints every problem as FILE:LINE:COLUMN: error|warning: MESSAGE, and warns where policies combine into keeps \
+            whose weight cannot be stated honestly. Exit status: 0 when every file is valid (warnings allowed), 1 when \
+            any file has an error.
             """)
 
     @Argument(help: "Policies files to check.")
@@ -191,7 +192,7 @@ struct Check: ParsableCommand {
         for file in files {
             do {
                 let set = try PolicySet.load(path: file)
-                for warning in set.warnings { print(warning) }
+                for warning in set.warnings + set.weightWarnings(file: file) { print(warning) }
                 print("\(file): ok (\(set.policies.count) policies: \(set.policies.map(\.name).joined(separator: ", ")))")
             } catch {
                 failed = true

@@ -9,6 +9,7 @@ package and are required (a missing one fails the tests); the other linters are 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -34,6 +35,42 @@ sys.path.insert(0, str(REPO / "Tests" / "EndToEnd"))
 
 # The phrase that marks a dashboard panel whose queries return zero or nothing under normal traffic.
 EXPECTED_ZERO = "Expected zero or empty under normal traffic."
+
+# The GenAI row of the dashboard and its panel ids (1-99 are the operational rows').
+GENAI_ROW_TITLE = "GenAI (all traffic, before sampling)"
+GENAI_PANEL_IDS = range(100, 200)
+
+# The exact, pre-sampling GenAI metrics Tailgate exposes on /metrics (issue 13, item 1): name -> (type, labels).
+# This is the contract the dashboard's GenAI row and the GenAI alerts are written against; the live test checks
+# that the real binary exposes them. Histograms also expose _bucket (with `le`), _sum and _count.
+GENAI_METRICS = {
+    "tailgate_gen_ai_tokens_total": ("counter", {"type", "provider", "model"}),
+    "tailgate_gen_ai_token_details_total": ("counter", {"type", "provider", "model"}),
+    "tailgate_gen_ai_cost_usd_total": ("counter", {"provider", "model"}),
+    "tailgate_gen_ai_calls_total": ("counter", {"operation", "provider", "model"}),
+    "tailgate_gen_ai_call_failures_total": ("counter", {"provider", "model", "error_type"}),
+    "tailgate_gen_ai_operation_duration_seconds": ("histogram", {"operation", "provider", "model"}),
+    "tailgate_gen_ai_agent_runs_total": ("counter", {"agent", "outcome"}),
+    "tailgate_gen_ai_tool_calls_total": ("counter", {"tool"}),
+    "tailgate_gen_ai_tool_call_failures_total": ("counter", {"tool"}),
+    "tailgate_gen_ai_label_overflow_total": ("counter", {"label"}),
+}
+HISTOGRAM_SUFFIXES = ("bucket", "sum", "count")
+
+
+def genai_series_names() -> set[str]:
+    """Every series name of the GenAI metrics (histograms with their _bucket/_sum/_count)."""
+    names = set()
+    for name, (kind, _) in GENAI_METRICS.items():
+        names.add(name)
+        if kind == "histogram":
+            names |= {f"{name}_{suffix}" for suffix in HISTOGRAM_SUFFIXES}
+    return names
+
+
+def metric_names_used(text: str) -> set[str]:
+    """tailgate_* metric names in a rules file or dashboard (recording rules are named tailgate:*, left out)."""
+    return set(re.findall(r"\b(tailgate_[a-z_]+)\b(?![:])", text))
 
 
 def tool(name: str, required: bool, hint: str) -> str:

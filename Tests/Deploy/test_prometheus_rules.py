@@ -1,15 +1,18 @@
 """Alert rules: promtool accepts them and their unit tests pass; every alert is complete (severity, summary,
-description, runbook) and has a unit test where it fires and one where it stays quiet; every metric they name is
-one Tailgate exports."""
+description, runbook) and has a unit test where it fires and one where it stays quiet; every metric they (and the
+dashboard) name is one Tailgate exports: the operational metrics defined in TailgateMetrics.swift, and the GenAI
+metrics of the contract in deploylib.GENAI_METRICS (which the live test checks against the real binary)."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
 import yaml
 
-from deploylib import ALERTS, ALERTS_TEST, DASHBOARD, METRICS_SOURCE, promtool
+from deploylib import (ALERTS, ALERTS_TEST, DASHBOARD, GENAI_METRICS, METRICS_SOURCE, genai_series_names,
+                       metric_names_used, promtool)
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -37,7 +40,8 @@ def test_every_alert_is_complete():
     rules = alerting_rules()
     expected = {"TailgateSpansLost", "TailgateDownstreamFailing", "TailgateForwardQueueNearFull",
                 "TailgateBufferNearBudget", "TailgateDecisionsForcedEarly", "TailgatePolicyReloadFailed",
-                "TailgateIngestRefusalsSpiking", "TailgateDown"}
+                "TailgateIngestRefusalsSpiking", "TailgateDown", "TailgateGenAICostSpike",
+                "TailgateGenAIErrorRateHigh", "TailgateGenAILabelOverflow"}
     assert expected <= {r["alert"] for r in rules}
     for rule in rules:
         assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
@@ -63,19 +67,48 @@ def exported_metrics() -> set[str]:
 
 
 def test_rules_and_dashboard_name_only_exported_metrics():
-    exported = exported_metrics()
+    exported = exported_metrics() | genai_series_names()
     assert "tailgate_spans_dropped_total" in exported and "tailgate_decision_latency_seconds_bucket" in exported
+    assert "tailgate_gen_ai_operation_duration_seconds_bucket" in exported
     for path in (ALERTS, DASHBOARD):
         # tailgate_* metric names (recording rules are named tailgate:*, which the pattern leaves out)
-        used = set(re.findall(r"\b(tailgate_[a-z_]+)\b(?![:])", path.read_text()))
+        used = metric_names_used(path.read_text())
         unknown = {u for u in used if u not in exported}
         assert not unknown, f"{path.name} names metrics Tailgate does not export: {sorted(unknown)}"
+
+
+def test_genai_queries_use_only_the_contract_labels():
+    """Every `by (...)` / `on (...)` label of a query over one GenAI metric is one of its labels (or job, instance,
+    le for histogram buckets), so that a typo in a label does not silently return one empty series."""
+    texts = [r["expr"] for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+    dashboard = json.loads(DASHBOARD.read_text())
+    texts += [t["expr"] for top in dashboard["panels"] for p in [top] + top.get("panels", [])
+              for t in p.get("targets", [])]
+    checked = 0
+    for expr in texts:
+        metrics = {m for m in metric_names_used(expr) if m.startswith("tailgate_gen_ai_")}
+        if not metrics:
+            continue
+        allowed = {"job", "instance"}
+        for metric in metrics:
+            base = re.sub(r"_(bucket|sum|count)$", "", metric) if metric not in GENAI_METRICS else metric
+            assert base in GENAI_METRICS, metric
+            allowed |= GENAI_METRICS[base][1] | ({"le"} if metric.endswith("_bucket") else set())
+        for group in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", expr):
+            labels = {label.strip() for label in group.split(",") if label.strip()}
+            assert labels <= allowed, (expr, labels - allowed)
+            checked += 1
+    assert checked >= 15
 
 
 def test_recording_rules_feed_the_alerts_and_dashboard():
     groups = yaml.safe_load(ALERTS.read_text())["groups"]
     records = {r["record"] for g in groups for r in g["rules"] if "record" in r}
-    assert records == {"tailgate:buffer_budget_bytes", "tailgate:forward_queue_budget_bytes"}
+    assert records == {"tailgate:buffer_budget_bytes", "tailgate:forward_queue_budget_bytes",
+                       "tailgate:gen_ai_cost_budget_usd_per_hour"}
     dashboard = DASHBOARD.read_text()
-    for record in records:
+    for record in ("tailgate:buffer_budget_bytes", "tailgate:forward_queue_budget_bytes"):
         assert record in dashboard
+    # The cost budget is per job (the fleet), not per instance: only the cost alert reads it.
+    (cost,) = [r for r in alerting_rules() if r["alert"] == "TailgateGenAICostSpike"]
+    assert "tailgate:gen_ai_cost_budget_usd_per_hour" in cost["expr"]

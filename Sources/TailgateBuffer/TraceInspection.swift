@@ -1,0 +1,124 @@
+import TailgateWire
+
+/// Where one trace is in the buffer and why, for `GET /debug/traces/{id}` (`TraceBuffer.inspect`). A read-only
+/// snapshot taken under the trace's shard lock: nothing is decided, spilled or forgotten by looking.
+public struct TraceInspection: Sendable {
+    public enum State: String, Sendable, CaseIterable {
+        /// Undecided, every span in memory.
+        case buffered
+        /// Undecided, spans (some or all) moved to the store; the summary stays in memory.
+        case spilled
+        /// Dropped, its spans kept in the store for the revise window (a late error may still keep it).
+        case retainedAfterDrop = "retained_after_drop"
+        /// Kept; remembered in the decision cache (late spans follow the keep).
+        case kept
+        /// Dropped; remembered in the decision cache (late spans are dropped).
+        case dropped
+    }
+
+    /// An undecided trace: its timing, its tree and when it will be decided.
+    public struct Pending: Sendable, Equatable {
+        /// Clock readings (the buffer's clock) of the first and last span, and of the finished root (0: none yet).
+        public var firstSeen: UInt64
+        public var lastSeen: UInt64
+        public var rootArrived: UInt64
+        /// Spans held in memory (the rest are in the store).
+        public var spansInMemory: Int
+        /// Memory the trace holds, as the buffer accounts it against `max_buffered_bytes`.
+        public var memoryBytes: Int
+        /// Bytes of the trace's records in the store, and how many records.
+        public var storedBytes: Int
+        public var storedRecords: Int
+        /// Parents named by spans of the trace that have not arrived, by where they live.
+        public var missingLocal: Int
+        public var missingRemote: Int
+        /// The exporter did not say where the parent lives (treated like remote).
+        public var missingUnknown: Int
+        /// When the trace will be decided (clock reading) and what will close its window, as things stand.
+        public var deadline: UInt64
+        public var trigger: DecisionTrigger
+        /// A root has arrived and no span waits for a parent.
+        public var complete: Bool
+        /// The summary's aggregates were recomputed from the spans for the current policies (they were aggregated
+        /// under another policies file's attribute plan).
+        public var reaggregated: Bool
+    }
+
+    public var state: State
+    public var traceID: TraceID
+    /// Clock reading when the snapshot was taken.
+    public var now: UInt64
+    /// What the trace's spans add up to (undecided and retained traces; nil for decisions remembered alone). For an
+    /// undecided trace its `decidedAt` is `now`, `trigger` the trigger it would be decided by and `complete` its
+    /// present state, so that policies can be evaluated on it as if it were decided now.
+    public var summary: TraceSummary?
+    /// Undecided traces only.
+    public var pending: Pending?
+    /// Decided traces: the decision remembered (its `generation` tells which policies file `policy` indexes into).
+    public var decision: Decision?
+    /// Retained dropped traces: when the revise window closes (clock reading), and late spans received since the drop.
+    public var retainedUntil: UInt64?
+    public var lateSpans: Int = 0
+}
+
+extension TraceBuffer {
+    /// Where a trace is and why: undecided (in memory or spilled), dropped but retained for the revise window, or a
+    /// remembered keep or drop; nil when the buffer has never seen the trace or has forgotten its decision.
+    ///
+    /// Read-only. For an undecided trace aggregated under another attribute plan (a policies reload since its first
+    /// span), the summary is recomputed from its spans (read back from the store if spilled) with the current decider,
+    /// as the decision will be.
+    public func inspect(_ id: TraceID) -> TraceInspection? {
+        let now = clock.now()
+        let decider = self.decider
+        return shards[shardIndex(id)].state.withLock { state -> TraceInspection? in
+            if let entry = state.traces[id] {
+                var summary = entry.summary
+                let (deadline, trigger) = entry.deadline(state.timing)
+                var reaggregated = false
+                if entry.planGeneration != decider.planGeneration {
+                    var spans = BufferedSpans()
+                    if let store = state.store, !entry.diskRefs.isEmpty { _ = store.read(entry.diskRefs, into: &spans) }
+                    spans.append(contentsOf: entry.spans)
+                    decider.reaggregate(&summary, spans: spans)
+                    reaggregated = true
+                }
+                summary.decidedAt = now
+                summary.firstSeenAt = entry.firstSeen
+                summary.trigger = trigger
+                summary.complete = entry.isComplete
+                var local = 0, remote = 0, unknown = 0
+                for (_, locality) in entry.missing.entries {
+                    switch locality {
+                    case .local: local += 1
+                    case .remote: remote += 1
+                    case .unknown: unknown += 1
+                    }
+                }
+                let pending = TraceInspection.Pending(
+                    firstSeen: entry.firstSeen, lastSeen: entry.lastSeen, rootArrived: entry.rootArrived,
+                    spansInMemory: entry.spans.count, memoryBytes: entry.accountedBytes, storedBytes: entry.storedBytes,
+                    storedRecords: entry.diskRefs.count, missingLocal: local, missingRemote: remote, missingUnknown: unknown,
+                    deadline: deadline, trigger: trigger, complete: entry.isComplete, reaggregated: reaggregated)
+                return TraceInspection(state: entry.diskRefs.isEmpty ? .buffered : .spilled, traceID: id, now: now,
+                                       summary: summary, pending: pending)
+            }
+            if let decision = state.kept[id] {
+                return TraceInspection(state: .kept, traceID: id, now: now, decision: decision)
+            }
+            if let decision = state.dropped[id] {
+                if let r = state.retained[id], r.expires > now {
+                    return TraceInspection(state: .retainedAfterDrop, traceID: id, now: now, summary: r.summary,
+                                           decision: decision, retainedUntil: r.expires, lateSpans: r.late.count)
+                }
+                return TraceInspection(state: .dropped, traceID: id, now: now, decision: decision)
+            }
+            return nil
+        }
+    }
+
+    /// How long a decision is remembered at most (`max_trace_age` + 5 min), for "not seen (or forgotten after …)".
+    public var decisionRetention: Duration {
+        configuration.maxTraceAge + .seconds(300)
+    }
+}
