@@ -75,6 +75,12 @@ public struct YAMLReader {
     }
 
     /// The entries of a mapping, in order. Unknown keys are reported (with a suggestion) and left out.
+    /// Whether a node is YAML's null (`null`, `~`, or nothing), which a configuration key takes to mean "the default".
+    public static func isNull(_ node: Node) -> Bool {
+        guard case .scalar(let s) = node, s.style == .plain else { return false }
+        return ["null", "Null", "NULL", "~", ""].contains(s.string)
+    }
+
     public mutating func mapping(
         _ node: Node, allowed: [String], what: String, allowAny: Bool = false, hint: ((String) -> String?)? = nil
     ) -> [(key: String, keyNode: Node, value: Node)] {

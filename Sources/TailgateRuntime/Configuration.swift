@@ -67,6 +67,9 @@ public struct TailgateConfiguration: Sendable, Equatable {
     /// Metrics and logs requests waiting to be relayed, at most this many bytes (`forwarder.signals_queue_bytes`);
     /// beyond it the receivers push back (UNAVAILABLE / 503 with Retry-After). Default 64 MiB.
     public var signalQueueBytes: Int = 64 << 20
+    /// Distinct values each label of the GenAI metrics keeps (`metrics.gen_ai_max_label_values`); later values are
+    /// folded into `other` (counted). Default 200.
+    public var genAIMaxLabelValues: Int = 200
     /// The data directory of the durable trace store (`data_dir`, `--data-dir`, `TAILGATE_DATA_DIR`); nil (the
     /// default): no store — idle traces wait in memory, and a stop decides and flushes everything.
     public var dataDir: String? = nil
@@ -93,6 +96,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
         "grpc_listen", "http_listen", "admin_listen", "metrics_listen", "downstream", "policies", "policies_reload_interval",
         "annotate_kept_spans", "dry_run", "record", "limits", "buffer", "forwarder", "shutdown_timeout",
         "auth", "downstream_headers", "downstream_headers_from_request", "downstream_tls", "tls", "data_dir", "store",
+        "metrics",
     ]
     static let storeKeys = ["max_disk_bytes", "durability", "on_shutdown", "spill_after", "segment_bytes", "revise_window"]
     static let limitsKeys = [
@@ -173,7 +177,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
         var config = TailgateConfiguration()
         guard let root = reader.parse(text) else { throw DiagnosticsError(reader.diagnostics) }
         var downstreamTLSKey: Node? = nil
-        for (key, keyNode, value) in reader.mapping(root, allowed: topKeys, what: "the configuration file") {
+        for (key, keyNode, value) in reader.mapping(root, allowed: topKeys, what: "the configuration file") where !YAMLReader.isNull(value) {
             switch key {
             case "grpc_listen", "http_listen", "admin_listen", "metrics_listen":
                 guard let s = reader.string(value, what: key) else { continue }
@@ -201,7 +205,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
                 if let b = reader.bool(value, what: key) { config.dryRun = b }
             case "record":
                 var record = RecordingWriter.Configuration(path: "")
-                for (k, _, v) in reader.mapping(value, allowed: ["path", "max_file_bytes", "keep_files", "buffer_bytes"], what: "record") {
+                for (k, _, v) in reader.mapping(value, allowed: ["path", "max_file_bytes", "keep_files", "buffer_bytes"], what: "record") where !YAMLReader.isNull(v) {
                     switch k {
                     case "path": record.path = reader.string(v, what: k) ?? ""
                     case "max_file_bytes": if let n = reader.size(v, what: k) { record.maxFileBytes = n }
@@ -212,10 +216,14 @@ public struct TailgateConfiguration: Sendable, Equatable {
                 if record.path.isEmpty { reader.error(value, "record needs a 'path'") } else { config.record = record }
             case "shutdown_timeout":
                 if let d = reader.duration(value, what: key) { config.shutdownTimeout = d }
+            case "metrics":
+                for (k, _, v) in reader.mapping(value, allowed: ["gen_ai_max_label_values"], what: "metrics") where k == "gen_ai_max_label_values" && !YAMLReader.isNull(v) {
+                    if let n = reader.integer(v, what: k, range: 1...100_000) { config.genAIMaxLabelValues = Int(n) }
+                }
             case "data_dir":
                 if let d = reader.string(value, what: key) { config.dataDir = d.isEmpty || d == "off" ? nil : resolve(d, relativeTo: file) }
             case "store":
-                for (k, _, v) in reader.mapping(value, allowed: storeKeys, what: "store") {
+                for (k, _, v) in reader.mapping(value, allowed: storeKeys, what: "store") where !YAMLReader.isNull(v) {
                     switch k {
                     case "max_disk_bytes": if let n = reader.size(v, what: k) { config.store.maxDiskBytes = n }
                     case "segment_bytes":
@@ -239,7 +247,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
                     }
                 }
             case "auth":
-                for (k, _, v) in reader.mapping(value, allowed: ["bearer_tokens", "bearer_tokens_file"], what: "auth") {
+                for (k, _, v) in reader.mapping(value, allowed: ["bearer_tokens", "bearer_tokens_file"], what: "auth") where !YAMLReader.isNull(v) {
                     if k == "bearer_tokens" {
                         for item in reader.sequence(v, what: k) {
                             if let t = reader.string(item, what: "a bearer token"), !t.isEmpty { config.bearerTokens.append(t) }
@@ -270,11 +278,11 @@ public struct TailgateConfiguration: Sendable, Equatable {
                     }
                 }
             case "downstream_headers":
-                for (k, _, v) in reader.mapping(value, allowed: [], what: "downstream_headers", allowAny: true) {
+                for (k, _, v) in reader.mapping(value, allowed: [], what: "downstream_headers", allowAny: true) where !YAMLReader.isNull(v) {
                     if let header = reader.string(v, what: k) { config.downstreamHeaders[k] = header }
                 }
             case "limits":
-                for (k, _, v) in reader.mapping(value, allowed: limitsKeys, what: "limits") {
+                for (k, _, v) in reader.mapping(value, allowed: limitsKeys, what: "limits") where !YAMLReader.isNull(v) {
                     switch k {
                     case "max_request_bytes": if let n = reader.size(v, what: k) { config.limits.maxRequestBytes = n }
                     case "max_inflight_bytes": if let n = reader.size(v, what: k) { config.limits.maxInflightBytes = n }
@@ -290,7 +298,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
                     }
                 }
             case "buffer":
-                for (k, _, v) in reader.mapping(value, allowed: bufferKeys, what: "buffer") {
+                for (k, _, v) in reader.mapping(value, allowed: bufferKeys, what: "buffer") where !YAMLReader.isNull(v) {
                     switch k {
                     case "shards": if let n = reader.integer(v, what: k, range: 1...4096) { config.buffer.shardCount = Int(n) }
                     case "wait_after_root": if let d = reader.duration(v, what: k) { config.buffer.waitAfterRoot = d }
@@ -305,7 +313,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
                     }
                 }
             case "forwarder":
-                for (k, _, v) in reader.mapping(value, allowed: forwarderKeys, what: "forwarder") {
+                for (k, _, v) in reader.mapping(value, allowed: forwarderKeys, what: "forwarder") where !YAMLReader.isNull(v) {
                     switch k {
                     case "max_batch_spans": if let n = reader.integer(v, what: k, range: 1...10_000_000) { config.forwarder.maxBatchSpans = Int(n) }
                     case "max_batch_bytes": if let n = reader.size(v, what: k) { config.forwarder.maxBatchBytes = n }
@@ -355,7 +363,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
         var tls = DownstreamTLS()
         var nodes: [String: Node] = [:]
         let keys = ["ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"]
-        for (k, _, v) in reader.mapping(value, allowed: keys, what: "downstream_tls") {
+        for (k, _, v) in reader.mapping(value, allowed: keys, what: "downstream_tls") where !YAMLReader.isNull(v) {
             nodes[k] = v
             switch k {
             case "ca_file": tls.caFile = reader.string(v, what: k).map { resolve($0, relativeTo: file) }
@@ -385,7 +393,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
         var cert: String?, key: String?, clientCA: String?
         var interval: Duration?
         var nodes: [String: Node] = [:]
-        for (k, _, v) in reader.mapping(value, allowed: ["cert_file", "key_file", "client_ca_file", "reload_interval"], what: "tls") {
+        for (k, _, v) in reader.mapping(value, allowed: ["cert_file", "key_file", "client_ca_file", "reload_interval"], what: "tls") where !YAMLReader.isNull(v) {
             nodes[k] = v
             switch k {
             case "cert_file": cert = reader.string(v, what: k).map { resolve($0, relativeTo: file) }

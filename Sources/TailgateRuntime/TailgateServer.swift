@@ -104,7 +104,7 @@ public struct TailgateServer: Sendable {
         let recorder = try config.record.map { try RecordingWriter(configuration: $0, logger: logger) }
         let pipeline = Pipeline(policies: policies, buffer: config.buffer, forwarder: forwarder, metrics: metrics, logger: logger,
                                 annotate: config.annotateKeptSpans, dryRun: config.dryRun, recorder: recorder, store: store,
-                                passThroughHeaders: config.passThroughHeaders)
+                                passThroughHeaders: config.passThroughHeaders, genAIMaxLabelValues: config.genAIMaxLabelValues)
         // Before anything listens: undecided traces, remembered decisions and queued batches from the last run.
         pipeline.recover()
         let budget = InflightBudget(limit: config.limits.maxInflightBytes)
