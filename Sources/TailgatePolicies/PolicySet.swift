@@ -25,7 +25,7 @@ public struct PolicySet: Sendable {
             status_code:
               status_codes: [ERROR]
 
-          # Every expensive trace: LLM tokens (input + output, summed over all spans) of 10,000 or more.
+          # Every expensive trace: 10,000 LLM tokens or more (input + output, each model call counted once).
           - name: expensive
             type: token_usage
             token_usage:

@@ -102,6 +102,17 @@ func llm(_ id: UInt64, model: String = "gpt-4o", provider: String = "openai", in
                             preamble: "prices:\n  gpt-4o: {input: 1, output: 1}\n").keep)
     }
 
+    /// policies/README.md, "How tokens are counted": 6,000 tokens (not 10,500) and 0.029 USD at the built-in prices.
+    @Test func theReadmeWorkedExample() throws {
+        let agent = span(1, [("gen_ai.operation.name", .string("invoke_agent")), ("gen_ai.agent.name", .string("planner")),
+                             ("gen_ai.request.model", .string("gpt-4o")), ("gen_ai.usage.input_tokens", .int(4000)), ("gen_ai.usage.output_tokens", .int(2000))])
+        let run = trace([agent, llm(2, input: 2000, output: 1000), span(3, parent: 1),
+                         llm(4, input: 1000, output: 500, extra: [("gen_ai.usage.cache_read.input_tokens", .int(800))]).child(of: 3)])
+        #expect(try decide("{name: t, type: token_usage, token_usage: {min_total_tokens: 6000, max_total_tokens: 6000}}", run).keep)
+        #expect(try !decide("{name: t, type: token_usage, token_usage: {min_total_tokens: 10000}}", run).keep)
+        #expect(try decide("{name: c, type: llm_cost, llm_cost: {min_cost_usd: 0.029, max_cost_usd: 0.029}}", run).keep)
+    }
+
     @Test func cacheAndReasoningTokensArePricedAtTheirOwnRates() throws {
         let prices = "prices:\n  m: {input: 10, output: 100, cache_read: 1, cache_creation: 20, reasoning: 50}\n"
         // 1M input of which 600k cache reads and 100k cache writes, 100k output of which 40k reasoning:
@@ -171,5 +182,18 @@ extension TestSpan {
         var s = self
         s.parentSpanID = parent
         return s
+    }
+}
+
+@Suite struct PriceTableTests {
+    /// `policies/llm-agents.yaml` writes the built-in table out in full: the two must agree model by model.
+    @Test func theShippedFileCarriesTheBuiltInTable() throws {
+        let set = try PolicySet.load(path: URLBase.repoRoot + "/policies/llm-agents.yaml")
+        for (model, price) in PriceTable.builtinPrices {
+            #expect(set.pricing.prices[model] == price, "\(model): file \(String(describing: set.pricing.prices[model])), built in \(price)")
+        }
+        // A file without prices gets the built-in table, and no default price.
+        let builtIn = PolicySet.builtIn().pricing
+        #expect(builtIn.prices == PriceTable.builtinPrices && builtIn.defaultPrice == nil)
     }
 }
