@@ -24,6 +24,16 @@ import Testing
         #expect(config.buffer.maxBufferedBytes == TailgateConfiguration().buffer.maxBufferedBytes)
     }
 
+    /// The README's block is produced from the key table (`TailgateConfiguration.reference()`); with
+    /// TAILGATE_WRITE_REFERENCE=FILE set, the expected block is written there for pasting.
+    @Test func theReadmeBlockIsTheKeyTablesReference() throws {
+        let reference = TailgateConfiguration.reference()
+        if let path = ProcessInfo.processInfo.environment["TAILGATE_WRITE_REFERENCE"] {
+            try reference.write(toFile: path, atomically: true, encoding: .utf8)
+        }
+        #expect(try Self.readmeBlock() == reference)
+    }
+
     @Test func everyTopLevelKeyIsDocumented() throws {
         let block = try Self.readmeBlock()
         let documented = Set(block.split(separator: "\n").compactMap { line -> String? in
