@@ -157,3 +157,10 @@ if Context.environment["TAILGATE_FUZZ"] != nil {
                           swiftSettings: fuzzFlags, linkerSettings: fuzzLink),
     ]
 }
+
+// Upcoming language features in every Swift target (the libFuzzer harnesses aside): existentials spelled `any P`,
+// imports internal unless declared `public import` (a module's public API names the modules it exposes), and members
+// visible only through modules the file imports itself.
+for target in package.targets where target.type != .system && !target.name.hasPrefix("C") && !target.name.hasPrefix("fuzz") {
+    target.swiftSettings = (target.swiftSettings ?? []) + [.enableUpcomingFeature("ExistentialAny"), .enableUpcomingFeature("InternalImportsByDefault"), .enableUpcomingFeature("MemberImportVisibility")]
+}

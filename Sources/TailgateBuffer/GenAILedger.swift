@@ -1,4 +1,4 @@
-import TailgateWire
+public import TailgateWire
 
 /// The GenAI spans of one trace and the tokens each one counts for: the rule that keeps one model call from being
 /// counted twice (README, "How tokens are counted").

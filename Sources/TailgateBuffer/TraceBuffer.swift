@@ -1,7 +1,7 @@
-import DequeModule
-import HeapModule
-import Synchronization
-import TailgateWire
+public import DequeModule
+public import HeapModule
+public import Synchronization
+public import TailgateWire
 
 /// When and how much the buffer holds. Every field has a documented default.
 public struct BufferConfiguration: Sendable, Equatable {

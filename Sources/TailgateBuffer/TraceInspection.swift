@@ -1,4 +1,5 @@
-import TailgateWire
+public import TailgateWire
+import Synchronization
 
 /// Where one trace is in the buffer and why, for `GET /debug/traces/{id}` (`TraceBuffer.inspect`). A read-only
 /// snapshot taken under the trace's shard lock: nothing is decided, spilled or forgotten by looking.

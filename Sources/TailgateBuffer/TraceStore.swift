@@ -1,4 +1,4 @@
-import TailgateWire
+public import TailgateWire
 
 /// Where one record of a trace's spans lies in the on-disk tier.
 public struct SpillRef: Sendable, Hashable, Comparable {

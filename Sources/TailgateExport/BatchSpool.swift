@@ -1,4 +1,4 @@
-import TailgateBuffer
+public import TailgateBuffer
 
 /// Disk space for encoded forward batches (implemented by the trace store): the forward queue's overflow during a
 /// downstream outage, and what is still undelivered at a graceful stop, resent after the restart.

@@ -1,4 +1,5 @@
 import TailgateWire
+import Foundation
 
 /// The outcome of one attempt to deliver an export request.
 public enum SendOutcome: Sendable, Equatable {

@@ -1,8 +1,8 @@
-import DequeModule
-import Logging
-import Synchronization
-import TailgateBuffer
-import TailgateWire
+public import DequeModule
+public import Logging
+public import Synchronization
+public import TailgateBuffer
+public import TailgateWire
 
 /// Batching, queueing and retrying of kept spans. Every field has a documented default.
 public struct ForwarderConfiguration: Sendable, Equatable {

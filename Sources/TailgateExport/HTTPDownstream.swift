@@ -1,16 +1,17 @@
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #elseif canImport(Darwin)
-import Darwin
+public import Darwin
 #endif
-import AsyncHTTPClient
-import NIOConcurrencyHelpers
-import NIOCore
-import NIOHTTP1
-import NIOPosix
-import NIOSSL
-import Synchronization
-import TailgateWire
+public import AsyncHTTPClient
+public import NIOConcurrencyHelpers
+public import NIOCore
+public import NIOHTTP1
+public import NIOPosix
+public import NIOSSL
+public import Synchronization
+public import TailgateWire
+public import Foundation
 
 /// OTLP/HTTP (protobuf) to the real collector: `POST` to `http://HOST:PORT/v1/traces` through one AsyncHTTPClient
 /// `HTTPClient` (a pool of keep-alive HTTP/1.1 connections reused across requests; host names resolved on every new

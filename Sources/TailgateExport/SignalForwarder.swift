@@ -1,6 +1,6 @@
-import DequeModule
-import Logging
-import Synchronization
+public import DequeModule
+public import Logging
+public import Synchronization
 
 /// Why a relayed metrics or logs request was lost after it was accepted (a metric label).
 public enum SignalDropReason: String, Sendable, CaseIterable {

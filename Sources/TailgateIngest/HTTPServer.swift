@@ -1,9 +1,9 @@
-import Logging
-import NIOConcurrencyHelpers
-import NIOCore
-import NIOHTTP1
-import NIOPosix
-import NIOSSL
+public import Logging
+public import NIOConcurrencyHelpers
+public import NIOCore
+public import NIOHTTP1
+public import NIOPosix
+public import NIOSSL
 
 /// A request as the HTTP server hands it to a route: head and complete body.
 public struct HTTPRequest: Sendable {

@@ -1,12 +1,12 @@
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #elseif canImport(Darwin)
-import Darwin
+public import Darwin
 #endif
-import GRPCNIOTransportHTTP2
-import Logging
-import NIOCertificateReloading
-import NIOSSL
+public import GRPCNIOTransportHTTP2
+public import Logging
+public import NIOCertificateReloading
+public import NIOSSL
 
 /// TLS on the receivers (`tls: {cert_file, key_file, client_ca_file, reload_interval}`): the certificate chain and
 /// key (PEM), and — for mTLS — the CA whose certificates clients must present.

@@ -1,6 +1,6 @@
-import NIOCore
-import NIOHTTP1
-import TailgateWire
+public import NIOCore
+public import NIOHTTP1
+public import TailgateWire
 
 /// The OTLP/HTTP receiver's route: `POST /v1/traces` with `application/x-protobuf` or `application/json`,
 /// optionally `Content-Encoding: gzip`. Answers in the request's content type, as OTLP requires. With a `relay`,

@@ -23,8 +23,8 @@
 // Everything derives from `Options.seed` through one xoshiro256** stream (plus per-span streams seeded
 // from it), with no use of hashing or `Dictionary`/`Set` order, so a seed reproduces byte-identical output.
 
-import Foundation
-import TailgateWire
+public import Foundation
+public import TailgateWire
 
 public struct AgentTrafficGenerator: Sendable {
     public struct Options: Sendable {

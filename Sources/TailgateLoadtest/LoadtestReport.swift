@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 // The result of `tailgate loadtest`: the data model (Codable, written as JSON next to the HTML page) and its three
 // renderings: the live progress line, the final terminal table and a self-contained HTML page with SVG charts.

@@ -1,5 +1,5 @@
-import TailgateRuntime
-import TailgateWire
+public import TailgateRuntime
+public import TailgateWire
 
 /// A recording ready for replay: each request's bytes, where its trace IDs sit, and how many spans it holds.
 /// Replaying a recording several times gives each pass fresh trace IDs: every trace ID of pass k is XORed with

@@ -1,7 +1,7 @@
-import Synchronization
-import TailgatePolicies
-import TailgateIngest
-import TailgateWire
+public import Synchronization
+public import TailgatePolicies
+public import TailgateIngest
+public import TailgateWire
 
 /// Faults a load-test receiver injects, to prove that a proxy loses nothing while its downstream misbehaves.
 public struct ReceiverFaults: Sendable, Equatable {

@@ -1,8 +1,8 @@
-import Foundation
-import Synchronization
-import TailgateExport
-import TailgateRuntime
-import TailgateWire
+public import Foundation
+public import Synchronization
+public import TailgateExport
+public import TailgateRuntime
+public import TailgateWire
 
 /// How to replay.
 public struct ReplayOptions: Sendable {

@@ -1,6 +1,7 @@
-import TailgateBuffer
-import TailgatePolicies
-import TailgateWire
+public import TailgateBuffer
+public import TailgatePolicies
+public import TailgateWire
+public import TailgateRuntime
 
 /// Checks what a downstream received against what was sent and what the policies must keep: every trace the
 /// policies keep arrives complete, no trace they drop arrives, nothing is duplicated.

@@ -1,5 +1,5 @@
-import TailgateBuffer
-import TailgateWire
+public import TailgateBuffer
+public import TailgateWire
 
 /// Every policy's verdict on one trace, in file order, and which policy would decide it: what
 /// `GET /debug/traces/{id}` shows for an undecided trace.

@@ -1,7 +1,7 @@
-import Foundation
-import TailgateBuffer
-import TailgateWire
-import Yams
+public import Foundation
+public import TailgateBuffer
+public import TailgateWire
+public import Yams
 
 /// A loaded policies file: its policies in order, and the span attributes they need the scanner to read.
 public struct PolicySet: Sendable {

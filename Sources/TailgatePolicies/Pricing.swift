@@ -1,5 +1,5 @@
-import TailgateBuffer
-import TailgateWire
+public import TailgateBuffer
+public import TailgateWire
 
 /// USD per million tokens for one model. Cache-read and cache-creation tokens are part of input tokens and reasoning
 /// tokens part of output tokens (GenAI conventions): each is priced at its own rate when the table gives one, else

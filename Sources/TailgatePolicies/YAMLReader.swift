@@ -1,5 +1,5 @@
-import Foundation
-import Yams
+public import Foundation
+public import Yams
 
 /// A problem in a configuration or policies file, with its position.
 public struct Diagnostic: Sendable, Equatable, CustomStringConvertible {

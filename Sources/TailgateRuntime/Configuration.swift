@@ -1,10 +1,10 @@
-import Foundation
-import TailgateBuffer
-import TailgateExport
-import TailgateIngest
-import TailgatePolicies
-import TailgateStore
-import Yams
+public import Foundation
+public import TailgateBuffer
+public import TailgateExport
+public import TailgateIngest
+public import TailgatePolicies
+public import TailgateStore
+public import Yams
 
 /// The server's configuration. Every field has a documented default, so `tailgate serve` runs without any file.
 public struct TailgateConfiguration: Sendable, Equatable {

@@ -1,9 +1,9 @@
-import CoreMetrics
-import Prometheus
-import Synchronization
-import TailgateBuffer
-import TailgatePolicies
-import TailgateWire
+public import CoreMetrics
+public import Prometheus
+public import Synchronization
+public import TailgateBuffer
+public import TailgatePolicies
+public import TailgateWire
 
 /// Exact GenAI metrics over all traffic, before sampling: every trace's GenAI spans are counted once, when the trace
 /// is decided (kept or dropped), with the same token rule as the policies (`GenAILedger`). Spans arriving after their

@@ -1,13 +1,13 @@
 #if canImport(Darwin)
-import Darwin
+public import Darwin
 #elseif canImport(Glibc)
-import Glibc
+public import Glibc
 #elseif canImport(Musl)
-import Musl
+public import Musl
 #endif
-import Foundation
-import Logging
-import Synchronization
+public import Foundation
+public import Logging
+public import Synchronization
 
 /// A swift-log handler that writes one JSON object per line (`tailgate serve --log-format json`), for log shippers
 /// (Loki, Elasticsearch, …) that would otherwise have to parse the text format.

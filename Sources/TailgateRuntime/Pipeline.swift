@@ -1,12 +1,12 @@
-import Foundation
-import Logging
-import Synchronization
-import TailgateBuffer
-import TailgateExport
-import TailgateIngest
-import TailgatePolicies
-import TailgateStore
-import TailgateWire
+public import Foundation
+public import Logging
+public import Synchronization
+public import TailgateBuffer
+public import TailgateExport
+public import TailgateIngest
+public import TailgatePolicies
+public import TailgateStore
+public import TailgateWire
 
 /// The path of every span: scan → buffer → decide → forward. Implements the ingest handler for both receivers.
 public final class Pipeline: TraceIngestHandler, Sendable {
@@ -265,7 +265,9 @@ public final class Pipeline: TraceIngestHandler, Sendable {
 }
 
 #if canImport(Glibc)
-import Glibc
+public import Glibc
+public import CoreMetrics
+public import CoreFoundation
 #endif
 
 /// Unix time in nanoseconds.

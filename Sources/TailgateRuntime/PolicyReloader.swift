@@ -1,9 +1,10 @@
-import Foundation
-import Logging
-import ServiceLifecycle
-import Synchronization
-import TailgatePolicies
-import UnixSignals
+public import Foundation
+public import Logging
+public import ServiceLifecycle
+public import Synchronization
+public import TailgatePolicies
+public import UnixSignals
+public import CoreMetrics
 
 /// Reloads the policies file into a running pipeline. A valid new file applies to every trace decided from then
 /// on (buffered traces are kept); an invalid one is rejected with its diagnostics logged, and the old policies stay.

@@ -1,11 +1,11 @@
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #elseif canImport(Darwin)
-import Darwin
+public import Darwin
 #endif
-import Logging
-import ServiceLifecycle
-import Synchronization
+public import Logging
+public import ServiceLifecycle
+public import Synchronization
 
 /// Tees accepted export requests into a recording (Tailgate's compact `.tgrec` form, see `Recording`) without
 /// slowing ingest: requests are copied into a bounded in-memory buffer that a background task writes out; when the

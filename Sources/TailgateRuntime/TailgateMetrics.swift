@@ -1,13 +1,13 @@
-import CTailgateSupport
-import CoreMetrics
-import Foundation
-import Metrics
-import Prometheus
-import Synchronization
-import TailgateStore
-import TailgateBuffer
-import TailgateExport
-import TailgateIngest
+public import CTailgateSupport
+public import CoreMetrics
+public import Foundation
+public import Metrics
+public import Prometheus
+public import Synchronization
+public import TailgateStore
+public import TailgateBuffer
+public import TailgateExport
+public import TailgateIngest
 
 /// Every metric Tailgate exposes on `/metrics`. Metrics are created once (never on the hot path) through an
 /// injected swift-metrics factory backed by a Prometheus registry, so tests and servers each get their own.

@@ -1,14 +1,19 @@
-import Logging
-import NIOCore
-import Synchronization
-import NIOPosix
-import ServiceLifecycle
-import TailgateBuffer
-import TailgateExport
-import TailgateIngest
-import TailgatePolicies
-import TailgateStore
-import TailgateWire
+public import Logging
+public import NIOCore
+public import Synchronization
+public import NIOPosix
+public import ServiceLifecycle
+public import TailgateBuffer
+public import TailgateExport
+public import TailgateIngest
+public import TailgatePolicies
+public import TailgateStore
+public import TailgateWire
+public import UnixSignals
+public import NIOHTTP1
+public import FoundationEssentials
+public import Foundation
+public import CoreMetrics
 
 /// Assembles receivers, pipeline and forwarder, and runs them until SIGINT/SIGTERM.
 ///

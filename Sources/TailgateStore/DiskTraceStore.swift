@@ -1,9 +1,9 @@
-import Foundation
-import Logging
-import Synchronization
-import TailgateBuffer
-import TailgateExport
-import TailgateWire
+public import Foundation
+public import Logging
+public import Synchronization
+public import TailgateBuffer
+public import TailgateExport
+public import TailgateWire
 
 /// The on-disk tier. Every field has a documented default.
 public struct StoreConfiguration: Sendable, Equatable {

@@ -1,7 +1,7 @@
-import Foundation
-import Logging
-import TailgateBuffer
-import TailgateWire
+public import Foundation
+public import Logging
+public import TailgateBuffer
+public import TailgateWire
 
 extension DiskTraceStore {
     /// Rebuilds the buffer from the segments found at start (before any ingest): undecided traces come back with

@@ -60,7 +60,7 @@ public enum Gzip {
     }
 
     /// Compresses with gzip framing at the default level.
-    public static func compress(_ input: UnsafeRawBufferPointer, level: Int32 = Z_DEFAULT_COMPRESSION) -> [UInt8] {
+    public static func compress(_ input: UnsafeRawBufferPointer, level: Int32 = -1) -> [UInt8] {  // -1: Z_DEFAULT_COMPRESSION
         var stream = z_stream()
         guard deflateInit2_(&stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
             preconditionFailure("zlib deflateInit2 failed")

@@ -39,7 +39,6 @@ public struct TraceID: Hashable, Sendable, Comparable, CustomStringConvertible {
     }
 
     /// XXH3-64 of the 16 wire bytes with `seed`: the same value on every instance, platform and run.
-    @inlinable
     public func xxh3(seed: UInt64 = 0) -> UInt64 {
         var raw = (hi.bigEndian, lo.bigEndian)
         return withUnsafeBytes(of: &raw) { XXH3_64bits_withSeed($0.baseAddress, 16, seed) }

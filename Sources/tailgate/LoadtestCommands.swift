@@ -5,6 +5,7 @@ import TailgateLoadtest
 import TailgatePolicies
 import TailgateRuntime
 import TailgateWire
+import TailgateIngest
 
 struct Loadtest: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -74,3 +74,4 @@ private func generated(traces: Int, seed: UInt64 = 3) throws -> PreparedRecordin
 }
 
 import Synchronization
+import TailgateIngest

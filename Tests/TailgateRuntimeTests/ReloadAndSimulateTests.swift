@@ -7,6 +7,7 @@ import TailgateTestSupport
 @testable import TailgatePolicies
 @testable import TailgateRuntime
 @testable import TailgateWire
+import Synchronization
 
 func tempFile(_ name: String, _ text: String) -> String {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tailgate-tests-\(UUID().uuidString)")

@@ -3,6 +3,7 @@ import Testing
 import TailgateExport
 import TailgateIngest
 @testable import TailgateRuntime
+import TailgatePolicies
 
 /// Certificates made with the openssl command line in a fresh directory (EC P-256, self-signed).
 struct CertificateFiles {

@@ -1,4 +1,4 @@
-import TailgateWire
+public import TailgateWire
 
 /// An attribute value of any kind.
 public enum TestValue: Sendable {

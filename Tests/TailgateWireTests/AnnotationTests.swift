@@ -1,6 +1,7 @@
 import Testing
 import TailgateTestSupport
 @testable import TailgateWire
+import FoundationEssentials
 
 @Suite struct AnnotationTests {
     @Test(arguments: [

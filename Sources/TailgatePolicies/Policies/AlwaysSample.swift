@@ -1,6 +1,6 @@
-import TailgateBuffer
-import TailgateWire
-import Yams
+public import TailgateBuffer
+public import TailgateWire
+public import Yams
 
 /// `always_sample`: keeps every trace.
 public struct AlwaysSamplePolicy: SamplingPolicy {

@@ -1,6 +1,6 @@
-import TailgateBuffer
-import TailgateWire
-import Yams
+public import TailgateBuffer
+public import TailgateWire
+public import Yams
 
 /// `boolean_attribute`: keeps traces where attribute `key` is the boolean `value`. `invert_match` keeps the traces
 /// where it never is. `scope` as for `numeric_attribute`.

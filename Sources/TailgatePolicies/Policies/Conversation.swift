@@ -1,7 +1,7 @@
-import Synchronization
-import TailgateBuffer
-import TailgateWire
-import Yams
+public import Synchronization
+public import TailgateBuffer
+public import TailgateWire
+public import Yams
 
 /// `conversation`: keeps or drops every turn (trace) of a conversation together. A conversation is named by the first
 /// of `keys` a span carries (default `gen_ai.conversation.id`, then `session.id`; span attributes); a trace's

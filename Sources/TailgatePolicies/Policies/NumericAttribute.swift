@@ -1,6 +1,6 @@
-import TailgateBuffer
-import TailgateWire
-import Yams
+public import TailgateBuffer
+public import TailgateWire
+public import Yams
 
 /// `numeric_attribute`: keeps traces where an attribute `key` has a number in [`min_value`, `max_value`]
 /// (either bound may be omitted). `invert_match` keeps the traces where no such value occurs. `scope` (Tailgate):

@@ -1,6 +1,6 @@
-import TailgateBuffer
-import TailgateWire
-import Yams
+public import TailgateBuffer
+public import TailgateWire
+public import Yams
 
 /// `probabilistic`: keeps `sampling_percentage` percent of traces. Every instance and every run keeps the same traces.
 ///

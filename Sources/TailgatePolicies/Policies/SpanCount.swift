@@ -1,6 +1,6 @@
-import TailgateBuffer
-import TailgateWire
-import Yams
+public import TailgateBuffer
+public import TailgateWire
+public import Yams
 
 /// `span_count`: keeps traces with at least `min_spans` and, when set, at most `max_spans` spans.
 public struct SpanCountPolicy: SamplingPolicy {

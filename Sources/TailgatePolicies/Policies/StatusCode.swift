@@ -1,6 +1,6 @@
-import TailgateBuffer
-import TailgateWire
-import Yams
+public import TailgateBuffer
+public import TailgateWire
+public import Yams
 
 /// `status_code`: keeps traces in which any span has one of `status_codes` (ERROR, OK, UNSET).
 public struct StatusCodePolicy: SamplingPolicy {

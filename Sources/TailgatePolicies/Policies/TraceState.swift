@@ -1,6 +1,6 @@
-import TailgateBuffer
-import TailgateWire
-import Yams
+public import TailgateBuffer
+public import TailgateWire
+public import Yams
 
 /// `trace_state`: keeps traces where a span's W3C tracestate has `key` with one of `values`.
 public struct TraceStatePolicy: SamplingPolicy {
