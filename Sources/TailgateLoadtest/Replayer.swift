@@ -1,7 +1,6 @@
 import Foundation
 import Synchronization
 import TailgateExport
-import TailgateRuntime
 import TailgateWire
 
 /// How to replay.
