@@ -609,6 +609,22 @@ extension DebugRoutes {
             ("dropped_traces", .number(decided.filter { $0.labels["decision"] == "drop" }.reduce(0) { $0 + $1.value })),
         ])
 
+        let recent = pipeline.recentDecisions
+        let wallNow = wallClockNanos()
+        let lastDecisions: [DebugJSON] = recent.newestFirst.map { e in
+            var fields: [(String, DebugJSON)] = [
+                ("trace_id", .string(e.traceID.description)),
+                ("decision", .string(e.keep ? "keep" : "drop")),
+                ("policy", .string(e.policy)),
+                ("trigger", .string(e.trigger.rawValue)),
+                ("spans", .int(e.spans)),
+                ("at", .string(DebugRoutes.rfc3339(e.at))),
+                ("age_seconds", .number(Double(wallNow &- min(e.at, wallNow)) / 1e9, places: 1)),
+            ]
+            if let dry = e.dryRunKeep { fields.append(("dry_run_decision", .string(dry ? "keep" : "drop"))) }
+            return .object(fields)
+        }
+
         var triggers: [String: Double] = [:]
         for s in metrics.samples where s.name == "tailgate_traces_decided_by_trigger_total" {
             triggers[s.labels["trigger"] ?? "", default: 0] += s.value
@@ -626,6 +642,8 @@ extension DebugRoutes {
             ("downstream", downstream),
             ("policies", policies),
             ("decisions_by_trigger", .object(triggers.sorted { $0.key < $1.key }.map { ($0.key, .number($0.value)) })),
+            ("last_decisions", .array(lastDecisions)),
+            ("last_decisions_capacity", .int(recent.capacity)),
         ])
         return .json(.ok, body)
     }

@@ -414,3 +414,17 @@ def test_status_page_in_headless_chromium_shows_what_it_fetched(tg, receiver, tm
     assert expected and kept_by_errors == int(float(expected.group(1) or expected.group(2))) >= 1
     # The lookup form, filled from ?trace=, asked /debug/traces/{id}.
     assert element_text(dom, "lookup-text").startswith("kept: kept by policy 'errors'")
+    # The last decisions list shows the error trace kept by errors (trigger root, 2 spans), its ID linking to its
+    # lookup, and the ordinary one dropped.
+    row = re.search(rf'<tr data-trace="{error_id}">(.*?)</tr>', dom, re.S)
+    assert row, dom[dom.find('id="last-decisions"'):][:3000]
+    cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)]
+    assert cells[1:] == [error_id, "keep", "errors", "root", "2"], cells
+    assert f'href="?trace={error_id}"' in row.group(1)
+    row = re.search(rf'<tr data-trace="{ordinary_id}">(.*?)</tr>', dom, re.S)
+    assert row and ">drop<" in row.group(1) and ">none<" in row.group(1), row and row.group(1)
+    status = requests.get(f"{base}/debug/status", timeout=10).json()
+    last = {d["trace_id"]: d for d in status["last_decisions"]}
+    assert last[error_id]["decision"] == "keep" and last[error_id]["policy"] == "errors" and last[error_id]["spans"] == 2
+    assert last[ordinary_id]["decision"] == "drop" and last[ordinary_id]["trigger"] == "root"
+    assert len(status["last_decisions"]) == min(status["last_decisions_capacity"], 14)  # 12 agent runs + 2
