@@ -26,24 +26,12 @@ public struct TailgateServer: Sendable {
         self.logger = logger
     }
 
+    /// The forwarder's client for `address` (built by `DownstreamAddress.makeDownstream`, as the load tester's are).
     public static func makeDownstream(_ address: DownstreamAddress, forwarder: ForwarderConfiguration,
                                       headers: [String: String] = [:], tls: DownstreamTLS? = nil) throws -> any Downstream {
-        switch address {
-        case .grpc(let host, let port):
-            return try GRPCDownstream(host: host, port: port, gzip: forwarder.gzip, timeout: forwarder.timeout,
-                                      reconnectBackoff: (forwarder.initialBackoff, forwarder.maxBackoff), headers: headers)
-        case .grpcs(let host, let port):
-            return try GRPCDownstream(host: host, port: port, gzip: forwarder.gzip, timeout: forwarder.timeout,
-                                      reconnectBackoff: (forwarder.initialBackoff, forwarder.maxBackoff), headers: headers,
-                                      tls: tls ?? DownstreamTLS())
-        case .http(let host, let port, let path):
-            return HTTPDownstream(host: host, port: port, path: path, gzip: forwarder.gzip, timeout: forwarder.timeout, headers: headers)
-        case .https(let host, let port, let path):
-            return try HTTPDownstream(host: host, port: port, path: path, gzip: forwarder.gzip, timeout: forwarder.timeout,
-                                      headers: headers, tls: tls ?? DownstreamTLS())
-        case .file(let path):
-            return try FileDownstream(path: path)
-        }
+        try address.makeDownstream(DownstreamOptions(
+            gzip: forwarder.gzip, timeout: forwarder.timeout, reconnectBackoff: (forwarder.initialBackoff, forwarder.maxBackoff),
+            headers: headers, tls: tls))
     }
 
     /// Runs until SIGINT/SIGTERM; returns a summary of what was lost (0 is the expected figure). Throws when a
@@ -293,7 +281,7 @@ public struct ShutdownSummary: Sendable {
     public var lostAtShutdown: Int { dropped[ForwardDropReason.shutdown.rawValue] ?? 0 }
 }
 
-/// The admin listener's routes: `/metrics` (Prometheus text), `/livez` (the process answers), `/readyz` (503 while
+/// The admin listener's routes: `/metrics` (Prometheus text; OpenMetrics when asked), `/livez` (the process answers), `/readyz` (503 while
 /// starting or draining at shutdown), `/version`; with a context, the status page `/`, `/debug/status` (its JSON) and
 /// `/debug/traces/{trace_id}` (where a trace is and why it was, or would be, kept or dropped).
 enum AdminRoutes {
@@ -301,7 +289,8 @@ enum AdminRoutes {
         let path = request.head.uri.split(separator: "?", omittingEmptySubsequences: false).first.map(String.init) ?? ""
         switch path {
         case "/metrics":
-            return HTTPResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition())
+            // OpenMetrics when the scraper prefers it (Prometheus asks for it first), else the Prometheus text format.
+            return OpenMetrics.response(to: request, exposition: metrics.exposition())
         case "/livez":
             return HTTPResponse(status: .ok, text: "ok\n")
         case "/readyz":
