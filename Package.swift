@@ -5,6 +5,11 @@ import PackageDescription
 //   TailgateWire → TailgateBuffer → TailgatePolicies → TailgateIngest / TailgateExport → TailgateStore → TailgateRuntime → tailgate
 // Wire, Buffer and Policies are pure (no I/O, injected clocks; the buffer reaches the disk only through the
 // `TraceStore` protocol). Ingest, Export and Store do the I/O.
+// Recordings and tooling sit beside the production path, not on it:
+//   TailgateWire → TailgateRecording (the `.tgrec` format, reader and rotating writer) → TailgateRuntime (tees
+//     requests into it with `--record`, re-exports it) and TailgateLoadtest;
+//   TailgateLoadtest (generator, replay client, receiver, reports) uses Wire, Buffer, Policies, Ingest, Export and
+//     Recording, never Runtime; `tailgate` (the CLI) and `tailgate-bench` sit on top.
 let package = Package(
     name: "tailgate",
     platforms: [.macOS(.v15)],
@@ -83,9 +88,15 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // Recordings of OTLP traffic: the `.tgrec` format (header, record framing, reader) and its rotating writer.
+        .target(name: "TailgateRecording", dependencies: [
+            "TailgateWire",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
         // Wiring and CLI.
         .target(name: "TailgateRuntime", dependencies: [
-            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateIngest", "TailgateExport", "TailgateStore", "Yams", "CTailgateSupport",
+            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateIngest", "TailgateExport", "TailgateStore", "TailgateRecording", "Yams", "CTailgateSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -97,11 +108,11 @@ let package = Package(
         ]),
         // Load testing and recordings: generator, replay client, built-in receiver, reports.
         .target(name: "TailgateLoadtest", dependencies: [
-            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateIngest", "TailgateExport", "TailgateRuntime",
+            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateIngest", "TailgateExport", "TailgateRecording",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "tailgate", dependencies: [
-            "TailgateRuntime", "TailgatePolicies", "TailgateBuffer", "TailgateLoadtest", "CTailgateSupport",
+            "TailgateRuntime", "TailgatePolicies", "TailgateBuffer", "TailgateLoadtest", "TailgateRecording", "CTailgateSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "tailgate-bench", dependencies: [
@@ -131,7 +142,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "TailgateLoadtestTests", dependencies: [
-            "TailgateLoadtest", "TailgateWire", "TailgateRuntime", "TailgatePolicies", "TailgateTestSupport",
+            "TailgateLoadtest", "TailgateRecording", "TailgateWire", "TailgateRuntime", "TailgatePolicies", "TailgateTestSupport",
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "TailgateRuntimeTests", dependencies: [
             "TailgateRuntime", "TailgatePolicies", "TailgateBuffer", "TailgateExport", "TailgateWire", "TailgateTestSupport",

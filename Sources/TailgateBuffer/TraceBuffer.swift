@@ -162,6 +162,11 @@ public struct Decision: Sendable, Equatable {
     public var dryRunKeep: Bool?
     /// Generation of the policies that decided (tells which file `policy` indexes into after a reload).
     public var generation: UInt64
+    /// What closed the trace's window, set by the buffer when it decides (nil: not known, e.g. a decision restored
+    /// from the store after a restart, or one a decider returned that the buffer has not recorded yet).
+    public var trigger: DecisionTrigger? = nil
+    /// Clock reading (the buffer's clock) of the decision; 0 when not known (restored after a restart).
+    public var decidedAt: UInt64 = 0
 
     /// Probability with which a kept trace was kept (1: certainly, e.g. an error).
     public var probability: Double { weight.probability }
@@ -181,6 +186,13 @@ public struct Decision: Sendable, Equatable {
     }
 
     public static let noMatch = Decision(keep: false, policy: -1)
+
+    /// Two decisions are equal when they decide the same (keep, policy, weight, dry run, generation); when and by
+    /// which trigger they were made is not part of the verdict.
+    public static func == (a: Decision, b: Decision) -> Bool {
+        a.keep == b.keep && a.policy == b.policy && a.weight == b.weight && a.dryRunKeep == b.dryRunKeep
+            && a.generation == b.generation
+    }
 }
 
 /// Decides whole traces. Called with the shard's lock held, so it must be quick and must not block.
@@ -997,6 +1009,8 @@ struct ShardState {
             return false
         }
         decision.keep = true
+        decision.trigger = .revised
+        decision.decidedAt = now
         var spans = BufferedSpans()
         _ = store?.read(r.refs, into: &spans)
         spans.append(contentsOf: r.late)
@@ -1141,7 +1155,9 @@ struct ShardState {
             let seen = entry.seen
             entry.summary.genAI!.resolve { seen[$0] }
         }
-        let decision = decider.decide(entry.summary)
+        var decision = decider.decide(entry.summary)
+        decision.trigger = trigger
+        decision.decidedAt = now
         if !entry.diskRefs.isEmpty {
             storedTraces -= 1
             storedBytes -= entry.storedBytes

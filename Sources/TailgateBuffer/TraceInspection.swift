@@ -55,7 +55,8 @@ public struct TraceInspection: Sendable {
     public var summary: TraceSummary?
     /// Undecided traces only.
     public var pending: Pending?
-    /// Decided traces: the decision remembered (its `generation` tells which policies file `policy` indexes into).
+    /// Decided traces: the decision remembered (its `generation` tells which policies file `policy` indexes into),
+    /// with its `trigger` and `decidedAt` (nil and 0 for a decision restored from the store after a restart).
     public var decision: Decision?
     /// Retained dropped traces: when the revise window closes (clock reading), and late spans received since the drop.
     public var retainedUntil: UInt64?
@@ -83,6 +84,12 @@ extension TraceBuffer {
                     spans.append(contentsOf: entry.spans)
                     decider.reaggregate(&summary, spans: spans)
                     reaggregated = true
+                }
+                if summary.genAI != nil {
+                    // The token rule as the decision will apply it (a spilled trace's links on disk are not read back:
+                    // its spans' own parent links are used).
+                    let seen = entry.seen
+                    summary.genAI!.resolve { seen[$0] }
                 }
                 summary.decidedAt = now
                 summary.firstSeenAt = entry.firstSeen

@@ -1,4 +1,4 @@
-public import TailgateRuntime
+public import TailgateRecording
 public import TailgateWire
 
 /// A recording ready for replay: each request's bytes, where its trace IDs sit, and how many spans it holds.

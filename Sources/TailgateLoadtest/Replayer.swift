@@ -1,7 +1,6 @@
 public import Foundation
 public import Synchronization
 public import TailgateExport
-public import TailgateRuntime
 public import TailgateWire
 
 /// How to replay.

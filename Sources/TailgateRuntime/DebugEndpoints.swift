@@ -300,20 +300,64 @@ enum DebugRoutes {
             || (c >= UInt8(ascii: "A") && c <= UInt8(ascii: "F"))
     }
 
+    /// What describing a trace needs besides the inspection: the policies, their names and the wall clock.
+    struct DescribeContext {
+        var policySet: PolicySet
+        var policyName: (Decision) -> String
+        var dryRun: Bool
+        /// Unix nanoseconds at `TraceInspection.now`.
+        var wallNow: UInt64
+    }
+
     static func describe(_ i: TraceInspection, context: AdminContext) -> DebugJSON {
         let pipeline = context.pipeline
+        return describe(i, DescribeContext(policySet: pipeline.policySet, policyName: { pipeline.policyName($0) },
+                                           dryRun: pipeline.dryRun, wallNow: wallClockNanos()))
+    }
+
+    /// Span count, bytes, statuses, root, duration, and the GenAI tokens and cost when the trace has GenAI spans.
+    static func summaryFields(_ summary: TraceSummary, pricing: PriceTable) -> [(String, DebugJSON)] {
+        var fields: [(String, DebugJSON)] = [
+            ("spans", .int(summary.spanCount)),
+            ("bytes", .int(summary.spanBytes)),
+            ("statuses", .array(statuses(summary.statusMask).map { .string($0) })),
+            ("root_seen", .bool(summary.rootSeen)),
+            ("duration_seconds", .number(seconds(summary.durationNanos), places: 6)),
+        ]
+        if var ledger = summary.genAI {
+            if !ledger.resolved { ledger.resolve() }
+            fields.append(("gen_ai", .object([
+                ("spans", .int(ledger.spans.count)),
+                ("tokens", .int(Int(clamping: ledger.totalTokens()))),
+                ("cost_usd", .number(pricing.cost(ledger), places: 6)),
+            ])))
+        }
+        return fields
+    }
+
+    /// " 412 tokens, $0.0012" for a trace with GenAI spans, "" otherwise.
+    static func genAIText(_ summary: TraceSummary, pricing: PriceTable) -> String {
+        guard var ledger = summary.genAI else { return "" }
+        if !ledger.resolved { ledger.resolve() }
+        let usd = pricing.cost(ledger)
+        return ", \(ledger.totalTokens()) tokens (\(String(format: "$%.4f", usd)))"
+    }
+
+    /// Every policy's verdict, in file order.
+    static func verdicts(_ explanation: PolicyExplanation) -> DebugJSON {
+        .array(explanation.policies.map { e in
+            .object([("name", .string(e.name)), ("type", .string(e.type)), ("verdict", .string(e.outcome.rawValue)),
+                     ("chance", .number(e.chance, places: 9)), ("weight", e.weight.map(weight) ?? .null)])
+        })
+    }
+
+    static func describe(_ i: TraceInspection, _ context: DescribeContext) -> DebugJSON {
         let now = i.now
-        let wallNow = wallClockNanos()
+        let wallNow = context.wallNow
         var fields: [(String, DebugJSON)] = [("trace_id", .string(i.traceID.description)), ("state", .string(i.state.rawValue))]
         var text = ""
         if let summary = i.summary {
-            fields += [
-                ("spans", .int(summary.spanCount)),
-                ("bytes", .int(summary.spanBytes)),
-                ("statuses", .array(statuses(summary.statusMask).map { .string($0) })),
-                ("root_seen", .bool(summary.rootSeen)),
-                ("duration_seconds", .number(seconds(summary.durationNanos), places: 6)),
-            ]
+            fields += summaryFields(summary, pricing: context.policySet.pricing)
         }
         switch i.state {
         case .buffered, .spilled:
@@ -339,12 +383,9 @@ enum DebugRoutes {
                     ("why", .string(deadlineReason(p))),
                 ])),
             ]
-            let set = pipeline.policySet
+            let set = context.policySet
             let explanation = set.explain(summary)
-            fields.append(("policies", .array(explanation.policies.map { e in
-                .object([("name", .string(e.name)), ("type", .string(e.type)), ("verdict", .string(e.outcome.rawValue)),
-                         ("chance", .number(e.chance, places: 9)), ("weight", e.weight.map(weight) ?? .null)])
-            })))
+            fields.append(("policies", verdicts(explanation)))
             var would: [(String, DebugJSON)] = [
                 ("keep", .bool(explanation.keep)),
                 ("policy", .optional(explanation.decidingName)),
@@ -357,25 +398,35 @@ enum DebugRoutes {
             if p.reaggregated { would.append(("reaggregated", .bool(true))) }
             fields.append(("would", .object(would)))
             fields.append(("policies_hash", .string(String(set.sourceHash, radix: 16))))
-            if pipeline.dryRun { fields.append(("dry_run", .bool(true))) }
+            if context.dryRun { fields.append(("dry_run", .bool(true))) }
             let location = i.state == .buffered ? "buffered in memory" : "spilled to the store (summary in memory)"
-            text = "\(location): \(summary.spanCount) span\(summary.spanCount == 1 ? "" : "s"), decided in "
+            text = "\(location): \(summary.spanCount) span\(summary.spanCount == 1 ? "" : "s")"
+                + genAIText(summary, pricing: set.pricing) + ", decided in "
                 + "\(formatSeconds(p.deadline > now ? seconds(p.deadline - now) : 0)) by \(p.trigger.rawValue); \(explanation.text)"
-                + (pipeline.dryRun ? " (dry run: every trace is forwarded)" : "")
+                + (context.dryRun ? " (dry run: every trace is forwarded)" : "")
         case .retainedAfterDrop, .kept, .dropped:
             let d = i.decision!
-            let name = pipeline.policyName(d)
-            let trigger = i.state == .retainedAfterDrop ? i.summary?.trigger.rawValue : nil
+            let name = context.policyName(d)
+            var trigger = d.trigger?.rawValue
+            var decidedAt = d.decidedAt
+            if i.state == .retainedAfterDrop, let summary = i.summary, trigger == nil {
+                trigger = summary.trigger.rawValue
+                decidedAt = summary.decidedAt
+            }
+            let decidedAge = decidedAt != 0 ? age(decidedAt, now: now) : nil
             var decision: [(String, DebugJSON)] = [
                 ("keep", .bool(d.keep)),
                 ("policy", d.policy >= 0 ? .string(name) : .null),
                 ("weight", d.keep ? weight(d.weight) : .null),
                 ("trigger", .optional(trigger)),
+                ("decided_at", .optional(decidedAt != 0 ? wallTime(decidedAt, now: now, wallNow: wallNow) : nil)),
+                ("decided_age_seconds", .number(decidedAge)),
             ]
             if let dry = d.dryRunKeep { decision.append(("dry_run_decision", .string(dry ? "keep" : "drop"))) }
             fields.append(("decision", .object(decision)))
             let by = d.policy >= 0 ? "by policy '\(name)'" : "no policy matched"
-            let when = trigger.map { "trigger: \($0)" } ?? "trigger not remembered"
+            var when = trigger.map { "trigger: \($0)" } ?? "decided before a restart: trigger not remembered"
+            if let decidedAge { when += ", \(formatSeconds(decidedAge)) ago" }
             switch i.state {
             case .kept:
                 text = "kept \(by) (\(weightText(d.weight)); \(when))"
@@ -558,6 +609,22 @@ extension DebugRoutes {
             ("dropped_traces", .number(decided.filter { $0.labels["decision"] == "drop" }.reduce(0) { $0 + $1.value })),
         ])
 
+        let recent = pipeline.recentDecisions
+        let wallNow = wallClockNanos()
+        let lastDecisions: [DebugJSON] = recent.newestFirst.map { e in
+            var fields: [(String, DebugJSON)] = [
+                ("trace_id", .string(e.traceID.description)),
+                ("decision", .string(e.keep ? "keep" : "drop")),
+                ("policy", .string(e.policy)),
+                ("trigger", .string(e.trigger.rawValue)),
+                ("spans", .int(e.spans)),
+                ("at", .string(DebugRoutes.rfc3339(e.at))),
+                ("age_seconds", .number(Double(wallNow &- min(e.at, wallNow)) / 1e9, places: 1)),
+            ]
+            if let dry = e.dryRunKeep { fields.append(("dry_run_decision", .string(dry ? "keep" : "drop"))) }
+            return .object(fields)
+        }
+
         var triggers: [String: Double] = [:]
         for s in metrics.samples where s.name == "tailgate_traces_decided_by_trigger_total" {
             triggers[s.labels["trigger"] ?? "", default: 0] += s.value
@@ -575,6 +642,8 @@ extension DebugRoutes {
             ("downstream", downstream),
             ("policies", policies),
             ("decisions_by_trigger", .object(triggers.sorted { $0.key < $1.key }.map { ($0.key, .number($0.value)) })),
+            ("last_decisions", .array(lastDecisions)),
+            ("last_decisions_capacity", .int(recent.capacity)),
         ])
         return .json(.ok, body)
     }

@@ -228,6 +228,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
 
     private func handle(_ decided: [DecidedTrace]) {
         if decided.isEmpty { return }
+        rememberRecent(decided)  // the status page's last decisions (RecentDecisions.swift)
         let pricing = policySet.pricing
         for trace in decided {
             let summary = trace.summary

@@ -49,6 +49,7 @@ enum StatusPage {
           button { padding: 5px 12px; }
           pre { background: var(--bg); border: 1px solid var(--line); padding: 8px; overflow: auto; max-height: 420px; font-size: 12px; }
           #lookup-text { font-weight: 600; margin: 8px 0 4px; }
+          a.trace-link { font: 12px ui-monospace, monospace; }
         </style>
         </head>
         <body>
@@ -108,6 +109,14 @@ enum StatusPage {
             </table>
             <p class="muted">Traces dropped because no policy matched: <b id="no-match">…</b>.
               Counts since start (the policy that decided each trace).</p>
+          </section>
+          <section class="wide">
+            <h2>Last decisions</h2>
+            <table>
+              <thead><tr><th>when</th><th>trace</th><th>decision</th><th>policy</th><th>trigger</th><th class="n">spans</th></tr></thead>
+              <tbody id="last-decisions"></tbody>
+            </table>
+            <p class="muted" id="last-decisions-note">The most recent decisions, newest first; a trace ID looks the trace up.</p>
           </section>
           <section class="wide">
             <h2>Why was this trace kept?</h2>
@@ -206,6 +215,33 @@ enum StatusPage {
             body.appendChild(row);
           }
           setText("no-match", s.policies.no_policy_matched);
+          const recent = $("last-decisions");
+          recent.replaceChildren();
+          for (const d of (s.last_decisions || [])) {
+            const row = document.createElement("tr");
+            row.setAttribute("data-trace", d.trace_id);
+            cell(row, ago(d.age_seconds)).title = d.at;
+            const link = document.createElement("a");
+            link.href = "?trace=" + encodeURIComponent(d.trace_id);
+            link.textContent = d.trace_id;
+            link.className = "trace-link";
+            link.addEventListener("click", (event) => {
+              event.preventDefault();
+              $("trace-id").value = d.trace_id;
+              lookup(d.trace_id);
+            });
+            const td = document.createElement("td");
+            td.appendChild(link);
+            row.appendChild(td);
+            cell(row, d.decision + (d.dry_run_decision ? " (dry run: " + d.dry_run_decision + ")" : ""));
+            cell(row, d.policy); cell(row, d.trigger); cell(row, d.spans, true);
+            recent.appendChild(row);
+          }
+          if (!(s.last_decisions || []).length) {
+            const row = document.createElement("tr");
+            cell(row, "no decision yet").colSpan = 6;
+            recent.appendChild(row);
+          }
           setText("updated", "updated " + new Date().toLocaleTimeString() + ", every \(refreshSeconds) s");
         }
         async function refresh() {

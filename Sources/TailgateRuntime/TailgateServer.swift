@@ -298,7 +298,7 @@ public struct ShutdownSummary: Sendable {
     public var lostAtShutdown: Int { dropped[ForwardDropReason.shutdown.rawValue] ?? 0 }
 }
 
-/// The admin listener's routes: `/metrics` (Prometheus text), `/livez` (the process answers), `/readyz` (503 while
+/// The admin listener's routes: `/metrics` (Prometheus text; OpenMetrics when asked), `/livez` (the process answers), `/readyz` (503 while
 /// starting or draining at shutdown), `/version`; with a context, the status page `/`, `/debug/status` (its JSON) and
 /// `/debug/traces/{trace_id}` (where a trace is and why it was, or would be, kept or dropped).
 enum AdminRoutes {
@@ -306,7 +306,8 @@ enum AdminRoutes {
         let path = request.head.uri.split(separator: "?", omittingEmptySubsequences: false).first.map(String.init) ?? ""
         switch path {
         case "/metrics":
-            return HTTPResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition())
+            // OpenMetrics when the scraper prefers it (Prometheus asks for it first), else the Prometheus text format.
+            return OpenMetrics.response(to: request, exposition: metrics.exposition())
         case "/livez":
             return HTTPResponse(status: .ok, text: "ok\n")
         case "/readyz":

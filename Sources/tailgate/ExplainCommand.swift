@@ -1,5 +1,11 @@
 import ArgumentParser
 import Foundation
+#if canImport(TailgateRecording)
+import TailgateRecording
+#endif
+import TailgatePolicies
+import TailgateRuntime
+import TailgateWire
 
 #if canImport(Glibc)
 import Glibc
@@ -11,20 +17,36 @@ import Darwin
 /// and why it was, or would be, kept or dropped, and prints the answer for people.
 struct Explain: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Explain why a trace was (or would be) kept or dropped, asking a running tailgate.",
+        abstract: "Explain why a trace was (or would be) kept or dropped, asking a running tailgate or a recording.",
         discussion: """
             Fetches GET /debug/traces/TRACE_ID from the admin listener of a running tailgate and prints where the trace \
             is (buffered, spilled to the store, retained after a drop, kept, dropped) and why: for an undecided trace, \
-            when it will be decided and every policy's verdict evaluated now; for a decided one, the policy, the weight \
-            and the trigger when known. Exit status: 0 when the trace is known, 1 when it is unknown (never seen, or \
+            when it will be decided and every policy's verdict evaluated now; for a decided one, the policy, the weight, \
+            the trigger and how long ago. Exit status: 0 when the trace is known, 1 when it is unknown (never seen, or \
             its decision forgotten), 2 when the admin listener cannot be reached or answers with an error.
+
+            With --recording FILE (a recording written by serve --record, or OTLP/JSON lines), answers offline: the \
+            recording's requests that hold the trace are replayed at their recorded times through the buffer and the \
+            policies (--policies, else the policies file of --config, else the built-in defaults; buffer timings from \
+            --config), and the decision is printed with its trigger and every policy's verdict on the trace's spans at \
+            the decision. Exit status: 0 when the trace is in the recording, 1 when it is not, 2 when the recording \
+            (or a policies or configuration file) cannot be read.
             """)
 
     @Argument(help: "The trace ID: 32 hexadecimal digits.")
     var traceID: String
 
-    @Option(help: "The admin listener of the running tailgate, HOST:PORT.")
-    var admin: String = "127.0.0.1:9464"
+    @Option(help: "The admin listener of the running tailgate, HOST:PORT (default 127.0.0.1:9464).")
+    var admin: String?
+
+    @Option(help: "Answer offline from this recording (.tgrec from serve --record, or OTLP/JSON lines; .gz allowed).")
+    var recording: String?
+
+    @Option(help: "With --recording: the policies file (default: that of --config, else the built-in defaults).")
+    var policies: String?
+
+    @Option(help: "With --recording: the configuration file whose buffer timings (and dry_run) the replay uses.")
+    var config: String?
 
     @Flag(help: "Print the JSON answer as it came.")
     var json = false
@@ -34,10 +56,20 @@ struct Explain: ParsableCommand {
         guard id.utf8.count == 32, id.allSatisfy(\.isHexDigit) else {
             throw ValidationError("a trace ID is 32 hexadecimal digits; got '\(traceID)' (\(traceID.count) characters)")
         }
+        if recording != nil, admin != nil {
+            throw ValidationError("--admin asks a running tailgate, --recording answers from a recording: pass one of them")
+        }
+        if recording == nil, policies != nil || config != nil {
+            throw ValidationError("--policies and --config go with --recording (a running tailgate uses its own)")
+        }
     }
 
     func run() throws {
         let id = traceID.trimmingCharacters(in: .whitespaces).lowercased()
+        if let recording {
+            return try offline(id, recording: recording)
+        }
+        let admin = self.admin ?? "127.0.0.1:9464"
         var address = admin
         for scheme in ["http://", "https://"] where address.hasPrefix(scheme) { address.removeFirst(scheme.count) }
         if address.hasSuffix("/") { address.removeLast() }
@@ -61,6 +93,36 @@ struct Explain: ParsableCommand {
             FileHandle.standardOutput.write(Data(Self.render(object).utf8))
         }
         if response.status == 404 { throw ExitCode(1) }
+    }
+
+    /// `--recording`: replays the requests of the recording that hold the trace (see `OfflineExplain`).
+    func offline(_ id: String, recording: String) throws {
+        guard let trace = TraceID(hex: id), trace.isValid else {
+            throw ValidationError("the all-zero trace ID is invalid in OpenTelemetry")
+        }
+        var configuration = TailgateConfiguration()
+        let set: PolicySet
+        let policiesName: String
+        let requests: [RecordedRequest]
+        do {
+            if let config { configuration = try TailgateConfiguration.load(path: config) }
+            let policiesPath = policies ?? configuration.policiesPath
+            set = try policiesPath.map { try PolicySet.load(path: $0) } ?? PolicySet.builtIn()
+            policiesName = policiesPath ?? "built-in default"
+            requests = try Recording.read(path: recording)
+        } catch {
+            Self.fail("\(error)")
+        }
+        let answer = OfflineExplain.explain(traceID: trace, requests: requests, policies: set, policiesName: policiesName,
+                                            buffer: configuration.buffer, dryRun: configuration.dryRun,
+                                            recordingName: recording)
+        if json {
+            FileHandle.standardOutput.write(Data(answer.json.utf8))
+        } else {
+            let object = (try? JSONSerialization.jsonObject(with: Data(answer.json.utf8))) as? [String: Any] ?? [:]
+            FileHandle.standardOutput.write(Data(Self.render(object).utf8))
+        }
+        if !answer.found { throw ExitCode(1) }
     }
 
     static func fail(_ message: String) -> Never {
@@ -101,8 +163,17 @@ struct Explain: ParsableCommand {
             }
             out += "\n"
         }
+        if let genAI = o["gen_ai"] as? [String: Any] {
+            out += "  GenAI: \(int("spans", in: genAI) ?? 0) span(s), \(int("tokens", in: genAI) ?? 0) tokens"
+            if let usd = number("cost_usd", in: genAI) { out += String(format: ", $%.4f", usd) }
+            out += "\n"
+        }
         if number("first_seen_age_seconds") != nil {
             out += "  first span \(seconds(number("first_seen_age_seconds"))) ago, last \(seconds(number("last_seen_age_seconds"))) ago\n"
+        } else if let first = string("first_seen") {
+            out += "  first span arrived \(first), last \(string("last_seen") ?? "—")"
+            if let root = string("root_arrived") { out += ", root \(root)" }
+            out += "\n"
         }
         if let decision = o["decision"] as? [String: Any], let due = number("due_in_seconds", in: decision) {
             out += "  decided in \(seconds(due)) by \(string("trigger", in: decision) ?? "?")"
@@ -110,7 +181,7 @@ struct Explain: ParsableCommand {
             out += "\n"
         }
         if let policies = o["policies"] as? [[String: Any]] {
-            out += "  policies, evaluated now:\n"
+            out += "  policies, evaluated \(string("policies_evaluated") ?? "now"):\n"
             let width = policies.map { (string("name", in: $0) ?? "").count + (string("type", in: $0) ?? "").count + 3 }.max() ?? 0
             for p in policies {
                 let label = "\(string("name", in: p) ?? "?") (\(string("type", in: p) ?? "?"))"
@@ -134,7 +205,16 @@ struct Explain: ParsableCommand {
                 if let rate = number("sample_rate", in: weight) { line += String(format: ", sample rate %.6g)", rate) } else if (number("probability", in: weight) ?? 1) < 1 { line += ")" }
             }
             line += ", trigger: \(string("trigger", in: decision) ?? "not remembered")"
+            if let ago = number("decided_age_seconds", in: decision) {
+                line += ", \(seconds(ago)) ago"
+            } else if let after = number("decided_after_first_span_seconds", in: decision) {
+                line += ", \(seconds(after)) after the first span"
+            }
             out += line + "\n"
+        }
+        if let source = o["source"] as? [String: Any] {
+            out += "  replayed from \(string("recording", in: source) ?? "?"): \(int("requests_with_the_trace", in: source) ?? 0) of "
+                + "\(int("requests", in: source) ?? 0) requests hold the trace; policies: \(string("policies", in: source) ?? "?")\n"
         }
         return out
     }

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import TailgateLoadtest
-import TailgateRuntime
+import TailgateRecording
 import TailgateWire
 
 struct Generate: ParsableCommand {

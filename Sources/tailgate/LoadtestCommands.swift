@@ -3,6 +3,7 @@ import Foundation
 import TailgateExport
 import TailgateLoadtest
 import TailgatePolicies
+import TailgateRecording
 import TailgateRuntime
 import TailgateWire
 import TailgateIngest

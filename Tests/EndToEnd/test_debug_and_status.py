@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Status, StatusCode
 
 from agent import make_exporter, run_agent
-from conftest import TailgateProcess, free_ports, tailgate_binary
+from conftest import POLICIES, TailgateProcess, free_ports, tailgate_binary
 
 HASH_THRESHOLD = int(10 / 100 * 2**64)
 WAIT_AFTER_ROOT_S = 6
@@ -155,11 +155,15 @@ def test_a_trace_is_explained_while_buffered_and_once_decided(tg, receiver):
     assert a["would"]["weight"] == {"kind": "certain", "probability": 1}
     assert a["would"]["text"] == "would keep by policy 'errors'"
     assert "would keep by policy 'errors'" in a["text"] and a["text"].startswith("buffered in memory: 2 spans")
+    # The GenAI token rule as the decision will apply it, and the cost by the built-in price table (no model: $0).
+    assert a["gen_ai"] == {"spans": 1, "tokens": 120, "cost_usd": 0}, a
+    assert "120 tokens" in a["text"]
 
     o = debug(tg, ordinary_id).json()
     assert o["state"] == "buffered" and o["statuses"] == ["unset"], o
     assert [p["verdict"] for p in o["policies"]] == ["no", "no", "no"]
     assert o["would"] == {"keep": False, "policy": None, "weight": None, "text": "would drop: no policy matched"}
+    assert o["gen_ai"]["tokens"] == 500, o
 
     cli = explain(tg, error_id)
     assert cli.returncode == 0, cli.stdout + cli.stderr
@@ -171,20 +175,25 @@ def test_a_trace_is_explained_while_buffered_and_once_decided(tg, receiver):
 
     # Decided: the error trace kept by the errors policy (and delivered), the ordinary one dropped.
     k = wait_for_state(tg, error_id, "kept")
+    # The decision cache remembers the trigger and when the decision was made.
+    age = k["decision"].pop("decided_age_seconds")
+    decided_at = k["decision"].pop("decided_at")
     assert k["decision"] == {"keep": True, "policy": "errors", "weight": {"kind": "certain", "probability": 1},
-                             "trigger": None}, k
-    assert k["text"].startswith("kept by policy 'errors'")
+                             "trigger": "root"}, k
+    assert 0 <= age < DECISION_TIMEOUT_S and re.fullmatch(r"\d{4}-\d\d-\d\dT.*Z", decided_at), (age, decided_at)
+    assert k["text"].startswith("kept by policy 'errors' (certain; trigger: root, ") and k["text"].endswith(" ago)"), k
     assert receiver.wait_until(lambda r: len(r.trace(error_id)) == 2, timeout=DECISION_TIMEOUT_S)
     assert all(s.attributes.get("tailgate.policy") == "errors" for s in receiver.trace(error_id))
     d = wait_for_state(tg, ordinary_id, "dropped")
-    assert d["decision"] == {"keep": False, "policy": None, "weight": None, "trigger": None}, d
-    assert d["text"].startswith("dropped: no policy matched")
+    assert d["decision"].pop("decided_age_seconds") >= 0 and d["decision"].pop("decided_at")
+    assert d["decision"] == {"keep": False, "policy": None, "weight": None, "trigger": "root"}, d
+    assert d["text"].startswith("dropped: no policy matched (trigger: root, ")
     assert receiver.trace(ordinary_id) == []
 
     cli = explain(tg, error_id)
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert f"trace {error_id}: kept" in cli.stdout and "kept by policy 'errors'" in cli.stdout
-    assert "decision: keep, policy: errors, weight: certain" in cli.stdout
+    assert re.search(r"decision: keep, policy: errors, weight: certain, trigger: root, [\d.]+ s ago", cli.stdout), cli.stdout
     cli = explain(tg, ordinary_id.upper())
     assert cli.returncode == 0 and f"trace {ordinary_id}: dropped" in cli.stdout, cli.stdout + cli.stderr
     cli = explain(tg, ordinary_id, "--json")
@@ -198,6 +207,71 @@ def test_a_trace_is_explained_while_buffered_and_once_decided(tg, receiver):
     cli = explain(tg, unknown_id)
     assert cli.returncode == 1, cli.stdout + cli.stderr
     assert f"trace {unknown_id}: unknown" in cli.stdout and "not seen" in cli.stdout
+
+
+class RecordingTailgate(TailgateProcess):
+    """`tailgate serve --record FILE`."""
+
+    def __init__(self, *args, recording: Path, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.recording = recording
+
+    def command(self) -> list[str]:
+        return super().command() + ["--record", str(self.recording)]
+
+
+def explain_recording(trace_id: str, recording: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(tailgate_binary()), "explain", trace_id, "--recording", str(recording), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_explain_answers_offline_from_a_recording_as_the_live_proxy_decided(request, receiver, tmp_path):
+    recording = tmp_path / "run.tgrec"
+    process = RecordingTailgate(tailgate_binary(), tmp_path, receiver.port, config_text=CONFIG, recording=recording)
+    request.node._tailgates = getattr(request.node, "_tailgates", []) + [process]
+    process.start()
+    error_id, ordinary_id, unknown_id = ids(seed=31)
+    try:
+        send_two_traces(process.grpc_endpoint, error_id, ordinary_id)
+        live = {error_id: wait_for_state(process, error_id, "kept"), ordinary_id: wait_for_state(process, ordinary_id, "dropped")}
+    finally:
+        assert process.terminate() == 0, process.log_tail()
+    assert recording.stat().st_size > 8
+
+    for trace_id, tokens, verdicts in ((error_id, 120, ["keep", "no", "no"]), (ordinary_id, 500, ["no", "no", "no"])):
+        cli = explain_recording(trace_id, recording, "--config", str(process.config_path), "--policies", str(POLICIES), "--json")
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        offline = json.loads(cli.stdout)
+        decided = live[trace_id]
+        # The same decision as the live proxy, with its trigger, and what only the replay can say about its spans.
+        assert offline["state"] == decided["state"], (offline, decided)
+        for key in ("keep", "policy", "weight", "trigger"):
+            assert offline["decision"][key] == decided["decision"][key], (key, offline, decided)
+        assert offline["decision"]["decided_after_first_span_seconds"] >= WAIT_AFTER_ROOT_S - 1, offline
+        assert offline["spans"] == 2 and offline["root_seen"] is True and offline["complete"] is True, offline
+        assert offline["bytes"] > 0 and offline["gen_ai"]["tokens"] == tokens, offline
+        assert [p["name"] for p in offline["policies"]] == ["errors", "expensive", "baseline"]
+        assert [p["verdict"] for p in offline["policies"]] == verdicts, offline
+        assert offline["source"]["requests_with_the_trace"] == 2 and offline["source"]["recording"] == str(recording)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT.*Z", offline["first_seen"])
+
+    # Without --policies the built-in defaults (the same three policies): the error trace is kept by errors.
+    cli = explain_recording(error_id, recording)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert f"trace {error_id}: kept" in cli.stdout and "kept by policy 'errors'" in cli.stdout, cli.stdout
+    assert re.search(r"errors \(status_code\)\s+keep", cli.stdout) and "policies, evaluated at the decision:" in cli.stdout
+    assert "decision: keep, policy: errors, weight: certain, trigger: root" in cli.stdout, cli.stdout
+    assert "GenAI: 1 span(s), 120 tokens" in cli.stdout and "replayed from" in cli.stdout, cli.stdout
+
+    # Not in the recording: exit 1; a file that is no recording: exit 2.
+    cli = explain_recording(unknown_id, recording)
+    assert cli.returncode == 1 and f"trace {unknown_id}: unknown" in cli.stdout and "not in the recording" in cli.stdout, cli.stdout
+    garbage = tmp_path / "garbage.tgrec"
+    garbage.write_bytes(b"TGREC1\n\0" + b"\x01" * 7)
+    cli = explain_recording(error_id, garbage)
+    assert cli.returncode == 2 and "truncated" in cli.stderr, cli.stdout + cli.stderr
+    cli = explain_recording(error_id, tmp_path / "missing.tgrec")
+    assert cli.returncode == 2 and "cannot read" in cli.stderr, cli.stdout + cli.stderr
 
 
 @pytest.mark.parametrize("bad, why", [
@@ -340,3 +414,17 @@ def test_status_page_in_headless_chromium_shows_what_it_fetched(tg, receiver, tm
     assert expected and kept_by_errors == int(float(expected.group(1) or expected.group(2))) >= 1
     # The lookup form, filled from ?trace=, asked /debug/traces/{id}.
     assert element_text(dom, "lookup-text").startswith("kept: kept by policy 'errors'")
+    # The last decisions list shows the error trace kept by errors (trigger root, 2 spans), its ID linking to its
+    # lookup, and the ordinary one dropped.
+    row = re.search(rf'<tr data-trace="{error_id}">(.*?)</tr>', dom, re.S)
+    assert row, dom[dom.find('id="last-decisions"'):][:3000]
+    cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)]
+    assert cells[1:] == [error_id, "keep", "errors", "root", "2"], cells
+    assert f'href="?trace={error_id}"' in row.group(1)
+    row = re.search(rf'<tr data-trace="{ordinary_id}">(.*?)</tr>', dom, re.S)
+    assert row and ">drop<" in row.group(1) and ">none<" in row.group(1), row and row.group(1)
+    status = requests.get(f"{base}/debug/status", timeout=10).json()
+    last = {d["trace_id"]: d for d in status["last_decisions"]}
+    assert last[error_id]["decision"] == "keep" and last[error_id]["policy"] == "errors" and last[error_id]["spans"] == 2
+    assert last[ordinary_id]["decision"] == "drop" and last[ordinary_id]["trigger"] == "root"
+    assert len(status["last_decisions"]) == min(status["last_decisions_capacity"], 14)  # 12 agent runs + 2

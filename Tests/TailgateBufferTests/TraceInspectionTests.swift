@@ -240,4 +240,60 @@ private let remoteParent: UInt32 = 0x300
         buffer.replaceDecider(ErrorDecider(planGeneration: 0))
         #expect(buffer.inspect(tid(9))?.summary?.bits == 0)
     }
+
+    /// Keeps errors; a dropped trace with an error among its late spans is revised (kept).
+    private struct RevisingDecider: TraceDecider {
+        func decide(_ trace: TraceSummary) -> Decision { trace.has(.error) ? Decision(keep: true, policy: 0) : .noMatch }
+        func revise(_ trace: TraceSummary) -> Decision? { trace.has(.error) ? Decision(keep: true, policy: 0) : nil }
+    }
+
+    @Test func aDecisionRemembersItsTriggerAndWhenItWasMade() throws {
+        let clock = ManualClock()
+        let store = MemoryTraceStore()
+        var c = configuration()
+        c.maxSpansPerTrace = 3
+        let buffer = TraceBuffer(configuration: c, decider: RevisingDecider(), clock: clock, store: store)
+        // Root: kept by trigger root, 5 s after the root arrived.
+        _ = insert(buffer, [TestSpan(trace: tid(20), span: 1, status: .error)])
+        // No root, a parent of unknown locality: dropped by trigger idle, remote_parent_timeout (60 s) after its span.
+        _ = insert(buffer, [TestSpan(trace: tid(21), span: 2, parent: 1)])
+        clock.advance(by: .seconds(5))
+        let rootAt = clock.now()
+        let first = buffer.decideExpired()
+        #expect(first.count == 1 && first[0].decision.trigger == .root && first[0].decision.decidedAt == rootAt)
+        clock.advance(by: .seconds(55))
+        let idleAt = clock.now()
+        let second = buffer.decideExpired()
+        #expect(second.count == 1 && second[0].decision.trigger == .idle && second[0].decision.decidedAt == idleAt)
+
+        let kept = try #require(buffer.inspect(tid(20)))
+        #expect(kept.state == .kept && kept.decision?.trigger == .root && kept.decision?.decidedAt == rootAt)
+        let dropped = try #require(buffer.inspect(tid(21)))
+        #expect(dropped.state == .retainedAfterDrop && dropped.decision?.trigger == .idle && dropped.decision?.decidedAt == idleAt)
+
+        // A late error revises the drop: the cache remembers the keep with trigger revised, at the revision.
+        clock.advance(by: .seconds(2))
+        let reviseAt = clock.now()
+        let revised = insert(buffer, [TestSpan(trace: tid(21), span: 3, parent: 2, status: .error)])
+        #expect(revised.decided.count == 1 && revised.decided[0].decision.trigger == .revised)
+        let now = try #require(buffer.inspect(tid(21)))
+        #expect(now.state == .kept && now.decision?.trigger == .revised && now.decision?.decidedAt == reviseAt)
+
+        // The span limit decides at once, during the insert.
+        let limited = insert(buffer, (1...3).map { TestSpan(trace: tid(22), span: UInt64($0), parent: $0 == 1 ? 0 : 1) })
+        #expect(limited.decided.count == 1 && limited.decided[0].decision.trigger == .spanLimit)
+        #expect(buffer.inspect(tid(22))?.decision?.trigger == .spanLimit)
+
+        // A decision restored from the store after a restart carries no trigger and no time.
+        buffer.restoreDecision(trace: tid(23), decision: Decision(keep: true, policy: 0))
+        let restored = try #require(buffer.inspect(tid(23)))
+        #expect(restored.state == .kept && restored.decision?.trigger == nil && restored.decision?.decidedAt == 0)
+
+        // Equality is the verdict: when and why a decision was made do not make two decisions differ.
+        var a = Decision(keep: true, policy: 0)
+        a.trigger = .root
+        a.decidedAt = 42
+        #expect(a == Decision(keep: true, policy: 0))
+        #expect(a != Decision(keep: false, policy: 0))
+    }
 }

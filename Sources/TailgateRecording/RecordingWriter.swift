@@ -4,13 +4,13 @@ public import Glibc
 public import Darwin
 #endif
 public import Logging
-public import ServiceLifecycle
 public import Synchronization
 
 /// Tees accepted export requests into a recording (Tailgate's compact `.tgrec` form, see `Recording`) without
 /// slowing ingest: requests are copied into a bounded in-memory buffer that a background task writes out; when the
 /// buffer is full the request is left out of the recording (and counted), never delayed. Files rotate at
-/// `maxFileBytes`: `PATH` → `PATH.1` → … → `PATH.<keep>` (the oldest is removed).
+/// `maxFileBytes`: `PATH` → `PATH.1` → … → `PATH.<keep>` (the oldest is removed). The runtime's
+/// `RecordingService` calls `flush()` periodically and `close()` at shutdown.
 public final class RecordingWriter: Sendable {
     public struct Configuration: Sendable, Equatable {
         public var path: String
@@ -34,7 +34,7 @@ public final class RecordingWriter: Sendable {
     public let configuration: Configuration
     private let state = Mutex(State())
     private let file = Mutex<(fd: Int32, size: Int)>((-1, 0))
-    let logger: Logger
+    public let logger: Logger
 
     public init(configuration: Configuration, logger: Logger) throws {
         self.configuration = configuration
@@ -57,13 +57,11 @@ public final class RecordingWriter: Sendable {
     public func record(_ body: UnsafeRawBufferPointer, arrival: UInt64) {
         state.withLock { s in
             guard !s.closed else { return }
-            guard s.pending.count + body.count + 12 <= configuration.bufferBytes else {
+            guard s.pending.count + body.count + Recording.recordHeaderSize <= configuration.bufferBytes else {
                 s.dropped += 1
                 return
             }
-            withUnsafeBytes(of: arrival.littleEndian) { s.pending.append(contentsOf: $0) }
-            withUnsafeBytes(of: UInt32(body.count).littleEndian) { s.pending.append(contentsOf: $0) }
-            s.pending.append(contentsOf: body)
+            Recording.appendRecord(arrival: arrival, body: body, to: &s.pending)
             s.recorded += 1
         }
     }
@@ -85,7 +83,7 @@ public final class RecordingWriter: Sendable {
     }
 
     private func rotate(_ f: inout (fd: Int32, size: Int)) {
-        _ = Glibc.close(f.fd)
+        closeFile(f.fd)
         let path = configuration.path
         if configuration.keepFiles > 0 {
             unlink("\(path).\(configuration.keepFiles)")
@@ -109,7 +107,7 @@ public final class RecordingWriter: Sendable {
         flush()
         state.withLock { $0.closed = true }
         file.withLock { f in
-            if f.fd >= 0 { _ = Glibc.close(f.fd) }
+            if f.fd >= 0 { closeFile(f.fd) }
             f.fd = -1
         }
     }
@@ -127,21 +125,10 @@ private func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
     }
 }
 
-/// Writes the recording every 100 ms; flushes and closes on shutdown (after the receivers stopped).
-struct RecordingService: Service {
-    let writer: RecordingWriter
-
-    func run() async throws {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(100))
-                writer.flush()
-            }
-        }
-        writer.close()
-        let (recorded, dropped) = writer.counts
-        writer.logger.info("recording closed", metadata: [
-            "file": "\(writer.configuration.path)", "requests": "\(recorded)", "left_out": "\(dropped)",
-        ])
-    }
+private func closeFile(_ fd: Int32) {
+    #if canImport(Glibc)
+    _ = Glibc.close(fd)
+    #elseif canImport(Darwin)
+    _ = Darwin.close(fd)
+    #endif
 }

@@ -12,15 +12,25 @@ public struct RecordedRequest: Sendable {
     }
 }
 
-/// Reads recordings of OTLP traffic:
+/// Recordings of OTLP traffic, read and written here (the one definition of the `.tgrec` format):
 /// - OTLP/JSON lines (`.jsonl`, `.json`): one `ExportTraceServiceRequest` per line, as the OpenTelemetry
-///   Collector's file exporter and Tailgate's `file:` downstream write them;
-/// - Tailgate's compact form (`.tgrec`): the 8-byte magic `TGREC1\n\0`, then per request a little-endian
-///   UInt64 arrival time (Unix nanoseconds), a little-endian UInt32 length and the protobuf bytes.
+///   Collector's file exporter and Tailgate's `file:` downstream write them (read only);
+/// - Tailgate's compact form (`.tgrec`): the 8-byte magic `TGREC1\n\0`, then per request a record: a
+///   little-endian UInt64 arrival time (Unix nanoseconds), a little-endian UInt32 length and the protobuf bytes.
 /// Either may be gzip-compressed (`.gz`). When a JSON line carries no arrival time, the request is placed at the
 /// latest span end time it contains (when an SDK would have exported it).
 public enum Recording {
+    /// The file header of the compact form.
     public static let magic: [UInt8] = Array("TGREC1\n\0".utf8)
+    /// Bytes of a record's header (arrival time and length) before its protobuf bytes.
+    public static let recordHeaderSize = 12
+
+    /// Appends one record of the compact form (header and body) to `out`.
+    public static func appendRecord(arrival: UInt64, body: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+        withUnsafeBytes(of: arrival.littleEndian) { out.append(contentsOf: $0) }
+        withUnsafeBytes(of: UInt32(body.count).littleEndian) { out.append(contentsOf: $0) }
+        out.append(contentsOf: body)
+    }
 
     public struct ReadError: Error, CustomStringConvertible {
         public var file: String
@@ -43,10 +53,10 @@ public enum Recording {
         var out: [RecordedRequest] = []
         var i = magic.count
         while i < data.count {
-            guard data.count - i >= 12 else { throw ReadError(file: path, message: "truncated record header at byte \(i)") }
+            guard data.count - i >= recordHeaderSize else { throw ReadError(file: path, message: "truncated record header at byte \(i)") }
             let arrival = data.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: i, as: UInt64.self)) }
             let length = Int(data.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: i + 8, as: UInt32.self)) })
-            i += 12
+            i += recordHeaderSize
             guard data.count - i >= length else { throw ReadError(file: path, message: "truncated record at byte \(i)") }
             out.append(RecordedRequest(arrival: arrival, protobuf: Array(data[i..<(i + length)])))
             i += length
@@ -82,9 +92,7 @@ public enum Recording {
     public static func encodeCompact(_ requests: [RecordedRequest]) -> [UInt8] {
         var out = magic
         for r in requests {
-            withUnsafeBytes(of: r.arrival.littleEndian) { out.append(contentsOf: $0) }
-            withUnsafeBytes(of: UInt32(r.protobuf.count).littleEndian) { out.append(contentsOf: $0) }
-            out.append(contentsOf: r.protobuf)
+            r.protobuf.withUnsafeBytes { appendRecord(arrival: r.arrival, body: $0, to: &out) }
         }
         return out
     }
