@@ -108,7 +108,7 @@ let package = Package(
         ]),
         // Load testing and recordings: generator, replay client, built-in receiver, reports.
         .target(name: "TailgateLoadtest", dependencies: [
-            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateIngest", "TailgateExport", "TailgateRecording",
+            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateIngest", "TailgateExport", "TailgateRecording", "CTailgateSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "tailgate", dependencies: [

@@ -96,7 +96,7 @@ struct Loadtest: AsyncParsableCommand {
         print("recording: \(recording.count) requests, \(recording.spans) spans, \(recording.bytes / 1024) KiB")
 
         var receiverServer: RecordingReceiver? = nil
-        var receiverTask: Task<Void, Error>? = nil
+        var receiverTask: Task<Void, any Error>? = nil
         if let receiver {
             guard let (host, port) = parseHostPort(receiver) else { throw ValidationError("--receiver must be HOST:PORT") }
             var faults = ReceiverFaults(failPercent: receiverFailPercent)
