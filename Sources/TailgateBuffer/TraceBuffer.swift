@@ -162,6 +162,9 @@ public struct Decision: Sendable, Equatable {
     public var dryRunKeep: Bool?
     /// Generation of the policies that decided (tells which file `policy` indexes into after a reload).
     public var generation: UInt64
+    /// Name of the policy that decided, as reported (`tailgate.policy`, metrics, the store); "" for none. Set by
+    /// the decider, so that it stays right however many reloads happen before the decision is handled.
+    public var policyName: String = ""
     /// What closed the trace's window, set by the buffer when it decides (nil: not known, e.g. a decision restored
     /// from the store after a restart, or one a decider returned that the buffer has not recorded yet).
     public var trigger: DecisionTrigger? = nil

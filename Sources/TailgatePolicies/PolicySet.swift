@@ -195,6 +195,7 @@ public struct PolicyRuntime: TraceDecider {
     public func decide(_ trace: TraceSummary) -> Decision {
         var decision = engine.decide(trace)
         decision.generation = generation
+        decision.policyName = policyName(decision)
         if dryRun {
             // Everything is forwarded, so every trace's weight is 1: nothing may be written about probabilities.
             decision.dryRunKeep = decision.keep
@@ -207,6 +208,7 @@ public struct PolicyRuntime: TraceDecider {
     public func revise(_ trace: TraceSummary) -> Decision? {
         guard !dryRun, var decision = engine.revise(trace) else { return nil }
         decision.generation = generation
+        decision.policyName = policyName(decision)
         return decision
     }
 

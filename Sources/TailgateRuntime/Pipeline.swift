@@ -29,8 +29,6 @@ public final class Pipeline: TraceIngestHandler, Sendable {
 
     struct Policies {
         var runtime: PolicyRuntime
-        /// Policy names of every generation whose decisions may still be in flight.
-        var names: [UInt64: [String]]
     }
 
     private let policies: Mutex<Policies>
@@ -45,7 +43,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
         self.store = store
         syncDurability = store?.configuration.durability == .sync
         let runtime = PolicyRuntime(set, generation: 1, dryRun: dryRun)
-        policies = Mutex(Policies(runtime: runtime, names: [1: runtime.policyNames]))
+        policies = Mutex(Policies(runtime: runtime))
         buffer = TraceBuffer(configuration: configuration, decider: runtime, clock: clock, store: store, headerSets: forwarder.headerSets)
         self.forwarder = forwarder
         self.metrics = metrics
@@ -69,13 +67,11 @@ public final class Pipeline: TraceIngestHandler, Sendable {
             let runtime = PolicyRuntime(set, generation: generation, dryRun: dryRun,
                                         planGeneration: samePlan ? p.runtime.planGeneration : generation)
             p.runtime = runtime
-            p.names[generation] = runtime.policyNames
-            // Keep the names of the last few generations for decisions still being handled.
-            for old in p.names.keys where old + 4 < generation { p.names.removeValue(forKey: old) }
+            // Swapped under the same lock: two quick reloads cannot leave the buffer with the older of the two.
+            buffer.replaceDecider(runtime)
             return runtime
         }
-        buffer.replaceDecider(runtime)
-        metrics.policiesLoaded(hash: set.sourceHash)
+        metrics.policiesLoaded(hash: runtime.policySet.sourceHash)
     }
 
     public func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport) -> IngestResult {
@@ -152,8 +148,10 @@ public final class Pipeline: TraceIngestHandler, Sendable {
             into: buffer,
             scan: { body, scanned in (try? runtime.scanner.scan(body, into: &scanned)) != nil },
             decision: { keep, weight, name in
-                Decision(keep: keep, policy: runtime.policyNames.firstIndex(of: name) ?? -1, weight: weight,
-                         generation: runtime.generation)
+                var d = Decision(keep: keep, policy: runtime.policyNames.firstIndex(of: name) ?? -1, weight: weight,
+                                 generation: runtime.generation)
+                d.policyName = name
+                return d
             },
             forward: { ref, spans, headers in self.forwarder.adopt(ref, spans: spans, headers: self.buffer.headerSets.id(headers)) },
             lateKept: { spans, decision, headers in
@@ -209,11 +207,10 @@ public final class Pipeline: TraceIngestHandler, Sendable {
         }
     }
 
+    /// The name a decision is reported under: its policy's, "none" for a drop no policy made.
     func policyName(_ decision: Decision) -> String {
         guard decision.policy >= 0 else { return "none" }
-        let names = policies.withLock { $0.names[decision.generation] }
-        guard let names, decision.policy < names.count else { return "unknown" }
-        return names[decision.policy]
+        return decision.policyName.isEmpty ? "unknown" : decision.policyName
     }
 
     /// What kept spans say about their trace's decision; `summary` is nil for late spans (they follow a decision

@@ -62,6 +62,23 @@ func tempFile(_ name: String, _ text: String) -> String {
         #expect(pipeline.buffer.decider.planGeneration != first)
     }
 
+    /// A decision carries its policy's name: however many reloads happen before it is handled, it is reported under
+    /// the name of the policy that made it (a table of the last generations' names once said "unknown" after five).
+    @Test func aDecisionKeepsItsPolicyNameAcrossManyReloads() throws {
+        let (pipeline, _, _) = try testPipeline(policies: Self.errorsOnly)
+        let runtime = try #require(pipeline.buffer.decider as? PolicyRuntime)
+        var summary = TraceSummary(traceID: tid(9))
+        summary.statusMask = StatusCode.error.bit
+        summary.spanCount = 1
+        let decision = runtime.decide(summary)
+        #expect(decision.keep)
+        for i in 0..<8 {
+            pipeline.reload(try PolicySet.parse(Self.errorsOnly.replacingOccurrences(of: "errors", with: "renamed-\(i)"), file: "p.yaml"))
+        }
+        #expect(pipeline.policyName(decision) == "errors")
+        #expect(pipeline.policySet.policies.map(\.name) == ["renamed-7"])
+    }
+
     @Test func fileWatchNoticesChanges() throws {
         let path = tempFile("policies.yaml", Self.errorsOnly)
         let (pipeline, _, _) = try testPipeline(policies: Self.errorsOnly)
