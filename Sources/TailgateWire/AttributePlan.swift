@@ -57,18 +57,6 @@ public struct AttributePlan: Sendable, Equatable {
         case firstOf(keys: [String], condition: Int?)
         /// 1 for each span with bit `bit`.
         case count(bit: Int)
-        /// Cost in micro-USD of the span's tokens: slots `input` and `output` times the price of the span's model
-        /// (first of `modelKeys`), from `prices` (USD per million tokens), else `defaultPrice`.
-        case cost(input: Int, output: Int, modelKeys: [String], prices: [String: Price], defaultPrice: Price?)
-    }
-
-    public struct Price: Sendable, Equatable, Hashable {
-        public var input: Double
-        public var output: Double
-        public init(input: Double, output: Double) {
-            self.input = input
-            self.output = output
-        }
     }
 
     public private(set) var conditions: [Condition] = []
@@ -182,8 +170,6 @@ struct CompiledPlan: Sendable {
         case condition(bit: Int, matcher: CompiledMatcher)
         /// Candidate for slot `slot` with rank `rank` (lower wins).
         case value(slot: Int, rank: Int)
-        /// Candidate model name for cost slot `slot`, rank `rank`.
-        case model(slot: Int, rank: Int)
         /// Candidate conversation ID, rank `rank`.
         case conversation(rank: Int)
     }
@@ -207,8 +193,6 @@ struct CompiledPlan: Sendable {
     var derived: [(bit: Int, rule: AttributePlan.Derived)]
     var traceStates: [(bit: Int, key: [UInt8], values: [[UInt8]])]
     var slots: [AttributePlan.Slot]
-    /// Per cost slot: prices by model bytes.
-    var prices: [Int: [[UInt8]: AttributePlan.Price]] = [:]
     var isEmpty: Bool
 
     init(_ plan: AttributePlan) {
@@ -244,9 +228,6 @@ struct CompiledPlan: Sendable {
                 for (rank, key) in keys.enumerated() { add(key, span: .value(slot: s, rank: rank), resource: nil) }
             case .count:
                 break
-            case .cost(_, _, let modelKeys, let table, _):
-                for (rank, key) in modelKeys.enumerated() { add(key, span: .model(slot: s, rank: rank), resource: nil) }
-                prices[s] = Dictionary(uniqueKeysWithValues: table.map { (Array($0.key.utf8), $0.value) })
             }
         }
         for (rank, key) in plan.conversationKeys.enumerated() { add(key, span: .conversation(rank: rank), resource: nil) }

@@ -521,8 +521,6 @@ public struct OTLPScanner: Sendable {
         var bits: UInt64
         var values = SIMD8<Int64>()
         var ranks = SIMD8<Int64>(repeating: .max)
-        var modelRanks = SIMD8<Int64>(repeating: .max)
-        var modelRanges: [Range<Int>]? = nil
         var traceState: Range<Int>? = nil
         var conversationRank = Int.max
         var conversation: Range<Int>? = nil
@@ -563,12 +561,6 @@ public struct OTLPScanner: Sendable {
                     state.ranks[slot] = Int64(rank)
                     state.values[slot] = v
                 }
-            case .model(let slot, let rank):
-                if Int64(rank) < state.modelRanks[slot], case .string(let r) = value.kind {
-                    state.modelRanks[slot] = Int64(rank)
-                    if state.modelRanges == nil { state.modelRanges = Array(repeating: 0..<0, count: AttributePlan.maxSlots) }
-                    state.modelRanges![slot] = r
-                }
             case .conversation(let rank):
                 if rank < state.conversationRank, case .string(let r) = value.kind, !r.isEmpty {
                     state.conversationRank = rank
@@ -600,18 +592,6 @@ public struct OTLPScanner: Sendable {
                 sums[s] = state.values[s]
             case .count(let bit):
                 sums[s] = bits & (1 << UInt64(bit)) != 0 ? 1 : 0
-            case .cost(let input, let output, _, _, let defaultPrice):
-                let tokensIn = sums[input], tokensOut = sums[output]
-                guard tokensIn != 0 || tokensOut != 0 else { continue }
-                var price = defaultPrice
-                if let ranges = state.modelRanges, state.modelRanks[s] != .max {
-                    let model = Array(UnsafeRawBufferPointer(rebasing: base[ranges[s]]))
-                    price = compiled.prices[s]?[model] ?? defaultPrice
-                }
-                if let price {
-                    // USD per million tokens × tokens = micro-USD. Token counts are the client's: saturate.
-                    sums[s] = saturatingInt64(Double(tokensIn) * price.input + Double(tokensOut) * price.output)
-                }
             }
         }
         return (bits, sums)

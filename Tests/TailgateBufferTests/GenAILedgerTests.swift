@@ -96,6 +96,14 @@ import TailgateWire
         #expect(r[L.totalOnly] == 0)
     }
 
+    @Test func hugeClientNumbersSaturateInsteadOfWrapping() {
+        // Three calls of 5e18 tokens, and an agent above them reporting Int64.max: the total stays at Int64.max.
+        var ledger = GenAILedger(spans: (2...4).map { Self.chat(UInt64($0), parent: 1, 5_000_000_000_000_000_000, 0) }
+                                 + [Self.agent(1, parent: 0, Self.tokens(.max, .max))])
+        ledger.resolve()
+        #expect(ledger.totalTokens() == .max)
+    }
+
     @Test func filtersSelectSpans() {
         var a = Self.chat(1, parent: 0, 100, 0)
         a.model = "gpt-4o"
