@@ -4,7 +4,10 @@ import PackageDescription
 // One module per stage; dependencies point one way:
 //   TailgateWire → TailgateBuffer → TailgatePolicies → TailgateIngest / TailgateExport → TailgateStore → TailgateRuntime → tailgate
 // Wire, Buffer and Policies are pure (no I/O, injected clocks; the buffer reaches the disk only through the
-// `TraceStore` protocol). Ingest, Export and Store do the I/O.
+// `TraceStore` protocol). Ingest, Export and Store do the I/O. TailgateGRPCCodec is the raw-bytes gRPC codec (OTLP over
+// gRPC without generated code) for Export and Ingest (whose GRPCIngest.swift still has a private copy to drop).
+// Every downstream client is built by one factory in Export (`DownstreamAddress.makeDownstream`), used by serve and
+// the load tester alike.
 // Recordings and tooling sit beside the production path, not on it:
 //   TailgateWire → TailgateRecording (the `.tgrec` format, reader and rotating writer) → TailgateRuntime (tees
 //     requests into it with `--record`, re-exports it) and TailgateLoadtest;
@@ -57,9 +60,14 @@ let package = Package(
         ]),
         .target(name: "TailgatePolicies", dependencies: ["TailgateWire", "TailgateBuffer", "CXXHash", "Yams"]),
 
+        // The raw-bytes gRPC codec (OTLP over gRPC without generated code), shared by the receiver and the downstream.
+        .target(name: "TailgateGRPCCodec", dependencies: [
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+        ]),
+
         // I/O stages.
         .target(name: "TailgateIngest", dependencies: [
-            "TailgateWire",
+            "TailgateWire", "TailgateGRPCCodec",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -70,7 +78,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TailgateExport", dependencies: [
-            "TailgateWire", "TailgateBuffer",
+            "TailgateWire", "TailgateBuffer", "TailgateGRPCCodec",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

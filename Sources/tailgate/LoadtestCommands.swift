@@ -71,7 +71,7 @@ struct Loadtest: AsyncParsableCommand {
     var html: String = "loadtest-report.html"
 
     func run() async throws {
-        guard let address = DownstreamAddress(target), !isFile(address) else {
+        guard let address = DownstreamAddress(target), address.scheme != "file" else {
             throw ValidationError("--target must be grpc://HOST:PORT or http://HOST:PORT[/path]")
         }
         var options = ReplayOptions(target: address)
@@ -143,11 +143,6 @@ struct Loadtest: AsyncParsableCommand {
         try report.html().write(toFile: html, atomically: true, encoding: .utf8)
         print("wrote \(json) and \(html)")
         if let v = report.verification, !v.passed { throw ExitCode(1) }
-    }
-
-    func isFile(_ a: DownstreamAddress) -> Bool {
-        if case .file = a { return true }
-        return false
     }
 }
 
