@@ -11,8 +11,8 @@ struct Loadtest: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Replay recordings against an OTLP endpoint; measure throughput and ack latency; verify what was forwarded.",
         discussion: """
-            Prints progress once a second and a final table; writes the report as JSON and as a self-contained HTML page. \\
-            With --receiver HOST:PORT, runs a built-in OTLP/gRPC downstream there (point the proxy's --downstream at it) and \\
+            Prints progress once a second and a final table; writes the report as JSON and as a self-contained HTML page. \
+            With --receiver HOST:PORT, runs a built-in OTLP/gRPC downstream there (point the proxy's --downstream at it) and \
             verifies that every trace the policies keep arrived complete, none they drop arrived, and nothing is duplicated.
             """)
 
