@@ -1,18 +1,19 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// One module per stage; dependencies point one way:
+// One module per stage; dependencies point one way (A → B: B may import A):
 //   TailgateWire → TailgateBuffer → TailgatePolicies → TailgateIngest / TailgateExport → TailgateStore → TailgateRuntime → tailgate
+//   TailgateGRPCCodec → TailgateIngest, TailgateExport: the raw-bytes gRPC codec (OTLP over gRPC without generated
+//     code). Export uses it; Ingest depends on it, but GRPCIngest.swift still has a private copy to drop.
+//   TailgateWire → TailgateRecording → TailgateRuntime, TailgateLoadtest, tailgate: the `.tgrec` format (header,
+//     record framing, reader) and the rotating writer that `serve --record` tees into (Runtime runs its flush loop
+//     and re-exports the module).
+//   TailgateLoadtest (traffic generator, replay client, receiver, reports) uses Wire, Buffer, Policies, Ingest, Export
+//     and Recording, never Runtime; `tailgate` (the CLI) and `tailgate-bench` sit on top. tailgate-bench uses no target
+//     under Tests/.
 // Wire, Buffer and Policies are pure (no I/O, injected clocks; the buffer reaches the disk only through the
-// `TraceStore` protocol). Ingest, Export and Store do the I/O. TailgateGRPCCodec is the raw-bytes gRPC codec (OTLP over
-// gRPC without generated code) for Export and Ingest (whose GRPCIngest.swift still has a private copy to drop).
-// Every downstream client is built by one factory in Export (`DownstreamAddress.makeDownstream`), used by serve and
-// the load tester alike.
-// Recordings and tooling sit beside the production path, not on it:
-//   TailgateWire → TailgateRecording (the `.tgrec` format, reader and rotating writer) → TailgateRuntime (tees
-//     requests into it with `--record`, re-exports it) and TailgateLoadtest;
-//   TailgateLoadtest (generator, replay client, receiver, reports) uses Wire, Buffer, Policies, Ingest, Export and
-//     Recording, never Runtime; `tailgate` (the CLI) and `tailgate-bench` sit on top.
+// `TraceStore` protocol). Ingest, Export, Store and Recording's writer do the I/O. Every downstream client, in serve
+// and in the load tester alike, is built by one factory in Export: `DownstreamAddress.makeDownstream`.
 let package = Package(
     name: "tailgate",
     platforms: [.macOS(.v15)],
@@ -124,7 +125,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "tailgate-bench", dependencies: [
-            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateTestSupport", "TailgateLoadtest", "TailgateStore",
+            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateLoadtest", "TailgateStore",
             .product(name: "Logging", package: "swift-log"),
         ]),
 
