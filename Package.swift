@@ -1,15 +1,19 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// One module per stage; dependencies point one way:
+// One module per stage; dependencies point one way (A → B: B may import A):
 //   TailgateWire → TailgateBuffer → TailgatePolicies → TailgateIngest / TailgateExport → TailgateStore → TailgateRuntime → tailgate
+//   TailgateGRPCCodec → TailgateIngest, TailgateExport: the raw-bytes gRPC codec (OTLP over gRPC without generated
+//     code). Export uses it; Ingest depends on it, but GRPCIngest.swift still has a private copy to drop.
+//   TailgateWire → TailgateRecording → TailgateRuntime, TailgateLoadtest, tailgate: the `.tgrec` format (header,
+//     record framing, reader) and the rotating writer that `serve --record` tees into (Runtime runs its flush loop
+//     and re-exports the module).
+//   TailgateLoadtest (traffic generator, replay client, receiver, reports) uses Wire, Buffer, Policies, Ingest, Export
+//     and Recording, never Runtime; `tailgate` (the CLI) and `tailgate-bench` sit on top. tailgate-bench uses no target
+//     under Tests/.
 // Wire, Buffer and Policies are pure (no I/O, injected clocks; the buffer reaches the disk only through the
-// `TraceStore` protocol). Ingest, Export and Store do the I/O.
-// Recordings and tooling sit beside the production path, not on it:
-//   TailgateWire → TailgateRecording (the `.tgrec` format, reader and rotating writer) → TailgateRuntime (tees
-//     requests into it with `--record`, re-exports it) and TailgateLoadtest;
-//   TailgateLoadtest (generator, replay client, receiver, reports) uses Wire, Buffer, Policies, Ingest, Export and
-//     Recording, never Runtime; `tailgate` (the CLI) and `tailgate-bench` sit on top.
+// `TraceStore` protocol). Ingest, Export, Store and Recording's writer do the I/O. Every downstream client, in serve
+// and in the load tester alike, is built by one factory in Export: `DownstreamAddress.makeDownstream`.
 let package = Package(
     name: "tailgate",
     platforms: [.macOS(.v15)],
@@ -57,9 +61,14 @@ let package = Package(
         ]),
         .target(name: "TailgatePolicies", dependencies: ["TailgateWire", "TailgateBuffer", "CXXHash", "Yams"]),
 
+        // The raw-bytes gRPC codec (OTLP over gRPC without generated code), shared by the receiver and the downstream.
+        .target(name: "TailgateGRPCCodec", dependencies: [
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+        ]),
+
         // I/O stages.
         .target(name: "TailgateIngest", dependencies: [
-            "TailgateWire",
+            "TailgateWire", "TailgateGRPCCodec",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -70,7 +79,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TailgateExport", dependencies: [
-            "TailgateWire", "TailgateBuffer",
+            "TailgateWire", "TailgateBuffer", "TailgateGRPCCodec",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -116,7 +125,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "tailgate-bench", dependencies: [
-            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateTestSupport", "TailgateLoadtest", "TailgateStore",
+            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateLoadtest", "TailgateStore",
             .product(name: "Logging", package: "swift-log"),
         ]),
 

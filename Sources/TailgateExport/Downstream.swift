@@ -120,6 +120,63 @@ public struct DownstreamTLS: Sendable, Equatable {
     public init() {}
 }
 
+/// How a client for a downstream address is set up (what `DownstreamAddress.makeDownstream` needs besides the address).
+public struct DownstreamOptions: Sendable {
+    /// Compress requests with gzip.
+    public var gzip: Bool
+    /// Per-request timeout.
+    public var timeout: Duration
+    /// How long a gRPC connection waits before redialling a downstream that went away (see `GRPCDownstream`).
+    public var reconnectBackoff: (initial: Duration, max: Duration) = (.milliseconds(100), .seconds(5))
+    /// Headers sent with every request (gRPC metadata or HTTP headers; a file ignores them).
+    public var headers: [String: String] = [:]
+    /// TLS for `grpcs://` and `https://` (nil: the system's roots); ignored by the other kinds.
+    public var tls: DownstreamTLS? = nil
+
+    public init(gzip: Bool, timeout: Duration, reconnectBackoff: (initial: Duration, max: Duration) = (.milliseconds(100), .seconds(5)),
+                headers: [String: String] = [:], tls: DownstreamTLS? = nil) {
+        self.gzip = gzip
+        self.timeout = timeout
+        self.reconnectBackoff = reconnectBackoff
+        self.headers = headers
+        self.tls = tls
+    }
+}
+
+/// Observes every client `DownstreamAddress.makeDownstream` builds (tests check that serve and the load tester both
+/// build their clients there).
+package enum DownstreamFactoryObserver {
+    @TaskLocal package static var built: (@Sendable (DownstreamAddress, any Downstream) -> Void)? = nil
+}
+
+extension DownstreamAddress {
+    /// The one place where an address becomes a client: `tailgate serve`'s forwarder and `tailgate loadtest`'s
+    /// replay connections both come here, so a new kind of downstream is a new case of `DownstreamAddress` and a
+    /// new branch of this switch.
+    public func makeDownstream(_ options: DownstreamOptions) throws -> any Downstream {
+        let client: any Downstream
+        switch self {
+        case .grpc(let host, let port):
+            client = try GRPCDownstream(host: host, port: port, gzip: options.gzip, timeout: options.timeout,
+                                        reconnectBackoff: options.reconnectBackoff, headers: options.headers)
+        case .grpcs(let host, let port):
+            client = try GRPCDownstream(host: host, port: port, gzip: options.gzip, timeout: options.timeout,
+                                        reconnectBackoff: options.reconnectBackoff, headers: options.headers,
+                                        tls: options.tls ?? DownstreamTLS())
+        case .http(let host, let port, let path):
+            client = HTTPDownstream(host: host, port: port, path: path, gzip: options.gzip, timeout: options.timeout,
+                                    headers: options.headers)
+        case .https(let host, let port, let path):
+            client = try HTTPDownstream(host: host, port: port, path: path, gzip: options.gzip, timeout: options.timeout,
+                                        headers: options.headers, tls: options.tls ?? DownstreamTLS())
+        case .file(let path):
+            client = try FileDownstream(path: path)
+        }
+        DownstreamFactoryObserver.built?(self, client)
+        return client
+    }
+}
+
 /// Where a `--downstream` value points.
 public enum DownstreamAddress: Sendable, Equatable, CustomStringConvertible {
     case grpc(host: String, port: Int)
@@ -155,6 +212,17 @@ public enum DownstreamAddress: Sendable, Equatable, CustomStringConvertible {
         case "grpcs": self = .grpcs(host: host, port: port)
         case "http": self = .http(host: host, port: port, path: path)
         default: self = .https(host: host, port: port, path: path)
+        }
+    }
+
+    /// The scheme: `grpc`, `grpcs`, `http`, `https` or `file`.
+    public var scheme: String {
+        switch self {
+        case .grpc: "grpc"
+        case .grpcs: "grpcs"
+        case .http: "http"
+        case .https: "https"
+        case .file: "file"
         }
     }
 

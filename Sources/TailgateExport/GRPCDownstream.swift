@@ -1,18 +1,7 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import TailgateGRPCCodec
 import TailgateWire
-
-struct RawBytes: Sendable { var bytes: [UInt8] }
-
-struct RawSerializer: MessageSerializer {
-    func serialize<Bytes: GRPCContiguousBytes>(_ message: RawBytes) throws -> Bytes { Bytes(message.bytes) }
-}
-
-struct RawDeserializer: MessageDeserializer {
-    func deserialize<Bytes: GRPCContiguousBytes>(_ serializedMessageBytes: Bytes) throws -> RawBytes {
-        RawBytes(bytes: serializedMessageBytes.withUnsafeBytes { Array($0) })
-    }
-}
 
 /// OTLP/gRPC to the real collector, on grpc-swift-2 with raw bytes (no generated code).
 public final class GRPCDownstream: Downstream {

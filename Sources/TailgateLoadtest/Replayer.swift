@@ -76,15 +76,15 @@ public final class Replayer: Sendable {
         self.options = options
     }
 
+    /// The schemes a load test sends to (no TLS options: plaintext gRPC and OTLP/HTTP only).
+    static let schemes: Set<String> = ["grpc", "http"]
+
+    /// One replay connection, built by the same factory as `tailgate serve`'s forwarder.
     func makeClient() throws -> any Downstream {
-        switch options.target {
-        case .grpc(let host, let port):
-            return try GRPCDownstream(host: host, port: port, gzip: options.gzip, timeout: options.timeout)
-        case .http(let host, let port, let path):
-            return HTTPDownstream(host: host, port: port, path: path, gzip: options.gzip, timeout: options.timeout)
-        case .file, .grpcs, .https:
+        guard Self.schemes.contains(options.target.scheme) else {
             throw ReplayError("a load test needs a grpc:// or http:// target")
         }
+        return try options.target.makeDownstream(DownstreamOptions(gzip: options.gzip, timeout: options.timeout))
     }
 
     public struct ReplayError: Error, CustomStringConvertible {
@@ -221,16 +221,8 @@ public final class Replayer: Sendable {
                 "p999": percentile(all, 99.9), "max": all.last ?? 0,
                 "mean": all.isEmpty ? 0 : all.reduce(0, +) / Double(all.count),
             ]
-            let transport: String
-            switch options.target {
-            case .grpc: transport = "grpc"
-            case .grpcs: transport = "grpcs"
-            case .http: transport = "http"
-            case .https: transport = "https"
-            case .file: transport = "file"
-            }
             let report = LoadtestReport(
-                target: options.target.description, transport: transport, gzip: options.gzip,
+                target: options.target.description, transport: options.target.scheme, gzip: options.gzip,
                 connections: options.connections, targetSpansPerSecond: options.spansPerSecond, recording: [],
                 startedAt: startDate, durationSeconds: duration, requestsSent: s.requestsSent, requestsAcked: s.requestsAcked,
                 requestsFailed: s.requestsFailed, spansSent: s.spansSent, spansAcked: s.spansAcked,

@@ -31,24 +31,12 @@ public struct TailgateServer: Sendable {
         self.logger = logger
     }
 
+    /// The forwarder's client for `address` (built by `DownstreamAddress.makeDownstream`, as the load tester's are).
     public static func makeDownstream(_ address: DownstreamAddress, forwarder: ForwarderConfiguration,
                                       headers: [String: String] = [:], tls: DownstreamTLS? = nil) throws -> any Downstream {
-        switch address {
-        case .grpc(let host, let port):
-            return try GRPCDownstream(host: host, port: port, gzip: forwarder.gzip, timeout: forwarder.timeout,
-                                      reconnectBackoff: (forwarder.initialBackoff, forwarder.maxBackoff), headers: headers)
-        case .grpcs(let host, let port):
-            return try GRPCDownstream(host: host, port: port, gzip: forwarder.gzip, timeout: forwarder.timeout,
-                                      reconnectBackoff: (forwarder.initialBackoff, forwarder.maxBackoff), headers: headers,
-                                      tls: tls ?? DownstreamTLS())
-        case .http(let host, let port, let path):
-            return HTTPDownstream(host: host, port: port, path: path, gzip: forwarder.gzip, timeout: forwarder.timeout, headers: headers)
-        case .https(let host, let port, let path):
-            return try HTTPDownstream(host: host, port: port, path: path, gzip: forwarder.gzip, timeout: forwarder.timeout,
-                                      headers: headers, tls: tls ?? DownstreamTLS())
-        case .file(let path):
-            return try FileDownstream(path: path)
-        }
+        try address.makeDownstream(DownstreamOptions(
+            gzip: forwarder.gzip, timeout: forwarder.timeout, reconnectBackoff: (forwarder.initialBackoff, forwarder.maxBackoff),
+            headers: headers, tls: tls))
     }
 
     /// Runs until SIGINT/SIGTERM; returns a summary of what was lost (0 is the expected figure). Throws when a

@@ -5,7 +5,6 @@ import Foundation
 import TailgateBuffer
 import TailgateLoadtest
 import TailgatePolicies
-import TailgateTestSupport
 import TailgateWire
 
 /// Agent-shaped traffic like the OpenTelemetry SDK sends: 512-span requests, 5 spans per trace, gen_ai attributes.
@@ -14,25 +13,25 @@ func makeRequests(count: Int, spansPerRequest: Int = 512, seed: UInt64) -> [[UIn
     func next() -> UInt64 { rng &+= 0x9E37_79B9_7F4A_7C15; var z = rng; z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9; z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB; return z ^ (z >> 31) }
     var out: [[UInt8]] = []
     for _ in 0..<count {
-        var spans: [TestSpan] = []
+        var spans: [BenchSpan] = []
         while spans.count < spansPerRequest {
             let trace = TraceID(hi: next(), lo: next())
             let t0: UInt64 = 1_700_000_000_000_000_000 + next() % 1_000_000_000
             let common = [("gen_ai.provider.name", "openai"), ("gen_ai.request.model", "gpt-4o-mini"), ("code.function", "run_agent_step")]
-            spans.append(TestSpan(trace: trace, span: next() | 1, parent: next() | 1, name: "retrieval.vector_search", start: t0 + 1_000, end: t0 + 40_000_000,
-                                  strings: [("db.system", "qdrant"), ("db.collection.name", "docs")]))
-            spans.append(TestSpan(trace: trace, span: next() | 1, parent: next() | 1, name: "llm.call", start: t0 + 41_000_000, end: t0 + 900_000_000,
-                                  ints: [("gen_ai.usage.input_tokens", Int64(next() % 4000)), ("gen_ai.usage.output_tokens", Int64(next() % 800))],
-                                  strings: common + [("gen_ai.operation.name", "chat"), ("gen_ai.response.id", "chatcmpl-\(next() % 1_000_000)")]))
-            spans.append(TestSpan(trace: trace, span: next() | 1, parent: next() | 1, name: "tool.execute", start: t0 + 901_000_000, end: t0 + 950_000_000,
-                                  strings: [("gen_ai.tool.name", "search"), ("gen_ai.operation.name", "execute_tool")]))
-            spans.append(TestSpan(trace: trace, span: next() | 1, parent: next() | 1, name: "llm.call", start: t0 + 951_000_000, end: t0 + 1_500_000_000,
-                                  ints: [("gen_ai.usage.input_tokens", Int64(next() % 4000)), ("gen_ai.usage.output_tokens", Int64(next() % 800))],
-                                  strings: common + [("gen_ai.operation.name", "chat")]))
-            spans.append(TestSpan(trace: trace, span: next() | 1, name: "agent.run", start: t0, end: t0 + 1_600_000_000,
-                                  status: next() % 20 == 0 ? .error : .ok, strings: [("gen_ai.agent.name", "support-bot")]))
+            spans.append(BenchSpan(trace: trace, span: next() | 1, parent: next() | 1, name: "retrieval.vector_search", start: t0 + 1_000, end: t0 + 40_000_000,
+                                   strings: [("db.system", "qdrant"), ("db.collection.name", "docs")]))
+            spans.append(BenchSpan(trace: trace, span: next() | 1, parent: next() | 1, name: "llm.call", start: t0 + 41_000_000, end: t0 + 900_000_000,
+                                   ints: [("gen_ai.usage.input_tokens", Int64(next() % 4000)), ("gen_ai.usage.output_tokens", Int64(next() % 800))],
+                                   strings: common + [("gen_ai.operation.name", "chat"), ("gen_ai.response.id", "chatcmpl-\(next() % 1_000_000)")]))
+            spans.append(BenchSpan(trace: trace, span: next() | 1, parent: next() | 1, name: "tool.execute", start: t0 + 901_000_000, end: t0 + 950_000_000,
+                                   strings: [("gen_ai.tool.name", "search"), ("gen_ai.operation.name", "execute_tool")]))
+            spans.append(BenchSpan(trace: trace, span: next() | 1, parent: next() | 1, name: "llm.call", start: t0 + 951_000_000, end: t0 + 1_500_000_000,
+                                   ints: [("gen_ai.usage.input_tokens", Int64(next() % 4000)), ("gen_ai.usage.output_tokens", Int64(next() % 800))],
+                                   strings: common + [("gen_ai.operation.name", "chat")]))
+            spans.append(BenchSpan(trace: trace, span: next() | 1, name: "agent.run", start: t0, end: t0 + 1_600_000_000,
+                                   status: next() % 20 == 0 ? .error : .ok, strings: [("gen_ai.agent.name", "support-bot")]))
         }
-        out.append(exportRequest(service: "agent", spans: Array(spans.prefix(spansPerRequest))))
+        out.append(encodeRequest(service: "agent", spans: Array(spans.prefix(spansPerRequest))))
     }
     return out
 }

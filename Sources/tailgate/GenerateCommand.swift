@@ -8,9 +8,9 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate realistic LLM-agent traffic as a recording.",
         discussion: """
-            Agent runs with retrieval, several LLM calls with gen_ai.* attributes and token usage, tool calls in a second \\
-            service, retries, a few percent of errors, and a long tail of expensive, long-running and runaway traces, \\
-            batched per service as the OpenTelemetry SDK exports them. Writes the compact .tgrec form, or OTLP/JSON lines \\
+            Agent runs with retrieval, several LLM calls with gen_ai.* attributes and token usage, tool calls in a second \
+            service, retries, a few percent of errors, and a long tail of expensive, long-running and runaway traces, \
+            batched per service as the OpenTelemetry SDK exports them. Writes the compact .tgrec form, or OTLP/JSON lines \
             when the output ends in .jsonl (add .gz for gzip).
             """)
 

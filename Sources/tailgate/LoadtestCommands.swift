@@ -12,8 +12,8 @@ struct Loadtest: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Replay recordings against an OTLP endpoint; measure throughput and ack latency; verify what was forwarded.",
         discussion: """
-            Prints progress once a second and a final table; writes the report as JSON and as a self-contained HTML page. \\
-            With --receiver HOST:PORT, runs a built-in OTLP/gRPC downstream there (point the proxy's --downstream at it) and \\
+            Prints progress once a second and a final table; writes the report as JSON and as a self-contained HTML page. \
+            With --receiver HOST:PORT, runs a built-in OTLP/gRPC downstream there (point the proxy's --downstream at it) and \
             verifies that every trace the policies keep arrived complete, none they drop arrived, and nothing is duplicated.
             """)
 
@@ -72,7 +72,7 @@ struct Loadtest: AsyncParsableCommand {
     var html: String = "loadtest-report.html"
 
     func run() async throws {
-        guard let address = DownstreamAddress(target), !isFile(address) else {
+        guard let address = DownstreamAddress(target), address.scheme != "file" else {
             throw ValidationError("--target must be grpc://HOST:PORT or http://HOST:PORT[/path]")
         }
         var options = ReplayOptions(target: address)
@@ -144,11 +144,6 @@ struct Loadtest: AsyncParsableCommand {
         try report.html().write(toFile: html, atomically: true, encoding: .utf8)
         print("wrote \(json) and \(html)")
         if let v = report.verification, !v.passed { throw ExitCode(1) }
-    }
-
-    func isFile(_ a: DownstreamAddress) -> Bool {
-        if case .file = a { return true }
-        return false
     }
 }
 
