@@ -64,64 +64,29 @@ extension ForwarderObserver {
 /// spans are dropped. Spans are dropped only when the queue is full, a failure is permanent, or the shutdown budget
 /// ran out — always counted with the reason. Ordering: none across batches (concurrency and retries reorder them);
 /// a trace's spans may arrive in several requests.
+///
+/// Structure: every decision is made by `ForwarderState` (a value, tested without I/O) under one lock; this class
+/// runs the tasks that act on them — `concurrency` workers that send, a flusher that seals a batch at its timeout —
+/// and parks them in `WaiterList`s (cancellation-safe) when there is nothing to do. Time comes from the injected
+/// clock. Lifecycle: `run()` until `finish` and drained (or the deadline passed), or until its task is cancelled;
+/// the runtime's `ForwarderService` drives it from ServiceLifecycle's graceful shutdown.
 public final class Forwarder: Sendable {
-    struct Batch: Sendable {
-        var request: [UInt8]
-        var spans: Int
-        var attempts = 0
-        /// Not to be retried before this instant.
-        var notBefore: ContinuousClock.Instant? = nil
-        /// Produced by bisecting a batch the downstream rejected as invalid.
-        var bisected = false
-        /// Its record in the spool (`request` is then empty while it waits, and read back to be sent).
-        var spooled: SpillRef? = nil
-        /// Run once the batch is in the spool (sync durability), or at once without one.
-        var onDurable: [@Sendable () -> Void] = []
-        /// Headers passed through from the agents' requests (`HeaderSets` ID; `.none` for none).
-        var headers: UInt32 = HeaderSets.none
+    struct Core: Sendable {
+        var state: ForwarderState
+        /// Workers with nothing to send (or waiting for a retry time).
+        var workers = WaiterList()
+        /// The flusher, waiting for a batch to open (or the phase to change).
+        var flusher = WaiterList()
     }
 
-    /// What a worker should do next.
-    enum Work {
-        case send(Batch)
-        /// Batches are waiting for their retry time: look again at this instant.
-        case waitUntil(ContinuousClock.Instant)
-        /// Nothing queued: wait to be woken.
-        case idle
-        case stop
-    }
-
-    struct State: ~Copyable {
-        var framer = RequestFramer()
-        /// `onDurable` callbacks of the traces whose last span is in `framer`.
-        var framerCallbacks: [@Sendable () -> Void] = []
-        /// The pass-through headers of every span in `framer` (a batch goes to one tenant).
-        var framerHeaders: UInt32 = HeaderSets.none
-        var batchStarted: ContinuousClock.Instant? = nil
-        var queue: Deque<Batch> = []
-        var queuedBytes = 0
-        var waiters: Deque<CheckedContinuation<Void, Never>> = []
-        var finishing = false
-        /// Set when a batch did not fit; cleared once the queue drained below half. While set, ingest pushes back.
-        var overflowed = false
-        /// Batches taken from the framer and being encoded (outside the lock), or being sent: workers must not stop
-        /// while any is (a failed send may requeue it).
-        var inFlight = 0
-        var deadline: ContinuousClock.Instant? = nil
-        /// After a transient failure the downstream is given a rest (backoff) before any batch is tried again, so an
-        /// outage costs a request per backoff rather than one per queued batch; a success resets it.
-        var pausedUntil: ContinuousClock.Instant? = nil
-        var consecutiveFailures = 0
-
-        /// Finishing, and nothing left or coming: workers may stop.
-        var drained: Bool { finishing && queue.isEmpty && inFlight == 0 }
-    }
+    enum Waiters { case workers, flusher }
 
     public let configuration: ForwarderConfiguration
     public let downstream: any Downstream
     private let observer: any ForwarderObserver
     private let logger: Logger
-    private let state = Mutex(State())
+    private let core: Mutex<Core>
+    private let clock: ForwarderClock
     /// Disk for the queue's overflow and for what is undelivered at the shutdown deadline (nil: none).
     public let spool: (any BatchSpool)?
     /// Resolves the pass-through header IDs of batches.
@@ -129,21 +94,25 @@ public final class Forwarder: Sendable {
     private let persisted = Atomic<Int>(0)
     private let persistedBatches = Atomic<Int>(0)
 
+    /// `clock` times batches, retry backoff and the shutdown deadline (the continuous clock unless a test drives it).
     public init(configuration: ForwarderConfiguration, downstream: any Downstream, observer: any ForwarderObserver, logger: Logger,
-                spool: (any BatchSpool)? = nil, headerSets: HeaderSets = HeaderSets()) {
+                spool: (any BatchSpool)? = nil, headerSets: HeaderSets = HeaderSets(),
+                clock: any Clock<Duration> = ContinuousClock()) {
         self.spool = spool
         self.headerSets = headerSets
         self.configuration = configuration
         self.downstream = downstream
         self.observer = observer
         self.logger = logger
+        self.clock = ForwarderClock(clock)
+        core = Mutex(Core(state: ForwarderState(configuration)))
     }
 
     /// True when the queue is nearly full, or recently overflowed: ingest should push back (retryable errors)
     /// instead of accepting more.
     public var isSaturated: Bool {
         let spooling = spool != nil
-        return state.withLock { $0.overflowed || (!spooling && $0.queuedBytes >= configuration.queueBytes / 10 * 9) }
+        return core.withLock { $0.state.isSaturated(spooling: spooling) }
     }
 
     /// Spans (and batches) written to the spool at the shutdown deadline instead of being dropped: sent after the
@@ -152,17 +121,22 @@ public final class Forwarder: Sendable {
         (persisted.load(ordering: .relaxed), persistedBatches.load(ordering: .relaxed))
     }
 
+    /// Bytes of encoded batches waiting (including those waiting for a retry).
+    public var queuedBytes: Int { core.withLock { $0.state.queuedBytes } }
+
+    /// The lifecycle phase, batches in flight and parked tasks (tests and diagnostics).
+    var snapshot: (phase: ForwarderState.Phase, queued: Int, inFlight: Int, parked: Int, reservations: Int) {
+        core.withLock { ($0.state.phase, $0.state.queue.count, $0.state.inFlight,
+                         $0.workers.parkedCount + $0.flusher.parkedCount, $0.workers.count + $0.flusher.count) }
+    }
+
     /// Recovery: a batch found in the spool at start, queued to be sent.
     public func adopt(_ ref: SpillRef, spans: Int, headers: UInt32 = HeaderSets.none) {
-        let wake = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.queue.append(Batch(request: [], spans: spans, spooled: ref, headers: headers))
-            return state.waiters.popFirst().map { [$0] } ?? []
+        let wake = core.withLock { core in
+            core.state.adopt(ForwardBatch(request: [], spans: spans, spooled: ref, headers: headers)).map { core.take($0) } ?? []
         }
         for w in wake { w.resume() }
     }
-
-    /// Bytes of encoded batches waiting (including those waiting for a retry).
-    public var queuedBytes: Int { state.withLock { $0.queuedBytes } }
 
     /// Adds a kept trace's spans to the current batch (non-blocking), each marked with `annotation` when given.
     /// A batch is sealed before a span that would take it over `maxBatchBytes` or at `maxBatchSpans`.
@@ -170,56 +144,33 @@ public final class Forwarder: Sendable {
     /// `durable` runs once the batch holding the trace's last span is in the spool (sync durability: a kept trace's
     /// decision may be recorded only then), or as soon as it is queued without a spool.
     /// `headers`: pass-through headers (`HeaderSets` ID) the spans go with; a batch holds spans of one set only.
+    /// Once the forwarder has finished, the spans are dropped (counted as `shutdown_timeout`).
     public func submit(_ spans: BufferedSpans, annotation: KeepAnnotation? = nil, durable: (@Sendable () -> Void)? = nil,
                        headers: UInt32 = HeaderSets.none) {
         guard !spans.isEmpty else { durable?(); return }
-        let maxBytes = configuration.maxBatchBytes, maxSpans = configuration.maxBatchSpans
-        let sealed = state.withLock { state -> [(RequestFramer, [@Sendable () -> Void], UInt32)] in
-            var sealed: [(RequestFramer, [@Sendable () -> Void], UInt32)] = []
-            if !state.framer.isEmpty && state.framerHeaders != headers, let s = takeBatch(&state) { sealed.append(s) }
-            state.framerHeaders = headers
-            if state.framer.isEmpty { state.batchStarted = .now }
-            spans.forEach { scope, bytes in
-                if !state.framer.isEmpty && state.framer.spanBytes + bytes.count > maxBytes, let s = takeBatch(&state) {
-                    sealed.append(s)
-                    state.batchStarted = .now
-                }
-                state.framer.append(scope: scope, span: bytes, annotation: annotation)
-                if state.framer.spanCount >= maxSpans || state.framer.spanBytes >= maxBytes, let s = takeBatch(&state) {
-                    sealed.append(s)
-                }
-            }
-            if !state.framer.isEmpty && state.batchStarted == nil { state.batchStarted = .now }
-            if let durable {
-                if !state.framer.isEmpty { state.framerCallbacks.append(durable) }
-                else if !sealed.isEmpty { sealed[sealed.count - 1].1.append(durable) }
-            }
-            return sealed
+        let now = clock.now
+        let (taken, flusher) = core.withLock { core -> ((sealed: [SealedBatch], opened: Bool)?, [CheckedContinuation<Void, Never>]) in
+            let taken = core.state.append(spans, annotation: annotation, durable: durable, headers: headers, now: now)
+            return (taken, taken?.opened == true ? core.flusher.takeAll() : [])
         }
-        for (framer, callbacks, headers) in sealed {
-            enqueue(Batch(request: framer.encode(), spans: framer.spanCount, onDurable: callbacks, headers: headers), encoded: true)
+        for w in flusher { w.resume() }
+        guard let taken else {
+            durable?()
+            observer.dropped(spans: spans.count, reason: .shutdown)
+            logger.error("kept spans submitted after the forwarder finished: dropped", metadata: ["spans": "\(spans.count)"])
+            return
         }
+        for batch in taken.sealed { enqueue(batch.encoded(), encoded: true) }
     }
 
-    private func takeBatch(_ state: inout State) -> (RequestFramer, [@Sendable () -> Void], UInt32)? {
-        guard !state.framer.isEmpty else { return nil }
-        var out = RequestFramer()
-        swap(&out, &state.framer)
-        let callbacks = state.framerCallbacks
-        state.framerCallbacks = []
-        state.batchStarted = nil
-        state.inFlight += 1
-        return (out, callbacks, state.framerHeaders)
-    }
-
-    /// Queues a new batch (`encoded`: it was counted in `inFlight` while being encoded). Dropped and counted when
+    /// Queues a new batch (`encoded`: it was counted in flight while being encoded). Dropped and counted when
     /// the queue has no room.
-    private func enqueue(_ batch: Batch, encoded: Bool) {
+    private func enqueue(_ batch: ForwardBatch, encoded: Bool) {
         var batch = batch
         // Beyond the memory queue, batches wait in the spool (if any) while the disk budget lasts; with sync
         // durability every batch is written there first.
         if let spool {
-            let overflow = state.withLock { $0.queuedBytes + batch.request.count > configuration.queueBytes }
+            let overflow = core.withLock { $0.state.overflows(adding: batch.request.count) }
             if overflow || spool.spoolsEveryBatch,
                let ref = spool.write(batch.request, spans: batch.spans, headers: headerSets.pairs(batch.headers)) {
                 batch.spooled = ref
@@ -229,15 +180,9 @@ public final class Forwarder: Sendable {
         let callbacks = batch.onDurable
         batch.onDurable = []
         for callback in callbacks { callback() }
-        let (accepted, queued, wake) = state.withLock { state -> (Bool, Int, [CheckedContinuation<Void, Never>]) in
-            if encoded { state.inFlight -= 1 }
-            guard state.queuedBytes + batch.request.count <= configuration.queueBytes else {
-                state.overflowed = true
-                return (false, state.queuedBytes, state.drained ? Array(state.waiters.drain()) : [])
-            }
-            state.queue.append(batch)
-            state.queuedBytes += batch.request.count
-            return (true, state.queuedBytes, state.waiters.popFirst().map { [$0] } ?? [])
+        let (accepted, queued, wake) = core.withLock { core -> (Bool, Int, [CheckedContinuation<Void, Never>]) in
+            let (accepted, wake) = core.state.offer(batch, encoded: encoded)
+            return (accepted, core.state.queuedBytes, core.take(wake))
         }
         for w in wake { w.resume() }
         if !accepted {
@@ -247,77 +192,20 @@ public final class Forwarder: Sendable {
         observer.queued(bytes: queued)
     }
 
-    /// Puts batches that were being sent back in the queue (retry, split halves). They were accepted already, so
-    /// they are never dropped for room; `front` puts them first (split halves keep their turn).
-    private func requeue(_ batches: [Batch], front: Bool) {
-        let (queued, wake) = state.withLock { state -> (Int, [CheckedContinuation<Void, Never>]) in
-            for b in front ? batches.reversed() : batches {
-                if front { state.queue.prepend(b) } else { state.queue.append(b) }
-                state.queuedBytes += b.request.count
-            }
-            state.inFlight -= 1
-            return (state.queuedBytes, Array(state.waiters.drain()))
+    /// Applies a change to the state and wakes the workers it concerns.
+    private func update<R>(_ change: (inout ForwarderState) -> (R, ForwarderState.Wake)) -> R {
+        let (result, wake) = core.withLock { core -> (R, [CheckedContinuation<Void, Never>]) in
+            let (result, wake) = change(&core.state)
+            return (result, core.take(wake))
         }
         for w in wake { w.resume() }
-        observer.queued(bytes: queued)
+        return result
     }
 
-    /// A worker finished with a batch it took (delivered or dropped).
-    private func done() {
-        let wake = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.inFlight -= 1
-            return state.drained ? Array(state.waiters.drain()) : []
-        }
-        for w in wake { w.resume() }
-    }
-
-    private func nextWork() -> Work {
-        let now = ContinuousClock.now
-        return state.withLock { state -> Work in
-            func take(_ i: Int) -> Work {
-                let b = state.queue.remove(at: i)
-                state.queuedBytes -= b.request.count
-                if state.queuedBytes < configuration.queueBytes / 2 { state.overflowed = false }
-                state.inFlight += 1
-                return .send(b)
-            }
-            guard !state.queue.isEmpty else { return state.drained ? .stop : .idle }
-            // Past the shutdown deadline every batch is handed out at once (and dropped, counted, by the worker).
-            if let deadline = state.deadline, now >= deadline { return take(state.queue.startIndex) }
-            var earliest: ContinuousClock.Instant? = nil
-            if let p = state.pausedUntil, p > now {
-                earliest = p
-            } else {
-                // The first batch that is due; batches waiting for their retry are passed over.
-                for i in state.queue.indices {
-                    guard let t = state.queue[i].notBefore, t > now else { return take(i) }
-                    earliest = min(earliest ?? t, t)
-                }
-            }
-            if let deadline = state.deadline, let e = earliest { earliest = min(e, deadline) }
-            return .waitUntil(earliest ?? now)
-        }
-    }
-
-    /// Waits until a batch is queued, the forwarder drains, or (`until`) a retry is due.
-    private func wait(until: ContinuousClock.Instant?) async {
-        if let until {
-            // Retry waits poll at a short interval so that fresh batches are not held behind a failing one.
-            try? await Task.sleep(until: min(until, .now + .milliseconds(25)), clock: .continuous)
-            return
-        }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let now = state.withLock { state -> Bool in
-                if !state.queue.isEmpty || state.drained { return true }
-                state.waiters.append(continuation)
-                return false
-            }
-            if now { continuation.resume() }
-        }
-    }
-
-    /// Sends until `finish(deadline:)` was called and the queue is drained (or the deadline passed). Cancelling the
-    /// calling task finishes at once: what is still queued is dropped and counted.
+    /// Sends until `finish` was called and the queue is drained (or the deadline passed). Cancelling the calling
+    /// task finishes at once: what is still queued goes to the spool, or is dropped and counted; a send in progress
+    /// is cancelled with the task, and its batch is delivered or accounted for the same way by what the downstream
+    /// answers. No task stays parked.
     public func run() async {
         let workers = max(1, configuration.concurrency)
         await withTaskCancellationHandler {
@@ -341,65 +229,112 @@ public final class Forwarder: Sendable {
                 downstream.close()
             }
         } onCancel: {
-            self.finish(deadline: .now)
+            self.finish(within: .zero)
         }
     }
 
-    /// Seals the current batch, stops once the queue is empty, and drops (counted) what is not delivered by
-    /// `deadline`.
+    /// Seals the current batch, stops once the queue is empty, and persists or drops (counted) what is not
+    /// delivered within `budget` of now (by the forwarder's clock). Later calls can only bring the deadline nearer.
+    public func finish(within budget: Duration) {
+        let deadline = clock.now + budget
+        let (sealed, flusher) = core.withLock { core -> (SealedBatch?, [CheckedContinuation<Void, Never>]) in
+            // Sealed batches count as in flight, so the workers wait for this one to be encoded and queued.
+            let (sealed, wake) = core.state.beginDraining(deadline: deadline)
+            return (sealed, core.take(wake) + core.flusher.takeAll())
+        }
+        for w in flusher { w.resume() }
+        if let sealed { enqueue(sealed.encoded(), encoded: true) }
+    }
+
+    /// `finish(within:)` with a deadline on the continuous clock (the shutdown budget's).
     public func finish(deadline: ContinuousClock.Instant) {
-        let sealed = state.withLock { state in takeBatch(&state) }
-        if let (framer, callbacks, headers) = sealed {
-            enqueue(Batch(request: framer.encode(), spans: framer.spanCount, onDurable: callbacks, headers: headers), encoded: true)
-        }
-        let toWake = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.finishing = true
-            state.deadline = min(state.deadline ?? deadline, deadline)
-            return Array(state.waiters.drain())
-        }
-        for w in toWake { w.resume() }
+        finish(within: ContinuousClock.now.duration(to: deadline))
     }
 
-    private var pastDeadline: Bool {
-        state.withLock { state in state.deadline.map { ContinuousClock.now >= $0 } ?? false }
-    }
+    // MARK: Tasks
 
+    /// Seals the open batch once its first span has waited `batchTimeout`; ends when the forwarder stops running.
     private func flushLoop() async {
-        while !state.withLock({ $0.finishing }) {
-            try? await Task.sleep(for: configuration.batchTimeout / 2)
-            let sealed = state.withLock { state -> (RequestFramer, [@Sendable () -> Void], UInt32)? in
-                guard let started = state.batchStarted, ContinuousClock.now - started >= configuration.batchTimeout else { return nil }
-                return takeBatch(&state)
-            }
-            if let (framer, callbacks, headers) = sealed {
-                enqueue(Batch(request: framer.encode(), spans: framer.spanCount, onDurable: callbacks, headers: headers), encoded: true)
+        while !Task.isCancelled {
+            switch core.withLock({ $0.state.flushStep(now: clock.now) }) {
+            case .stop:
+                return
+            case .seal(let sealed):
+                enqueue(sealed.encoded(), encoded: true)
+            case .waitForBatch:
+                await park(.flusher, cancellable: true) { $0.state.batchStarted == nil && $0.state.phase == .running }
+            case .sleepUntil(let t):
+                await sleep(until: t, orWake: .flusher) { $0.state.phase == .running }
             }
         }
     }
 
     private func worker() async {
+        var cancelled = false
         while true {
-            switch nextWork() {
+            if !cancelled && Task.isCancelled {
+                // The run task's cancellation handler does the same; this worker may see the cancellation first.
+                cancelled = true
+                finish(within: .zero)
+            }
+            switch core.withLock({ $0.state.nextWork(now: clock.now) }) {
             case .stop:
                 return
-            case .idle:
-                await wait(until: nil)
-            case .waitUntil(let t):
-                await wait(until: t)
+            case .idle(let generation):
+                // Not cancellable: after a cancellation a worker may still have to wait for another's send to end,
+                // and is woken when it does (or when anything is queued).
+                await park(.workers, cancellable: false) { $0.state.generation == generation }
+            case .waitUntil(let t, let generation):
+                await sleep(until: t, orWake: .workers) { $0.state.generation == generation }
+            case .persist(let batch):
+                persistOrDrop(batch)
+                update { ((), $0.finishedWith()) }
             case .send(let batch):
-                if pastDeadline {
-                    persistOrDrop(batch)
-                    done()
-                } else {
-                    await deliver(batch)
-                }
+                await deliver(batch)
             }
         }
     }
 
+    /// Parks the calling task in `list` unless `stillWaiting` is already false (checked under the lock, so no wake is
+    /// missed). `cancellable`: the task's cancellation ends the wait (its continuation is resumed by the handler).
+    private func park(_ list: Waiters, cancellable: Bool, while stillWaiting: @escaping @Sendable (borrowing Core) -> Bool) async {
+        let id = core.withLock { $0[list].reserve() }
+        let wait = {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let parked = self.core.withLock { core in
+                    stillWaiting(core) ? core[list].park(id, continuation) : false
+                }
+                if !parked { continuation.resume() }
+            }
+        }
+        if cancellable {
+            await withTaskCancellationHandler {
+                await wait()
+            } onCancel: {
+                self.core.withLock { $0[list].cancel(id) }?.resume()
+            }
+        } else {
+            await wait()
+        }
+        core.withLock { $0[list].release(id) }
+    }
+
+    /// Sleeps until `deadline` on the forwarder's clock, or until woken in `list` (unless `stillWaiting` is false).
+    private func sleep(until deadline: Duration, orWake list: Waiters,
+                       while stillWaiting: @escaping @Sendable (borrowing Core) -> Bool) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await self.clock.sleep(until: deadline) }
+            group.addTask { await self.park(list, cancellable: true, while: stillWaiting) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    // MARK: Delivery
+
     /// At the shutdown deadline: an undelivered batch goes to the spool (sent after the restart), or is dropped and
     /// counted without one.
-    private func persistOrDrop(_ batch: Batch) {
+    private func persistOrDrop(_ batch: ForwardBatch) {
         if let spool {
             if batch.spooled != nil || spool.write(batch.request, spans: batch.spans, headers: headerSets.pairs(batch.headers)) != nil {
                 persisted.add(batch.spans, ordering: .relaxed)
@@ -412,35 +347,31 @@ public final class Forwarder: Sendable {
     }
 
     /// The batch is finished with (delivered, dropped or replaced by its halves): its spool record is dead.
-    private func released(_ batch: Batch) {
+    private func released(_ batch: ForwardBatch) {
         if let ref = batch.spooled { spool?.release(ref) }
     }
 
     /// One attempt at a batch taken from the queue; afterwards it is delivered, dropped (counted) or requeued.
-    private func deliver(_ taken: Batch) async {
+    private func deliver(_ taken: ForwardBatch) async {
         var batch = taken
         if let ref = batch.spooled, batch.request.isEmpty {
             guard let request = spool?.read(ref) else {
                 observer.dropped(spans: batch.spans, reason: .storeDamaged)
                 logger.error("a forward batch could not be read back from the store: dropped", metadata: ["spans": "\(batch.spans)"])
                 spool?.release(ref)
-                done()
+                update { ((), $0.finishedWith()) }
                 return
             }
             batch.request = request
         }
-        let sent = ContinuousClock.now
+        let sent = clock.now
         let outcome = await downstream.send(batch.request, signal: .traces, json: false, headers: headerSets.pairs(batch.headers))
-        observer.requestFinished(after: .now - sent)
+        observer.requestFinished(after: clock.now - sent)
         if case .retryable = outcome {} else { released(batch) }
         switch outcome {
         case .delivered:
             observer.forwarded(spans: batch.spans, requests: 1)
-            state.withLock { state in
-                state.consecutiveFailures = 0
-                state.pausedUntil = nil
-            }
-            done()
+            update { ((), $0.delivered()) }
         case .partial(let rejected, let message):
             // Delivered; the downstream refused some spans (OTLP partial_success): counted as dropped, logged.
             let refused = min(rejected, batch.spans)
@@ -448,22 +379,18 @@ public final class Forwarder: Sendable {
             observer.dropped(spans: refused, reason: .rejected)
             logger.warning("downstream accepted a batch partly (partial_success): rejected spans dropped", metadata: [
                 "rejected_spans": "\(rejected)", "spans": "\(batch.spans)", "message": "\(message)"])
-            state.withLock { state in
-                state.consecutiveFailures = 0
-                state.pausedUntil = nil
-            }
-            done()
+            update { ((), $0.delivered()) }
         case .tooLarge(let reason):
             observer.sendFailed(reason: reason, willRetry: batch.spans > 1)
             if let (a, b) = RequestSplitter.split(batch.request) {
                 logger.info("downstream found a batch too large: split in two", metadata: ["spans": "\(batch.spans)", "bytes": "\(batch.request.count)"])
-                requeue([Batch(request: a.request, spans: a.spans, bisected: batch.bisected, headers: batch.headers),
-                         Batch(request: b.request, spans: b.spans, bisected: batch.bisected, headers: batch.headers)], front: true)
+                requeue([ForwardBatch(request: a.request, spans: a.spans, bisected: batch.bisected, headers: batch.headers),
+                         ForwardBatch(request: b.request, spans: b.spans, bisected: batch.bisected, headers: batch.headers)])
             } else {
                 observer.dropped(spans: batch.spans, reason: .tooLarge)
                 logger.error("downstream rejected a span as too large", metadata: [
                     "reason": "\(reason)", "bytes": "\(batch.request.count)", "trace_ids": "\(RequestSplitter.traceIDs(batch.request))"])
-                done()
+                update { ((), $0.finishedWith()) }
             }
         case .invalid(let reason):
             observer.sendFailed(reason: reason, willRetry: batch.spans > 1)
@@ -473,32 +400,29 @@ public final class Forwarder: Sendable {
                     logger.warning("downstream rejected a batch as invalid: bisecting to find the offending spans", metadata: [
                         "reason": "\(reason)", "spans": "\(batch.spans)"])
                 }
-                requeue([Batch(request: a.request, spans: a.spans, bisected: true, headers: batch.headers),
-                         Batch(request: b.request, spans: b.spans, bisected: true, headers: batch.headers)], front: true)
+                requeue([ForwardBatch(request: a.request, spans: a.spans, bisected: true, headers: batch.headers),
+                         ForwardBatch(request: b.request, spans: b.spans, bisected: true, headers: batch.headers)])
             } else {
                 observer.dropped(spans: batch.spans, reason: .rejected)
                 logger.error("downstream rejected a span as invalid: dropped", metadata: [
                     "reason": "\(reason)", "trace_ids": "\(RequestSplitter.traceIDs(batch.request))"])
-                done()
+                update { ((), $0.finishedWith()) }
             }
         case .permanent(let reason):
             observer.sendFailed(reason: reason, willRetry: false)
             observer.dropped(spans: batch.spans, reason: .rejected)
             logger.error("downstream rejected a batch", metadata: [
                 "reason": "\(reason)", "spans": "\(batch.spans)", "trace_ids": "\(RequestSplitter.traceIDs(batch.request))"])
-            done()
+            update { ((), $0.finishedWith()) }
         case .retryable(let reason, let retryAfter):
-            let now = ContinuousClock.now
+            let now = clock.now
             batch.attempts += 1
-            let failures = state.withLock { state in
-                state.consecutiveFailures += 1
-                return state.consecutiveFailures
-            }
+            let (failures, deadline) = core.withLock { ($0.state.failedTransiently(), $0.state.deadline) }
             let delay = retryDelay.delay(attempt: max(batch.attempts, failures), retryAfter: retryAfter)
-            if let deadline = state.withLock({ $0.deadline }), now + delay > deadline {
+            if let deadline, now + delay > deadline {
                 observer.sendFailed(reason: reason, willRetry: false)
                 persistOrDrop(batch)
-                done()
+                update { ((), $0.finishedWith()) }
                 return
             }
             if batch.spooled != nil { batch.request = [] }  // waits on disk again
@@ -507,17 +431,44 @@ public final class Forwarder: Sendable {
                 logger.warning("downstream unavailable, batch requeued for retry", metadata: [
                     "reason": "\(reason)", "attempt": "\(batch.attempts)", "retry_in": "\(delay)"])
             }
-            batch.notBefore = now + delay
-            state.withLock { state in state.pausedUntil = max(state.pausedUntil ?? now, now + delay) }
-            requeue([batch], front: false)
+            let queued = update { state in
+                let wake = state.retry(batch, at: now + delay, now: now)
+                return (state.queuedBytes, wake)
+            }
+            observer.queued(bytes: queued)
         }
+    }
+
+    /// Split halves go back to the front of the queue (they keep their turn).
+    private func requeue(_ batches: [ForwardBatch]) {
+        let queued = update { state in
+            let wake = state.requeue(batches, front: true)
+            return (state.queuedBytes, wake)
+        }
+        observer.queued(bytes: queued)
     }
 
     private var retryDelay: RetryDelay { RetryDelay(initial: configuration.initialBackoff, max: configuration.maxBackoff) }
 }
 
+extension Forwarder.Core {
+    subscript(list: Forwarder.Waiters) -> WaiterList {
+        get { list == .workers ? workers : flusher }
+        set { if list == .workers { workers = newValue } else { flusher = newValue } }
+    }
+
+    /// The parked workers a change wakes (taken out, to be resumed outside the lock).
+    mutating func take(_ wake: ForwarderState.Wake) -> [CheckedContinuation<Void, Never>] {
+        switch wake {
+        case .none: []
+        case .one: workers.takeOne().map { [$0] } ?? []
+        case .all: workers.takeAll()
+        }
+    }
+}
+
 extension Deque {
-    /// Removes and returns every element.
+    /// Removes and returns every element (the metrics/logs relay's waiters).
     mutating func drain() -> Deque {
         defer { removeAll() }
         return self

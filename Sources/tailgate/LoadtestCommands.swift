@@ -4,7 +4,6 @@ import TailgateExport
 import TailgateLoadtest
 import TailgatePolicies
 import TailgateRecording
-import TailgateRuntime
 import TailgateWire
 import TailgateIngest
 
