@@ -1,6 +1,7 @@
 import Testing
 
 @testable import TailgateExport
+import TailgateWire
 
 /// The forwarder's decisions as a value: framing, the byte-bounded queue, retry pauses and the lifecycle, without
 /// tasks, I/O or a clock (every instant is passed in).
