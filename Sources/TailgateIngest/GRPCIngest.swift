@@ -3,24 +3,8 @@ import GRPCNIOTransportHTTP2
 import Logging
 import NIOCore
 import NIOPosix
+import TailgateGRPCCodec
 import TailgateWire
-
-/// Request bytes exactly as received (after gRPC decompression); no generated code involved.
-struct RawBytes: Sendable {
-    var bytes: [UInt8]
-}
-
-struct RawDeserializer: MessageDeserializer {
-    func deserialize<Bytes: GRPCContiguousBytes>(_ serializedMessageBytes: Bytes) throws -> RawBytes {
-        RawBytes(bytes: serializedMessageBytes.withUnsafeBytes { Array($0) })
-    }
-}
-
-struct RawSerializer: MessageSerializer {
-    func serialize<Bytes: GRPCContiguousBytes>(_ message: RawBytes) throws -> Bytes {
-        Bytes(message.bytes)
-    }
-}
 
 /// `opentelemetry.proto.collector.trace.v1.TraceService/Export` (and, with a `relay`, the metrics and logs
 /// services' `Export`), handled on raw bytes. Every signal gets the same authentication, size limit and in-flight

@@ -5,6 +5,7 @@ public import TailgateIngest
 public import TailgatePolicies
 public import TailgateStore
 public import Yams
+public import TailgateRecording
 
 /// The server's configuration. Every field has a documented default, so `tailgate serve` runs without any file.
 public struct TailgateConfiguration: Sendable, Equatable {

@@ -5,6 +5,7 @@ import TailgateIngest
 import TailgatePolicies
 import TailgateStore
 import Yams
+import TailgateRecording
 
 /// Every key of the configuration file, once: its name, how it is read, its default (rendered from
 /// `TailgateConfiguration()`), and its documentation. The parser dispatches through this table and the README's

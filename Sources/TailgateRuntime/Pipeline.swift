@@ -266,6 +266,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
 public import Glibc
 public import CoreMetrics
 public import CoreFoundation
+public import TailgateRecording
 #endif
 
 /// Unix time in nanoseconds.

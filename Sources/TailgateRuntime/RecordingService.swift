@@ -1,7 +1,5 @@
 import ServiceLifecycle
-// Re-exported so that the runtime's files and its importers keep naming `Recording`, `RecordedRequest` and
-// `RecordingWriter` through `import TailgateRuntime` (the format itself lives in TailgateRecording).
-@_exported import TailgateRecording
+public import TailgateRecording
 import Logging
 
 /// Writes the recording every 100 ms; flushes and closes on shutdown (after the receivers stopped).

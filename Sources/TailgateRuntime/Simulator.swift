@@ -2,6 +2,7 @@ public import Foundation
 public import TailgateBuffer
 public import TailgatePolicies
 public import TailgateWire
+public import TailgateRecording
 
 /// Replays recordings through the real buffer and policy engine on a virtual clock: what a policies file would
 /// keep, per policy, and how much per day at the recorded rate. With a second policy set, compares decisions.

@@ -14,6 +14,7 @@ public import NIOHTTP1
 public import FoundationEssentials
 public import Foundation
 public import CoreMetrics
+import TailgateRecording
 
 /// Assembles receivers, pipeline and forwarder, and runs them until SIGINT/SIGTERM.
 ///

@@ -6,6 +6,7 @@ import TailgateExport
 import TailgatePolicies
 import TailgateBuffer
 import TailgateRuntime
+import TailgateRecording
 
 @main
 struct Tailgate: AsyncParsableCommand {

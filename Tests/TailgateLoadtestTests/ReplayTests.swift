@@ -75,3 +75,4 @@ private func generated(traces: Int, seed: UInt64 = 3) throws -> PreparedRecordin
 
 import Synchronization
 import TailgateIngest
+import TailgateRecording

@@ -8,6 +8,7 @@ import TailgateTestSupport
 @testable import TailgateRuntime
 @testable import TailgateWire
 import Synchronization
+import TailgateRecording
 
 func tempFile(_ name: String, _ text: String) -> String {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tailgate-tests-\(UUID().uuidString)")
