@@ -59,7 +59,10 @@ let package = Package(
             // with perf on tailgate-bench profile-insert). Debug builds keep them.
             .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
         ]),
-        .target(name: "TailgatePolicies", dependencies: ["TailgateWire", "TailgateBuffer", "CXXHash", "Yams"]),
+        // Reading configuration: YAML with line and column for every diagnostic (and hints), durations, sizes,
+        // host:port addresses. Used by the policies file, the server's configuration and the command line.
+        .target(name: "TailgateConfig", dependencies: ["Yams"]),
+        .target(name: "TailgatePolicies", dependencies: ["TailgateWire", "TailgateBuffer", "TailgateConfig", "CXXHash", "Yams"]),
 
         // The raw-bytes gRPC codec (OTLP over gRPC without generated code), shared by the receiver and the downstream.
         .target(name: "TailgateGRPCCodec", dependencies: [
@@ -79,7 +82,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TailgateExport", dependencies: [
-            "TailgateWire", "TailgateBuffer", "TailgateGRPCCodec",
+            "TailgateWire", "TailgateBuffer", "TailgateGRPCCodec", "TailgateConfig",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -105,7 +108,7 @@ let package = Package(
 
         // Wiring and CLI.
         .target(name: "TailgateRuntime", dependencies: [
-            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateIngest", "TailgateExport", "TailgateStore", "TailgateRecording", "Yams", "CTailgateSupport",
+            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateIngest", "TailgateExport", "TailgateStore", "TailgateRecording", "TailgateConfig", "Yams", "CTailgateSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -121,7 +124,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "tailgate", dependencies: [
-            "TailgateRuntime", "TailgatePolicies", "TailgateBuffer", "TailgateLoadtest", "TailgateRecording", "CTailgateSupport",
+            "TailgateRuntime", "TailgatePolicies", "TailgateBuffer", "TailgateLoadtest", "TailgateRecording", "TailgateConfig", "CTailgateSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "tailgate-bench", dependencies: [
@@ -133,7 +136,7 @@ let package = Package(
         .target(name: "TailgateTestSupport", dependencies: ["TailgateWire"], path: "Tests/TailgateTestSupport"),
         .testTarget(name: "TailgateWireTests", dependencies: ["TailgateWire", "TailgateTestSupport"]),
         .testTarget(name: "TailgateBufferTests", dependencies: ["TailgateBuffer", "TailgateWire", "TailgateTestSupport"]),
-        .testTarget(name: "TailgatePoliciesTests", dependencies: ["TailgatePolicies", "TailgateBuffer", "TailgateWire", "TailgateTestSupport"]),
+        .testTarget(name: "TailgatePoliciesTests", dependencies: ["TailgatePolicies", "TailgateBuffer", "TailgateWire", "TailgateConfig", "TailgateTestSupport"]),
         .testTarget(name: "TailgateIngestTests", dependencies: [
             "TailgateIngest", "TailgateWire", "TailgateTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
@@ -155,7 +158,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "TailgateRuntimeTests", dependencies: [
-            "TailgateRuntime", "TailgatePolicies", "TailgateBuffer", "TailgateExport", "TailgateWire", "TailgateTestSupport",
+            "TailgateRuntime", "TailgatePolicies", "TailgateBuffer", "TailgateExport", "TailgateWire", "TailgateConfig", "TailgateTestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ]
@@ -174,7 +177,7 @@ if Context.environment["TAILGATE_FUZZ"] != nil {
                           swiftSettings: fuzzFlags, linkerSettings: fuzzLink),
         .executableTarget(name: "fuzz-gzip", dependencies: ["TailgateWire"], path: "Fuzz/Gzip",
                           swiftSettings: fuzzFlags, linkerSettings: fuzzLink),
-        .executableTarget(name: "fuzz-policies", dependencies: ["TailgatePolicies"], path: "Fuzz/Policies",
+        .executableTarget(name: "fuzz-policies", dependencies: ["TailgatePolicies", "TailgateConfig"], path: "Fuzz/Policies",
                           swiftSettings: fuzzFlags, linkerSettings: fuzzLink),
     ]
 }

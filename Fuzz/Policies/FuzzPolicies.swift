@@ -6,6 +6,7 @@
 // error; a success has at least one policy, and its attribute plan compiles into a scanner.
 
 import TailgatePolicies
+import TailgateConfig
 
 let file = "fuzz.yaml"
 

@@ -1,5 +1,6 @@
 import TailgateWire
 import Foundation
+import TailgateConfig
 
 /// The outcome of one attempt to deliver an export request.
 public enum SendOutcome: Sendable, Equatable {
@@ -243,25 +244,6 @@ public enum DownstreamAddress: Sendable, Equatable, CustomStringConvertible {
         case .file(let path): "file:\(path)"
         }
     }
-}
-
-/// Parses `HOST:PORT`, `[IPV6]:PORT`.
-public func parseHostPort(_ text: String) -> (String, Int)? {
-    var host: Substring
-    var portText: Substring
-    if text.hasPrefix("[") {
-        guard let close = text.firstIndex(of: "]") else { return nil }
-        host = text[text.index(after: text.startIndex)..<close]
-        let after = text[text.index(after: close)...]
-        guard after.hasPrefix(":") else { return nil }
-        portText = after.dropFirst()
-    } else {
-        guard let colon = text.lastIndex(of: ":") else { return nil }
-        host = text[..<colon]
-        portText = text[text.index(after: colon)...]
-    }
-    guard !host.isEmpty, let port = Int(portText), (0...65535).contains(port) else { return nil }
-    return (String(host), port)
 }
 
 func formatHost(_ host: String) -> String { host.contains(":") ? "[\(host)]" : host }

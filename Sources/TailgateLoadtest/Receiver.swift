@@ -2,6 +2,7 @@ public import Synchronization
 public import TailgatePolicies
 public import TailgateIngest
 public import TailgateWire
+import TailgateConfig
 
 /// Faults a load-test receiver injects, to prove that a proxy loses nothing while its downstream misbehaves.
 public struct ReceiverFaults: Sendable, Equatable {

@@ -2,6 +2,7 @@ public import TailgateBuffer
 public import TailgatePolicies
 public import TailgateWire
 public import TailgateRuntime
+import TailgateRecording
 
 /// Checks what a downstream received against what was sent and what the policies must keep: every trace the
 /// policies keep arrives complete, no trace they drop arrives, nothing is duplicated.

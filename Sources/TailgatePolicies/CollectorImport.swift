@@ -1,5 +1,6 @@
-import Foundation
-import Yams
+public import Foundation
+public import Yams
+public import TailgateConfig
 
 /// Turns the `tail_sampling` processor of an OpenTelemetry Collector configuration into a Tailgate policies file
 /// (`tailgate import-otel COLLECTOR.yaml`), with a note, at its source position, for everything that could not be

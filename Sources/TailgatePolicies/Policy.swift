@@ -1,6 +1,7 @@
 public import TailgateBuffer
 public import TailgateWire
 public import Yams
+public import TailgateConfig
 
 /// What one policy says about a trace.
 public enum Verdict: Sendable, Equatable {

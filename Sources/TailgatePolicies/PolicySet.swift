@@ -2,6 +2,7 @@ public import Foundation
 public import TailgateBuffer
 public import TailgateWire
 public import Yams
+public import TailgateConfig
 
 /// A loaded policies file: its policies in order, and the span attributes they need the scanner to read.
 public struct PolicySet: Sendable {

@@ -1,5 +1,6 @@
-import TailgateBuffer
-import TailgateWire
+public import TailgateBuffer
+public import TailgateWire
+public import TailgateConfig
 
 // `tailgate check` warnings for combinations whose weight (`tailgate.sample_rate`, the adjusted count backends multiply
 // by) the engine cannot state honestly. What the engine does (PolicyEngine.decide, Chance.union / .intersection):

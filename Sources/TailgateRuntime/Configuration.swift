@@ -6,6 +6,7 @@ public import TailgatePolicies
 public import TailgateStore
 public import Yams
 public import TailgateRecording
+public import TailgateConfig
 
 /// The server's configuration. Every field has a documented default, so `tailgate serve` runs without any file.
 public struct TailgateConfiguration: Sendable, Equatable {

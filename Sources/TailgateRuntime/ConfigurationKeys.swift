@@ -6,6 +6,7 @@ import TailgatePolicies
 import TailgateStore
 import Yams
 import TailgateRecording
+import TailgateConfig
 
 /// Every key of the configuration file, once: its name, how it is read, its default (rendered from
 /// `TailgateConfiguration()`), and its documentation. The parser dispatches through this table and the README's

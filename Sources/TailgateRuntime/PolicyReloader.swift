@@ -5,6 +5,7 @@ public import Synchronization
 public import TailgatePolicies
 public import UnixSignals
 public import CoreMetrics
+public import TailgateConfig
 
 /// Reloads the policies file into a running pipeline. A valid new file applies to every trace decided from then
 /// on (buffered traces are kept); an invalid one is rejected with its diagnostics logged, and the old policies stay.

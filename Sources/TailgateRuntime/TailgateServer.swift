@@ -15,6 +15,7 @@ public import FoundationEssentials
 public import Foundation
 public import CoreMetrics
 import TailgateRecording
+import TailgateConfig
 
 /// Assembles receivers, pipeline and forwarder, and runs them until SIGINT/SIGTERM.
 ///

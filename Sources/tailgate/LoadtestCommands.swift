@@ -6,6 +6,7 @@ import TailgatePolicies
 import TailgateRecording
 import TailgateWire
 import TailgateIngest
+import TailgateConfig
 
 struct Loadtest: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -7,6 +7,7 @@ import TailgatePolicies
 import TailgateBuffer
 import TailgateRuntime
 import TailgateRecording
+import TailgateConfig
 
 @main
 struct Tailgate: AsyncParsableCommand {

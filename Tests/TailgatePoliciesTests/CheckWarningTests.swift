@@ -3,6 +3,7 @@ import TailgateTestSupport
 @testable import TailgateBuffer
 @testable import TailgatePolicies
 @testable import TailgateWire
+import TailgateConfig
 
 /// `tailgate check` warns where a combination's weight cannot be stated honestly. Each case: the policies (each file
 /// ends with an independent 10 % catch-all, so every trace has a weight), the warnings expected (position, policy,

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import Yams
 @testable import TailgatePolicies
+import TailgateConfig
 
 /// A Collector configuration whose tail_sampling processor lists `policies` (written at column 0, one YAML list).
 private func collector(_ policies: String, settings: String = "") -> String {

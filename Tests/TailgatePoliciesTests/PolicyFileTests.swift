@@ -4,6 +4,7 @@ import TailgateTestSupport
 @testable import TailgateBuffer
 @testable import TailgatePolicies
 @testable import TailgateWire
+import TailgateConfig
 
 @Suite struct PolicyFileTests {
     static var repoRoot: URL {

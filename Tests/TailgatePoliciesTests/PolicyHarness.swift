@@ -3,6 +3,7 @@ import TailgateTestSupport
 @testable import TailgateBuffer
 @testable import TailgatePolicies
 @testable import TailgateWire
+import TailgateConfig
 
 /// Runs one trace (the spans of `resources`, all with the same trace ID) through the real scanner, buffer and
 /// engine of a policies file given as flow-style YAML list items, and returns the decision.

@@ -75,6 +75,7 @@ func ingest(_ pipeline: Pipeline, _ bytes: [UInt8]) -> TailgateIngest.IngestResu
 }
 
 import TailgateIngest
+import TailgateConfig
 
 func metricValue(_ pipeline: Pipeline, _ line: String) -> Double? {
     let text = String(decoding: pipeline.metrics.exposition(), as: UTF8.self)

@@ -3,6 +3,7 @@ import Testing
 @testable import TailgateRuntime
 import TailgatePolicies
 import TailgateBuffer
+import TailgateConfig
 
 /// The README's configuration block lists every key with its default: it must be a valid configuration, and every
 /// top-level key the parser knows must appear in it.

@@ -4,6 +4,7 @@ import TailgateExport
 import TailgateIngest
 @testable import TailgateRuntime
 import TailgatePolicies
+import TailgateConfig
 
 /// Certificates made with the openssl command line in a fresh directory (EC P-256, self-signed).
 struct CertificateFiles {

@@ -1,6 +1,7 @@
 public import TailgateBuffer
 public import TailgateWire
 public import Yams
+import TailgateConfig
 
 /// `always_sample`: keeps every trace.
 public struct AlwaysSamplePolicy: SamplingPolicy {

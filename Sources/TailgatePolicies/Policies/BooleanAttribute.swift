@@ -1,6 +1,7 @@
 public import TailgateBuffer
 public import TailgateWire
 public import Yams
+import TailgateConfig
 
 /// `boolean_attribute`: keeps traces where attribute `key` is the boolean `value`. `invert_match` keeps the traces
 /// where it never is. `scope` as for `numeric_attribute`.

@@ -1,6 +1,7 @@
 public import TailgateBuffer
 public import TailgateWire
 public import Yams
+import TailgateConfig
 
 /// `and`: keeps traces that every policy of `and_sub_policy` keeps. Its weight is the chance of the conjunction:
 /// random sub-policies on one source are nested (the smallest probability), on different sources independent.

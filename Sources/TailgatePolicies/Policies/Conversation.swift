@@ -2,6 +2,7 @@ public import Synchronization
 public import TailgateBuffer
 public import TailgateWire
 public import Yams
+import TailgateConfig
 
 /// `conversation`: keeps or drops every turn (trace) of a conversation together. A conversation is named by the first
 /// of `keys` a span carries (default `gen_ai.conversation.id`, then `session.id`; span attributes); a trace's

@@ -1,6 +1,7 @@
 public import TailgateBuffer
 public import TailgateWire
 public import Yams
+import TailgateConfig
 
 /// `llm_cost`: keeps traces whose LLM cost reaches `min_cost_usd`. Each GenAI span's cost is the tokens it counts
 /// for (the token rule of `GenAILedger`) times the price of its model (`gen_ai.response.model`, else

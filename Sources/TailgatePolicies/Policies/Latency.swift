@@ -1,6 +1,7 @@
 public import TailgateBuffer
 public import TailgateWire
 public import Yams
+import TailgateConfig
 
 /// `latency`: keeps traces by duration (earliest span start to latest span end), compared in whole milliseconds
 /// (truncated), as the OpenTelemetry Collector compares them. With `threshold_ms` alone, the duration must be at least

@@ -1,6 +1,7 @@
 public import TailgateBuffer
 public import TailgateWire
 public import Yams
+import TailgateConfig
 
 /// `numeric_attribute`: keeps traces where an attribute `key` has a number in [`min_value`, `max_value`]
 /// (either bound may be omitted). `invert_match` keeps the traces where no such value occurs. `scope` (Tailgate):

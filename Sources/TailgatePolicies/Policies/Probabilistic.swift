@@ -1,6 +1,7 @@
 public import TailgateBuffer
 public import TailgateWire
 public import Yams
+import TailgateConfig
 
 /// `probabilistic`: keeps `sampling_percentage` percent of traces. Every instance and every run keeps the same traces.
 ///

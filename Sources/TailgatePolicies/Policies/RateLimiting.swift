@@ -2,6 +2,7 @@ public import Synchronization
 public import TailgateBuffer
 public import TailgateWire
 public import Yams
+import TailgateConfig
 
 /// A per-second budget of units (spans or bytes), counted on the decision clock (`TraceSummary.decidedAt`), so
 /// simulations with a virtual clock behave like the live proxy. Also estimates the share of offered traces it admits

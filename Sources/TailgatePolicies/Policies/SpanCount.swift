@@ -1,6 +1,7 @@
 public import TailgateBuffer
 public import TailgateWire
 public import Yams
+import TailgateConfig
 
 /// `span_count`: keeps traces with at least `min_spans` and, when set, at most `max_spans` spans.
 public struct SpanCountPolicy: SamplingPolicy {

@@ -1,6 +1,7 @@
 public import TailgateBuffer
 public import TailgateWire
 public import Yams
+import TailgateConfig
 
 /// `status_code`: keeps traces in which any span has one of `status_codes` (ERROR, OK, UNSET).
 public struct StatusCodePolicy: SamplingPolicy {

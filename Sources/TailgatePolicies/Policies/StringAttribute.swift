@@ -1,6 +1,7 @@
 public import TailgateBuffer
 public import TailgateWire
 public import Yams
+import TailgateConfig
 
 /// `string_attribute`: keeps traces where attribute `key` equals one of `values` (or, with `enabled_regex_matching`,
 /// matches one of them as a regular expression); string arrays match on any element. `invert_match` keeps the

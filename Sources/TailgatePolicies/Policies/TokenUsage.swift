@@ -1,6 +1,7 @@
 public import TailgateBuffer
 public import TailgateWire
 public import Yams
+import TailgateConfig
 
 /// `token_usage`: keeps traces whose LLM token usage is at least `min_total_tokens` (and, when set, at most
 /// `max_total_tokens`). Tokens are counted by the GenAI rule (`GenAILedger`: model calls count, an agent's or

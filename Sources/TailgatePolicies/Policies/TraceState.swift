@@ -1,6 +1,7 @@
 public import TailgateBuffer
 public import TailgateWire
 public import Yams
+import TailgateConfig
 
 /// `trace_state`: keeps traces where a span's W3C tracestate has `key` with one of `values`.
 public struct TraceStatePolicy: SamplingPolicy {

@@ -181,7 +181,7 @@ public struct YAMLReader {
     }
 }
 
-func formatNumber(_ v: Double) -> String {
+public func formatNumber(_ v: Double) -> String {
     v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : String(v)
 }
 
@@ -248,7 +248,7 @@ public func suggestion(for word: String, among candidates: [String]) -> String? 
     return distance <= limit ? candidate : nil
 }
 
-func editDistance(_ a: [Character], _ b: [Character]) -> Int {
+public func editDistance(_ a: [Character], _ b: [Character]) -> Int {
     if a.isEmpty { return b.count }
     if b.isEmpty { return a.count }
     var prev = Array(0...b.count)
