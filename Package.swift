@@ -63,6 +63,9 @@ let package = Package(
         // host:port addresses. Used by the policies file, the server's configuration and the command line.
         .target(name: "TailgateConfig", dependencies: ["Yams"]),
         .target(name: "TailgatePolicies", dependencies: ["TailgateWire", "TailgateBuffer", "TailgateConfig", "CXXHash", "Yams"]),
+        // Tooling beside the engine: translates an OpenTelemetry Collector `tail_sampling` configuration into a
+        // policies file (`tailgate import-otel`).
+        .target(name: "TailgateImport", dependencies: ["TailgatePolicies", "TailgateConfig", "Yams"]),
 
         // The raw-bytes gRPC codec (OTLP over gRPC without generated code), shared by the receiver and the downstream.
         .target(name: "TailgateGRPCCodec", dependencies: [
@@ -124,7 +127,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "tailgate", dependencies: [
-            "TailgateRuntime", "TailgatePolicies", "TailgateBuffer", "TailgateLoadtest", "TailgateRecording", "TailgateConfig", "CTailgateSupport",
+            "TailgateRuntime", "TailgatePolicies", "TailgateBuffer", "TailgateLoadtest", "TailgateRecording", "TailgateConfig", "TailgateImport", "CTailgateSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "tailgate-bench", dependencies: [
@@ -136,7 +139,8 @@ let package = Package(
         .target(name: "TailgateTestSupport", dependencies: ["TailgateWire"], path: "Tests/TailgateTestSupport"),
         .testTarget(name: "TailgateWireTests", dependencies: ["TailgateWire", "TailgateTestSupport"]),
         .testTarget(name: "TailgateBufferTests", dependencies: ["TailgateBuffer", "TailgateWire", "TailgateTestSupport"]),
-        .testTarget(name: "TailgatePoliciesTests", dependencies: ["TailgatePolicies", "TailgateBuffer", "TailgateWire", "TailgateConfig", "TailgateTestSupport"]),
+        .testTarget(name: "TailgatePoliciesTests", dependencies: ["TailgatePolicies", "TailgateBuffer", "TailgateWire", "TailgateConfig", "TailgateImport", "TailgateTestSupport"]),
+        .testTarget(name: "TailgateImportTests", dependencies: ["TailgateImport", "TailgatePolicies", "TailgateConfig", "TailgateTestSupport"]),
         .testTarget(name: "TailgateIngestTests", dependencies: [
             "TailgateIngest", "TailgateWire", "TailgateTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),

@@ -8,6 +8,7 @@ import TailgateBuffer
 import TailgateRuntime
 import TailgateRecording
 import TailgateConfig
+import TailgateImport
 
 @main
 struct Tailgate: AsyncParsableCommand {

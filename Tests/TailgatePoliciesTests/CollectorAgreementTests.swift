@@ -5,6 +5,7 @@ import TailgateTestSupport
 @testable import TailgatePolicies
 @testable import TailgateWire
 import TailgateConfig
+import TailgateImport
 
 // Where Tailgate's policies and `tailgate import-otel` must agree with the OpenTelemetry Collector's `tail_sampling`
 // processor (opentelemetry-collector-contrib, processor/tailsamplingprocessor). Every case runs through the real
