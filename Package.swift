@@ -1,19 +1,19 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// One module per stage; dependencies point one way (A → B: B may import A):
+// One module per stage; dependencies point one way (ARCHITECTURE.md draws the graph and says what each may import):
 //   TailgateWire → TailgateBuffer → TailgatePolicies → TailgateIngest / TailgateExport → TailgateStore → TailgateRuntime → tailgate
-//   TailgateGRPCCodec → TailgateIngest, TailgateExport: the raw-bytes gRPC codec (OTLP over gRPC without generated
-//     code). Export uses it; Ingest depends on it, but GRPCIngest.swift still has a private copy to drop.
-//   TailgateWire → TailgateRecording → TailgateRuntime, TailgateLoadtest, tailgate: the `.tgrec` format (header,
-//     record framing, reader) and the rotating writer that `serve --record` tees into (Runtime runs its flush loop
-//     and re-exports the module).
-//   TailgateLoadtest (traffic generator, replay client, receiver, reports) uses Wire, Buffer, Policies, Ingest, Export
-//     and Recording, never Runtime; `tailgate` (the CLI) and `tailgate-bench` sit on top. tailgate-bench uses no target
-//     under Tests/.
-// Wire, Buffer and Policies are pure (no I/O, injected clocks; the buffer reaches the disk only through the
-// `TraceStore` protocol). Ingest, Export, Store and Recording's writer do the I/O. Every downstream client, in serve
-// and in the load tester alike, is built by one factory in Export: `DownstreamAddress.makeDownstream`.
+// Beside the path, each with one concern:
+//   TailgateConfig: YAML with positions and hints, durations, sizes, host:port (Policies, Export, Runtime, the CLI).
+//   TailgateGRPCCodec: the raw-bytes gRPC codec (OTLP over gRPC without generated code), for Ingest and Export.
+//   TailgateRecording: the `.tgrec` format and its rotating writer (Runtime tees requests into it; Loadtest replays).
+//   TailgateImport: the Collector `tail_sampling` importer (`tailgate import-otel`).
+//   TailgateLoadtest: generator, replay client, receiver, reports; uses Wire, Buffer, Policies, Ingest, Export and
+//     Recording, never Runtime. `tailgate` (the CLI) and `tailgate-bench` sit on top; neither uses a target under Tests/.
+// Wire and Buffer are pure (no I/O; the buffer takes an injected clock and reaches the disk only through the
+// `TraceStore` protocol); Policies reads nothing but its own file (`PolicySet.load`). Ingest, Export, Store,
+// Recording's writer and Runtime do the I/O. Every downstream client, in serve and in the load tester alike, is
+// built by one factory in Export: `DownstreamAddress.makeDownstream`.
 let package = Package(
     name: "tailgate",
     platforms: [.macOS(.v15)],
