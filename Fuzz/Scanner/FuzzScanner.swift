@@ -1,7 +1,8 @@
 // libFuzzer target `fuzz-scanner`: OTLPScanner over arbitrary bytes (Fuzz/README.md).
 //
 // Every input is scanned twice, with the empty plan (what a policies file without attribute policies uses) and with
-// a plan using every kind of condition, slot and derived bit the policies compile to. Scanning may throw ScanError;
+// a plan using every kind of condition, slot, conversation key and derived bit the policies compile to; both read
+// every span's GenAI facts. Scanning may throw ScanError;
 // it must never trap. On top of that, for every request the scanner accepts:
 // - both plans agree on what is accepted (the plan reads values, it never decides validity);
 // - every accepted span has a valid trace ID and span ID, a byte range inside the body and a scope that exists;
@@ -15,12 +16,9 @@ import TailgateWire
 let richPlan: AttributePlan = {
     var p = AttributePlan()
     do {
-        let input = try p.slot(.firstOf(keys: ["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"], condition: nil))
-        let output = try p.slot(.firstOf(keys: ["gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"], condition: nil))
-        _ = try p.slot(.cost(
-            input: input, output: output, modelKeys: ["gen_ai.response.model", "gen_ai.request.model"],
-            prices: ["gpt-4o": .init(input: 2.5, output: 10), "m": .init(input: 1e9, output: 1e9)],
-            defaultPrice: .init(input: 3, output: 15)))
+        _ = try p.slot(.firstOf(keys: ["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"], condition: nil))
+        _ = try p.slot(.firstOf(keys: ["gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"], condition: nil))
+        try p.conversation(keys: ["gen_ai.conversation.id", "session.id"])
         let model = try p.bit(key: "gen_ai.request.model", target: .span, .strings(["gpt-4o", "m", ""]))
         let filteredIn = try p.slot(.firstOf(keys: ["gen_ai.usage.input_tokens"], condition: model))
         _ = filteredIn
