@@ -209,6 +209,24 @@ measure("scan + insert, generated agent traffic", items: generatedSpans, setup: 
     }
 }
 
+// 9b. What reading every span's GenAI facts costs the scanner (for the GenAI metrics and the token rule), on the
+// same generated agent traffic: the same scanner with and without them, in one run.
+let scannerWithoutGenAI = OTLPScanner(plan: policies.plan, readsGenAI: false)
+measure("scan, generated agent traffic, GenAI facts read", items: generatedSpans) {
+    var s = ScannedRequest()
+    for req in generated { req.withUnsafeBytes { try! scanner.scan($0, into: &s); sink &+= s.genAI.count } }
+}
+measure("scan, generated agent traffic, GenAI facts not read", items: generatedSpans) {
+    var s = ScannedRequest()
+    for req in generated { req.withUnsafeBytes { try! scannerWithoutGenAI.scan($0, into: &s); sink &+= s.spans.count } }
+}
+do {
+    var s = ScannedRequest()
+    var withFacts = 0
+    for req in generated { req.withUnsafeBytes { try! scanner.scan($0, into: &s); withFacts += s.genAI.count } }
+    print("generated agent traffic: \(withFacts) of \(generatedSpans) spans carry GenAI facts")
+}
+
 // 10. The memory of waiting: whole agent runs of the generated mix held in the buffer (decisions held back), the
 // buffer's accounted footprint against the process's resident memory growth.
 func residentBytes() -> Int {
