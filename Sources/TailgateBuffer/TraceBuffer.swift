@@ -824,6 +824,13 @@ final class RetainedTrace: @unchecked Sendable {
         self.expires = expires
         self.headers = headers
     }
+
+    /// Memory counted against the buffer's bound: the fixed overhead, the GenAI ledger the summary carries (kept so
+    /// that a late span can revise the drop on a token budget), and late spans held since the drop.
+    var accountedBytes: Int {
+        retainedOverheadBytes + (summary.genAI?.accountedBytes ?? 0) + late.accountedBytes
+            + refs.capacity * MemoryLayout<SpillRef>.stride
+    }
 }
 
 /// Memory counted per retained dropped trace (its summary and index entries).
@@ -940,8 +947,10 @@ struct ShardState {
             } else if dropped.contains(span.traceID) {
                 if let g = request.genAI(of: span) { outcome.lateGenAI.append(g) }
                 if let r = retained[span.traceID], r.expires > now {
+                    let before = r.accountedBytes
                     r.summary.add(span, genAI: request.genAI(of: span))
                     r.late.append(span, scope: scope, body: body)
+                    bytes += r.accountedBytes - before
                     // Counted as dropped only if the trace is not revised (below).
                     if revisit.last?.0 == span.traceID { revisit[revisit.count - 1].1 += 1 } else { revisit.append((span.traceID, 1)) }
                 } else {
@@ -1032,8 +1041,8 @@ struct ShardState {
 
     /// Stops retaining a dropped trace.
     mutating func forget(_ id: TraceID) {
-        guard retained.removeValue(forKey: id) != nil else { return }
-        bytes -= retainedOverheadBytes
+        guard let r = retained.removeValue(forKey: id) else { return }
+        bytes -= r.accountedBytes
     }
 
     /// Over the memory bound: retained dropped traces go first, then the oldest traces' spans move to the store; when
@@ -1198,9 +1207,10 @@ struct ShardState {
         }
         let id = entry.summary.traceID
         if retained[id] != nil { forget(id) }
-        retained[id] = RetainedTrace(summary: entry.summary, refs: refs, expires: now &+ timing.reviseWindow, headers: entry.headers)
+        let r = RetainedTrace(summary: entry.summary, refs: refs, expires: now &+ timing.reviseWindow, headers: entry.headers)
+        retained[id] = r
         retainedOrder.append(id)
-        bytes += retainedOverheadBytes
+        bytes += r.accountedBytes
         return true
     }
 

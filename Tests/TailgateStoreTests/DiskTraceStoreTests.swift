@@ -498,6 +498,28 @@ final class DropThenErrors: TraceDecider {
         #expect(late.lateDropped == 1)
     }
 
+    /// A dropped trace keeps its GenAI ledger while it is retained (a late span may cross a token budget); that
+    /// memory counts against the buffer's bound until the window closes.
+    @Test func aRetainedTracesGenAILedgerCountsAgainstTheMemoryBound() throws {
+        let (buffer, clock, _) = try fixture(window: .seconds(60))
+        let calls = (2...201).map { i in
+            TestSpan(trace: tid(1), span: UInt64(i), parent: 1, attributes: [
+                ("gen_ai.operation.name", .string("chat")), ("gen_ai.request.model", .string("a-model-name-longer-than-15")),
+                ("gen_ai.usage.input_tokens", .int(100)), ("gen_ai.usage.output_tokens", .int(10))])
+        }
+        _ = insert(buffer, calls + [span(1, 1)])
+        clock.advance(by: .seconds(5))
+        let dropped = buffer.decideExpired()
+        #expect(dropped.count == 1 && dropped[0].decision.keep == false)
+        let ledgerBytes = try #require(dropped[0].summary.genAI?.accountedBytes)
+        #expect(ledgerBytes > 200 * 100)
+        // Retained: the ledger is counted.
+        #expect(buffer.bufferedBytes >= ledgerBytes)
+        clock.advance(by: .seconds(61))
+        _ = buffer.decideExpired()
+        #expect(buffer.bufferedBytes < ledgerBytes)
+    }
+
     @Test func afterTheWindowALateErrorIsDropped() throws {
         let (buffer, clock, _) = try fixture(window: .seconds(60))
         _ = insert(buffer, [span(1, 1)])
