@@ -1,5 +1,6 @@
 #if canImport(Glibc)
 import Glibc
+import CoreFoundation  // `stat` resolves through it in release builds (MemberImportVisibility)
 #elseif canImport(Darwin)
 import Darwin
 #endif
