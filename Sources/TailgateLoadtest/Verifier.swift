@@ -1,7 +1,6 @@
 public import TailgateBuffer
 public import TailgatePolicies
 public import TailgateWire
-public import TailgateRuntime
 import TailgateRecording
 
 /// Checks what a downstream received against what was sent and what the policies must keep: every trace the

@@ -1,6 +1,5 @@
 #if canImport(Glibc)
 import Glibc
-import CoreFoundation  // `stat` resolves through it in release builds (MemberImportVisibility)
 #elseif canImport(Darwin)
 import Darwin
 #endif
@@ -117,9 +116,14 @@ public struct POSIXStoreFiles: StoreFiles {
     }
 
     public func size(_ fd: Int32, path: String) throws(StoreIOError) -> UInt64 {
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw StoreIOError("fstat", path, errno: errno) }
-        return UInt64(st.st_size)
+        // lseek rather than fstat: `struct stat` is re-exported by several system modules, which member import
+        // visibility cannot attribute the same way in debug and release builds. The offset is restored.
+        let current = lseek(fd, 0, SEEK_CUR)
+        guard current >= 0 else { throw StoreIOError("lseek", path, errno: errno) }
+        let end = lseek(fd, 0, SEEK_END)
+        guard end >= 0 else { throw StoreIOError("lseek", path, errno: errno) }
+        guard lseek(fd, current, SEEK_SET) == current else { throw StoreIOError("lseek", path, errno: errno) }
+        return UInt64(end)
     }
 
     public func truncate(_ fd: Int32, to size: UInt64, path: String) throws(StoreIOError) {
