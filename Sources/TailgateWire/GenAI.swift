@@ -86,11 +86,12 @@ public struct GenAISpan: Sendable, Equatable {
 public enum GenAIKeys {
     public static let inferenceOperations: Set<String> = ["chat", "text_completion", "generate_content", "embeddings"]
 
+    /// String fields first (lanes 0…10 of the scratch), then the numeric ones (contiguous, `input` first).
     enum Field: UInt8 {
         case operation, openInferenceKind, traceloopKind, requestType
         case provider, responseModel, requestModel, openInferenceModel
-        case input, output, cacheRead, cacheCreation, reasoning, total
         case errorType, toolName, agentName
+        case input, output, cacheRead, cacheCreation, reasoning, total
     }
 
     /// (key, field, rank within the field).
@@ -190,43 +191,61 @@ public enum GenAIKeys {
     }
 }
 
-/// Per-span scratch of the scanner while it reads GenAI attributes.
+/// Per-span scratch of the scanner while it reads GenAI attributes: byte ranges and numbers in fixed lanes (no
+/// allocation while the span is read); strings are made once, when the span ends, for the fields it has.
 struct GenAIScratch {
     var seen = false
-    var strings: [GenAIKeys.Field: (rank: Int, value: String)] = [:]
-    var numbers: [GenAIKeys.Field: (rank: Int, value: Int64)] = [:]
+    /// Per string field (`Field.rawValue`): start and end of the value in the body, and the rank that set it.
+    var starts = SIMD16<Int32>(repeating: 0)
+    var ends = SIMD16<Int32>(repeating: 0)
+    var stringRanks = SIMD16<Int8>(repeating: .max)
+    /// Per numeric field (`Field.rawValue - Field.input.rawValue`): value and rank.
+    var numbers = SIMD8<Int64>()
+    var numberRanks = SIMD8<Int8>(repeating: .max)
 
+    @inline(__always)
     mutating func take(_ field: GenAIKeys.Field, rank: Int, _ value: AnyValueView, _ base: UnsafeRawBufferPointer) {
         switch field {
         case .input, .output, .cacheRead, .cacheCreation, .reasoning, .total:
-            guard let v = value.integer(base) else { return }
-            if let existing = numbers[field], existing.rank <= rank { return }
-            numbers[field] = (rank, max(0, v))
+            let lane = Int(field.rawValue - GenAIKeys.Field.input.rawValue)
+            guard Int8(rank) < numberRanks[lane], let v = value.integer(base) else { return }
+            numbers[lane] = max(0, v)
+            numberRanks[lane] = Int8(rank)
             seen = true
         default:
-            guard case .string(let r) = value.kind, !r.isEmpty else { return }
-            if let existing = strings[field], existing.rank <= rank { return }
-            // Capped: a label value is never a document.
-            let bytes = UnsafeRawBufferPointer(rebasing: base[r.lowerBound..<min(r.upperBound, r.lowerBound + 128)])
-            strings[field] = (rank, String(decoding: bytes, as: UTF8.self))
+            let lane = Int(field.rawValue)
+            guard Int8(rank) < stringRanks[lane], case .string(let r) = value.kind, !r.isEmpty else { return }
+            starts[lane] = Int32(r.lowerBound)
+            ends[lane] = Int32(min(r.upperBound, r.lowerBound + 128))  // a label value is never a document
+            stringRanks[lane] = Int8(rank)
             seen = true
         }
     }
 
-    func span(spanID: UInt64, parent: UInt64, start: UInt64, end: UInt64, statusError: Bool) -> GenAISpan {
-        func s(_ f: GenAIKeys.Field) -> String { strings[f]?.value ?? "" }
-        func n(_ f: GenAIKeys.Field) -> Int64 { numbers[f]?.value ?? 0 }
+    func has(_ f: GenAIKeys.Field) -> Bool {
+        f.rawValue >= GenAIKeys.Field.input.rawValue && f.rawValue <= GenAIKeys.Field.total.rawValue
+            ? numberRanks[Int(f.rawValue - GenAIKeys.Field.input.rawValue)] != .max
+            : stringRanks[Int(f.rawValue)] != .max
+    }
+
+    func span(_ base: UnsafeRawBufferPointer, spanID: UInt64, parent: UInt64, start: UInt64, end: UInt64, statusError: Bool) -> GenAISpan {
+        func s(_ f: GenAIKeys.Field) -> String {
+            let lane = Int(f.rawValue)
+            guard stringRanks[lane] != .max else { return "" }
+            return String(decoding: UnsafeRawBufferPointer(rebasing: base[Int(starts[lane])..<Int(ends[lane])]), as: UTF8.self)
+        }
+        func n(_ f: GenAIKeys.Field) -> Int64 { numbers[Int(f.rawValue - GenAIKeys.Field.input.rawValue)] }
         var operation = s(.operation)
-        if operation.isEmpty, let k = strings[.openInferenceKind] { operation = GenAIKeys.operation(openInferenceKind: k.value) }
-        if operation.isEmpty, let t = strings[.requestType] { operation = GenAIKeys.operation(requestType: t.value) }
-        if operation.isEmpty, let k = strings[.traceloopKind] { operation = GenAIKeys.operation(traceloopKind: k.value) }
+        if operation.isEmpty, has(.openInferenceKind) { operation = GenAIKeys.operation(openInferenceKind: s(.openInferenceKind)) }
+        if operation.isEmpty, has(.requestType) { operation = GenAIKeys.operation(requestType: s(.requestType)) }
+        if operation.isEmpty, has(.traceloopKind) { operation = GenAIKeys.operation(traceloopKind: s(.traceloopKind)) }
         var tokens = SIMD8<Int64>()
         tokens[GenAISpan.Lane.input] = n(.input)
         tokens[GenAISpan.Lane.output] = n(.output)
         tokens[GenAISpan.Lane.cacheRead] = n(.cacheRead)
         tokens[GenAISpan.Lane.cacheCreation] = n(.cacheCreation)
         tokens[GenAISpan.Lane.reasoning] = n(.reasoning)
-        if numbers[.input] == nil && numbers[.output] == nil { tokens[GenAISpan.Lane.totalOnly] = n(.total) }
+        if !has(.input) && !has(.output) { tokens[GenAISpan.Lane.totalOnly] = n(.total) }
         let response = s(.responseModel), request = s(.requestModel)
         let model = !response.isEmpty ? response : (!request.isEmpty ? request : s(.openInferenceModel))
         return GenAISpan(

@@ -418,7 +418,7 @@ public struct OTLPScanner: Sendable {
         if let r = state.conversation { facts.conversation = Self.conversationHash(UnsafeRawBufferPointer(rebasing: base[r])) }
         if state.genAI.seen {
             facts.genAI = Int32(result.genAI.count)
-            result.genAI.append(state.genAI.span(spanID: spanID, parent: parent, start: start, end: end, statusError: status == .error))
+            result.genAI.append(state.genAI.span(base, spanID: spanID, parent: parent, start: start, end: end, statusError: status == .error))
         }
         result.spans.append(facts)
     }
