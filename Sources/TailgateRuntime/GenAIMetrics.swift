@@ -21,9 +21,8 @@ public final class GenAIMetrics: Sendable {
     private let state = Mutex(State())
 
     struct State {
-        var counters: [String: CoreMetrics.Counter] = [:]
-        var floatCounters: [String: CoreMetrics.FloatingPointCounter] = [:]
-        var timers: [String: CoreMetrics.Timer] = [:]
+        /// Counters, floating-point counters and timers by name and labels.
+        var metrics: [String: any AnyObject & Sendable] = [:]
         /// Distinct values admitted per label.
         var values: [String: Set<String>] = [:]
     }
@@ -114,26 +113,23 @@ public final class GenAIMetrics: Sendable {
     }
 
     private func counter(_ name: String, _ dims: [(String, String)], _ s: inout State) -> CoreMetrics.Counter {
-        let k = key(name, dims)
-        if let c = s.counters[k] { return c }
-        let c = CoreMetrics.Counter(label: name, dimensions: dims, factory: factory)
-        s.counters[k] = c
-        return c
+        metric(name, dims, &s) { CoreMetrics.Counter(label: name, dimensions: dims, factory: factory) }
     }
 
     private func floatCounter(_ name: String, _ dims: [(String, String)], _ s: inout State) -> CoreMetrics.FloatingPointCounter {
-        let k = key(name, dims)
-        if let c = s.floatCounters[k] { return c }
-        let c = CoreMetrics.FloatingPointCounter(label: name, dimensions: dims, factory: factory)
-        s.floatCounters[k] = c
-        return c
+        metric(name, dims, &s) { CoreMetrics.FloatingPointCounter(label: name, dimensions: dims, factory: factory) }
     }
 
     private func timer(_ name: String, _ dims: [(String, String)], _ s: inout State) -> CoreMetrics.Timer {
+        metric(name, dims, &s) { CoreMetrics.Timer(label: name, dimensions: dims, factory: factory) }
+    }
+
+    /// The metric of this name and labels, created once (metric names differ by kind, so one map holds them all).
+    private func metric<M: AnyObject & Sendable>(_ name: String, _ dims: [(String, String)], _ s: inout State, _ make: () -> M) -> M {
         let k = key(name, dims)
-        if let t = s.timers[k] { return t }
-        let t = CoreMetrics.Timer(label: name, dimensions: dims, factory: factory)
-        s.timers[k] = t
-        return t
+        if let m = s.metrics[k] as? M { return m }
+        let m = make()
+        s.metrics[k] = m
+        return m
     }
 }
