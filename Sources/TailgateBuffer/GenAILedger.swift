@@ -122,10 +122,13 @@ public struct GenAILedger: Sendable, Equatable {
     /// Tokens the trace counts (input + output + totals reported alone) over the spans `matching` accepts.
     public func totalTokens(matching: (GenAISpan) -> Bool = { _ in true }) -> Int64 {
         var sum: Int64 = 0
-        for i in spans.indices where i < counted.count {
-            let c = counted[i]
-            guard c != SIMD8(), matching(spans[i]) else { continue }
-            sum = saturatingAdd(sum, saturatingAdd(saturatingAdd(c[GenAISpan.Lane.input], c[GenAISpan.Lane.output]), c[GenAISpan.Lane.totalOnly]))
+        // Through the buffer: `spans[i]` would copy each span (retaining its strings) to pass it to `matching`.
+        spans.withUnsafeBufferPointer { spans in
+            for i in spans.indices where i < counted.count {
+                let c = counted[i]
+                guard c != SIMD8(), matching(spans[i]) else { continue }
+                sum = saturatingAdd(sum, saturatingAdd(saturatingAdd(c[GenAISpan.Lane.input], c[GenAISpan.Lane.output]), c[GenAISpan.Lane.totalOnly]))
+            }
         }
         return sum
     }

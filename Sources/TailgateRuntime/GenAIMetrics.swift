@@ -25,6 +25,9 @@ public final class GenAIMetrics: Sendable {
         var metrics: [String: any AnyObject & Sendable] = [:]
         /// Distinct values admitted per label.
         var values: [String: Set<String>] = [:]
+        /// Series by the names spans carry .
+        var groups: [GroupKey: Group] = [:]
+        var named: [NamedKey: (Label, CoreMetrics.Counter)] = [:]
     }
 
     public init(registry: PrometheusCollectorRegistry, maxLabelValues: Int = 200) {
@@ -39,9 +42,12 @@ public final class GenAIMetrics: Sendable {
     public func record(_ ledger: GenAILedger, pricing: PriceTable) {
         var ledger = ledger
         if !ledger.resolved { ledger.resolve() }
+        let counted = ledger.counted
         state.withLock { s in
-            for (i, span) in ledger.spans.enumerated() {
-                count(span, tokens: i < ledger.counted.count ? ledger.counted[i] : SIMD8(), pricing: pricing, &s)
+            ledger.spans.withUnsafeBufferPointer { spans in
+                for i in spans.indices {
+                    count(spans[i], tokens: i < counted.count ? counted[i] : SIMD8(), pricing: pricing, &s)
+                }
             }
         }
     }
@@ -50,62 +56,167 @@ public final class GenAIMetrics: Sendable {
     public func recordLate(_ spans: [GenAISpan], pricing: PriceTable) {
         guard !spans.isEmpty else { return }
         state.withLock { s in
-            for span in spans { count(span, tokens: span.role == .inference ? span.tokens : SIMD8(), pricing: pricing, &s) }
+            spans.withUnsafeBufferPointer { spans in
+                for i in spans.indices {
+                    count(spans[i], tokens: spans[i].role == .inference ? spans[i].tokens : SIMD8(), pricing: pricing, &s)
+                }
+            }
         }
+    }
+
+    /// The series of one (provider, model, operation) as spans name them, resolved to labels (capped) once; counters
+    /// are created on first use, so a series appears only once it has counted something.
+    final class Group {
+        let provider: Label, model: Label
+        /// `nil`: the span had no operation and no usage (no duration, no operation label).
+        let operation: Label?
+        var tokens: [CoreMetrics.Counter?] = [nil, nil, nil]
+        var details: [CoreMetrics.Counter?] = [nil, nil, nil]
+        var cost: CoreMetrics.FloatingPointCounter?
+        var duration: CoreMetrics.Timer?
+        var calls: CoreMetrics.Counter?
+        var failures: [String: (label: Label, counter: CoreMetrics.Counter)] = [:]
+
+        init(provider: Label, model: Label, operation: Label?) {
+            self.provider = provider
+            self.model = model
+            self.operation = operation
+        }
+    }
+
+    /// A label value after the cap, and whether it overflowed (each use of an overflowed value is counted).
+    struct Label {
+        var value: String
+        var overflowed: Bool
+    }
+
+    struct GroupKey: Hashable {
+        var provider: String, model: String, operation: String
+        /// No operation but usage: operation label `unknown` (not admitted as a value).
+        var unknownOperation: Bool
     }
 
     private func count(_ span: GenAISpan, tokens t: SIMD8<Int64>, pricing: PriceTable, _ s: inout State) {
         typealias L = GenAISpan.Lane
-        let provider = label("provider", span.provider.isEmpty ? "unknown" : span.provider, &s)
-        let model = label("model", span.model.isEmpty ? "unknown" : span.model, &s)
+        let key = GroupKey(provider: span.provider, model: span.model, operation: span.operation,
+                           unknownOperation: span.operation.isEmpty && span.hasUsage)
+        let g: Group
+        if let found = s.groups[key] {
+            g = found
+        } else {
+            let provider = label("provider", span.provider.isEmpty ? "unknown" : span.provider, &s)
+            let model = label("model", span.model.isEmpty ? "unknown" : span.model, &s)
+            let operation: Label? = key.unknownOperation ? Label(value: "unknown", overflowed: false)
+                : span.operation.isEmpty ? nil : label("operation", span.operation, &s)
+            g = Group(provider: provider, model: model, operation: operation)
+            s.groups[key] = g
+        }
+        if g.provider.overflowed { overflow("provider", &s) }
+        if g.model.overflowed { overflow("model", &s) }
+        let provider = g.provider.value, model = g.model.value
         if t != SIMD8() {
-            let input = t[L.input], output = t[L.output], total = t[L.totalOnly]
-            if input > 0 { counter("tailgate_gen_ai_tokens_total", [("type", "input"), ("provider", provider), ("model", model)], &s).increment(by: Int(input)) }
-            if output > 0 { counter("tailgate_gen_ai_tokens_total", [("type", "output"), ("provider", provider), ("model", model)], &s).increment(by: Int(output)) }
-            // A span that reported only a total cannot be split into input and output.
-            if total > 0 { counter("tailgate_gen_ai_tokens_total", [("type", "unspecified"), ("provider", provider), ("model", model)], &s).increment(by: Int(total)) }
-            for (lane, type) in [(L.cacheRead, "cache_read"), (L.cacheCreation, "cache_creation"), (L.reasoning, "reasoning")] where t[lane] > 0 {
-                counter("tailgate_gen_ai_token_details_total", [("type", type), ("provider", provider), ("model", model)], &s).increment(by: Int(t[lane]))
+            for (slot, lane, type) in [(0, L.input, "input"), (1, L.output, "output"), (2, L.totalOnly, "unspecified")] where t[lane] > 0 {
+                // A span that reported only a total cannot be split into input and output.
+                if g.tokens[slot] == nil {
+                    g.tokens[slot] = counter("tailgate_gen_ai_tokens_total", [("type", type), ("provider", provider), ("model", model)], &s)
+                }
+                g.tokens[slot]!.increment(by: Int(t[lane]))
+            }
+            for (slot, lane, type) in [(0, L.cacheRead, "cache_read"), (1, L.cacheCreation, "cache_creation"), (2, L.reasoning, "reasoning")] where t[lane] > 0 {
+                if g.details[slot] == nil {
+                    g.details[slot] = counter("tailgate_gen_ai_token_details_total", [("type", type), ("provider", provider), ("model", model)], &s)
+                }
+                g.details[slot]!.increment(by: Int(t[lane]))
             }
             if let price = pricing.price(span) {
                 let usd = price.cost(t)
-                if usd > 0 { floatCounter("tailgate_gen_ai_cost_usd_total", [("provider", provider), ("model", model)], &s).increment(by: usd) }
+                if usd > 0 {
+                    if g.cost == nil { g.cost = floatCounter("tailgate_gen_ai_cost_usd_total", [("provider", provider), ("model", model)], &s) }
+                    g.cost!.increment(by: usd)
+                }
             }
         }
-        let operation = span.operation.isEmpty ? (span.hasUsage ? "unknown" : "") : label("operation", span.operation, &s)
-        if !operation.isEmpty {
-            timer("tailgate_gen_ai_operation_duration_seconds", [("operation", operation), ("provider", provider), ("model", model)], &s)
-                .recordNanoseconds(Int64(clamping: span.durationNanos))
+        if let operation = g.operation {
+            if operation.overflowed { overflow("operation", &s) }
+            if g.duration == nil {
+                g.duration = timer("tailgate_gen_ai_operation_duration_seconds", [("operation", operation.value), ("provider", provider), ("model", model)], &s)
+            }
+            g.duration!.recordNanoseconds(Int64(clamping: span.durationNanos))
         }
         if span.isModelCall {
-            counter("tailgate_gen_ai_calls_total", [("operation", operation), ("provider", provider), ("model", model)], &s).increment()
+            if g.calls == nil {
+                g.calls = counter("tailgate_gen_ai_calls_total", [("operation", g.operation?.value ?? ""), ("provider", provider), ("model", model)], &s)
+            }
+            g.calls!.increment()
             if span.failed {
-                let errorType = label("error_type", span.errorType.isEmpty ? "_OTHER" : span.errorType, &s)
-                counter("tailgate_gen_ai_call_failures_total", [("provider", provider), ("model", model), ("error_type", errorType)], &s).increment()
+                let raw = span.errorType.isEmpty ? "_OTHER" : span.errorType
+                let failure: (label: Label, counter: CoreMetrics.Counter)
+                if let found = g.failures[raw] {
+                    failure = found
+                } else {
+                    let errorType = label("error_type", raw, &s)
+                    failure = (errorType, counter("tailgate_gen_ai_call_failures_total", [("provider", provider), ("model", model), ("error_type", errorType.value)], &s))
+                    g.failures[raw] = failure
+                }
+                if failure.label.overflowed { overflow("error_type", &s) }
+                failure.counter.increment()
             }
         }
         switch span.operation {
         case "invoke_agent":
-            let agent = label("agent", span.agentName.isEmpty ? "unknown" : span.agentName, &s)
-            counter("tailgate_gen_ai_agent_runs_total", [("agent", agent), ("outcome", span.failed ? "error" : "ok")], &s).increment()
+            named(.agentRun(failed: span.failed), span.agentName, &s).increment()
         case "execute_tool":
-            let tool = label("tool", span.toolName.isEmpty ? "unknown" : span.toolName, &s)
-            counter("tailgate_gen_ai_tool_calls_total", [("tool", tool)], &s).increment()
-            if span.failed { counter("tailgate_gen_ai_tool_call_failures_total", [("tool", tool)], &s).increment() }
+            named(.toolCall, span.toolName, &s).increment()
+            if span.failed { named(.toolFailure, span.toolName, &s).increment() }
         default:
             break
         }
     }
 
-    /// The value as a label, or `other` once the label has `maxLabelValues` distinct values (counted).
-    private func label(_ name: String, _ value: String, _ s: inout State) -> String {
-        if s.values[name]?.contains(value) == true { return value }
+    enum NamedSeries: Hashable {
+        case agentRun(failed: Bool)
+        case toolCall
+        case toolFailure
+    }
+
+    struct NamedKey: Hashable {
+        var series: NamedSeries
+        var name: String
+    }
+
+    /// The agent-run or tool counter for a name as the span carries it (its label capped once; an overflowed
+    /// value is counted at each use).
+    private func named(_ series: NamedSeries, _ name: String, _ s: inout State) -> CoreMetrics.Counter {
+        let key = NamedKey(series: series, name: name)
+        let labelName = if case .agentRun = series { "agent" } else { "tool" }
+        if let (label, counter) = s.named[key] {
+            if label.overflowed { overflow(labelName, &s) }
+            return counter
+        }
+        let label = label(labelName, name.isEmpty ? "unknown" : name, &s)
+        if label.overflowed { overflow(labelName, &s) }
+        let counter = switch series {
+        case .agentRun(let failed):
+            counter("tailgate_gen_ai_agent_runs_total", [("agent", label.value), ("outcome", failed ? "error" : "ok")], &s)
+        case .toolCall: counter("tailgate_gen_ai_tool_calls_total", [("tool", label.value)], &s)
+        case .toolFailure: counter("tailgate_gen_ai_tool_call_failures_total", [("tool", label.value)], &s)
+        }
+        s.named[key] = (label, counter)
+        return counter
+    }
+
+    /// The value as a label, or `other` once the label has `maxLabelValues` distinct values.
+    private func label(_ name: String, _ value: String, _ s: inout State) -> Label {
+        if s.values[name]?.contains(value) == true { return Label(value: value, overflowed: false) }
         if (s.values[name]?.count ?? 0) < maxLabelValues {
             s.values[name, default: []].insert(value)
-            return value
+            return Label(value: value, overflowed: false)
         }
-        counter("tailgate_gen_ai_label_overflow_total", [("label", name)], &s).increment()
-        return "other"
+        return Label(value: "other", overflowed: true)
+    }
+
+    private func overflow(_ label: String, _ s: inout State) {
+        counter("tailgate_gen_ai_label_overflow_total", [("label", label)], &s).increment()
     }
 
     private func key(_ name: String, _ dims: [(String, String)]) -> String {

@@ -23,8 +23,8 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
     let spansForwarded: CoreMetrics.Counter
     let requestsForwarded: CoreMetrics.Counter
     let spansDropped: [String: CoreMetrics.Counter]
-    let tracesDecided: Mutex<[String: CoreMetrics.Counter]>
-    let tracesDecidedByTrigger: [String: CoreMetrics.Counter]
+    let tracesDecided: Mutex<[PolicyOutcome: CoreMetrics.Counter]>
+    let tracesDecidedByTrigger: [TriggerOutcome: CoreMetrics.Counter]
     /// First span → decision, seconds.
     let decisionLatency: CoreMetrics.Timer
     let forwardFailures: Mutex<[String: CoreMetrics.Counter]>
@@ -135,10 +135,10 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
         }
         spansDropped = dropped
         tracesDecided = Mutex([:])
-        var byTrigger: [String: CoreMetrics.Counter] = [:]
+        var byTrigger: [TriggerOutcome: CoreMetrics.Counter] = [:]
         for t in DecisionTrigger.allCases {
             for complete in [true, false] {
-                byTrigger["\(t.rawValue)/\(complete)"] = counter("tailgate_traces_decided_by_trigger_total",
+                byTrigger[TriggerOutcome(trigger: t, complete: complete)] = counter("tailgate_traces_decided_by_trigger_total",
                                                                   [("trigger", t.rawValue), ("complete", complete ? "true" : "false")])
             }
         }
@@ -194,7 +194,7 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
 
     /// `tailgate_traces_decided_by_trigger_total{trigger, complete}` and the decision latency histogram.
     func decided(trigger: DecisionTrigger, complete: Bool, latencyNanos: UInt64) {
-        tracesDecidedByTrigger["\(trigger.rawValue)/\(complete)"]?.increment()
+        tracesDecidedByTrigger[TriggerOutcome(trigger: trigger, complete: complete)]?.increment()
         decisionLatency.recordNanoseconds(Int64(clamping: latencyNanos))
     }
 
@@ -236,8 +236,19 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
     public func dropTally() -> [String: Int] { drops.withLock { $0 } }
 
     /// `tailgate_traces_decided_total{policy, decision}`: policy names come from the loaded file.
+    /// Keys of the per-decision counters (hashed per decided trace: no string is built).
+    struct TriggerOutcome: Hashable {
+        var trigger: DecisionTrigger
+        var complete: Bool
+    }
+
+    struct PolicyOutcome: Hashable {
+        var policy: String
+        var keep: Bool
+    }
+
     func decided(policy: String, keep: Bool) {
-        let key = "\(policy)/\(keep)"
+        let key = PolicyOutcome(policy: policy, keep: keep)
         let counter = tracesDecided.withLock { counters -> CoreMetrics.Counter in
             if let c = counters[key] { return c }
             let c = CoreMetrics.Counter(label: "tailgate_traces_decided_total",

@@ -232,7 +232,7 @@ struct GenAIScratch {
         func s(_ f: GenAIKeys.Field) -> String {
             let lane = Int(f.rawValue)
             guard stringRanks[lane] != .max else { return "" }
-            return String(decoding: UnsafeRawBufferPointer(rebasing: base[Int(starts[lane])..<Int(ends[lane])]), as: UTF8.self)
+            return StringInterner.shared.string(UnsafeRawBufferPointer(rebasing: base[Int(starts[lane])..<Int(ends[lane])]))
         }
         func n(_ f: GenAIKeys.Field) -> Int64 { numbers[Int(f.rawValue - GenAIKeys.Field.input.rawValue)] }
         var operation = s(.operation)

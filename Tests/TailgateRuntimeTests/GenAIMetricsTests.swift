@@ -54,6 +54,37 @@ import TailgateWire
         #expect(sample(text, #"tailgate_gen_ai_label_overflow_total{label="model"}"#) == 3)
     }
 
+    /// Series are resolved once per (provider, model, operation) and per agent or tool name; counting the same
+    /// names again must add to the same series, and an overflowed value must be counted at every use.
+    @Test func repeatedNamesAddToTheSameSeriesAndOverflowIsCountedPerUse() {
+        let metrics = TailgateMetrics()
+        let genAI = GenAIMetrics(registry: metrics.registry, maxLabelValues: 1)
+        let spans = [
+            GenAISpan(spanID: 1, role: .inference, operation: "chat", provider: "p", model: "a", tokens: SIMD8(10, 1, 0, 0, 0, 0, 0, 0)),
+            GenAISpan(spanID: 2, role: .inference, operation: "chat", provider: "p", model: "b", tokens: SIMD8(20, 2, 0, 0, 0, 0, 0, 0)),
+            GenAISpan(spanID: 3, role: .aggregate, operation: "execute_tool", toolName: "search", statusError: true),
+            GenAISpan(spanID: 4, role: .aggregate, operation: "execute_tool", toolName: "fetch", statusError: true),
+            GenAISpan(spanID: 5, role: .aggregate, operation: "invoke_agent", agentName: "x"),
+            GenAISpan(spanID: 6, role: .aggregate, operation: "invoke_agent", agentName: "x", statusError: true),
+        ]
+        for _ in 0..<3 { genAI.record(GenAILedger(spans: spans), pricing: PriceTable()) }
+        genAI.recordLate([spans[1]], pricing: PriceTable())
+        let text = exposition(metrics)
+        #expect(sample(text, #"tailgate_gen_ai_tokens_total{type="input",provider="p",model="a"}"#) == 30)
+        #expect(sample(text, #"tailgate_gen_ai_tokens_total{type="input",provider="p",model="other"}"#) == 80)
+        #expect(sample(text, #"tailgate_gen_ai_tokens_total{type="output",provider="p",model="other"}"#) == 8)
+        #expect(sample(text, #"tailgate_gen_ai_calls_total{operation="chat",provider="p",model="other"}"#) == 4)
+        // Models: "b" on 3 + 1 spans; the tool and agent spans have no model ("unknown" is a second value).
+        #expect(sample(text, #"tailgate_gen_ai_label_overflow_total{label="model"}"#) == 16)
+        #expect(sample(text, #"tailgate_gen_ai_tool_calls_total{tool="search"}"#) == 3)
+        #expect(sample(text, #"tailgate_gen_ai_tool_calls_total{tool="other"}"#) == 3)
+        #expect(sample(text, #"tailgate_gen_ai_tool_call_failures_total{tool="other"}"#) == 3)
+        // "fetch" overflows once for the call and once for the failure, on each of 3 traces.
+        #expect(sample(text, #"tailgate_gen_ai_label_overflow_total{label="tool"}"#) == 6)
+        #expect(sample(text, #"tailgate_gen_ai_agent_runs_total{agent="x",outcome="ok"}"#) == 3)
+        #expect(sample(text, #"tailgate_gen_ai_agent_runs_total{agent="x",outcome="error"}"#) == 3)
+    }
+
     @Test func lateSpansCountTheirCallsButNotAnAggregate() {
         let metrics = TailgateMetrics()
         let genAI = GenAIMetrics(registry: metrics.registry)
