@@ -260,6 +260,11 @@ public struct BufferedSpans: Sendable {
             origin = origins.count
             origins.append(scope)
         }
+        if refs.isEmpty {
+            // Room for a typical trace's first spans at once: growing 1, 2, 4, … costs an allocation and a copy each.
+            refs.reserveCapacity(8)
+            data.reserveCapacity(max(1024, 4 * span.bytes.count))
+        }
         refs.append(SpanRef(origin: UInt32(origin), offset: UInt32(data.count), length: UInt32(span.bytes.count)))
         data.append(contentsOf: UnsafeRawBufferPointer(rebasing: body[span.bytes]))
     }
@@ -782,6 +787,7 @@ struct SmallIDMap<Value> {
             small[i].value = value
             return
         }
+        if small.isEmpty { small.reserveCapacity(8) }
         small.append((id, value))
         if small.count > Self.limit {
             var map = [UInt64: Value](minimumCapacity: small.count * 2)
