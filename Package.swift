@@ -33,7 +33,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", exact: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", exact: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", exact: "6.2.2"),
-        // Already in the graph through grpc-swift-nio-transport; named here for TLS (NIOSSL) and certificate reloading.
+        // Already in the graph through grpc-swift-nio-transport; named here for the gRPC receiver (HTTP/2, quiescing),
+        // TLS (NIOSSL) and certificate reloading.
+        .package(url: "https://github.com/apple/swift-nio-http2.git", exact: "1.46.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", exact: "2.37.6"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", exact: "1.35.2"),
         .package(url: "https://github.com/swift-server/async-http-client.git", exact: "1.37.0"),
@@ -74,12 +76,13 @@ let package = Package(
 
         // I/O stages.
         .target(name: "TailgateIngest", dependencies: [
-            "TailgateWire", "TailgateGRPCCodec",
+            "TailgateWire",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
-            .product(name: "GRPCCore", package: "grpc-swift-2"),
-            .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+            .product(name: "NIOHPACK", package: "swift-nio-http2"),
+            .product(name: "NIOExtras", package: "swift-nio-extras"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCertificateReloading", package: "swift-nio-extras"),
             .product(name: "Logging", package: "swift-log"),

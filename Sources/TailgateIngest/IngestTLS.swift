@@ -3,7 +3,6 @@ public import Glibc
 #elseif canImport(Darwin)
 public import Darwin
 #endif
-public import GRPCNIOTransportHTTP2
 public import Logging
 public import NIOCertificateReloading
 public import NIOSSL
@@ -109,7 +108,8 @@ public final class IngestTLSContext: Sendable {
     public let reloader: TimedCertificateReloader
     /// For the HTTP receiver: each new connection's handshake asks the reloader for the current pair.
     public let sslContext: NIOSSLContext
-    let grpcSecurity: HTTP2ServerTransport.Posix.TransportSecurity
+    /// For the gRPC receiver: the same, offering HTTP/2 by ALPN.
+    let grpcSSLContext: NIOSSLContext
 
     /// Reloads every `reloadInterval` until cancelled.
     public func runReloading() async throws {
@@ -132,14 +132,8 @@ public final class IngestTLSContext: Sendable {
             }
             tls.applicationProtocols = ["http/1.1"]
             sslContext = try NIOSSLContext(configuration: tls)
-            if let ca = configuration.clientCAFile {
-                grpcSecurity = try .mTLS(certificateReloader: reloader) { config in
-                    config.trustRoots = .certificates([.file(path: ca, format: .pem)])
-                    config.clientCertificateVerification = .noHostnameVerification
-                }
-            } else {
-                grpcSecurity = try .tls(certificateReloader: reloader)
-            }
+            tls.applicationProtocols = ["h2"]
+            grpcSSLContext = try NIOSSLContext(configuration: tls)
         } catch {
             throw TLSFileError(field: configuration.clientCAFile == nil ? .cert : .clientCA,
                                path: configuration.clientCAFile ?? configuration.certFile, message: "cannot set up TLS: \(error)")

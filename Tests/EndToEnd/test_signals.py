@@ -370,7 +370,9 @@ def test_grpc_relays_metrics_and_logs_to_matching_methods(request, tmp_path):
         call(raw, timeout=5)
         channel.close()
         assert rx.wait_until(lambda: raw in rx.requests["logs"], timeout=10)
-        assert metric_sum(tg, "tailgate_signal_requests_forwarded_total", signal="logs") >= 2
+        # Counted once the downstream answered, which can be just after the receiver stored the request.
+        assert rx.wait_until(lambda: metric_sum(tg, "tailgate_signal_requests_forwarded_total", signal="logs") >= 2,
+                             timeout=5)
         assert tg.terminate() == 0
     finally:
         rx.stop()
