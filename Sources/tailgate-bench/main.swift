@@ -227,6 +227,30 @@ do {
     print("generated agent traffic: \(withFacts) of \(generatedSpans) spans carry GenAI facts")
 }
 
+// 9c. Ingest encodings on the same generated traffic: gzip (the Collector's exporter compresses by default) and
+// OTLP/JSON (transcoded to protobuf bytes without a JSON object model), each before the scan.
+let gzipped = generated.map { Gzip.compress($0) }
+measure("gunzip + scan, generated agent traffic", items: generatedSpans) {
+    var s = ScannedRequest()
+    for req in gzipped {
+        let body = try! Gzip.decompress(req, limit: 64 << 20)
+        body.withUnsafeBytes { try! scanner.scan($0, into: &s); sink &+= s.spans.count }
+    }
+}
+let jsonBodies = generated.map { try! OTLPJSON.jsonFromProtobuf($0) }
+let jsonBytes = jsonBodies.reduce(0) { $0 + $1.count }
+measure("OTLP/JSON → protobuf + scan, generated agent traffic", items: generatedSpans,
+        note: "\(jsonBytes / generatedSpans) JSON bytes/span") {
+    var s = ScannedRequest()
+    for req in jsonBodies {
+        let body = try! OTLPJSON.protobufFromJSON(req)
+        body.withUnsafeBytes { try! scanner.scan($0, into: &s); sink &+= s.spans.count }
+    }
+}
+if let json = results.last {
+    print(String(format: "OTLP/JSON ingest (transcode + scan): %.0f MB/s of JSON per core", Double(jsonBytes) / Double(generatedSpans) / json.value * 1000))
+}
+
 // 10. The memory of waiting: whole agent runs of the generated mix held in the buffer (decisions held back), the
 // buffer's accounted footprint against the process's resident memory growth.
 func residentBytes() -> Int {
