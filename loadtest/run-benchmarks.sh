@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# End-to-end benchmarks of Tailgate on generated agent traffic, all on loopback and bounded in time:
+# End-to-end benchmarks of Tailgate on generated agent traffic, all on loopback and bounded in time, release build,
+# with the features of the day on (the durable store in buffered mode, metrics, span annotation):
 #   1. hot-path micro-benchmarks (tailgate-bench);
-#   2. maximum sustained rate through the proxy (default policies), proxy CPU per span;
-#   3. ack latency at half that rate;
-#   4. resident memory while buffering, against the wire bytes buffered;
-#   5. nginx (grpc_pass) forwarding the same traffic to the same receiver: CPU per span side by side.
+#   2. maximum sustained rate through the proxy (default policies, gRPC, 8 connections), proxy CPU per span;
+#   3. ack latency and CPU per span at half that rate;
+#   4. CPU per span at 20k spans/s (the per-wake-up tax of light load);
+#   5. gzip-compressed requests at half the maximum rate;
+#   6. Tailgate and nginx (grpc_pass, forwarding everything) at 60k spans/s, same traffic, same receiver;
+#   7. OTLP/JSON over HTTP/1.1 (h2load): MB/s of JSON per core of proxy CPU;
+#   8. resident memory while buffering, against the wire bytes buffered;
+# then one summary table with the goals of issue 14 and the ratios.
 # Usage: loadtest/run-benchmarks.sh [SECONDS_PER_RUN]   (default 15)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,16 +17,17 @@ SECS=${1:-15}
 OUT=loadtest/out
 mkdir -p "$OUT"
 BIN=.build/release/tailgate
-PROXY_PORT=24317; NGINX_PORT=25317; RECV_PORT=14317; METRICS_PORT=29464
+PROXY_PORT=24317; HTTP_PORT=24318; NGINX_PORT=25317; RECV_PORT=14317; METRICS_PORT=29464
 
-command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
+need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+need nginx nginx; need h2load nghttp2-client
 swift build -c release --product tailgate >/dev/null
 swift build -c release --product tailgate-bench >/dev/null
 
 REC=$OUT/agents-50k.tgrec
 [ -f "$REC" ] || $BIN generate --traces 50000 --seed 7 --rate 500 -o "$REC"
 
-cleanup() { pkill -f "tailgate serve --grpc-listen 127.0.0.1:$PROXY_PORT" 2>/dev/null || true; [ -f "$OUT/nginx.pid" ] && kill "$(cat "$OUT/nginx.pid")" 2>/dev/null || true; }
+cleanup() { [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null || true; [ -f "$OUT/nginx.pid" ] && kill "$(cat "$OUT/nginx.pid")" 2>/dev/null || true; }
 trap cleanup EXIT
 
 echo "== 1. hot path (release build)"
@@ -29,49 +35,46 @@ echo "== 1. hot path (release build)"
 
 DEFAULT_BUFFER="{wait_after_root: 2s, idle_timeout: 5s, max_buffered_bytes: 2GiB}"
 start_proxy() {  # $1: the buffer settings
+  rm -rf "$OUT/data"
   cat > "$OUT/proxy.yaml" <<YAML
 annotate_kept_spans: true
 policies_reload_interval: 0s
+data_dir: $PWD/$OUT/data
 buffer: $1
 forwarder: {compression: none, concurrency: 2}
 YAML
-  $BIN serve --grpc-listen 127.0.0.1:$PROXY_PORT --http-listen off --metrics-listen 127.0.0.1:$METRICS_PORT \
+  $BIN serve --grpc-listen 127.0.0.1:$PROXY_PORT --http-listen 127.0.0.1:$HTTP_PORT --metrics-listen 127.0.0.1:$METRICS_PORT \
       --config "$OUT/proxy.yaml" --downstream grpc://127.0.0.1:$RECV_PORT --log-level warning > "$OUT/proxy.log" 2>&1 &
   PROXY_PID=$!
   for _ in $(seq 50); do (echo > /dev/tcp/127.0.0.1/$PROXY_PORT) 2>/dev/null && break; sleep 0.1; done
 }
-stop_proxy() { kill -INT "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; }
+stop_proxy() { kill -INT "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=; }
+point() {  # $1: name, $2: rate ("" = as fast as possible), then extra loadtest options
+  local name=$1 rate=$2; shift 2
+  start_proxy "$DEFAULT_BUFFER"
+  $BIN loadtest --target grpc://127.0.0.1:$PROXY_PORT --connections 8 --duration ${SECS}s ${rate:+--rate $rate} \
+      --receiver 127.0.0.1:$RECV_PORT --proxy-pid "$PROXY_PID" --settle 15s --json "$OUT/$name.json" --html "$OUT/$name.html" \
+      "$@" "$REC" | tail -12
+  stop_proxy
+}
 
 echo "== 2. maximum sustained rate through tailgate (default policies, gRPC, 8 connections, ${SECS}s)"
-start_proxy "$DEFAULT_BUFFER"
-$BIN loadtest --target grpc://127.0.0.1:$PROXY_PORT --connections 8 --duration ${SECS}s --receiver 127.0.0.1:$RECV_PORT \
-    --proxy-pid "$PROXY_PID" --settle 15s --json "$OUT/max.json" --html "$OUT/max.html" "$REC" | tail -30
-stop_proxy
+point max ""
 MAX=$(python3 -c "import json;r=json.load(open('$OUT/max.json'));print(int(r['spansAcked']/r['durationSeconds']))")
 
-echo "== 3. ack latency at half the maximum rate ($((MAX / 2)) spans/s)"
-start_proxy "$DEFAULT_BUFFER"
-$BIN loadtest --target grpc://127.0.0.1:$PROXY_PORT --connections 8 --duration ${SECS}s --rate $((MAX / 2)) \
-    --receiver 127.0.0.1:$RECV_PORT --proxy-pid "$PROXY_PID" --settle 15s --json "$OUT/half.json" --html "$OUT/half.html" "$REC" | tail -30
-stop_proxy
+echo "== 3. half the maximum rate ($((MAX / 2)) spans/s)"
+point half $((MAX / 2))
 
-echo "== 4. memory while buffering (decisions held back: wait_after_root and idle_timeout 10 min)"
-start_proxy "{wait_after_root: 10m, idle_timeout: 10m, max_trace_age: 20m, max_buffered_bytes: 8GiB}"
-RSS0=$(awk '/VmRSS/{print $2}' /proc/$PROXY_PID/status)
-$BIN loadtest --target grpc://127.0.0.1:$PROXY_PORT --connections 8 --spans 1000000 \
-    --json "$OUT/mem.json" --html "$OUT/mem.html" "$REC" | tail -3
-sleep 1
-RSS1=$(awk '/VmRSS/{print $2}' /proc/$PROXY_PID/status)
-BUF=$(curl -s http://127.0.0.1:$METRICS_PORT/metrics | awk '/^tailgate_buffered_bytes /{print int($2)}')
-WIRE=$(python3 -c "import json;r=json.load(open('$OUT/mem.json'));print(r['bytesSent'])")
-python3 - <<PY
-rss0, rss1, buf, wire = $RSS0 * 1024, $RSS1 * 1024, $BUF, $WIRE
-print(f"buffered: {buf/2**20:.0f} MiB accounted; wire bytes sent {wire/2**20:.0f} MiB; RSS {rss0/2**20:.0f} -> {rss1/2**20:.0f} MiB")
-print(f"RSS / wire bytes = {rss1/wire:.2f}; target RSS <= 1.5 x wire + 100 MiB = {(1.5*wire + 100*2**20)/2**20:.0f} MiB: {'met' if rss1 <= 1.5*wire + 100*2**20 else 'NOT met'}")
-PY
-stop_proxy
+echo "== 4. 20k spans/s"
+point r20k 20000
 
-echo "== 5. nginx grpc_pass forwarding the same traffic to the same receiver"
+echo "== 5. gzip-compressed requests at half the maximum rate"
+point gzip $((MAX / 2)) --gzip
+
+echo "== 6a. tailgate at 60k spans/s"
+point r60k 60000
+
+echo "== 6b. nginx grpc_pass forwarding the same traffic to the same receiver at 60k spans/s"
 cat > "$OUT/nginx.conf" <<NGINX
 worker_processes 1;
 pid $PWD/$OUT/nginx.pid;
@@ -91,12 +94,50 @@ nginx -c "$PWD/$OUT/nginx.conf"
 sleep 0.5
 NGINX_WORKER=$(pgrep -P "$(cat "$OUT/nginx.pid")" | head -1)
 printf 'policies: [{name: all, type: always_sample}]\n' > "$OUT/all.yaml"
-$BIN loadtest --target grpc://127.0.0.1:$NGINX_PORT --connections 8 --duration ${SECS}s --rate $((MAX / 2)) \
+$BIN loadtest --target grpc://127.0.0.1:$NGINX_PORT --connections 8 --duration ${SECS}s --rate 60000 \
     --receiver 127.0.0.1:$RECV_PORT --policies "$OUT/all.yaml" --proxy-pid "$NGINX_WORKER" --settle 5s \
-    --json "$OUT/nginx.json" --html "$OUT/nginx.html" "$REC" | tail -30
+    --json "$OUT/nginx.json" --html "$OUT/nginx.html" "$REC" | tail -12
 kill "$(cat "$OUT/nginx.pid")"; rm -f "$OUT/nginx.pid"
 
-echo "== summary"
+echo "== 7. OTLP/JSON over HTTP/1.1 (h2load, 8 connections; after the first request its spans are duplicates)"
+$BIN generate --traces 40 --seed 11 -o "$OUT/json-sample.jsonl" >/dev/null
+python3 - "$OUT/json-sample.jsonl" "$OUT/json-body.json" <<'PY'
+import sys
+lines = [l for l in open(sys.argv[1], encoding="utf-8").read().splitlines() if l.strip()]
+open(sys.argv[2], "w", encoding="utf-8").write(max(lines, key=len))
+PY
+start_proxy "$DEFAULT_BUFFER"
+cpu() { awk '{print $14 + $15}' "/proc/$PROXY_PID/stat"; }
+C0=$(cpu)
+h2load --h1 -c 8 -D "$SECS" -d "$OUT/json-body.json" -H "content-type: application/json" \
+    "http://127.0.0.1:$HTTP_PORT/v1/traces" > "$OUT/json-h2load.txt"
+C1=$(cpu)
+stop_proxy
+python3 - "$OUT/json-h2load.txt" "$OUT/json-body.json" "$C0" "$C1" "$(getconf CLK_TCK)" > "$OUT/json.json" <<'PY'
+import json, os, re, sys
+text = open(sys.argv[1]).read()
+done = int(re.search(r"(\d+) succeeded", text).group(1))
+size = os.path.getsize(sys.argv[2])
+cpu = (float(sys.argv[4]) - float(sys.argv[3])) / float(sys.argv[5])
+print(json.dumps({"requests": done, "bodyBytes": size, "cpuSeconds": cpu,
+                  "mbPerCoreSecond": done * size / 1e6 / cpu if cpu else 0,
+                  "status": re.search(r"status codes: .*", text).group(0)}))
+PY
+cat "$OUT/json.json"
+
+echo "== 8. memory while buffering (decisions held back: wait_after_root and idle_timeout 10 min)"
+start_proxy "{wait_after_root: 10m, idle_timeout: 10m, max_trace_age: 20m, max_buffered_bytes: 8GiB, spill_after: 20m}"
+RSS0=$(awk '/VmRSS/{print $2}' /proc/$PROXY_PID/status)
+$BIN loadtest --target grpc://127.0.0.1:$PROXY_PORT --connections 8 --spans 1000000 \
+    --json "$OUT/mem.json" --html "$OUT/mem.html" "$REC" | tail -3
+sleep 1
+RSS1=$(awk '/VmRSS/{print $2}' /proc/$PROXY_PID/status)
+BUF=$(curl -s http://127.0.0.1:$METRICS_PORT/metrics | awk '/^tailgate_buffered_bytes /{print int($2)}')
+WIRE=$(python3 -c "import json;r=json.load(open('$OUT/mem.json'));print(r['bytesSent'])")
+echo "{\"rss0\": $((RSS0 * 1024)), \"rss1\": $((RSS1 * 1024)), \"buffered\": $BUF, \"wire\": $WIRE}" > "$OUT/memory.json"
+stop_proxy
+
+echo "== summary (one run; CPU is the proxy's own, from /proc)"
 python3 - <<PY
 import json, re
 def load(n): return json.load(open(f"$OUT/{n}.json"))
@@ -104,11 +145,23 @@ def cpu(r):
     for n in r.get("notes", []):
         m = re.search(r"= (\d+) ns/span", n)
         if m: return int(m.group(1))
-mx, half, ng = load("max"), load("half"), load("nginx")
-print(f"max sustained: {mx['spansAcked']/mx['durationSeconds']:,.0f} spans/s acked; proxy CPU {cpu(mx)} ns/span (target <= 1000)")
-print(f"at half rate: ack p99 {half['latencyMs']['p99']:.2f} ms (target <= 5 ms), p50 {half['latencyMs']['p50']:.2f} ms; proxy CPU {cpu(half)} ns/span")
-print(f"nginx grpc_pass at the same rate: CPU {cpu(ng)} ns/span; tailgate/nginx CPU per span = {cpu(half)/max(cpu(ng),1):.2f}")
-for n in ("max", "half"):
+    return 0
+mx, half, r20, gz, r60, ng, js, mem = (load(n) for n in ("max", "half", "r20k", "gzip", "r60k", "nginx", "json", "memory"))
+rate = lambda r: r["spansAcked"] / r["durationSeconds"]
+rows = [
+    ("proxy CPU at half the maximum rate", f"{cpu(half)/1000:.2f} µs/span", "<= 1.5 µs/span", cpu(half) <= 1500),
+    ("proxy CPU at 20k spans/s", f"{cpu(r20)/1000:.2f} µs/span", "<= 2.5 µs/span", cpu(r20) <= 2500),
+    ("tailgate / nginx CPU per span at 60k spans/s", f"{cpu(r60)/1000:.2f} / {cpu(ng)/1000:.2f} µs = {cpu(r60)/max(cpu(ng),1):.2f}x", "<= 2.0x", cpu(r60) <= 2 * cpu(ng)),
+    ("ack p99 at half the maximum rate", f"{half['latencyMs']['p99']:.1f} ms (p50 {half['latencyMs']['p50']:.1f})", "<= 5 ms", half['latencyMs']['p99'] <= 5),
+    ("proxy capacity (1 / CPU per span at max rate)", f"{1e9/max(cpu(mx),1)/1000:,.0f}k spans/s per core (acked {rate(mx)/1000:,.0f}k/s)", "2x the 0.1 figure (238k)", 1e9 / max(cpu(mx), 1) >= 476_000),
+    ("gzip cost over uncompressed, half rate", f"{(cpu(gz)-cpu(half))/1000:+.2f} µs/span", "<= +0.5 µs/span", cpu(gz) - cpu(half) <= 500),
+    ("OTLP/JSON over HTTP/1.1", f"{js['mbPerCoreSecond']:.0f} MB/s per core", ">= 100 MB/s", js['mbPerCoreSecond'] >= 100),
+    ("RSS while buffering / wire bytes", f"{mem['rss1']/2**20:.0f} MiB for {mem['wire']/2**20:.0f} MiB", "<= 1.5x + 100 MiB", mem['rss1'] <= 1.5 * mem['wire'] + 100 * 2**20),
+]
+w = max(len(r[0]) for r in rows)
+for name, value, goal, ok in rows:
+    print(f"{name:<{w}}  {value:<40} goal {goal:<26} {'met' if ok else 'NOT met'}")
+for n in ("max", "half", "r20k", "gzip", "r60k"):
     v = load(n).get("verification") or {}
     print(f"verification ({n}): {'PASS' if v.get('passed') else 'FAIL'} {v.get('problems', [])[:3]}")
 PY
