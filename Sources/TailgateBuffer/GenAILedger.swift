@@ -26,18 +26,30 @@ public struct GenAILedger: Sendable, Equatable {
 
     public init(spans: [GenAISpan]) {
         self.spans = spans
+        updateAllocation()
+    }
+
+    /// Bytes held (see `accountedBytes`), kept up to date by every change: the buffer reads it on every span of the
+    /// trace, and recomputing it there touched the arrays' headers (cold cache lines) for nothing.
+    private var allocated = 96
+
+    private mutating func updateAllocation() {
+        allocated = spans.capacity * MemoryLayout<GenAISpan>.stride + counted.capacity * MemoryLayout<SIMD8<Int64>>.stride + 96
+    }
+
+    public static func == (a: GenAILedger, b: GenAILedger) -> Bool {
+        a.spans == b.spans && a.counted == b.counted && a.resolved == b.resolved
     }
 
     public mutating func append(_ span: GenAISpan) {
         guard spans.count < Self.maxSpans else { return }
         spans.append(span)
         resolved = false
+        updateAllocation()
     }
 
     /// Bytes held, for the buffer's memory accounting (strings of up to 15 bytes are stored inline).
-    public var accountedBytes: Int {
-        spans.capacity * MemoryLayout<GenAISpan>.stride + counted.capacity * MemoryLayout<SIMD8<Int64>>.stride + 96
-    }
+    public var accountedBytes: Int { allocated }
 
     /// Whether the rule needs the trace's span tree: an aggregate span reports usage and another span does too.
     public var needsAncestry: Bool {
@@ -54,6 +66,7 @@ public struct GenAILedger: Sendable, Equatable {
     public mutating func resolve(parentOf: (UInt64) -> UInt64? = { _ in nil }) {
         counted = Array(repeating: SIMD8(), count: spans.count)
         resolved = true
+        updateAllocation()
         guard needsAncestry else {
             for i in spans.indices where spans[i].hasUsage { counted[i] = spans[i].tokens }
             return

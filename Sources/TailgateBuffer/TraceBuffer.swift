@@ -240,12 +240,18 @@ public struct BufferedSpans: Sendable {
     /// Payload bytes of the spans.
     public var payloadBytes: Int { data.count }
 
-    mutating func appendOrigin(_ scope: ScopeOrigin) { origins.append(scope) }
+    mutating func appendOrigin(_ scope: ScopeOrigin) {
+        origins.append(scope)
+        updateAllocation()
+    }
     /// Memory the spans hold, as allocated (capacity, not count, plus each allocation's array header and malloc
-    /// overhead), used for the buffer's accounting.
-    var accountedBytes: Int {
+    /// overhead), used for the buffer's accounting. Kept up to date by every change (`updateAllocation`): the buffer
+    /// reads it twice per span, and computing it there touched three arrays' headers.
+    private(set) var accountedBytes = 0
+
+    mutating func updateAllocation() {
         func allocation(_ capacity: Int, _ stride: Int) -> Int { capacity == 0 ? 0 : capacity * stride + arrayAllocationOverhead }
-        return allocation(data.capacity, 1) + allocation(refs.capacity, MemoryLayout<SpanRef>.stride)
+        accountedBytes = allocation(data.capacity, 1) + allocation(refs.capacity, MemoryLayout<SpanRef>.stride)
             + allocation(origins.capacity, MemoryLayout<ScopeOrigin>.stride)
     }
 
@@ -267,6 +273,7 @@ public struct BufferedSpans: Sendable {
         }
         refs.append(SpanRef(origin: UInt32(origin), offset: UInt32(data.count), length: UInt32(span.bytes.count)))
         data.append(contentsOf: UnsafeRawBufferPointer(rebasing: body[span.bytes]))
+        updateAllocation()
     }
 
     /// Calls `body` with each span's scope and payload, in arrival order.
@@ -779,6 +786,7 @@ struct SmallIDMap<Value> {
     }
 
     mutating func set(_ id: UInt64, _ value: Value) {
+        defer { updateAllocation() }
         if large != nil {
             large?[id] = value
             return
@@ -807,12 +815,15 @@ struct SmallIDMap<Value> {
         return value
     }
 
-    /// Bytes allocated, for the buffer's accounting.
-    var accountedBytes: Int {
+    /// Bytes allocated, for the buffer's accounting (kept up to date by `set`; removing never shrinks the storage).
+    private(set) var accountedBytes = 0
+
+    private mutating func updateAllocation() {
         if let large {
-            return large.capacity * (MemoryLayout<UInt64>.stride + MemoryLayout<Value>.stride + 1) + arrayAllocationOverhead
+            accountedBytes = large.capacity * (MemoryLayout<UInt64>.stride + MemoryLayout<Value>.stride + 1) + arrayAllocationOverhead
+        } else {
+            accountedBytes = small.capacity == 0 ? 0 : small.capacity * MemoryLayout<(id: UInt64, value: Value)>.stride + arrayAllocationOverhead
         }
-        return small.capacity == 0 ? 0 : small.capacity * MemoryLayout<(id: UInt64, value: Value)>.stride + arrayAllocationOverhead
     }
 }
 

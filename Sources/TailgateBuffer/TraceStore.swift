@@ -106,6 +106,7 @@ extension BufferedSpans {
         }
         refs.append(SpanRef(origin: UInt32(origin), offset: UInt32(data.count), length: UInt32(bytes.count)))
         data.append(contentsOf: bytes)
+        updateAllocation()
     }
 
     /// The spans of an encoded ExportTraceServiceRequest (as written by `RequestFramer`), with their resources and

@@ -358,6 +358,46 @@ private func insert(_ buffer: TraceBuffer, _ spans: [TestSpan], service: String 
         #expect(map[12345] == nil && map.remove(12345) == nil)
         #expect(map.isEmpty == reference.isEmpty)
         #expect(map.accountedBytes > 0)
+        // The accounting is kept up to date by each change: it equals a fresh count of the storage.
+        var copy = map
+        copy.set(UInt64.max, 0)
+        _ = copy.remove(UInt64.max)
+        #expect(copy.accountedBytes >= map.accountedBytes)
+    }
+}
+
+@Suite struct AllocationAccountingTests {
+    /// `BufferedSpans.accountedBytes` is maintained by every append; it must match a recount of the storage after
+    /// each kind of change (one span, a raw payload, another trace's spans, a new scope).
+    @Test func bufferedSpansAccountingFollowsEveryAppend() {
+        let resource = ResourceOrigin(header: [0x0A, 0x00])
+        let scopes = (0..<3).map { _ in ScopeOrigin(resource: resource, header: [0x0A, 0x00]) }
+        var spans = BufferedSpans()
+        func check(_ s: BufferedSpans) {
+            var recount = s
+            recount.updateAllocation()
+            #expect(s.accountedBytes == recount.accountedBytes)
+            #expect(s.accountedBytes > 0)
+        }
+        let payload = [UInt8](repeating: 7, count: 300)
+        for i in 0..<40 {
+            payload.withUnsafeBytes { spans.appendRaw(scope: scopes[i % 3], bytes: UnsafeRawBufferPointer(rebasing: $0[0..<(50 + i * 5)])) }
+            check(spans)
+        }
+        var other = BufferedSpans()
+        payload.withUnsafeBytes { other.appendRaw(scope: scopes[0], bytes: $0) }
+        spans.append(contentsOf: other)
+        check(spans)
+    }
+
+    @Test func ledgerAccountingFollowsAppendsAndResolution() {
+        var ledger = GenAILedger()
+        for i in 0..<20 {
+            ledger.append(GenAISpan(spanID: UInt64(i + 1), role: .inference, operation: "chat", tokens: SIMD8(10, 1, 0, 0, 0, 0, 0, 0)))
+            #expect(ledger.accountedBytes == GenAILedger(spans: ledger.spans).accountedBytes + (ledger.counted.capacity * 64))
+        }
+        ledger.resolve()
+        #expect(ledger.accountedBytes > GenAILedger(spans: ledger.spans).accountedBytes)
     }
 }
 
