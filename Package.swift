@@ -98,6 +98,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            // The forwarder and the metrics/logs relay are services (graceful shutdown drains them).
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
         // The on-disk tier under the buffer and the forward queue (a data directory of checksummed segment files).
@@ -155,6 +157,7 @@ let package = Package(
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
         ]),
         .testTarget(name: "TailgateStoreTests", dependencies: [
             "TailgateStore", "TailgateBuffer", "TailgateExport", "TailgateWire", "TailgateTestSupport", "CTailgateSupport",

@@ -1,5 +1,5 @@
-public import DequeModule
 public import Logging
+public import ServiceLifecycle
 public import Synchronization
 public import TailgateBuffer
 public import TailgateWire
@@ -68,9 +68,10 @@ extension ForwarderObserver {
 /// Structure: every decision is made by `ForwarderState` (a value, tested without I/O) under one lock; this class
 /// runs the tasks that act on them — `concurrency` workers that send, a flusher that seals a batch at its timeout —
 /// and parks them in `WaiterList`s (cancellation-safe) when there is nothing to do. Time comes from the injected
-/// clock. Lifecycle: `run()` until `finish` and drained (or the deadline passed), or until its task is cancelled;
-/// the runtime's `ForwarderService` drives it from ServiceLifecycle's graceful shutdown.
-public final class Forwarder: Sendable {
+/// clock. Lifecycle: `run()` until `finish` and drained (or the deadline passed), or until its task is cancelled.
+/// It is a swift-service-lifecycle `Service`: graceful shutdown calls `finish(within:)` with what `shutdownBudget`
+/// answers then (the runtime's `ShutdownBudget`), and cancellation finishes at once.
+public final class Forwarder: Service, Sendable {
     struct Core: Sendable {
         var state: ForwarderState
         /// Workers with nothing to send (or waiting for a retry time).
@@ -87,6 +88,8 @@ public final class Forwarder: Sendable {
     private let logger: Logger
     private let core: Mutex<Core>
     private let clock: ForwarderClock
+    /// On graceful shutdown: how long from then the forwarder may flush before it persists or drops what is left.
+    private let shutdownBudget: @Sendable () -> Duration
     /// Disk for the queue's overflow and for what is undelivered at the shutdown deadline (nil: none).
     public let spool: (any BatchSpool)?
     /// Resolves the pass-through header IDs of batches.
@@ -95,9 +98,13 @@ public final class Forwarder: Sendable {
     private let persistedBatches = Atomic<Int>(0)
 
     /// `clock` times batches, retry backoff and the shutdown deadline (the continuous clock unless a test drives it).
+    /// `shutdownBudget` is asked when graceful shutdown begins how long the forwarder may still flush (by default
+    /// 25 s, the default `shutdown_timeout`; serve passes what is left of its one shutdown budget).
     public init(configuration: ForwarderConfiguration, downstream: any Downstream, observer: any ForwarderObserver, logger: Logger,
                 spool: (any BatchSpool)? = nil, headerSets: HeaderSets = HeaderSets(),
-                clock: any Clock<Duration> = ContinuousClock()) {
+                clock: any Clock<Duration> = ContinuousClock(),
+                shutdownBudget: @escaping @Sendable () -> Duration = { .seconds(25) }) {
+        self.shutdownBudget = shutdownBudget
         self.spool = spool
         self.headerSets = headerSets
         self.configuration = configuration
@@ -202,11 +209,19 @@ public final class Forwarder: Sendable {
         return result
     }
 
-    /// Sends until `finish` was called and the queue is drained (or the deadline passed). Cancelling the calling
-    /// task finishes at once: what is still queued goes to the spool, or is dropped and counted; a send in progress
-    /// is cancelled with the task, and its batch is delivered or accounted for the same way by what the downstream
-    /// answers. No task stays parked.
+    /// Sends until `finish` was called and the queue is drained (or the deadline passed). Graceful shutdown (run in a
+    /// `ServiceGroup`) is `finish(within: shutdownBudget())`. Cancelling the calling task finishes at once: what is
+    /// still queued goes to the spool, or is dropped and counted; a send in progress is cancelled with the task, and
+    /// its batch is delivered or accounted for the same way by what the downstream answers. No task stays parked.
     public func run() async {
+        await withGracefulShutdownHandler {
+            await send()
+        } onGracefulShutdown: {
+            self.finish(within: self.shutdownBudget())
+        }
+    }
+
+    private func send() async {
         let workers = max(1, configuration.concurrency)
         await withTaskCancellationHandler {
             await withTaskGroup(of: Bool.self) { group in
@@ -464,13 +479,5 @@ extension Forwarder.Core {
         case .one: workers.takeOne().map { [$0] } ?? []
         case .all: workers.takeAll()
         }
-    }
-}
-
-extension Deque {
-    /// Removes and returns every element (the metrics/logs relay's waiters).
-    mutating func drain() -> Deque {
-        defer { removeAll() }
-        return self
     }
 }

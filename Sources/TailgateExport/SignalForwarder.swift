@@ -1,6 +1,6 @@
-public import DequeModule
 public import Logging
-public import Synchronization
+public import ServiceLifecycle
+import Synchronization
 
 /// Why a relayed metrics or logs request was lost after it was accepted (a metric label).
 public enum SignalDropReason: String, Sendable, CaseIterable {
@@ -24,29 +24,18 @@ public protocol SignalForwarderObserver: Sendable {
 /// drops it (counted), and at shutdown the queue is flushed until the deadline. When the queue is full `submit`
 /// answers false and the receiver pushes back (UNAVAILABLE / 503 with Retry-After), so nothing is dropped for room.
 ///
+/// Structure, as the trace forwarder's: every decision is made by `SignalQueueState` (a value) under one lock;
+/// `concurrency` workers send, and park in a `WaiterList` (cancellation-safe) when there is nothing to do — a submit
+/// wakes one, nothing polls. Retry delays and the shutdown deadline are on the injected clock. It is a
+/// swift-service-lifecycle `Service`: graceful shutdown calls `finish(within: shutdownBudget())`, cancellation
+/// finishes at once (what is queued is dropped and counted).
+///
 /// It shares the trace forwarder's downstream and neither runs nor closes it: stop this relay first.
-public final class SignalForwarder: Sendable {
-    struct Item: Sendable {
-        var bytes: [UInt8]
-        var signal: OTLPSignal
-        var json: Bool
-        /// Headers passed through from the agent's request.
-        var headers: [(String, String)] = []
-        var attempts = 0
-        var notBefore: ContinuousClock.Instant? = nil
-    }
-
-    struct State: ~Copyable {
-        var queue: Deque<Item> = []
-        var queuedBytes = 0
-        var inFlight = 0
-        var finishing = false
-        var deadline: ContinuousClock.Instant? = nil
-        var waiters: Deque<CheckedContinuation<Void, Never>> = []
-        var pausedUntil: ContinuousClock.Instant? = nil
-        var consecutiveFailures = 0
-
-        var drained: Bool { finishing && queue.isEmpty && inFlight == 0 }
+public final class SignalForwarder: Service, Sendable {
+    struct Core: Sendable {
+        var state: SignalQueueState
+        /// Workers with nothing to send (or waiting for a retry time).
+        var workers = WaiterList()
     }
 
     public let downstream: any Downstream
@@ -57,10 +46,18 @@ public final class SignalForwarder: Sendable {
     public let maxBackoff: Duration
     private let observer: any SignalForwarderObserver
     private let logger: Logger
-    private let state = Mutex(State())
+    private let clock: ForwarderClock
+    /// On graceful shutdown: how long from then the relay may flush before it drops what is left.
+    private let shutdownBudget: @Sendable () -> Duration
+    private let core: Mutex<Core>
 
+    /// `clock` times retry backoff and the shutdown deadline (the continuous clock unless a test drives it);
+    /// `shutdownBudget` is asked when graceful shutdown begins how long the relay may still flush (by default 25 s,
+    /// the default `shutdown_timeout`; serve passes what is left of its one shutdown budget).
     public init(downstream: any Downstream, queueBytes: Int, concurrency: Int = 2, initialBackoff: Duration = .milliseconds(100),
-                maxBackoff: Duration = .seconds(5), observer: any SignalForwarderObserver, logger: Logger) {
+                maxBackoff: Duration = .seconds(5), observer: any SignalForwarderObserver, logger: Logger,
+                clock: any Clock<Duration> = ContinuousClock(),
+                shutdownBudget: @escaping @Sendable () -> Duration = { .seconds(25) }) {
         self.downstream = downstream
         self.queueBytes = queueBytes
         self.concurrency = max(1, concurrency)
@@ -68,143 +65,163 @@ public final class SignalForwarder: Sendable {
         self.maxBackoff = maxBackoff
         self.observer = observer
         self.logger = logger
+        self.clock = ForwarderClock(clock)
+        self.shutdownBudget = shutdownBudget
+        core = Mutex(Core(state: SignalQueueState(queueBytes: queueBytes)))
     }
 
     /// Bytes waiting.
-    public var queuedBytes: Int { state.withLock { $0.queuedBytes } }
+    public var queuedBytes: Int { core.withLock { $0.state.queuedBytes } }
+
+    /// Requests queued, in flight, and workers parked (tests and diagnostics).
+    var snapshot: (queued: Int, inFlight: Int, parked: Int, reservations: Int, finishing: Bool) {
+        core.withLock { ($0.state.queue.count, $0.state.inFlight, $0.workers.parkedCount, $0.workers.count, $0.state.isFinishing) }
+    }
 
     /// Queues one request as it is; false (nothing queued) when it does not fit or the relay is finishing: the
     /// caller answers with a retryable error. A request larger than the whole queue is taken when the queue is empty.
+    /// An accepted request wakes one parked worker.
     public func submit(_ bytes: [UInt8], signal: OTLPSignal, json: Bool, headers: [(String, String)] = []) -> Bool {
-        let (accepted, queued, wake) = state.withLock { state -> (Bool, Int, CheckedContinuation<Void, Never>?) in
-            guard !state.finishing, state.queue.isEmpty || state.queuedBytes + bytes.count <= queueBytes else {
-                return (false, state.queuedBytes, nil)
-            }
-            state.queue.append(Item(bytes: bytes, signal: signal, json: json, headers: headers))
-            state.queuedBytes += bytes.count
-            return (true, state.queuedBytes, state.waiters.popFirst())
+        let item = SignalQueueState.Item(bytes: bytes, signal: signal, json: json, headers: headers)
+        let (accepted, queued) = update { state in
+            let (accepted, wake) = state.offer(item)
+            return ((accepted, state.queuedBytes), wake)
         }
-        wake?.resume()
         if accepted { observer.signalQueued(bytes: queued) }
         return accepted
     }
 
-    /// Sends until `finish(deadline:)` was called and the queue is drained (or the deadline passed).
+    /// Sends until `finish` was called and the queue is drained (or the deadline passed). Graceful shutdown (run in a
+    /// `ServiceGroup`) is `finish(within: shutdownBudget())`. Cancelling the calling task finishes at once: what is
+    /// still queued is dropped and counted; a send in progress is cancelled with the task, and its request is
+    /// delivered or dropped by what the downstream answers. No task stays parked.
     public func run() async {
-        await withTaskCancellationHandler {
-            await withTaskGroup(of: Void.self) { group in
-                for _ in 0..<concurrency { group.addTask { await self.worker() } }
+        await withGracefulShutdownHandler {
+            await withTaskCancellationHandler {
+                await withTaskGroup(of: Void.self) { group in
+                    for _ in 0..<concurrency { group.addTask { await self.worker() } }
+                }
+            } onCancel: {
+                self.finish(within: .zero)
             }
-        } onCancel: {
-            self.finish(deadline: .now)
+        } onGracefulShutdown: {
+            self.finish(within: self.shutdownBudget())
         }
     }
 
-    /// Stops taking requests; workers stop once the queue is empty, and drop (counted) what is left at `deadline`.
+    /// Stops taking requests; workers stop once the queue is empty, and drop (counted) what is left `budget` from now
+    /// (by the relay's clock). Later calls can only bring the deadline nearer.
+    public func finish(within budget: Duration) {
+        let deadline = clock.now + budget
+        update { ((), $0.finish(deadline: deadline)) }
+    }
+
+    /// `finish(within:)` with a deadline on the continuous clock (the shutdown budget's).
     public func finish(deadline: ContinuousClock.Instant) {
-        let wake = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.finishing = true
-            state.deadline = min(state.deadline ?? deadline, deadline)
-            return Array(state.waiters.drain())
+        finish(within: ContinuousClock.now.duration(to: deadline))
+    }
+
+    /// Applies a change to the state and wakes the workers it concerns.
+    @discardableResult
+    private func update<R>(_ change: (inout SignalQueueState) -> (R, SignalQueueState.Wake)) -> R {
+        let (result, wake) = core.withLock { core -> (R, [CheckedContinuation<Void, Never>]) in
+            let (result, wake) = change(&core.state)
+            switch wake {
+            case .none: return (result, [])
+            case .one: return (result, core.workers.takeOne().map { [$0] } ?? [])
+            case .all: return (result, core.workers.takeAll())
+            }
         }
         for w in wake { w.resume() }
+        return result
     }
 
-    enum Work {
-        case send(Item)
-        case drop(Item)
-        case waitUntil(ContinuousClock.Instant)
-        case idle
-        case stop
-    }
-
-    private func nextWork() -> Work {
-        let now = ContinuousClock.now
-        return state.withLock { state -> Work in
-            func take(_ i: Int) -> Item {
-                let item = state.queue.remove(at: i)
-                state.queuedBytes -= item.bytes.count
-                state.inFlight += 1
-                return item
-            }
-            guard !state.queue.isEmpty else { return state.drained ? .stop : .idle }
-            if let deadline = state.deadline, now >= deadline { return .drop(take(state.queue.startIndex)) }
-            var earliest: ContinuousClock.Instant? = nil
-            if let p = state.pausedUntil, p > now {
-                earliest = p
-            } else {
-                for i in state.queue.indices {
-                    guard let t = state.queue[i].notBefore, t > now else { return .send(take(i)) }
-                    earliest = min(earliest ?? t, t)
-                }
-            }
-            if let deadline = state.deadline, let e = earliest { earliest = min(e, deadline) }
-            return .waitUntil(earliest ?? now)
-        }
-    }
+    // MARK: Workers
 
     private func worker() async {
+        var cancelled = false
         while true {
-            switch nextWork() {
+            if !cancelled && Task.isCancelled {
+                // The run task's cancellation handler does the same; this worker may see the cancellation first.
+                cancelled = true
+                finish(within: .zero)
+            }
+            switch core.withLock({ $0.state.nextWork(now: clock.now) }) {
             case .stop:
                 return
-            case .idle:
-                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                    let now = state.withLock { state -> Bool in
-                        if !state.queue.isEmpty || state.drained { return true }
-                        state.waiters.append(continuation)
-                        return false
-                    }
-                    if now { continuation.resume() }
-                }
-            case .waitUntil(let t):
-                try? await Task.sleep(until: min(t, .now + .milliseconds(25)), clock: .continuous)
+            case .idle(let generation):
+                // Not cancellable: after a cancellation a worker may still have to wait for another's send to end,
+                // and is woken when it does (or when anything is queued).
+                await park(cancellable: false) { $0.state.generation == generation }
+            case .waitUntil(let t, let generation):
+                await sleep(until: t) { $0.state.generation == generation }
             case .drop(let item):
                 observer.signalDropped(item.signal, reason: .shutdown)
-                done()
+                update { ((), $0.finishedWith()) }
             case .send(let item):
                 await deliver(item)
             }
         }
     }
 
-    private func done() {
-        let wake = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.inFlight -= 1
-            return state.drained ? Array(state.waiters.drain()) : []
+    /// Parks the calling task unless `stillWaiting` is already false (checked under the lock, so no wake is missed).
+    /// `cancellable`: the task's cancellation ends the wait (its continuation is resumed by the handler).
+    private func park(cancellable: Bool, while stillWaiting: @escaping @Sendable (borrowing Core) -> Bool) async {
+        let id = core.withLock { $0.workers.reserve() }
+        let wait = {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let parked = self.core.withLock { core in
+                    stillWaiting(core) ? core.workers.park(id, continuation) : false
+                }
+                if !parked { continuation.resume() }
+            }
         }
-        for w in wake { w.resume() }
+        if cancellable {
+            await withTaskCancellationHandler {
+                await wait()
+            } onCancel: {
+                self.core.withLock { $0.workers.cancel(id) }?.resume()
+            }
+        } else {
+            await wait()
+        }
+        core.withLock { $0.workers.release(id) }
     }
 
-    private func deliver(_ taken: Item) async {
+    /// Sleeps until `deadline` on the relay's clock, or until woken (unless `stillWaiting` is false).
+    private func sleep(until deadline: Duration, while stillWaiting: @escaping @Sendable (borrowing Core) -> Bool) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await self.clock.sleep(until: deadline) }
+            group.addTask { await self.park(cancellable: true, while: stillWaiting) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    // MARK: Delivery
+
+    private func deliver(_ taken: SignalQueueState.Item) async {
         var item = taken
         let outcome = await downstream.send(item.bytes, signal: item.signal, json: item.json, headers: item.headers)
         switch outcome {
         case .delivered, .partial:
             observer.signalForwarded(item.signal, bytes: item.bytes.count)
-            state.withLock { state in
-                state.consecutiveFailures = 0
-                state.pausedUntil = nil
-            }
-            done()
+            update { ((), $0.delivered()) }
         case .invalid(let reason), .tooLarge(let reason), .permanent(let reason):
             observer.signalSendFailed(item.signal, reason: reason, willRetry: false)
             observer.signalDropped(item.signal, reason: .rejected)
             logger.error("downstream rejected a relayed \(item.signal.rawValue) request", metadata: [
                 "reason": "\(reason)", "bytes": "\(item.bytes.count)"])
-            done()
+            update { ((), $0.finishedWith()) }
         case .retryable(let reason, let retryAfter):
-            let now = ContinuousClock.now
+            let now = clock.now
             item.attempts += 1
-            let failures = state.withLock { state in
-                state.consecutiveFailures += 1
-                return state.consecutiveFailures
-            }
+            let (failures, deadline) = core.withLock { ($0.state.failedTransiently(), $0.state.deadline) }
             let delay = RetryDelay(initial: initialBackoff, max: maxBackoff).delay(attempt: max(item.attempts, failures), retryAfter: retryAfter)
-            if let deadline = state.withLock({ $0.deadline }), now + delay > deadline {
+            if let deadline, now + delay > deadline {
                 observer.signalSendFailed(item.signal, reason: reason, willRetry: false)
                 observer.signalDropped(item.signal, reason: .shutdown)
-                done()
+                update { ((), $0.finishedWith()) }
                 return
             }
             observer.signalSendFailed(item.signal, reason: reason, willRetry: true)
@@ -212,17 +229,11 @@ public final class SignalForwarder: Sendable {
                 logger.warning("downstream unavailable, relayed \(item.signal.rawValue) request requeued for retry", metadata: [
                     "reason": "\(reason)", "attempt": "\(item.attempts)", "retry_in": "\(delay)"])
             }
-            item.notBefore = now + delay
-            let (queued, wake) = state.withLock { state -> (Int, [CheckedContinuation<Void, Never>]) in
-                state.pausedUntil = max(state.pausedUntil ?? now, now + delay)
-                state.queue.append(item)
-                state.queuedBytes += item.bytes.count
-                state.inFlight -= 1
-                return (state.queuedBytes, Array(state.waiters.drain()))
+            let queued = update { state in
+                let wake = state.retry(item, at: now + delay, now: now)
+                return (state.queuedBytes, wake)
             }
-            for w in wake { w.resume() }
             observer.signalQueued(bytes: queued)
         }
     }
-
 }

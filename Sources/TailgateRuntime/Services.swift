@@ -2,7 +2,6 @@ import CTailgateSupport
 import Logging
 import ServiceLifecycle
 import Synchronization
-import TailgateExport
 import TailgateIngest
 
 /// One budget for the whole shutdown (`shutdown_timeout`): draining open requests, deciding, flushing. Started by
@@ -35,6 +34,13 @@ final class ShutdownBudget: Sendable {
     var drainDeadline: ContinuousClock.Instant { begin() + min(total / 3, .seconds(10)) }
     /// Everything must be delivered by then.
     var deadline: ContinuousClock.Instant { begin() + total }
+
+    /// What is left of the budget now (a forwarder's or the relay's `shutdownBudget`, asked on graceful shutdown);
+    /// with `flushingAtMost`, no more than that (with a store to persist to, a restart must be quick).
+    func remaining(flushingAtMost limit: Duration? = nil) -> Duration {
+        let deadline = limit.map { min(self.deadline, .now + $0) } ?? self.deadline
+        return ContinuousClock.now.duration(to: deadline)
+    }
 }
 
 /// Decides expired traces every tick; on graceful shutdown decides every buffered trace by policy.
@@ -65,32 +71,6 @@ struct DecisionService: Service {
             }
         }
         if persist { pipeline.persistAll() } else { pipeline.decideAll() }
-    }
-}
-
-/// A queue that sends until told to finish by a deadline: the trace forwarder and the metrics/logs relay.
-protocol DrainingSender: Sendable {
-    func run() async
-    func finish(deadline: ContinuousClock.Instant)
-}
-
-extension Forwarder: DrainingSender {}
-extension SignalForwarder: DrainingSender {}
-
-/// Sends (kept traces, relayed signals); on graceful shutdown flushes until the shutdown budget's deadline.
-struct ForwarderService: Service {
-    let forwarder: any DrainingSender
-    let shutdown: ShutdownBudget
-    /// With a store to persist to: flush for at most this long, then persist the rest (a restart must be quick).
-    var persistAfter: Duration? = nil
-
-    func run() async throws {
-        await withGracefulShutdownHandler {
-            await forwarder.run()
-        } onGracefulShutdown: {
-            let deadline = persistAfter.map { min(shutdown.deadline, .now + $0) } ?? shutdown.deadline
-            forwarder.finish(deadline: deadline)
-        }
     }
 }
 

@@ -82,11 +82,16 @@ public struct TailgateServer: Sendable {
         }
         // The metrics, plus the downstream's last success and failure for the status page.
         let health = DownstreamHealth(metrics: metrics)
+        // Both flush on graceful shutdown until the shutdown budget's deadline. Persisting: the trace forwarder flushes
+        // what the downstream takes quickly and keeps the rest for the next start (a restart must fit inside an SDK's
+        // retry window).
+        let persistAfter: Duration? = config.persistsOnShutdown ? min(config.shutdownTimeout / 3, .seconds(3)) : nil
         let forwarder = Forwarder(configuration: config.forwarder, downstream: downstream, observer: health, logger: logger,
-                                  spool: store)
+                                  spool: store, shutdownBudget: { shutdown.remaining(flushingAtMost: persistAfter) })
         let signals = SignalForwarder(downstream: downstream, queueBytes: config.signalQueueBytes,
                                       concurrency: config.forwarder.concurrency, initialBackoff: config.forwarder.initialBackoff,
-                                      maxBackoff: config.forwarder.maxBackoff, observer: metrics, logger: logger)
+                                      maxBackoff: config.forwarder.maxBackoff, observer: metrics, logger: logger,
+                                      shutdownBudget: { shutdown.remaining() })
         let relay = SignalRelay(forwarder: signals, metrics: metrics, logger: logger)
         var ingestTLS: IngestTLSContext? = nil
         if let tls = config.tls {
@@ -123,14 +128,11 @@ public struct TailgateServer: Sendable {
                 services.append(HTTPServerService(server: server, shutdown: nil))
                 listening.append("admin=\(address)")
             }
-            // Persisting: flush what the downstream takes quickly, keep the rest for the next start (a restart must
-            // fit inside an SDK's retry window).
-            services.append(ForwarderService(forwarder: forwarder, shutdown: shutdown,
-                                             persistAfter: config.persistsOnShutdown ? min(config.shutdownTimeout / 3, .seconds(3)) : nil))
-            // Stopped before the trace forwarder (services stop in reverse order), which closes the shared downstream.
+            // The forwarders are services themselves: graceful shutdown flushes them within the shutdown budget.
+            services.append(forwarder)
             // The metrics/logs relay: listed after the trace forwarder so that it stops first (the trace forwarder
             // closes the shared downstream).
-            services.append(ForwarderService(forwarder: signals, shutdown: shutdown))
+            services.append(signals)
             if let ingestTLS { services.append(CertificateReloadService(tls: ingestTLS)) }
             services.append(DecisionService(pipeline: pipeline, tick: config.decisionTick, persist: config.persistsOnShutdown))
             if let path = config.policiesPath {

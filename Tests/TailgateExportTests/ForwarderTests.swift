@@ -81,14 +81,15 @@ func keptTraces(_ traces: Int, spans: Int, padding: Int = 0, name: (UInt64) -> S
 
 /// A forwarder on `clock` (a fresh test clock unless given) with short timeouts.
 func forwarder(_ downstream: any Downstream, _ observer: CountingObserver = CountingObserver(), clock: TestClock = TestClock(),
-               spool: (any BatchSpool)? = nil, headerSets: HeaderSets = HeaderSets(), _ configure: (inout ForwarderConfiguration) -> Void = { _ in }) -> Forwarder {
+               spool: (any BatchSpool)? = nil, headerSets: HeaderSets = HeaderSets(), shutdownBudget: Duration = .seconds(25),
+               _ configure: (inout ForwarderConfiguration) -> Void = { _ in }) -> Forwarder {
     var c = ForwarderConfiguration()
     c.batchTimeout = .milliseconds(5)
     c.initialBackoff = .milliseconds(1)
     c.maxBackoff = .milliseconds(4)
     configure(&c)
     return Forwarder(configuration: c, downstream: downstream, observer: observer, logger: Logger(label: "test"), spool: spool,
-                     headerSets: headerSets, clock: clock)
+                     headerSets: headerSets, clock: clock, shutdownBudget: { shutdownBudget })
 }
 
 /// Runs the forwarder over `traces`, finishes it with a long deadline and drives its clock until it returns.

@@ -53,7 +53,7 @@ final class SignalScriptedDownstream: Downstream {
     let target = "scripted"
     let sent = Mutex<[(OTLPSignal, [UInt8], Bool)]>([])
     let script: @Sendable ([UInt8], Int) -> SendOutcome
-    private let attempts = Mutex(0)
+    let attempts = Mutex(0)
 
     init(_ script: @escaping @Sendable ([UInt8], Int) -> SendOutcome) { self.script = script }
 
@@ -78,23 +78,29 @@ final class SignalCounts: SignalForwarderObserver {
     func signalQueued(bytes: Int) {}
 }
 
+/// A relay on `clock` (a fresh test clock unless given) with short backoff.
+func relay(_ downstream: any Downstream, queueBytes: Int = 1 << 20, concurrency: Int = 1, observer: SignalCounts,
+           clock: TestClock = TestClock(), initialBackoff: Duration = .milliseconds(5), maxBackoff: Duration = .milliseconds(20),
+           shutdownBudget: Duration = .seconds(25)) -> SignalForwarder {
+    SignalForwarder(downstream: downstream, queueBytes: queueBytes, concurrency: concurrency, initialBackoff: initialBackoff,
+                    maxBackoff: maxBackoff, observer: observer, logger: Logger(label: "test"), clock: clock,
+                    shutdownBudget: { shutdownBudget })
+}
+
 @Suite struct SignalForwarderTests {
-    func relay(_ downstream: SignalScriptedDownstream, queueBytes: Int = 1 << 20, observer: SignalCounts) -> SignalForwarder {
-        SignalForwarder(downstream: downstream, queueBytes: queueBytes, concurrency: 1, initialBackoff: .milliseconds(5),
-                        maxBackoff: .milliseconds(20), observer: observer, logger: Logger(label: "test"))
-    }
 
     @Test func relaysBytesUnchangedAfterRetries() async {
         let downstream = SignalScriptedDownstream { _, attempt in
             attempt <= 2 ? .retryable(reason: "unavailable", retryAfter: nil) : .delivered
         }
         let counts = SignalCounts()
-        let forwarder = relay(downstream, observer: counts)
+        let clock = TestClock()
+        let forwarder = relay(downstream, observer: counts, clock: clock)
         #expect(forwarder.submit([1, 2, 3], signal: .metrics, json: false))
         #expect(forwarder.submit([4], signal: .logs, json: true))
         let task = Task { await forwarder.run() }
-        forwarder.finish(deadline: .now + .seconds(300))  // long: the suite shares two cooperative threads with CPU-heavy tests
-        await task.value
+        forwarder.finish(within: .seconds(300))
+        await clock.drive(task)
         let sent = downstream.sent.withLock { $0 }
         #expect(sent.map(\.1).sorted { $0.count > $1.count } == [[1, 2, 3], [4]])
         #expect(sent.contains { $0.0 == .logs && $0.2 })
@@ -105,11 +111,12 @@ final class SignalCounts: SignalForwarderObserver {
     @Test func permanentFailuresAreDroppedAndCounted() async {
         let downstream = SignalScriptedDownstream { _, _ in .permanent(reason: "HTTP 404") }
         let counts = SignalCounts()
-        let forwarder = relay(downstream, observer: counts)
+        let clock = TestClock()
+        let forwarder = relay(downstream, observer: counts, clock: clock)
         #expect(forwarder.submit([9], signal: .logs, json: false))
         let task = Task { await forwarder.run() }
-        forwarder.finish(deadline: .now + .seconds(300))  // long: the suite shares two cooperative threads with CPU-heavy tests
-        await task.value
+        forwarder.finish(within: .seconds(300))
+        await clock.drive(task)
         #expect(counts.dropped.withLock { $0 } == [SignalDropReason.rejected.rawValue: 1])
     }
 
@@ -124,12 +131,15 @@ final class SignalCounts: SignalForwarderObserver {
 
     @Test func whatIsUndeliveredAtTheDeadlineIsDroppedAsShutdown() async {
         let counts = SignalCounts()
-        let forwarder = relay(SignalScriptedDownstream { _, _ in .retryable(reason: "unavailable", retryAfter: nil) }, observer: counts)
+        let clock = TestClock()
+        let forwarder = relay(SignalScriptedDownstream { _, _ in .retryable(reason: "unavailable", retryAfter: nil) }, observer: counts,
+                              clock: clock)
         #expect(forwarder.submit([1], signal: .metrics, json: false))
         let task = Task { await forwarder.run() }
-        forwarder.finish(deadline: .now + .milliseconds(200))
-        await task.value
+        forwarder.finish(within: .milliseconds(200))
+        await clock.drive(task)
         #expect(counts.dropped.withLock { $0 } == [SignalDropReason.shutdown.rawValue: 1])
+        #expect(clock.now.offset <= .milliseconds(200))
     }
 
     @Test func downstreamsThatKnowOnlyTracesRefuseOtherSignals() async throws {
