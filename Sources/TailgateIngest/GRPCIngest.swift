@@ -6,8 +6,8 @@ public import NIOPosix
 /// accepted; the size limit applies after decompression (RESOURCE_EXHAUSTED beyond it, also for a message whose
 /// compressed size alone passes twice the limit: it is answered without being read on).
 ///
-/// Streams per connection, keepalive, idle and age limits come from `IngestLimits`. Every connection is bounded by
-/// its HTTP/2 connection window (16 MiB) plus the message being answered.
+/// Connections, streams per connection, keepalive, idle and age limits come from `IngestLimits`. Every connection is
+/// bounded by its HTTP/2 connection window (16 MiB) plus the message being answered.
 public final class GRPCIngestServer: Sendable {
     private let listener: GRPCListener
     private let host: String
@@ -38,7 +38,7 @@ public final class GRPCIngestServer: Sendable {
         let routes = GRPCRoutes(
             handler: handler, relay: relay, maxRequestBytes: limits.maxRequestBytes,
             maxWireBytes: max(2 * limits.maxRequestBytes, 64 << 20), budget: budget, authenticator: authenticator,
-            serving: serving, passThrough: handler.passThroughHeaders)
+            serving: serving, passThrough: handler.passThroughHeaders, maxConnections: limits.maxConnections)
         func amount(_ d: Duration) -> TimeAmount {
             .nanoseconds(d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000)
         }

@@ -36,6 +36,8 @@ struct GRPCRoutes: Sendable {
     let serving: @Sendable () -> Bool
     /// Lowercased names of headers passed through to the downstream.
     let passThrough: [String]
+    /// Open connections allowed; one more is closed at once (counted as refused, `connection_limit`).
+    var maxConnections = Int.max
 
     enum Method: Equatable {
         case export(IngestSignal)
@@ -385,6 +387,11 @@ struct GRPCListenerSettings: Sendable {
     var management: NIOHTTP2ServerConnectionManagementHandler.Configuration
 }
 
+/// Open connections of a listener.
+final class ConnectionCount: Sendable {
+    let open = Atomic(0)
+}
+
 /// Binds, serves and quiesces the gRPC listener.
 final class GRPCListener: Sendable {
     let group: any EventLoopGroup
@@ -393,6 +400,7 @@ final class GRPCListener: Sendable {
     let sslContext: NIOSSLContext?
     let quiesce: ServerQuiescingHelper
     private let state = Mutex(State())
+    private let connections = ConnectionCount()
     /// Completed with the bound address, or the bind error.
     let bound: EventLoopPromise<SocketAddress>
     /// Completed when the listener and every connection are closed after `beginGracefulShutdown`.
@@ -435,8 +443,14 @@ final class GRPCListener: Sendable {
                 }
             }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+            .childChannelInitializer { [connections] channel in
+                if connections.open.add(1, ordering: .relaxed).newValue > routes.maxConnections {
+                    connections.open.subtract(1, ordering: .relaxed)
+                    routes.handler.refused(transport: .grpc, reason: .connectionLimit)
+                    return channel.close()
+                }
+                channel.closeFuture.whenComplete { _ in connections.open.subtract(1, ordering: .relaxed) }
+                return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     if let sslContext { try sync.addHandler(NIOSSLServerHandler(context: sslContext)) }
                     try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection))

@@ -113,3 +113,49 @@ def test_h2load_concurrent_unary_calls(tailgate, tmp_path):
     out = subprocess.run(["h2load", "-n", "8", "-c", "1", "-d", str(body), *grpc_headers, url],
                          capture_output=True, text=True, timeout=30).stdout
     assert re.search(r"8 succeeded", out), out
+
+
+def test_connection_cap_on_the_grpc_listener(request, receiver, tmp_path):
+    """`limits.max_connections` holds on the gRPC listener too: one connection over it is closed at once (the client
+    sees UNAVAILABLE and retries), counted as `connection_limit`; a place freed is taken again."""
+    import socket
+    import time
+
+    from conftest import CONFIG_YAML, TailgateProcess, tailgate_binary
+
+    tg = TailgateProcess(tailgate_binary(), tmp_path, receiver.port,
+                         config_text=CONFIG_YAML.replace("limits:\n", "limits:\n  max_connections: 2\n"))
+    request.node._tailgates = [tg]
+    tg.start()
+    try:
+        host, port = tg.grpc_endpoint.rsplit(":", 1)
+        body = build_request(traces=1, spans_per_trace=2, seed=3).SerializeToString()
+        # Two connections held open, each one accepted (the server's SETTINGS frame arrives on it; a connection
+        # still counted from the readiness probe can make an attempt be refused, which is retried).
+        held = []
+        deadline = time.monotonic() + 10
+        while len(held) < 2 and time.monotonic() < deadline:
+            s = socket.create_connection((host, int(port)))
+            s.settimeout(2)
+            if s.recv(9):
+                held.append(s)
+            else:
+                s.close()
+                time.sleep(0.1)
+        assert len(held) == 2
+        code, details, _, _ = call(tg.grpc_endpoint, EXPORT_METHOD, body)
+        assert code == grpc.StatusCode.UNAVAILABLE, (code, details)
+        refused = [l for l in tg.metrics_text().splitlines()
+                   if l.startswith("tailgate_requests_refused_total{") and 'reason="connection_limit"' in l and 'transport="grpc"' in l]
+        assert refused and float(refused[0].split()[-1]) >= 1, refused
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 10
+        while True:
+            code, details, _, _ = call(tg.grpc_endpoint, EXPORT_METHOD, body)
+            if code == grpc.StatusCode.OK or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert code == grpc.StatusCode.OK, (code, details)
+    finally:
+        tg.kill()
