@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 import TailgateExport
+import TailgateHTTPServer
 import TailgateIngest
 
 /// One budget for the whole shutdown (`shutdown_timeout`): draining open requests, deciding, flushing. Started by
