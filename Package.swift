@@ -5,14 +5,16 @@ import PackageDescription
 //   TailgateWire → TailgateBuffer → TailgatePolicies → TailgateIngest / TailgateExport → TailgateStore → TailgateRuntime → tailgate
 // Beside the path, each with one concern:
 //   TailgateConfig: YAML with positions and hints, durations, sizes, host:port (Policies, Export, Runtime, the CLI).
-//   TailgateGRPCCodec: the raw-bytes gRPC codec (OTLP over gRPC without generated code), for Ingest and Export.
+//   TailgateGRPCCodec: the raw-bytes gRPC codec (OTLP over gRPC without generated code) of the downstream client.
+//   TailgateHTTPServer: a small HTTP/1.1 server that knows nothing of OTLP (imports no Tailgate module), for Ingest's
+//     OTLP/HTTP receiver and Runtime's admin listener (/metrics, probes, /debug, the status page).
 //   TailgateRecording: the `.tgrec` format and its rotating writer (Runtime tees requests into it; Loadtest replays).
 //   TailgateImport: the Collector `tail_sampling` importer (`tailgate import-otel`).
 //   TailgateLoadtest: generator, replay client, receiver, reports; uses Wire, Buffer, Policies, Ingest, Export and
 //     Recording, never Runtime. `tailgate` (the CLI) and `tailgate-bench` sit on top; neither uses a target under Tests/.
 // Wire and Buffer are pure (no I/O; the buffer takes an injected clock and reaches the disk only through the
-// `TraceStore` protocol); Policies reads nothing but its own file (`PolicySet.load`). Ingest, Export, Store,
-// Recording's writer and Runtime do the I/O. Every downstream client, in serve and in the load tester alike, is
+// `TraceStore` protocol); Policies reads nothing but its own file (`PolicySet.load`). HTTPServer, Ingest, Export,
+// Store, Recording's writer and Runtime do the I/O. Every downstream client, in serve and in the load tester alike, is
 // built by one factory in Export: `DownstreamAddress.makeDownstream`.
 let package = Package(
     name: "tailgate",
@@ -74,9 +76,20 @@ let package = Package(
             .product(name: "GRPCCore", package: "grpc-swift-2"),
         ]),
 
+        // A small HTTP/1.1 server on SwiftNIO (bounded bodies, connection cap, timeouts, an optional in-flight byte
+        // budget, TLS), knowing nothing of OTLP: the OTLP/HTTP receiver and the admin listener both run on it.
+        .target(name: "TailgateHTTPServer", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
         // I/O stages.
         .target(name: "TailgateIngest", dependencies: [
-            "TailgateWire",
+            "TailgateWire", "TailgateHTTPServer",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -116,7 +129,7 @@ let package = Package(
 
         // Wiring and CLI.
         .target(name: "TailgateRuntime", dependencies: [
-            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateIngest", "TailgateExport", "TailgateStore", "TailgateRecording", "TailgateConfig", "Yams", "CTailgateSupport",
+            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateIngest", "TailgateHTTPServer", "TailgateExport", "TailgateStore", "TailgateRecording", "TailgateConfig", "Yams", "CTailgateSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -146,8 +159,15 @@ let package = Package(
         .testTarget(name: "TailgateBufferTests", dependencies: ["TailgateBuffer", "TailgateWire", "TailgateTestSupport"]),
         .testTarget(name: "TailgatePoliciesTests", dependencies: ["TailgatePolicies", "TailgateBuffer", "TailgateWire", "TailgateConfig", "TailgateImport", "TailgateTestSupport"]),
         .testTarget(name: "TailgateImportTests", dependencies: ["TailgateImport", "TailgatePolicies", "TailgateConfig", "TailgateTestSupport"]),
+        .testTarget(name: "TailgateHTTPServerTests", dependencies: [
+            "TailgateHTTPServer",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "TailgateIngestTests", dependencies: [
-            "TailgateIngest", "TailgateWire", "TailgateTestSupport",
+            "TailgateIngest", "TailgateHTTPServer", "TailgateWire", "TailgateTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),

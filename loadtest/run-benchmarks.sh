@@ -34,13 +34,15 @@ echo "== 1. hot path (release build)"
 .build/release/tailgate-bench | tee "$OUT/bench.txt"
 
 DEFAULT_BUFFER="{wait_after_root: 2s, idle_timeout: 5s, max_buffered_bytes: 2GiB}"
-start_proxy() {  # $1: the buffer settings
+start_proxy() {  # $1: the buffer settings, $2: the store settings
+  local STORE=${2:-"{}"}
   rm -rf "$OUT/data"
   cat > "$OUT/proxy.yaml" <<YAML
 annotate_kept_spans: true
 policies_reload_interval: 0s
 data_dir: $PWD/$OUT/data
 buffer: $1
+store: $STORE
 forwarder: {compression: none, concurrency: 2}
 YAML
   $BIN serve --grpc-listen 127.0.0.1:$PROXY_PORT --http-listen 127.0.0.1:$HTTP_PORT --metrics-listen 127.0.0.1:$METRICS_PORT \
@@ -126,7 +128,7 @@ PY
 cat "$OUT/json.json"
 
 echo "== 8. memory while buffering (decisions held back: wait_after_root and idle_timeout 10 min)"
-start_proxy "{wait_after_root: 10m, idle_timeout: 10m, max_trace_age: 20m, max_buffered_bytes: 8GiB, spill_after: 20m}"
+start_proxy "{wait_after_root: 10m, idle_timeout: 10m, max_trace_age: 20m, max_buffered_bytes: 8GiB}" "{spill_after: 20m}"
 RSS0=$(awk '/VmRSS/{print $2}' /proc/$PROXY_PID/status)
 $BIN loadtest --target grpc://127.0.0.1:$PROXY_PORT --connections 8 --spans 1000000 \
     --json "$OUT/mem.json" --html "$OUT/mem.html" "$REC" | tail -3

@@ -1,6 +1,7 @@
 public import Foundation
 public import Yams
 public import TailgateConfig
+import TailgatePolicies
 
 /// Turns the `tail_sampling` processor of an OpenTelemetry Collector configuration into a Tailgate policies file
 /// (`tailgate import-otel COLLECTOR.yaml`), with a note, at its source position, for everything that could not be
@@ -64,24 +65,43 @@ extension CollectorImport {
         case string, number, bool, strings, policies, policy, rateAllocation
     }
 
-    /// Tailgate's policy types (the Collector's names) and their keys, in the Collector's order.
-    static let policyTypes: [(type: String, keys: [(key: String, kind: ValueKind)])] = [
-        ("always_sample", []),
-        ("latency", [("threshold_ms", .number), ("upper_threshold_ms", .number)]),
-        ("numeric_attribute", [("key", .string), ("min_value", .number), ("max_value", .number), ("invert_match", .bool)]),
-        ("string_attribute", [("key", .string), ("values", .strings), ("enabled_regex_matching", .bool), ("invert_match", .bool)]),
-        ("boolean_attribute", [("key", .string), ("value", .bool), ("invert_match", .bool)]),
-        ("span_count", [("min_spans", .number), ("max_spans", .number)]),
-        ("probabilistic", [("sampling_percentage", .number), ("hash_salt", .string)]),
-        ("status_code", [("status_codes", .strings)]),
-        ("rate_limiting", [("spans_per_second", .number), ("burst_capacity", .number)]),
-        ("bytes_limiting", [("bytes_per_second", .number), ("burst_capacity", .number)]),
-        ("trace_state", [("key", .string), ("values", .strings)]),
-        ("and", [("and_sub_policy", .policies)]),
-        ("not", [("not_sub_policy", .policy)]),
-        ("drop", [("drop_sub_policy", .policies)]),
-        ("composite", [("max_total_spans_per_second", .number), ("policy_order", .strings),
-                       ("composite_sub_policy", .policies), ("rate_allocation", .rateAllocation)]),
+    /// A Collector policy type Tailgate has: the Collector's name for it, the Tailgate policy type it becomes (the
+    /// imported policy is written with that type's `typeName`), and the Collector's keys, in the Collector's order,
+    /// with how each value is carried over. Each key is written under its Collector name, which the policy type's
+    /// `keys` accept (`CollectorImportTests` checks both against the registry, `TailgatePolicies.policyTypes`, and
+    /// loads what the importer writes with the real parser).
+    struct Translation: Sendable {
+        var collectorType: String
+        var policy: any SamplingPolicy.Type
+        var keys: [(key: String, kind: ValueKind)]
+
+        init(_ collectorType: String, _ policy: any SamplingPolicy.Type, _ keys: [(key: String, kind: ValueKind)]) {
+            self.collectorType = collectorType
+            self.policy = policy
+            self.keys = keys
+        }
+    }
+
+    /// The Collector's policy types Tailgate has, in the Collector's order.
+    static let translations: [Translation] = [
+        Translation("always_sample", AlwaysSamplePolicy.self, []),
+        Translation("latency", LatencyPolicy.self, [("threshold_ms", .number), ("upper_threshold_ms", .number)]),
+        Translation("numeric_attribute", NumericAttributePolicy.self,
+                    [("key", .string), ("min_value", .number), ("max_value", .number), ("invert_match", .bool)]),
+        Translation("string_attribute", StringAttributePolicy.self,
+                    [("key", .string), ("values", .strings), ("enabled_regex_matching", .bool), ("invert_match", .bool)]),
+        Translation("boolean_attribute", BooleanAttributePolicy.self, [("key", .string), ("value", .bool), ("invert_match", .bool)]),
+        Translation("span_count", SpanCountPolicy.self, [("min_spans", .number), ("max_spans", .number)]),
+        Translation("probabilistic", ProbabilisticPolicy.self, [("sampling_percentage", .number), ("hash_salt", .string)]),
+        Translation("status_code", StatusCodePolicy.self, [("status_codes", .strings)]),
+        Translation("rate_limiting", RateLimitingPolicy.self, [("spans_per_second", .number), ("burst_capacity", .number)]),
+        Translation("bytes_limiting", BytesLimitingPolicy.self, [("bytes_per_second", .number), ("burst_capacity", .number)]),
+        Translation("trace_state", TraceStatePolicy.self, [("key", .string), ("values", .strings)]),
+        Translation("and", AndPolicy.self, [("and_sub_policy", .policies)]),
+        Translation("not", NotPolicy.self, [("not_sub_policy", .policy)]),
+        Translation("drop", DropPolicy.self, [("drop_sub_policy", .policies)]),
+        Translation("composite", CompositePolicy.self, [("max_total_spans_per_second", .number), ("policy_order", .strings),
+                                                        ("composite_sub_policy", .policies), ("rate_allocation", .rateAllocation)]),
     ]
 
     /// Collector policy types Tailgate does not have, and why.
@@ -378,16 +398,16 @@ extension CollectorImport {
                 note(node, "\(what) (\(type)) not imported: \(unsupported.reason)\(afterNote)")
                 return (Item(comments: comments + ["left out '\(name)': \(type) is not supported\(afterComment)"], value: nil), name)
             }
-            guard let spec = CollectorImport.policyTypes.first(where: { $0.type == type }) else {
+            guard let spec = CollectorImport.translations.first(where: { $0.collectorType == type }) else {
                 var message = "\(what) not imported: unknown policy type '\(type)'"
-                if let hint = suggestion(for: type, among: CollectorImport.policyTypes.map(\.type)) {
+                if let hint = suggestion(for: type, among: CollectorImport.translations.map(\.collectorType)) {
                     message += "; did you mean '\(hint)'?"
                 }
                 note(node, message + afterNote)
                 return (Item(comments: comments + ["left out '\(name)': unknown type '\(type)'\(afterComment)"], value: nil), name)
             }
 
-            let knownBlocks = CollectorImport.policyTypes.map(\.type) + CollectorImport.unsupportedTypes.map(\.type)
+            let knownBlocks = CollectorImport.translations.map(\.collectorType) + CollectorImport.unsupportedTypes.map(\.type)
             var block: (keyNode: Node, value: Node)? = nil
             for entry in blocks {
                 if entry.key == type {
@@ -405,9 +425,10 @@ extension CollectorImport {
                 }
             }
 
+            let tailgateType = spec.policy.typeName
             var out: [(key: String, value: Out)] = [
                 ("name", .scalar(CollectorImport.renderString(name))),
-                ("type", .scalar(CollectorImport.renderString(type))),
+                ("type", .scalar(CollectorImport.renderString(tailgateType))),
             ]
             let context = Context(name: name, type: type, what: what)
             switch collectorOutcome(block, policy: node, context: context) {
@@ -419,7 +440,7 @@ extension CollectorImport {
             case .standIn(let standIn, let at, let reason, let comment):
                 note(at ?? node, "\(what) (\(type)): \(reason); written as \(standIn.description)")
                 comments.append("\(comment); written as \(standIn.description)")
-                out[1] = ("type", .scalar(standIn.type))
+                out[1] = ("type", .scalar(CollectorImport.renderString(standIn.type)))
                 if let settings = standIn.settings { out.append((standIn.type, settings)) }
                 return (Item(comments: comments, value: .mapping(out)), name)
             }
@@ -428,7 +449,7 @@ extension CollectorImport {
                 note(node, "\(what) (\(type)) not imported: \(reason)\(afterNote)")
                 return (Item(comments: comments + ["left out '\(name)': \(reason)\(afterComment)"], value: nil), name)
             case .keep(let settings):
-                if let settings { out.append((type, settings)) }
+                if let settings { out.append((tailgateType, settings)) }
             }
             if type == "probabilistic" {
                 note(node, "\(what) (probabilistic): Tailgate hashes trace IDs with XXH3 where the Collector uses FNV-1a, "
@@ -690,9 +711,12 @@ extension CollectorImport {
             var settings: Out?
             var description: String
 
-            static let never = StandIn(type: "probabilistic", settings: .mapping([("sampling_percentage", .scalar("0"))]),
-                                       description: "a probabilistic policy of 0 %, which keeps no trace either")
-            static let always = StandIn(type: "always_sample", settings: nil, description: "always_sample, which keeps every trace too")
+            static let never = StandIn(type: ProbabilisticPolicy.typeName, settings: .mapping([(percentageKey, .scalar("0"))]),
+                                       description: "a \(ProbabilisticPolicy.typeName) policy of 0 %, which keeps no trace either")
+            static let always = StandIn(type: AlwaysSamplePolicy.typeName, settings: nil,
+                                        description: "\(AlwaysSamplePolicy.typeName), which keeps every trace too")
+            /// The probabilistic policy's percentage, as its `keys` spell it.
+            static let percentageKey = "sampling_percentage"
         }
 
         enum Outcome {

@@ -1,4 +1,5 @@
 import Synchronization
+public import TailgateHTTPServer
 
 /// What one client, or all of them together, may cost the receivers. Every field has a documented default.
 public struct IngestLimits: Sendable, Equatable {
@@ -28,8 +29,22 @@ public struct IngestLimits: Sendable, Equatable {
     public init() {}
 }
 
-/// The global bound on in-flight request bytes (`IngestLimits.maxInflightBytes`), shared by both receivers.
-public final class InflightBudget: Sendable {
+extension HTTPServer.Options {
+    /// The OTLP/HTTP receiver's bounds: body size, connection cap, timeouts, and the in-flight budget it shares with
+    /// the gRPC receiver.
+    public init(limits: IngestLimits, budget: InflightBudget?) {
+        self.init(maxBodyBytes: limits.maxRequestBytes)
+        maxConnections = limits.maxConnections
+        readHeaderTimeout = limits.readHeaderTimeout
+        readBodyTimeout = limits.readBodyTimeout
+        idleTimeout = limits.connectionIdleTimeout
+        self.budget = budget
+    }
+}
+
+/// The global bound on in-flight request bytes (`IngestLimits.maxInflightBytes`), shared by both receivers (the
+/// HTTP server takes it as its `HTTPBodyBudget`).
+public final class InflightBudget: HTTPBodyBudget {
     public let limit: Int
     private let used = Atomic<Int>(0)
 

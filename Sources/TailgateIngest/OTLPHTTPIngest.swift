@@ -1,5 +1,6 @@
 public import NIOCore
 public import NIOHTTP1
+public import TailgateHTTPServer
 public import TailgateWire
 
 /// The OTLP/HTTP receiver's route: `POST /v1/traces` with `application/x-protobuf` or `application/json`,
@@ -155,8 +156,8 @@ public struct OTLPHTTPIngest: Sendable {
 
     /// Counts a refusal by the HTTP server (connection cap, timeouts, in-flight budget) and, for a request, builds
     /// the OTLP answer: 429 with `Retry-After` for the in-flight budget.
-    public func refused(_ head: HTTPRequestHead?, reason: RefusalReason) -> HTTPResponse? {
-        handler.refused(transport: .http, reason: reason)
+    public func refused(_ head: HTTPRequestHead?, reason: HTTPServer.Refusal) -> HTTPResponse? {
+        handler.refused(transport: .http, reason: RefusalReason(reason))
         guard let head, reason == .inflightLimit else { return nil }
         let json = head.headers.first(name: "content-type")?.lowercased().hasPrefix("application/json") ?? false
         var response = error(.tooManyRequests, Self.resourceExhausted, "too many request bytes in flight; retry later", json ? .json : .protobuf)
@@ -186,6 +187,17 @@ public struct OTLPHTTPIngest: Sendable {
             HTTPResponse(status: status, contentType: encoding.contentType, body: OTLPResponse.status(code: code, message: message))
         case .json:
             HTTPResponse(status: status, contentType: encoding.contentType, body: Array(OTLPResponse.statusJSON(code: code, message: message).utf8))
+        }
+    }
+}
+
+extension RefusalReason {
+    /// The metric label of a refusal by the HTTP server itself.
+    init(_ refusal: HTTPServer.Refusal) {
+        switch refusal {
+        case .inflightLimit: self = .inflightLimit
+        case .connectionLimit: self = .connectionLimit
+        case .timeout: self = .timeout
         }
     }
 }

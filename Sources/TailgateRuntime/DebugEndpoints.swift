@@ -4,7 +4,7 @@ import NIOHTTP1
 import Synchronization
 import TailgateBuffer
 import TailgateExport
-import TailgateIngest
+import TailgateHTTPServer
 import TailgatePolicies
 import TailgateStore
 import TailgateWire

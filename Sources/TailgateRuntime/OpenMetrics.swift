@@ -1,6 +1,6 @@
 import Foundation
 import NIOHTTP1
-import TailgateIngest
+import TailgateHTTPServer
 
 /// OpenMetrics 1.0 text for `/metrics` when the scraper asks for it (`Accept: application/openmetrics-text`).
 ///

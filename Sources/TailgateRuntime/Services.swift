@@ -2,6 +2,7 @@ import CTailgateSupport
 import Logging
 import ServiceLifecycle
 import Synchronization
+import TailgateHTTPServer
 import TailgateIngest
 
 /// One budget for the whole shutdown (`shutdown_timeout`): draining open requests, deciding, flushing. Started by

@@ -1,5 +1,5 @@
 import NIOHTTP1
-import TailgateIngest
+import TailgateHTTPServer
 
 /// The live status page at `/` on the admin listener: one self-contained HTML page (no external assets) that polls
 /// `GET /debug/status` every few seconds and looks trace IDs up with `GET /debug/traces/{id}`. Everything it shows is

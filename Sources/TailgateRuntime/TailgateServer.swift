@@ -5,6 +5,7 @@ public import NIOPosix
 public import ServiceLifecycle
 public import TailgateBuffer
 public import TailgateExport
+import TailgateHTTPServer
 public import TailgateIngest
 public import TailgatePolicies
 public import TailgateStore

@@ -548,7 +548,7 @@ struct CollectorImportCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func everySupportedTypeHasACase() {
-        #expect(Set(Self.supported.map(\.label)) == Set(CollectorImport.policyTypes.map(\.type)))
+        #expect(Set(Self.supported.map(\.label)) == Set(CollectorImport.translations.map(\.collectorType)))
     }
 
     static let changed: [CollectorImportCase] = [
@@ -951,5 +951,75 @@ struct CollectorImportCase: Sendable, CustomTestStringConvertible {
         #expect(policy["name"] as? String == "no")
         #expect((policy["boolean_attribute"] as? [String: Any])?["key"] as? String == "a: b")
         #expect((policy["boolean_attribute"] as? [String: Any])?["value"] as? Bool == true)
+    }
+}
+
+/// The importer's Tailgate side comes from the policy registry: every type it writes is registered, every key it
+/// writes is one its policy type accepts, and what it writes loads with the parser `tailgate check` uses.
+@Suite struct CollectorImportVocabularyTests {
+    typealias StandIn = CollectorImport.Converter.StandIn
+
+    @Test func everyTypeItWritesIsInTheRegistry() {
+        let registered = Set(policyTypes.map { ObjectIdentifier($0) })
+        for translation in CollectorImport.translations {
+            #expect(registered.contains(ObjectIdentifier(translation.policy)), "\(translation.collectorType)")
+        }
+        let names = Set(policyTypes.map { $0.typeName })
+        for standIn in [StandIn.never, StandIn.always] {
+            #expect(names.contains(standIn.type), "stand-in \(standIn.type)")
+        }
+        // One Collector type to one Tailgate type.
+        #expect(Set(CollectorImport.translations.map(\.collectorType)).count == CollectorImport.translations.count)
+    }
+
+    @Test func everyKeyItWritesIsAcceptedByItsPolicyType() throws {
+        for translation in CollectorImport.translations {
+            for (key, _) in translation.keys {
+                #expect(translation.policy.keys.contains(key), "\(translation.collectorType).\(key) is not a key of \(translation.policy.typeName)")
+            }
+        }
+        for standIn in [StandIn.never, StandIn.always] {
+            let policy = try #require(policyTypes.first { $0.typeName == standIn.type })
+            guard case .mapping(let entries)? = standIn.settings else { continue }
+            for entry in entries {
+                #expect(policy.keys.contains(entry.key), "stand-in \(standIn.type).\(entry.key)")
+            }
+        }
+    }
+
+    static let standIns = [
+        "- {name: p, type: string_attribute, string_attribute: {key: k, values: []}}",
+        "- {name: p, type: string_attribute, string_attribute: {key: k, values: [], invert_match: true}}",
+        "- {name: p, type: trace_state, trace_state: {key: vendor, values: []}}",
+        "- {name: p, type: latency, latency: {threshold_ms: 500, upper_threshold_ms: 100}}",
+    ]
+
+    /// Imports this test found the parser refusing, left as they are (this change only moved the vocabulary): a
+    /// latency bound in exponent notation (`3e4`) is carried over as written, as `.number`, but the latency policy
+    /// takes only integers ("upper_threshold_ms must be an integer, got '3e4'").
+    static let knownIssues: Set<String> = [
+        "- {name: p, type: latency, latency: {threshold_ms: 1500, upper_threshold_ms: 3e4}}",
+    ]
+
+    @Test(arguments: CollectorImportPolicyTypeTests.supported.map(\.input) + standIns)
+    func whatItWritesLoadsWithTheRealParser(_ input: String) throws {
+        let result = try CollectorImport.convert(collector(input), file: "c.yaml")
+        func load() throws {
+            let set = try PolicySet.parse(result.policiesYAML, file: "imported.yaml")
+            #expect(!set.policies.isEmpty)
+        }
+        if Self.knownIssues.contains(input) {
+            withKnownIssue("an integer key written in exponent notation is copied as written") { try load() }
+        } else {
+            try load()
+        }
+    }
+
+    @Test func theRealisticConfigurationLoadsWithTheRealParser() throws {
+        let result = try CollectorImport.convert(CollectorImportRealisticTests.config, file: "otelcol.yaml")
+        let set = try PolicySet.parse(result.policiesYAML, file: "imported.yaml")
+        #expect(set.policies.map(\.name) == [
+            "errors", "slow", "checkout-routes", "baseline", "big-llm-traces", "not-health", "drop-synthetic", "budget",
+        ])
     }
 }

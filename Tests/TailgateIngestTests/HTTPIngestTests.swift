@@ -7,6 +7,7 @@ import NIOCore
 import NIOHTTP1
 import Synchronization
 import Testing
+import TailgateHTTPServer
 import TailgateTestSupport
 @testable import TailgateIngest
 @testable import TailgateWire

@@ -1,5 +1,5 @@
 public import Logging
-public import NIOConcurrencyHelpers
+import NIOConcurrencyHelpers
 public import NIOCore
 public import NIOHTTP1
 public import NIOPosix
@@ -41,9 +41,20 @@ public final class HTTPServer: Sendable {
     /// Builds the answer to a request whose body is over the limit (the body is not read).
     public typealias TooLarge = @Sendable (HTTPRequestHead, _ limit: Int) -> HTTPResponse
     /// Builds the answer to a request refused for a reason other than size (in-flight budget, timeout).
-    public typealias Refused = @Sendable (HTTPRequestHead?, RefusalReason) -> HTTPResponse?
+    public typealias Refused = @Sendable (HTTPRequestHead?, Refusal) -> HTTPResponse?
 
-    /// Connection and request bounds (see `IngestLimits` for the defaults of the OTLP receiver).
+    /// Why the server refused a connection or request on its own, before a route saw it (body size aside, which has
+    /// `TooLarge`).
+    public enum Refusal: Sendable, Equatable, CaseIterable {
+        /// The declared or received body did not fit `Options.budget`: answered before the body is read.
+        case inflightLimit
+        /// Over `Options.maxConnections`: the connection was closed at once (no request head).
+        case connectionLimit
+        /// The request head or body did not arrive in time (`readHeaderTimeout`, `readBodyTimeout`).
+        case timeout
+    }
+
+    /// Connection and request bounds (the OTLP receiver's come from `IngestLimits`, in TailgateIngest).
     public struct Options: Sendable {
         public var maxBodyBytes: Int
         public var maxConnections: Int = 1024
@@ -51,7 +62,7 @@ public final class HTTPServer: Sendable {
         public var readBodyTimeout: Duration = .seconds(60)
         public var idleTimeout: Duration = .seconds(120)
         /// Shared bound on in-flight body bytes; nil for none.
-        public var budget: InflightBudget? = nil
+        public var budget: (any HTTPBodyBudget)? = nil
         /// Threads running routes. Default 2.
         public var threads: Int = 2
         /// Requests for which this answers true (e.g. OTLP/JSON, which costs far more CPU per byte than protobuf)
@@ -63,15 +74,6 @@ public final class HTTPServer: Sendable {
 
         public init(maxBodyBytes: Int) {
             self.maxBodyBytes = maxBodyBytes
-        }
-
-        public init(limits: IngestLimits, budget: InflightBudget?) {
-            maxBodyBytes = limits.maxRequestBytes
-            maxConnections = limits.maxConnections
-            readHeaderTimeout = limits.readHeaderTimeout
-            readBodyTimeout = limits.readBodyTimeout
-            idleTimeout = limits.connectionIdleTimeout
-            self.budget = budget
         }
 
         /// The pool a request runs on.
@@ -222,6 +224,16 @@ public final class HTTPServer: Sendable {
         try? await pools.normal.shutdownGracefully()
         if options.isHeavy != nil { try? await pools.heavy.shutdownGracefully() }
     }
+}
+
+/// A bound on the request-body bytes being read or answered at once, possibly shared with other servers (the OTLP
+/// receivers share `InflightBudget`, in TailgateIngest). The server takes a request's `Content-Length` before reading
+/// its body (a chunked body as it arrives) and gives it back once the request is answered or abandoned.
+public protocol HTTPBodyBudget: Sendable {
+    /// Takes `bytes`, or answers false when they do not fit (nothing taken).
+    func tryAcquire(_ bytes: Int) -> Bool
+    /// Gives back bytes taken by `tryAcquire`.
+    func release(_ bytes: Int)
 }
 
 /// A listener could not bind.
