@@ -797,6 +797,12 @@ extension CollectorImport {
             case .number, .bool:
                 let expected: [Tag.Name] = kind == .number ? [.int, .float] : [.bool]
                 if CollectorImport.isPlainSafe(text), expected.contains(CollectorImport.plainTag(text)) {
+                    // A whole number written as a float (`3e4`, `30000.0`) is the integer the Collector reads: written
+                    // as one, it suits the keys that take only integers as well as those that take any number.
+                    if kind == .number, CollectorImport.plainTag(text) == .float, let v = Double(text), v.rounded() == v,
+                       abs(v) < 9e15 {
+                        return .scalar(String(Int64(v)))
+                    }
                     return .scalar(text)
                 }
                 note(node, "\(context.what): '\(key)' should be \(kind == .number ? "a number" : "true or false"), got '\(text)'; copied as written")

@@ -424,8 +424,8 @@ final class GRPCListener: Sendable {
 
     func bind(host: String, port: Int) async throws -> any Channel {
         let routes = routes, settings = settings, sslContext = sslContext, quiesce = quiesce
-        var connection = NIOHTTP2Handler.ConnectionConfiguration()
-        connection.initialSettings = [
+        var configuration = NIOHTTP2Handler.ConnectionConfiguration()
+        configuration.initialSettings = [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: settings.maxConcurrentStreams),
             HTTP2Setting(parameter: .maxFrameSize, value: settings.maxFrameSize),
             // Larger than any message taken: a call never waits for a stream WINDOW_UPDATE (the connection window
@@ -433,6 +433,7 @@ final class GRPCListener: Sendable {
             HTTP2Setting(parameter: .initialWindowSize, value: min(Int(Int32.max), routes.maxWireBytes + (1 << 20))),
             HTTP2Setting(parameter: .maxHeaderListSize, value: 64 << 10),
         ]
+        let connection = configuration
         let management = settings.management
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)

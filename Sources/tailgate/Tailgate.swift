@@ -9,6 +9,7 @@ import TailgateRuntime
 import TailgateRecording
 import TailgateConfig
 import TailgateImport
+import TailgateWire
 
 @main
 struct Tailgate: AsyncParsableCommand {

@@ -9,6 +9,7 @@ import TailgateTestSupport
 @testable import TailgateWire
 import Synchronization
 import TailgateRecording
+import TailgateConfig
 
 func tempFile(_ name: String, _ text: String) -> String {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tailgate-tests-\(UUID().uuidString)")
