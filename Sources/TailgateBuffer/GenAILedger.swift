@@ -1,4 +1,4 @@
-public import TailgateWire
+package import TailgateWire
 
 /// The GenAI spans of one trace and the tokens each one counts for: the rule that keeps one model call from being
 /// counted twice (README, "How tokens are counted").
@@ -14,17 +14,17 @@ public import TailgateWire
 /// - nested agents follow the same rule level by level (the innermost reports count first).
 /// Cache-read and cache-creation tokens are part of input tokens, reasoning tokens part of output tokens: they are
 /// never added on top. A span that reports only a total counts it as `totalOnly`.
-public struct GenAILedger: Sendable, Equatable {
-    public private(set) var spans: [GenAISpan] = []
+package struct GenAILedger: Sendable, Equatable {
+    package private(set) var spans: [GenAISpan] = []
     /// Per span of `spans`: the tokens it counts for (by `GenAISpan.Lane`), once `resolve` ran.
-    public private(set) var counted: [SIMD8<Int64>] = []
-    public private(set) var resolved = false
+    package private(set) var counted: [SIMD8<Int64>] = []
+    package private(set) var resolved = false
     /// Spans beyond this are not recorded (a trace is decided at `maxSpansPerTrace` anyway).
-    public static let maxSpans = 20_000
+    package static let maxSpans = 20_000
 
-    public init() {}
+    package init() {}
 
-    public init(spans: [GenAISpan]) {
+    package init(spans: [GenAISpan]) {
         self.spans = spans
         updateAllocation()
     }
@@ -37,11 +37,11 @@ public struct GenAILedger: Sendable, Equatable {
         allocated = spans.capacity * MemoryLayout<GenAISpan>.stride + counted.capacity * MemoryLayout<SIMD8<Int64>>.stride + 96
     }
 
-    public static func == (a: GenAILedger, b: GenAILedger) -> Bool {
+    package static func == (a: GenAILedger, b: GenAILedger) -> Bool {
         a.spans == b.spans && a.counted == b.counted && a.resolved == b.resolved
     }
 
-    public mutating func append(_ span: GenAISpan) {
+    package mutating func append(_ span: GenAISpan) {
         guard spans.count < Self.maxSpans else { return }
         spans.append(span)
         resolved = false
@@ -49,10 +49,10 @@ public struct GenAILedger: Sendable, Equatable {
     }
 
     /// Bytes held, for the buffer's memory accounting (strings of up to 15 bytes are stored inline).
-    public var accountedBytes: Int { allocated }
+    package var accountedBytes: Int { allocated }
 
     /// Whether the rule needs the trace's span tree: an aggregate span reports usage and another span does too.
-    public var needsAncestry: Bool {
+    package var needsAncestry: Bool {
         var reporters = 0, aggregates = 0
         for s in spans where s.hasUsage {
             reporters += 1
@@ -63,7 +63,7 @@ public struct GenAILedger: Sendable, Equatable {
 
     /// Computes `counted`. `parentOf` gives the parent of any span of the trace the caller knows (nil when unknown);
     /// the ledger's own spans' parents are used too, so spans linked directly resolve without it.
-    public mutating func resolve(parentOf: (UInt64) -> UInt64? = { _ in nil }) {
+    package mutating func resolve(parentOf: (UInt64) -> UInt64? = { _ in nil }) {
         counted = Array(repeating: SIMD8(), count: spans.count)
         resolved = true
         updateAllocation()
@@ -133,7 +133,7 @@ public struct GenAILedger: Sendable, Equatable {
     }
 
     /// Tokens the trace counts (input + output + totals reported alone) over the spans `matching` accepts.
-    public func totalTokens(matching: (GenAISpan) -> Bool = { _ in true }) -> Int64 {
+    package func totalTokens(matching: (GenAISpan) -> Bool = { _ in true }) -> Int64 {
         var sum: Int64 = 0
         // Through the buffer: `spans[i]` would copy each span (retaining its strings) to pass it to `matching`.
         spans.withUnsafeBufferPointer { spans in

@@ -4,9 +4,9 @@ import Synchronization
 /// `X-Scope-OrgID`), interned: a trace, a late span or a forward batch carries a small ID instead of the strings.
 /// ID 0 is "none". Distinct sets are capped (`limit`); beyond it a request's headers are not passed through (counted
 /// by the caller through `overflowed`).
-public final class HeaderSets: Sendable {
-    public static let none: UInt32 = 0
-    public let limit: Int
+package final class HeaderSets: Sendable {
+    package static let none: UInt32 = 0
+    package let limit: Int
     private struct State {
         var ids: [String: UInt32] = [:]
         var sets: [[(String, String)]] = [[]]
@@ -14,12 +14,12 @@ public final class HeaderSets: Sendable {
     }
     private let state = Mutex(State())
 
-    public init(limit: Int = 10_000) {
+    package init(limit: Int = 10_000) {
         self.limit = limit
     }
 
     /// The ID of a set of (lowercased name, value) pairs; `.none` for an empty set or beyond the limit.
-    public func id(_ pairs: [(String, String)]) -> UInt32 {
+    package func id(_ pairs: [(String, String)]) -> UInt32 {
         guard !pairs.isEmpty else { return Self.none }
         let key = Self.key(pairs)
         return state.withLock { s in
@@ -36,21 +36,21 @@ public final class HeaderSets: Sendable {
     }
 
     /// The pairs of an ID (empty for `.none` or an unknown ID).
-    public func pairs(_ id: UInt32) -> [(String, String)] {
+    package func pairs(_ id: UInt32) -> [(String, String)] {
         guard id != Self.none else { return [] }
         return state.withLock { s in Int(id) < s.sets.count ? s.sets[Int(id)] : [] }
     }
 
     /// Requests whose headers were not passed through because `limit` distinct sets were reached.
-    public var overflowed: Int { state.withLock { $0.overflowed } }
+    package var overflowed: Int { state.withLock { $0.overflowed } }
 
     /// A stable text form of a set (`name: value` lines), as written in the store.
-    public static func key(_ pairs: [(String, String)]) -> String {
+    package static func key(_ pairs: [(String, String)]) -> String {
         pairs.map { "\($0.0): \($0.1)" }.joined(separator: "\n")
     }
 
     /// The pairs of a text form written by `key`.
-    public static func parse(_ key: String) -> [(String, String)] {
+    package static func parse(_ key: String) -> [(String, String)] {
         key.split(separator: "\n").compactMap { line in
             guard let colon = line.firstIndex(of: ":") else { return nil }
             return (String(line[..<colon]), String(line[line.index(after: colon)...].dropFirst()))

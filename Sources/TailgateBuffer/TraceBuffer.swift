@@ -1,52 +1,52 @@
-public import DequeModule
-public import HeapModule
-public import Synchronization
-public import TailgateWire
+import DequeModule
+import HeapModule
+import Synchronization
+package import TailgateWire
 
 /// When and how much the buffer holds. Every field has a documented default.
-public struct BufferConfiguration: Sendable, Equatable {
+package struct BufferConfiguration: Sendable, Equatable {
     /// Number of independently locked shards (rounded up to a power of two). Default 16.
-    public var shardCount: Int = 16
+    package var shardCount: Int = 16
     /// Once a trace's root span (no parent) has arrived and no span waits for a parent of its own process, decide
     /// after this long, to let other services' exporters deliver their spans. Default 5 s.
-    public var waitAfterRoot: Duration = .seconds(5)
+    package var waitAfterRoot: Duration = .seconds(5)
     /// Decide a trace whose tree is complete after this long without a new span. Default 30 s.
-    public var idleTimeout: Duration = .seconds(30)
+    package var idleTimeout: Duration = .seconds(30)
     /// A trace whose only missing parents are remote (another process, which may never export to Tailgate: a
     /// gateway, a browser) or of unknown locality is decided after this long without a new span. Default 2 min: long
     /// enough for a caller that exports here to finish a reasoning-model call, short enough that an invisible caller
     /// costs at most 4× the memory of `idleTimeout`.
-    public var remoteParentTimeout: Duration = .seconds(120)
+    package var remoteParentTimeout: Duration = .seconds(120)
     /// Decide a trace at the latest this long after its first span — in particular a run whose spans name a parent
     /// of their own process that has not arrived (the run is still going: SDKs export a span when it ends, so the
     /// root comes last). Default 30 min, the length of a long agent run (deep research, human-in-the-loop tools).
-    public var maxTraceAge: Duration = .seconds(1800)
+    package var maxTraceAge: Duration = .seconds(1800)
     /// A trace reaching this many spans is decided at once; its later spans follow that decision. Default 10,000.
-    public var maxSpansPerTrace: Int = 10_000
+    package var maxSpansPerTrace: Int = 10_000
     /// Over this many buffered bytes, the oldest traces are decided early (never dropped undecided). Default 512 MiB.
-    public var maxBufferedBytes: Int = 512 << 20
+    package var maxBufferedBytes: Int = 512 << 20
     /// How many decided trace IDs are remembered at most, per outcome (kept and dropped), for late spans. A decision
     /// is remembered for `maxTraceAge` + 5 min (a late span of a run can come no later); one forgotten sooner (the
     /// cache is full) is counted (`earlyEvictions`), as its trace's late spans could get a second decision.
     /// Default 100,000 (≈ 20 MiB): enough for 50 traces/s of each outcome; raise it with the rate.
-    public var decisionCacheSize: Int = 100_000
+    package var decisionCacheSize: Int = 100_000
     /// With a trace store (`data_dir`): a trace's spans move to disk once it has been this long without a new span
     /// (its summary stays in memory; a keep reads them back). Default 10 s: past the common window of a trace that
     /// completes, well inside the minutes an agent run waits for a model.
-    public var spillAfter: Duration = .seconds(10)
+    package var spillAfter: Duration = .seconds(10)
     /// With a trace store: the spans of a dropped trace are kept on disk this long, so that a late span that makes a
     /// deterministic policy keep it (an error, a token budget crossed) revises the drop and the whole trace is
     /// forwarded (`tailgate.decision.trigger=revised`). 0 turns it off. Default 5 min.
-    public var reviseWindow: Duration = .seconds(300)
+    package var reviseWindow: Duration = .seconds(300)
     /// Seed of the hash that picks a trace's shard; nil (the default): random per buffer, so that a client cannot aim
     /// all of its traffic at one shard (sampling decisions do not depend on it).
-    public var shardSeed: UInt64? = nil
+    package var shardSeed: UInt64? = nil
 
-    public init() {}
+    package init() {}
 }
 
 /// Why a trace was decided when it was.
-public enum DecisionTrigger: String, Sendable, CaseIterable {
+package enum DecisionTrigger: String, Sendable, CaseIterable {
     /// `waitAfterRoot` passed after the root span arrived.
     case root
     /// `idleTimeout` passed without new spans.
@@ -75,50 +75,50 @@ enum ParentLocality: UInt8 {
 }
 
 /// Running aggregates of one trace: everything a policy may look at, without rescanning spans.
-public struct TraceSummary: Sendable, Equatable {
-    public var traceID: TraceID
-    public var spanCount: Int = 0
+package struct TraceSummary: Sendable, Equatable {
+    package var traceID: TraceID
+    package var spanCount: Int = 0
     /// Bits of `StatusCode.bit` for every status seen.
-    public var statusMask: UInt8 = 0
+    package var statusMask: UInt8 = 0
     /// `AttributePlan` condition bits satisfied by any span.
-    public var bits: UInt64 = 0
+    package var bits: UInt64 = 0
     /// `AttributePlan` condition bits satisfied by the root span.
-    public var rootBits: UInt64 = 0
+    package var rootBits: UInt64 = 0
     /// Per-slot sums of the `AttributePlan` over all spans.
-    public var sums = SIMD8<Int64>()
-    public var earliestStart: UInt64 = .max
-    public var latestEnd: UInt64 = 0
-    public var rootSeen = false
+    package var sums = SIMD8<Int64>()
+    package var earliestStart: UInt64 = .max
+    package var latestEnd: UInt64 = 0
+    package var rootSeen = false
     /// Span payload bytes of the trace.
-    public var spanBytes: Int = 0
-    public var trigger: DecisionTrigger = .idle
+    package var spanBytes: Int = 0
+    package var trigger: DecisionTrigger = .idle
     /// Clock time of the decision (nanoseconds of the buffer's clock): what rate limits count with.
-    public var decidedAt: UInt64 = 0
+    package var decidedAt: UInt64 = 0
     /// Clock time the trace's first span arrived.
-    public var firstSeenAt: UInt64 = 0
+    package var firstSeenAt: UInt64 = 0
     /// At the decision: a root had arrived and no span was waiting for its parent.
-    public var complete = false
+    package var complete = false
     /// The explicit randomness (`ot=rv`) a span of the trace carried; `.max` when none did.
-    public var randomness: UInt64 = .max
+    package var randomness: UInt64 = .max
     /// The conversation (`SpanFacts.conversation`) of the first span that named one; 0 when none did.
-    public var conversation: UInt64 = 0
+    package var conversation: UInt64 = 0
     /// The trace's GenAI spans (model calls, agents, tools) and the tokens each counts for; nil when it has none.
-    public var genAI: GenAILedger? = nil
+    package var genAI: GenAILedger? = nil
 
-    public init(traceID: TraceID) {
+    package init(traceID: TraceID) {
         self.traceID = traceID
     }
 
     /// Earliest start to latest end, in nanoseconds (0 when unknown).
-    public var durationNanos: UInt64 {
+    package var durationNanos: UInt64 {
         latestEnd > earliestStart ? latestEnd - earliestStart : 0
     }
 
-    public func has(_ status: StatusCode) -> Bool { statusMask & status.bit != 0 }
+    package func has(_ status: StatusCode) -> Bool { statusMask & status.bit != 0 }
 
     /// Adds one span's facts.
     @inline(__always)
-    public mutating func add(_ span: SpanFacts) {
+    package mutating func add(_ span: SpanFacts) {
         spanCount += 1
         statusMask |= span.status.bit
         sums.addSaturating(span.sums)  // client numbers: a sum saturates, it never wraps below a threshold
@@ -134,7 +134,7 @@ public struct TraceSummary: Sendable, Equatable {
 
     /// Adds one span's facts and its GenAI facts (when it has any).
     @inline(__always)
-    public mutating func add(_ span: SpanFacts, genAI facts: GenAISpan?) {
+    package mutating func add(_ span: SpanFacts, genAI facts: GenAISpan?) {
         add(span)
         if let facts {
             if genAI == nil { genAI = GenAILedger() }
@@ -144,7 +144,7 @@ public struct TraceSummary: Sendable, Equatable {
 
     /// Tokens the trace counts (see `GenAILedger`) over the spans `matching` accepts; 0 without GenAI spans. Resolves
     /// the ledger from its own parent links if the buffer has not.
-    public func totalTokens(matching: (GenAISpan) -> Bool = { _ in true }) -> Int64 {
+    package func totalTokens(matching: (GenAISpan) -> Bool = { _ in true }) -> Int64 {
         guard var ledger = genAI else { return 0 }
         if !ledger.resolved { ledger.resolve() }
         return ledger.totalTokens(matching: matching)
@@ -152,29 +152,29 @@ public struct TraceSummary: Sendable, Equatable {
 }
 
 /// The outcome of evaluating policies on a trace.
-public struct Decision: Sendable, Equatable {
-    public var keep: Bool
+package struct Decision: Sendable, Equatable {
+    package var keep: Bool
     /// Index of the policy that decided (-1: no policy matched, the trace is dropped).
-    public var policy: Int
+    package var policy: Int
     /// How the keep's weight is stated downstream (`.certain` for drops and rules such as "any error").
-    public var weight: KeepWeight
+    package var weight: KeepWeight
     /// Dry run: what the policies decided, while `keep` is true so that everything is forwarded.
-    public var dryRunKeep: Bool?
+    package var dryRunKeep: Bool?
     /// Generation of the policies that decided (tells which file `policy` indexes into after a reload).
-    public var generation: UInt64
+    package var generation: UInt64
     /// Name of the policy that decided, as reported (`tailgate.policy`, metrics, the store); "" for none. Set by
     /// the decider, so that it stays right however many reloads happen before the decision is handled.
-    public var policyName: String = ""
+    package var policyName: String = ""
     /// What closed the trace's window, set by the buffer when it decides (nil: not known, e.g. a decision restored
     /// from the store after a restart, or one a decider returned that the buffer has not recorded yet).
-    public var trigger: DecisionTrigger? = nil
+    package var trigger: DecisionTrigger? = nil
     /// Clock reading (the buffer's clock) of the decision; 0 when not known (restored after a restart).
-    public var decidedAt: UInt64 = 0
+    package var decidedAt: UInt64 = 0
 
     /// Probability with which a kept trace was kept (1: certainly, e.g. an error).
-    public var probability: Double { weight.probability }
+    package var probability: Double { weight.probability }
 
-    public init(keep: Bool, policy: Int, weight: KeepWeight = .certain, dryRunKeep: Bool? = nil, generation: UInt64 = 0) {
+    package init(keep: Bool, policy: Int, weight: KeepWeight = .certain, dryRunKeep: Bool? = nil, generation: UInt64 = 0) {
         self.keep = keep
         self.policy = policy
         self.weight = weight
@@ -183,23 +183,23 @@ public struct Decision: Sendable, Equatable {
     }
 
     /// A keep stated as a plain probability (`hashed` below 1).
-    public init(keep: Bool, policy: Int, probability: Double, dryRunKeep: Bool? = nil, generation: UInt64 = 0) {
+    package init(keep: Bool, policy: Int, probability: Double, dryRunKeep: Bool? = nil, generation: UInt64 = 0) {
         self.init(keep: keep, policy: policy, weight: probability >= 1 ? .certain : .hashed(probability: probability),
                   dryRunKeep: dryRunKeep, generation: generation)
     }
 
-    public static let noMatch = Decision(keep: false, policy: -1)
+    package static let noMatch = Decision(keep: false, policy: -1)
 
     /// Two decisions are equal when they decide the same (keep, policy, weight, dry run, generation); when and by
     /// which trigger they were made is not part of the verdict.
-    public static func == (a: Decision, b: Decision) -> Bool {
+    package static func == (a: Decision, b: Decision) -> Bool {
         a.keep == b.keep && a.policy == b.policy && a.weight == b.weight && a.dryRunKeep == b.dryRunKeep
             && a.generation == b.generation
     }
 }
 
 /// Decides whole traces. Called with the shard's lock held, so it must be quick and must not block.
-public protocol TraceDecider: Sendable {
+package protocol TraceDecider: Sendable {
     func decide(_ trace: TraceSummary) -> Decision
     /// Generation of the attribute plan the decider expects summaries to be aggregated with.
     var planGeneration: UInt64 { get }
@@ -214,31 +214,31 @@ public protocol TraceDecider: Sendable {
 }
 
 extension TraceDecider {
-    public var planGeneration: UInt64 { 0 }
-    public func policyName(_ decision: Decision) -> String { decision.policy >= 0 ? "policy \(decision.policy)" : "" }
-    public func reaggregate(_ summary: inout TraceSummary, spans: BufferedSpans) {}
-    public func revise(_ trace: TraceSummary) -> Decision? { nil }
+    package var planGeneration: UInt64 { 0 }
+    package func policyName(_ decision: Decision) -> String { decision.policy >= 0 ? "policy \(decision.policy)" : "" }
+    package func reaggregate(_ summary: inout TraceSummary, spans: BufferedSpans) {}
+    package func revise(_ trace: TraceSummary) -> Decision? { nil }
 }
 
 /// A span kept encoded: which scope it came from and where its payload sits in `BufferedSpans.data`.
-public struct SpanRef: Sendable {
+package struct SpanRef: Sendable {
     var origin: UInt32
     var offset: UInt32
     var length: UInt32
 }
 
 /// Spans held as their original bytes, with the scopes (and so resources) they came from.
-public struct BufferedSpans: Sendable {
-    public private(set) var origins: [ScopeOrigin] = []
+package struct BufferedSpans: Sendable {
+    package private(set) var origins: [ScopeOrigin] = []
     var refs: [SpanRef] = []
     var data: [UInt8] = []
 
-    public init() {}
+    package init() {}
 
-    public var count: Int { refs.count }
-    public var isEmpty: Bool { refs.isEmpty }
+    package var count: Int { refs.count }
+    package var isEmpty: Bool { refs.isEmpty }
     /// Payload bytes of the spans.
-    public var payloadBytes: Int { data.count }
+    package var payloadBytes: Int { data.count }
 
     mutating func appendOrigin(_ scope: ScopeOrigin) {
         origins.append(scope)
@@ -277,7 +277,7 @@ public struct BufferedSpans: Sendable {
     }
 
     /// Calls `body` with each span's scope and payload, in arrival order.
-    public func forEach(_ body: (ScopeOrigin, UnsafeRawBufferPointer) -> Void) {
+    package func forEach(_ body: (ScopeOrigin, UnsafeRawBufferPointer) -> Void) {
         data.withUnsafeBytes { raw in
             for ref in refs {
                 let lower = Int(ref.offset)
@@ -288,51 +288,51 @@ public struct BufferedSpans: Sendable {
 }
 
 /// A trace with its decision; `spans` is nil for dropped traces (their bytes are released at once).
-public struct DecidedTrace: Sendable {
-    public var summary: TraceSummary
-    public var decision: Decision
-    public var spans: BufferedSpans?
+package struct DecidedTrace: Sendable {
+    package var summary: TraceSummary
+    package var decision: Decision
+    package var spans: BufferedSpans?
     /// Spans of a kept trace that could not be read back from the store (a damaged record): lost, to be counted.
-    public var unreadableSpans = 0
+    package var unreadableSpans = 0
     /// Pass-through headers of the trace (`HeaderSets` ID).
-    public var headers: UInt32 = HeaderSets.none
+    package var headers: UInt32 = HeaderSets.none
 }
 
 /// Spans of an already kept trace, with that trace's decision.
-public struct LateSpans: Sendable {
-    public var decision: Decision
-    public var spans: BufferedSpans
+package struct LateSpans: Sendable {
+    package var decision: Decision
+    package var spans: BufferedSpans
     /// Pass-through headers of the request they came in (`HeaderSets` ID).
-    public var headers: UInt32 = HeaderSets.none
+    package var headers: UInt32 = HeaderSets.none
 }
 
 /// What happened to the spans of one request.
-public struct InsertOutcome: Sendable {
+package struct InsertOutcome: Sendable {
     /// Spans added to buffered traces.
-    public var buffered = 0
+    package var buffered = 0
     /// Spans whose span ID their buffered trace already had (an exporter retrying after a timeout): dropped, so that
     /// a trace's aggregates (token sums) count each span once and nothing is forwarded twice.
-    public var duplicates = 0
+    package var duplicates = 0
     /// Spans of traces already decided "keep": to be forwarded now.
-    public var lateKept: [LateSpans] = []
-    public var lateKeptCount: Int { lateKept.reduce(0) { $0 + $1.spans.count } }
+    package var lateKept: [LateSpans] = []
+    package var lateKeptCount: Int { lateKept.reduce(0) { $0 + $1.spans.count } }
     /// Spans of traces already decided "drop": dropped.
-    public var lateDropped = 0
+    package var lateDropped = 0
     /// Traces decided during the insert (span limit or memory pressure).
-    public var decided: [DecidedTrace] = []
+    package var decided: [DecidedTrace] = []
     /// The request's pass-through headers (`HeaderSets` ID).
-    public var headers: UInt32 = HeaderSets.none
+    package var headers: UInt32 = HeaderSets.none
     /// GenAI facts of the spans that arrived after their trace's decision (late kept, late dropped, or added to a
     /// retained dropped trace), for the GenAI metrics.
-    public var lateGenAI: [GenAISpan] = []
+    package var lateGenAI: [GenAISpan] = []
 
-    public init() {}
+    package init() {}
 }
 
 /// Groups spans by trace ID until each trace's decision window closes. Sharded by XXH3 of the trace ID,
 /// one lock per shard. Thread-safe.
-public final class TraceBuffer: Sendable {
-    public let configuration: BufferConfiguration
+package final class TraceBuffer: Sendable {
+    package let configuration: BufferConfiguration
     let shards: [Shard]
     private let shardMask: UInt64
     private let shardSeed: UInt64
@@ -343,11 +343,11 @@ public final class TraceBuffer: Sendable {
     private let storedBytesGauge = Atomic<Int>(0)
     private let storedTracesGauge = Atomic<Int>(0)
     /// The on-disk tier, if any.
-    public let store: (any TraceStore)?
+    package let store: (any TraceStore)?
     /// Pass-through header sets of traces (written with their records in the store).
-    public let headerSets: HeaderSets
+    package let headerSets: HeaderSets
 
-    public init(configuration: BufferConfiguration, decider: any TraceDecider, clock: any NanoClock = SystemClock(),
+    package init(configuration: BufferConfiguration, decider: any TraceDecider, clock: any NanoClock = SystemClock(),
                 store: (any TraceStore)? = nil, headerSets: HeaderSets = HeaderSets()) {
         self.store = store
         self.headerSets = headerSets
@@ -365,22 +365,22 @@ public final class TraceBuffer: Sendable {
     }
 
     /// The decider in use.
-    public var decider: any TraceDecider { deciderBox.withLock { $0 } }
+    package var decider: any TraceDecider { deciderBox.withLock { $0 } }
 
     /// Replaces the decider (a policies reload): traces decided from now on use it. Traces aggregated under another
     /// plan generation are re-aggregated from their spans when they are decided.
-    public func replaceDecider(_ decider: any TraceDecider) {
+    package func replaceDecider(_ decider: any TraceDecider) {
         deciderBox.withLock { $0 = decider }
     }
 
     /// Traces currently buffered.
-    public var bufferedTraces: Int { tracesGauge.load(ordering: .relaxed) }
+    package var bufferedTraces: Int { tracesGauge.load(ordering: .relaxed) }
     /// Bytes currently buffered (span payloads plus index).
-    public var bufferedBytes: Int { bytesGauge.load(ordering: .relaxed) }
+    package var bufferedBytes: Int { bytesGauge.load(ordering: .relaxed) }
     /// Bytes of undecided traces' records in the store.
-    public var storedBytes: Int { storedBytesGauge.load(ordering: .relaxed) }
+    package var storedBytes: Int { storedBytesGauge.load(ordering: .relaxed) }
     /// Undecided traces with spans in the store.
-    public var storedTraces: Int { storedTracesGauge.load(ordering: .relaxed) }
+    package var storedTraces: Int { storedTracesGauge.load(ordering: .relaxed) }
 
     @inline(__always)
     func shardIndex(_ id: TraceID) -> Int {
@@ -389,7 +389,7 @@ public final class TraceBuffer: Sendable {
 
     /// Adds the spans of a scanned request. `body` is the request the span ranges refer to; `headers`, the
     /// request's pass-through headers (a trace keeps those of its first request that had any).
-    public func insert(_ request: ScannedRequest, body: UnsafeRawBufferPointer, headers: UInt32 = HeaderSets.none) -> InsertOutcome {
+    package func insert(_ request: ScannedRequest, body: UnsafeRawBufferPointer, headers: UInt32 = HeaderSets.none) -> InsertOutcome {
         var outcome = InsertOutcome()
         outcome.headers = headers
         let spans = request.spans
@@ -458,7 +458,7 @@ public final class TraceBuffer: Sendable {
     }
 
     /// Decides every trace whose decision window has closed by now.
-    public func decideExpired() -> [DecidedTrace] {
+    package func decideExpired() -> [DecidedTrace] {
         let now = clock.now()
         let decider = self.decider
         var out: [DecidedTrace] = []
@@ -467,7 +467,7 @@ public final class TraceBuffer: Sendable {
     }
 
     /// Decides every buffered trace now (shutdown).
-    public func decideAll(trigger: DecisionTrigger = .shutdown) -> [DecidedTrace] {
+    package func decideAll(trigger: DecisionTrigger = .shutdown) -> [DecidedTrace] {
         let now = clock.now()
         let decider = self.decider
         var out: [DecidedTrace] = []
@@ -478,7 +478,7 @@ public final class TraceBuffer: Sendable {
     /// Shutdown with a store (`on_shutdown: persist`): writes every trace's in-memory spans to the store instead of
     /// deciding, so that the next start on the same data directory resumes them. Traces the store has no room for
     /// are decided (returned). Returns the traces persisted as well.
-    public func persistAll() -> (persisted: Int, decided: [DecidedTrace]) {
+    package func persistAll() -> (persisted: Int, decided: [DecidedTrace]) {
         let now = clock.now()
         let decider = self.decider
         var out: [DecidedTrace] = []
@@ -497,7 +497,7 @@ public final class TraceBuffer: Sendable {
 
     /// The oldest store segment an undecided trace still needs (its records, or in sync mode the write-ahead
     /// records of its in-memory spans); nil when none does. Segments before it hold nothing live.
-    public func oldestPinnedSegment() -> UInt64? {
+    package func oldestPinnedSegment() -> UInt64? {
         var oldest: UInt64? = nil
         for shard in shards {
             let m = shard.state.withLock { state -> UInt64? in
@@ -518,7 +518,7 @@ public final class TraceBuffer: Sendable {
 
     /// Rewrites the traces that pin a segment before `segment` as one record each (with their in-memory spans), so
     /// that old, mostly dead segments can be deleted; at most about `maxBytes`. Returns the bytes rewritten.
-    public func consolidate(below segment: UInt64, maxBytes: Int) -> Int {
+    package func consolidate(below segment: UInt64, maxBytes: Int) -> Int {
         let now = clock.now()
         var written = 0
         eachShard { state in
@@ -535,7 +535,7 @@ public final class TraceBuffer: Sendable {
 
     /// Recovery: adds the spans of one record found in the store at start. `ref` is the record's place when its spans
     /// stay on disk; nil for spans held in memory (write-ahead records of sync mode). Records must come in log order.
-    public func restore(trace: TraceID, request: ScannedRequest, body: UnsafeRawBufferPointer, timing: SpillTiming,
+    package func restore(trace: TraceID, request: ScannedRequest, body: UnsafeRawBufferPointer, timing: SpillTiming,
                         ref: SpillRef?, headers: [(String, String)] = []) {
         let shard = shardIndex(trace)
         let now = clock.now()
@@ -553,7 +553,7 @@ public final class TraceBuffer: Sendable {
     /// A graceful stop with the store: what the buffer holds of each undecided trace, all of whose spans are on disk
     /// by now (`persistAll`), for the store's index — so that the next start needs no scan of the span records.
     /// nil when some trace still has spans in memory only.
-    public func exportIndex() -> [IndexedTrace]? {
+    package func exportIndex() -> [IndexedTrace]? {
         let now = clock.now()
         let wall = store?.wallNow() ?? 0
         let plan = decider.planGeneration
@@ -578,7 +578,7 @@ public final class TraceBuffer: Sendable {
     /// Recovery from the store's index: the traces as they were at the graceful stop (their spans stay on disk).
     /// `aggregatesValid`: the policies read the same attributes as when the index was written; otherwise each trace
     /// is re-aggregated from its spans when it is decided.
-    public func importIndex(_ traces: [IndexedTrace], aggregatesValid: Bool) {
+    package func importIndex(_ traces: [IndexedTrace], aggregatesValid: Bool) {
         let now = clock.now()
         let wall = store?.wallNow() ?? 0
         let plan = aggregatesValid ? decider.planGeneration : UInt64.max
@@ -594,7 +594,7 @@ public final class TraceBuffer: Sendable {
     }
 
     /// Recovery: a trace decided before the restart (late spans follow that decision).
-    public func restoreDecision(trace: TraceID, decision: Decision) {
+    package func restoreDecision(trace: TraceID, decision: Decision) {
         let now = clock.now()
         shards[shardIndex(trace)].state.withLock { state in
             guard state.traces[trace] == nil else { return }
@@ -604,18 +604,18 @@ public final class TraceBuffer: Sendable {
 
     /// Decisions forgotten before `maxTraceAge` + 5 min had passed (the cache was full): a late span of such a trace
     /// gets a decision of its own. Raise `decisionCacheSize` when this grows.
-    public var decisionCacheEarlyEvictions: Int {
+    package var decisionCacheEarlyEvictions: Int {
         shards.reduce(0) { $0 + $1.state.withLock { $0.kept.earlyEvictions + $0.dropped.earlyEvictions } }
     }
 
     /// Recovery is over: restored traces get their deadlines (timers continue from the times in their records).
-    public func finishRestore() {
+    package func finishRestore() {
         let now = clock.now()
         eachShard { $0.finishRestore(now: now) }
     }
 
     /// Remembered decisions (trace ID, decision) of every shard, for persisting them at shutdown.
-    public func rememberedDecisions() -> [(TraceID, Decision)] {
+    package func rememberedDecisions() -> [(TraceID, Decision)] {
         var out: [(TraceID, Decision)] = []
         for shard in shards {
             shard.state.withLock { state in
@@ -627,7 +627,7 @@ public final class TraceBuffer: Sendable {
     }
 
     /// The earliest pending deadline, if any (for tests and for sizing the decision tick).
-    public func nextDeadline() -> UInt64? {
+    package func nextDeadline() -> UInt64? {
         shards.compactMap { $0.state.withLock { $0.deadlines.min?.deadline } }.min()
     }
 }

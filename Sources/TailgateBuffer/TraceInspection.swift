@@ -1,10 +1,10 @@
-public import TailgateWire
+package import TailgateWire
 import Synchronization
 
 /// Where one trace is in the buffer and why, for `GET /debug/traces/{id}` (`TraceBuffer.inspect`). A read-only
 /// snapshot taken under the trace's shard lock: nothing is decided, spilled or forgotten by looking.
-public struct TraceInspection: Sendable {
-    public enum State: String, Sendable, CaseIterable {
+package struct TraceInspection: Sendable {
+    package enum State: String, Sendable, CaseIterable {
         /// Undecided, every span in memory.
         case buffered
         /// Undecided, spans (some or all) moved to the store; the summary stays in memory.
@@ -18,49 +18,49 @@ public struct TraceInspection: Sendable {
     }
 
     /// An undecided trace: its timing, its tree and when it will be decided.
-    public struct Pending: Sendable, Equatable {
+    package struct Pending: Sendable, Equatable {
         /// Clock readings (the buffer's clock) of the first and last span, and of the finished root (0: none yet).
-        public var firstSeen: UInt64
-        public var lastSeen: UInt64
-        public var rootArrived: UInt64
+        package var firstSeen: UInt64
+        package var lastSeen: UInt64
+        package var rootArrived: UInt64
         /// Spans held in memory (the rest are in the store).
-        public var spansInMemory: Int
+        package var spansInMemory: Int
         /// Memory the trace holds, as the buffer accounts it against `max_buffered_bytes`.
-        public var memoryBytes: Int
+        package var memoryBytes: Int
         /// Bytes of the trace's records in the store, and how many records.
-        public var storedBytes: Int
-        public var storedRecords: Int
+        package var storedBytes: Int
+        package var storedRecords: Int
         /// Parents named by spans of the trace that have not arrived, by where they live.
-        public var missingLocal: Int
-        public var missingRemote: Int
+        package var missingLocal: Int
+        package var missingRemote: Int
         /// The exporter did not say where the parent lives (treated like remote).
-        public var missingUnknown: Int
+        package var missingUnknown: Int
         /// When the trace will be decided (clock reading) and what will close its window, as things stand.
-        public var deadline: UInt64
-        public var trigger: DecisionTrigger
+        package var deadline: UInt64
+        package var trigger: DecisionTrigger
         /// A root has arrived and no span waits for a parent.
-        public var complete: Bool
+        package var complete: Bool
         /// The summary's aggregates were recomputed from the spans for the current policies (they were aggregated
         /// under another policies file's attribute plan).
-        public var reaggregated: Bool
+        package var reaggregated: Bool
     }
 
-    public var state: State
-    public var traceID: TraceID
+    package var state: State
+    package var traceID: TraceID
     /// Clock reading when the snapshot was taken.
-    public var now: UInt64
+    package var now: UInt64
     /// What the trace's spans add up to (undecided and retained traces; nil for decisions remembered alone). For an
     /// undecided trace its `decidedAt` is `now`, `trigger` the trigger it would be decided by and `complete` its
     /// present state, so that policies can be evaluated on it as if it were decided now.
-    public var summary: TraceSummary?
+    package var summary: TraceSummary?
     /// Undecided traces only.
-    public var pending: Pending?
+    package var pending: Pending?
     /// Decided traces: the decision remembered (its `generation` tells which policies file `policy` indexes into),
     /// with its `trigger` and `decidedAt` (nil and 0 for a decision restored from the store after a restart).
-    public var decision: Decision?
+    package var decision: Decision?
     /// Retained dropped traces: when the revise window closes (clock reading), and late spans received since the drop.
-    public var retainedUntil: UInt64?
-    public var lateSpans: Int = 0
+    package var retainedUntil: UInt64?
+    package var lateSpans: Int = 0
 }
 
 extension TraceBuffer {
@@ -70,7 +70,7 @@ extension TraceBuffer {
     /// Read-only. For an undecided trace aggregated under another attribute plan (a policies reload since its first
     /// span), the summary is recomputed from its spans (read back from the store if spilled) with the current decider,
     /// as the decision will be.
-    public func inspect(_ id: TraceID) -> TraceInspection? {
+    package func inspect(_ id: TraceID) -> TraceInspection? {
         let now = clock.now()
         let decider = self.decider
         return shards[shardIndex(id)].state.withLock { state -> TraceInspection? in
@@ -126,7 +126,7 @@ extension TraceBuffer {
     }
 
     /// How long a decision is remembered at most (`max_trace_age` + 5 min), for "not seen (or forgotten after …)".
-    public var decisionRetention: Duration {
+    package var decisionRetention: Duration {
         configuration.maxTraceAge + .seconds(300)
     }
 }

@@ -1,34 +1,34 @@
-public import TailgateWire
+package import TailgateWire
 
 /// Where one record of a trace's spans lies in the on-disk tier.
-public struct SpillRef: Sendable, Hashable, Comparable {
+package struct SpillRef: Sendable, Hashable, Comparable {
     /// Sequence number of the segment file (segments are written in increasing order).
-    public var segment: UInt64
+    package var segment: UInt64
     /// Byte offset of the record in that segment.
-    public var offset: UInt64
+    package var offset: UInt64
     /// Record length, header included.
-    public var length: UInt32
+    package var length: UInt32
 
-    public init(segment: UInt64, offset: UInt64, length: UInt32) {
+    package init(segment: UInt64, offset: UInt64, length: UInt32) {
         self.segment = segment
         self.offset = offset
         self.length = length
     }
 
-    public static func < (a: SpillRef, b: SpillRef) -> Bool {
+    package static func < (a: SpillRef, b: SpillRef) -> Bool {
         (a.segment, a.offset) < (b.segment, b.offset)
     }
 }
 
 /// The arrival times of a trace, in wall-clock nanoseconds (Unix time), as written with its spans so that a restart
 /// continues its decision timers.
-public struct SpillTiming: Sendable, Equatable {
-    public var firstSeen: UInt64
-    public var lastSeen: UInt64
+package struct SpillTiming: Sendable, Equatable {
+    package var firstSeen: UInt64
+    package var lastSeen: UInt64
     /// When a finished root arrived; 0: not yet.
-    public var rootArrived: UInt64
+    package var rootArrived: UInt64
 
-    public init(firstSeen: UInt64, lastSeen: UInt64, rootArrived: UInt64) {
+    package init(firstSeen: UInt64, lastSeen: UInt64, rootArrived: UInt64) {
         self.firstSeen = firstSeen
         self.lastSeen = lastSeen
         self.rootArrived = rootArrived
@@ -37,17 +37,17 @@ public struct SpillTiming: Sendable, Equatable {
 
 /// One undecided trace as the store's index keeps it over a graceful restart: what the buffer holds in memory for a
 /// trace whose spans are all on disk.
-public struct IndexedTrace: Sendable {
-    public var summary: TraceSummary
-    public var timing: SpillTiming
+package struct IndexedTrace: Sendable {
+    package var summary: TraceSummary
+    package var timing: SpillTiming
     /// Parents that have not arrived: span ID and where they live (`ParentLocality` raw value).
-    public var missing: [(UInt64, UInt8)]
-    public var refs: [SpillRef]
-    public var headers: [(String, String)]
+    package var missing: [(UInt64, UInt8)]
+    package var refs: [SpillRef]
+    package var headers: [(String, String)]
     /// The summary's plan-dependent aggregates were computed under one plan (not mixed across a reload).
-    public var aggregatesCurrent: Bool
+    package var aggregatesCurrent: Bool
 
-    public init(summary: TraceSummary, timing: SpillTiming, missing: [(UInt64, UInt8)], refs: [SpillRef],
+    package init(summary: TraceSummary, timing: SpillTiming, missing: [(UInt64, UInt8)], refs: [SpillRef],
                 headers: [(String, String)], aggregatesCurrent: Bool) {
         self.summary = summary
         self.timing = timing
@@ -62,7 +62,7 @@ public struct IndexedTrace: Sendable {
 ///
 /// The buffer calls it with a shard's lock held, so every call must be quick: appends go to a write buffer and
 /// reads are single `pread`s of records that are usually still in the page cache.
-public protocol TraceStore: AnyObject, Sendable {
+package protocol TraceStore: AnyObject, Sendable {
     /// Appends one trace's spans as one record. `supersedes`: the record holds every span of the trace stored before
     /// it (a consolidation), so earlier records of the trace are dead. Returns nil when there is no room (disk
     /// budget) or the write failed: the caller keeps the spans in memory.
@@ -82,7 +82,7 @@ public protocol TraceStore: AnyObject, Sendable {
 
 extension BufferedSpans {
     /// Appends every span of `other` (its scopes are shared, not copied).
-    public mutating func append(contentsOf other: BufferedSpans) {
+    package mutating func append(contentsOf other: BufferedSpans) {
         guard !other.isEmpty else { return }
         other.data.withUnsafeBytes { raw in
             for ref in other.refs {
@@ -94,7 +94,7 @@ extension BufferedSpans {
     }
 
     /// Appends one span payload with its scope.
-    public mutating func appendRaw(scope: ScopeOrigin, bytes: UnsafeRawBufferPointer) {
+    package mutating func appendRaw(scope: ScopeOrigin, bytes: UnsafeRawBufferPointer) {
         let origin: Int
         if let last = origins.indices.last, origins[last] === scope {
             origin = last
@@ -111,7 +111,7 @@ extension BufferedSpans {
 
     /// The spans of an encoded ExportTraceServiceRequest (as written by `RequestFramer`), with their resources and
     /// scopes. Throws on malformed bytes.
-    public static func decode(_ body: UnsafeRawBufferPointer) throws(WireError) -> BufferedSpans {
+    package static func decode(_ body: UnsafeRawBufferPointer) throws(WireError) -> BufferedSpans {
         var out = BufferedSpans()
         var request = ProtoReader(body)
         while let (field, wt) = try request.readTag() {
@@ -152,7 +152,7 @@ extension BufferedSpans {
     /// The encoded ExportTraceServiceRequest of these spans: one ResourceSpans per resource object and one ScopeSpans
     /// per scope of origin (the spans' origins are distinct objects already), sized first and written in one pass —
     /// no hashing of header bytes, which the store does not need (this runs for every trace written to disk).
-    public func encodeRequest() -> [UInt8] {
+    package func encodeRequest() -> [UInt8] {
         // Spans grouped by origin, in arrival order within each (a counting sort), and origins by resource object.
         var starts = [Int](repeating: 0, count: origins.count + 1)
         for ref in refs { starts[Int(ref.origin) + 1] += 1 }

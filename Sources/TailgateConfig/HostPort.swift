@@ -1,7 +1,7 @@
 // Listen and downstream addresses as the configuration and the command line write them.
 
 /// Parses `HOST:PORT`, `[IPV6]:PORT`.
-public func parseHostPort(_ text: String) -> (String, Int)? {
+package func parseHostPort(_ text: String) -> (String, Int)? {
     var host: Substring
     var portText: Substring
     if text.hasPrefix("[") {

@@ -1,17 +1,17 @@
-public import Foundation
-public import Yams
+import Foundation
+package import Yams
 
 /// A problem in a configuration or policies file, with its position.
-public struct Diagnostic: Sendable, Equatable, CustomStringConvertible {
-    public enum Severity: String, Sendable { case error, warning }
+package struct Diagnostic: Sendable, Equatable, CustomStringConvertible {
+    package enum Severity: String, Sendable { case error, warning }
 
-    public var file: String
-    public var line: Int
-    public var column: Int
-    public var severity: Severity
-    public var message: String
+    package var file: String
+    package var line: Int
+    package var column: Int
+    package var severity: Severity
+    package var message: String
 
-    public init(file: String, line: Int, column: Int, severity: Severity = .error, message: String) {
+    package init(file: String, line: Int, column: Int, severity: Severity = .error, message: String) {
         self.file = file
         self.line = line
         self.column = column
@@ -20,28 +20,28 @@ public struct Diagnostic: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// `file:line:column: error: message`, the form compilers and editors understand.
-    public var description: String { "\(file):\(line):\(column): \(severity.rawValue): \(message)" }
+    package var description: String { "\(file):\(line):\(column): \(severity.rawValue): \(message)" }
 }
 
 /// A file that could not be loaded; `diagnostics` lists every problem found, not only the first.
-public struct DiagnosticsError: Error, Sendable, CustomStringConvertible {
-    public var diagnostics: [Diagnostic]
-    public init(_ diagnostics: [Diagnostic]) { self.diagnostics = diagnostics }
-    public var description: String { diagnostics.map(\.description).joined(separator: "\n") }
+package struct DiagnosticsError: Error, Sendable, CustomStringConvertible {
+    package var diagnostics: [Diagnostic]
+    package init(_ diagnostics: [Diagnostic]) { self.diagnostics = diagnostics }
+    package var description: String { diagnostics.map(\.description).joined(separator: "\n") }
 }
 
 /// Walks a YAML document with positions, collecting diagnostics instead of stopping at the first problem.
 /// Shared by the policies file and the server configuration file.
-public struct YAMLReader {
-    public let file: String
-    public private(set) var diagnostics: [Diagnostic] = []
+package struct YAMLReader {
+    package let file: String
+    package private(set) var diagnostics: [Diagnostic] = []
 
-    public init(file: String) { self.file = file }
+    package init(file: String) { self.file = file }
 
-    public var hasErrors: Bool { diagnostics.contains { $0.severity == .error } }
+    package var hasErrors: Bool { diagnostics.contains { $0.severity == .error } }
 
     /// Parses `text`; nil (with a diagnostic) when it is not YAML. An empty document is an empty mapping.
-    public mutating func parse(_ text: String) -> Node? {
+    package mutating func parse(_ text: String) -> Node? {
         do {
             return try Yams.compose(yaml: text) ?? Node.mapping(Node.Mapping([]))
         } catch let error as YamlError {
@@ -61,11 +61,11 @@ public struct YAMLReader {
         return nil
     }
 
-    public mutating func error(_ node: Node?, _ message: String) {
+    package mutating func error(_ node: Node?, _ message: String) {
         report(node, .error, message)
     }
 
-    public mutating func warning(_ node: Node?, _ message: String) {
+    package mutating func warning(_ node: Node?, _ message: String) {
         report(node, .warning, message)
     }
 
@@ -76,12 +76,12 @@ public struct YAMLReader {
 
     /// The entries of a mapping, in order. Unknown keys are reported (with a suggestion) and left out.
     /// Whether a node is YAML's null (`null`, `~`, or nothing), which a configuration key takes to mean "the default".
-    public static func isNull(_ node: Node) -> Bool {
+    package static func isNull(_ node: Node) -> Bool {
         guard case .scalar(let s) = node, s.style == .plain else { return false }
         return ["null", "Null", "NULL", "~", ""].contains(s.string)
     }
 
-    public mutating func mapping(
+    package mutating func mapping(
         _ node: Node, allowed: [String], what: String, allowAny: Bool = false, hint: ((String) -> String?)? = nil
     ) -> [(key: String, keyNode: Node, value: Node)] {
         guard case .mapping(let mapping) = node else {
@@ -108,7 +108,7 @@ public struct YAMLReader {
         return out
     }
 
-    public mutating func sequence(_ node: Node, what: String) -> [Node] {
+    package mutating func sequence(_ node: Node, what: String) -> [Node] {
         guard case .sequence(let seq) = node else {
             error(node, "\(what) must be a list")
             return []
@@ -116,7 +116,7 @@ public struct YAMLReader {
         return Array(seq)
     }
 
-    public mutating func string(_ node: Node, what: String) -> String? {
+    package mutating func string(_ node: Node, what: String) -> String? {
         guard case .scalar(let s) = node else {
             error(node, "\(what) must be a string")
             return nil
@@ -124,7 +124,7 @@ public struct YAMLReader {
         return s.string
     }
 
-    public mutating func integer(_ node: Node, what: String, range: ClosedRange<Int64>? = nil) -> Int64? {
+    package mutating func integer(_ node: Node, what: String, range: ClosedRange<Int64>? = nil) -> Int64? {
         guard case .scalar(let s) = node, let v = Int64(s.string.replacingOccurrences(of: "_", with: "")) else {
             error(node, "\(what) must be an integer, got '\(node.scalar?.string ?? "a collection")'")
             return nil
@@ -136,7 +136,7 @@ public struct YAMLReader {
         return v
     }
 
-    public mutating func number(_ node: Node, what: String, range: ClosedRange<Double>? = nil) -> Double? {
+    package mutating func number(_ node: Node, what: String, range: ClosedRange<Double>? = nil) -> Double? {
         guard case .scalar(let s) = node, let v = Double(s.string), v.isFinite else {
             error(node, "\(what) must be a number, got '\(node.scalar?.string ?? "a collection")'")
             return nil
@@ -148,7 +148,7 @@ public struct YAMLReader {
         return v
     }
 
-    public mutating func bool(_ node: Node, what: String) -> Bool? {
+    package mutating func bool(_ node: Node, what: String) -> Bool? {
         guard case .scalar(let s) = node else {
             error(node, "\(what) must be true or false")
             return nil
@@ -163,7 +163,7 @@ public struct YAMLReader {
     }
 
     /// A duration such as `500ms`, `5s`, `1m30s`, `2h` (Go's syntax, as in the Collector's configuration).
-    public mutating func duration(_ node: Node, what: String) -> Duration? {
+    package mutating func duration(_ node: Node, what: String) -> Duration? {
         guard case .scalar(let s) = node, let d = parseDuration(s.string) else {
             error(node, "\(what) must be a duration such as 500ms, 5s, 1m30s, got '\(node.scalar?.string ?? "a collection")'")
             return nil
@@ -172,7 +172,7 @@ public struct YAMLReader {
     }
 
     /// A size such as `4MiB`, `64MB`, `512KiB` or a plain number of bytes.
-    public mutating func size(_ node: Node, what: String) -> Int? {
+    package mutating func size(_ node: Node, what: String) -> Int? {
         guard case .scalar(let s) = node, let v = parseSize(s.string) else {
             error(node, "\(what) must be a size such as 4MiB, 64MB or 1048576, got '\(node.scalar?.string ?? "a collection")'")
             return nil
@@ -181,12 +181,12 @@ public struct YAMLReader {
     }
 }
 
-public func formatNumber(_ v: Double) -> String {
+package func formatNumber(_ v: Double) -> String {
     v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : String(v)
 }
 
 /// Parses Go-style durations: a sequence of number+unit (ns, us, µs, ms, s, m, h).
-public func parseDuration(_ text: String) -> Duration? {
+package func parseDuration(_ text: String) -> Duration? {
     let s = text.trimmingCharacters(in: .whitespaces)
     if s == "0" { return .zero }
     var total: Double = 0
@@ -214,7 +214,7 @@ public func parseDuration(_ text: String) -> Duration? {
 }
 
 /// Parses sizes: plain bytes, or a number with B, KB/MB/GB (powers of 1000) or KiB/MiB/GiB (powers of 1024).
-public func parseSize(_ text: String) -> Int? {
+package func parseSize(_ text: String) -> Int? {
     let s = text.trimmingCharacters(in: .whitespaces)
     let numberPart = s.prefix { $0.isNumber || $0 == "." || $0 == "_" }
     guard let value = Double(numberPart.replacingOccurrences(of: "_", with: "")), value >= 0 else { return nil }
@@ -236,7 +236,7 @@ public func parseSize(_ text: String) -> Int? {
 }
 
 /// The closest candidate by edit distance, when it is close enough to be a likely typo.
-public func suggestion(for word: String, among candidates: [String]) -> String? {
+package func suggestion(for word: String, among candidates: [String]) -> String? {
     let w = Array(word.lowercased())
     var best: (String, Int)? = nil
     for c in candidates {
@@ -248,7 +248,7 @@ public func suggestion(for word: String, among candidates: [String]) -> String? 
     return distance <= limit ? candidate : nil
 }
 
-public func editDistance(_ a: [Character], _ b: [Character]) -> Int {
+package func editDistance(_ a: [Character], _ b: [Character]) -> Int {
     if a.isEmpty { return b.count }
     if b.isEmpty { return a.count }
     var prev = Array(0...b.count)

@@ -1,8 +1,8 @@
-public import TailgateBuffer
+package import TailgateBuffer
 
 /// Disk space for encoded forward batches (implemented by the trace store): the forward queue's overflow during a
 /// downstream outage, and what is still undelivered at a graceful stop, resent after the restart.
-public protocol BatchSpool: Sendable {
+package protocol BatchSpool: Sendable {
     /// Writes a batch; nil when there is no room (then it is dropped, counted, as without a spool).
     func write(_ request: [UInt8], spans: Int, headers: [(String, String)]) -> SpillRef?
     /// Reads a batch back; nil when its record is damaged (counted by the store).

@@ -3,7 +3,7 @@ import Foundation
 import TailgateConfig
 
 /// The outcome of one attempt to deliver an export request.
-public enum SendOutcome: Sendable, Equatable {
+package enum SendOutcome: Sendable, Equatable {
     case delivered
     /// Accepted, but the downstream rejected some spans (OTLP `partial_success`): they are counted as dropped.
     case partial(rejected: Int, message: String)
@@ -20,7 +20,7 @@ public enum SendOutcome: Sendable, Equatable {
 }
 
 /// Where kept traces go: the real collector, over OTLP.
-public protocol Downstream: Sendable {
+package protocol Downstream: Sendable {
     /// Human-readable target, for logs.
     var target: String { get }
     /// Runs the downstream's connections until `close()`; returns when closed.
@@ -41,15 +41,15 @@ public protocol Downstream: Sendable {
 
 extension Downstream {
     /// Downstreams that know only traces: every other signal is refused (permanent, counted by the caller).
-    public func send(_ request: [UInt8], signal: OTLPSignal, json: Bool) async -> SendOutcome {
+    package func send(_ request: [UInt8], signal: OTLPSignal, json: Bool) async -> SendOutcome {
         guard signal == .traces, !json else { return .permanent(reason: "unsupported: \(target) does not take \(signal.rawValue)") }
         return await send(request)
     }
 
-    public var acceptsJSON: Bool { false }
+    package var acceptsJSON: Bool { false }
 
     /// Downstreams without headers (a file) ignore them.
-    public func send(_ request: [UInt8], signal: OTLPSignal, json: Bool, headers: [(String, String)]) async -> SendOutcome {
+    package func send(_ request: [UInt8], signal: OTLPSignal, json: Bool, headers: [(String, String)]) async -> SendOutcome {
         await send(request, signal: signal, json: json)
     }
 }
@@ -81,13 +81,13 @@ enum ExportResponse {
 }
 
 /// The OTLP signals. Traces are sampled; metrics and logs are relayed unchanged to the same downstream.
-public enum OTLPSignal: String, Sendable, CaseIterable {
+package enum OTLPSignal: String, Sendable, CaseIterable {
     case traces
     case metrics
     case logs
 
     /// The gRPC service whose `Export` method takes this signal.
-    public var grpcService: String {
+    package var grpcService: String {
         switch self {
         case .traces: "opentelemetry.proto.collector.trace.v1.TraceService"
         case .metrics: "opentelemetry.proto.collector.metrics.v1.MetricsService"
@@ -97,7 +97,7 @@ public enum OTLPSignal: String, Sendable, CaseIterable {
 
     /// The OTLP/HTTP path of this signal next to a downstream's traces path: the last segment is replaced
     /// (`/v1/traces` → `/v1/metrics`, `/otlp/v1/traces` → `/otlp/v1/metrics`).
-    public func httpPath(tracesPath: String) -> String {
+    package func httpPath(tracesPath: String) -> String {
         guard self != .traces else { return tracesPath }
         guard let slash = tracesPath.lastIndex(of: "/") else { return "/v1/\(rawValue)" }
         return String(tracesPath[..<slash]) + "/" + rawValue
@@ -106,35 +106,35 @@ public enum OTLPSignal: String, Sendable, CaseIterable {
 
 /// TLS towards the downstream (`grpcs://`, `https://`): the system's roots unless `caFile` is given, a client
 /// certificate for mTLS, the name the certificate must carry, and — only when asked for — no verification at all.
-public struct DownstreamTLS: Sendable, Equatable {
+package struct DownstreamTLS: Sendable, Equatable {
     /// PEM file of the CA certificates to trust instead of the system's roots.
-    public var caFile: String? = nil
+    package var caFile: String? = nil
     /// Client certificate chain (PEM) presented to the downstream (mTLS); needs `keyFile`.
-    public var certFile: String? = nil
+    package var certFile: String? = nil
     /// The client certificate's private key (PEM).
-    public var keyFile: String? = nil
+    package var keyFile: String? = nil
     /// The name to send (SNI, gRPC `:authority`) and verify instead of the address's host.
-    public var serverName: String? = nil
+    package var serverName: String? = nil
     /// Accept any certificate: testing only, logged at warning on every start.
-    public var insecureSkipVerify = false
+    package var insecureSkipVerify = false
 
-    public init() {}
+    package init() {}
 }
 
 /// How a client for a downstream address is set up (what `DownstreamAddress.makeDownstream` needs besides the address).
-public struct DownstreamOptions: Sendable {
+package struct DownstreamOptions: Sendable {
     /// Compress requests with gzip.
-    public var gzip: Bool
+    package var gzip: Bool
     /// Per-request timeout.
-    public var timeout: Duration
+    package var timeout: Duration
     /// How long a gRPC connection waits before redialling a downstream that went away (see `GRPCDownstream`).
-    public var reconnectBackoff: (initial: Duration, max: Duration) = (.milliseconds(100), .seconds(5))
+    package var reconnectBackoff: (initial: Duration, max: Duration) = (.milliseconds(100), .seconds(5))
     /// Headers sent with every request (gRPC metadata or HTTP headers; a file ignores them).
-    public var headers: [String: String] = [:]
+    package var headers: [String: String] = [:]
     /// TLS for `grpcs://` and `https://` (nil: the system's roots); ignored by the other kinds.
-    public var tls: DownstreamTLS? = nil
+    package var tls: DownstreamTLS? = nil
 
-    public init(gzip: Bool, timeout: Duration, reconnectBackoff: (initial: Duration, max: Duration) = (.milliseconds(100), .seconds(5)),
+    package init(gzip: Bool, timeout: Duration, reconnectBackoff: (initial: Duration, max: Duration) = (.milliseconds(100), .seconds(5)),
                 headers: [String: String] = [:], tls: DownstreamTLS? = nil) {
         self.gzip = gzip
         self.timeout = timeout
@@ -154,7 +154,7 @@ extension DownstreamAddress {
     /// The one place where an address becomes a client: `tailgate serve`'s forwarder and `tailgate loadtest`'s
     /// replay connections both come here, so a new kind of downstream is a new case of `DownstreamAddress` and a
     /// new branch of this switch.
-    public func makeDownstream(_ options: DownstreamOptions) throws -> any Downstream {
+    package func makeDownstream(_ options: DownstreamOptions) throws -> any Downstream {
         let client: any Downstream
         switch self {
         case .grpc(let host, let port):
@@ -179,7 +179,7 @@ extension DownstreamAddress {
 }
 
 /// Where a `--downstream` value points.
-public enum DownstreamAddress: Sendable, Equatable, CustomStringConvertible {
+package enum DownstreamAddress: Sendable, Equatable, CustomStringConvertible {
     case grpc(host: String, port: Int)
     case http(host: String, port: Int, path: String)
     case file(path: String)
@@ -190,7 +190,7 @@ public enum DownstreamAddress: Sendable, Equatable, CustomStringConvertible {
 
     /// Parses `grpc://HOST:PORT`, `grpcs://HOST:PORT`, `http://HOST:PORT[/path]`, `https://HOST:PORT[/path]`
     /// (default path `/v1/traces`) or `file:PATH`.
-    public init?(_ text: String) {
+    package init?(_ text: String) {
         if text.hasPrefix("file:") {
             let path = String(text.dropFirst("file:".count))
             guard !path.isEmpty else { return nil }
@@ -217,7 +217,7 @@ public enum DownstreamAddress: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The scheme: `grpc`, `grpcs`, `http`, `https` or `file`.
-    public var scheme: String {
+    package var scheme: String {
         switch self {
         case .grpc: "grpc"
         case .grpcs: "grpcs"
@@ -228,14 +228,14 @@ public enum DownstreamAddress: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Whether the connection uses TLS.
-    public var isTLS: Bool {
+    package var isTLS: Bool {
         switch self {
         case .grpcs, .https: true
         default: false
         }
     }
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .grpc(let host, let port): "grpc://\(formatHost(host)):\(port)"
         case .grpcs(let host, let port): "grpcs://\(formatHost(host)):\(port)"

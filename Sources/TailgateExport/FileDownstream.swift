@@ -15,13 +15,13 @@ import TailgateWire
 /// Writes each export request as one line of OTLP/JSON, the shape the OpenTelemetry Collector's file
 /// exporter writes, so the output can be read back by the Collector's `otlpjsonfile` receiver or by
 /// `tailgate` recordings. `-` writes to standard output.
-public final class FileDownstream: Downstream {
-    public let target: String
+package final class FileDownstream: Downstream {
+    package let target: String
     /// The open descriptor (nil once closed), under a lock so lines are never interleaved.
     private let descriptor: NIOLockedValueBox<Int32?>
     private let ownsDescriptor: Bool
 
-    public init(path: String) throws {
+    package init(path: String) throws {
         target = "file:\(path)"
         if path == "-" {
             descriptor = NIOLockedValueBox(STDOUT_FILENO)
@@ -34,9 +34,9 @@ public final class FileDownstream: Downstream {
         }
     }
 
-    public func run() async throws {}
+    package func run() async throws {}
 
-    public func close() {
+    package func close() {
         descriptor.withLockedValue { fd in
             guard let f = fd else { return }
             if ownsDescriptor { _ = closeDescriptor(f) }
@@ -44,7 +44,7 @@ public final class FileDownstream: Downstream {
         }
     }
 
-    public func send(_ request: [UInt8]) async -> SendOutcome {
+    package func send(_ request: [UInt8]) async -> SendOutcome {
         let line: [UInt8]
         do {
             line = try OTLPJSON.jsonFromProtobuf(request) + [UInt8(ascii: "\n")]
@@ -67,8 +67,8 @@ public final class FileDownstream: Downstream {
     }
 }
 
-public struct FileDownstreamError: Error, CustomStringConvertible {
-    public var path: String
-    public var errno: Int32
-    public var description: String { "cannot open \(path) for appending: \(String(cString: strerror(errno)))" }
+package struct FileDownstreamError: Error, CustomStringConvertible {
+    package var path: String
+    package var errno: Int32
+    package var description: String { "cannot open \(path) for appending: \(String(cString: strerror(errno)))" }
 }

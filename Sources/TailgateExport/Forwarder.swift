@@ -1,37 +1,37 @@
-public import Logging
-public import ServiceLifecycle
-public import Synchronization
-public import TailgateBuffer
-public import TailgateWire
+package import Logging
+import ServiceLifecycle
+import Synchronization
+package import TailgateBuffer
+package import TailgateWire
 
 /// Batching, queueing and retrying of kept spans. Every field has a documented default.
-public struct ForwarderConfiguration: Sendable, Equatable {
+package struct ForwarderConfiguration: Sendable, Equatable {
     /// A batch is sent once it holds this many spans. Default 8,192.
-    public var maxBatchSpans: Int = 8192
+    package var maxBatchSpans: Int = 8192
     /// … or would exceed this many span bytes with the next span (a single larger span goes alone). Default 3 MiB,
     /// under gRPC's usual 4 MiB message limit with room for resource and scope headers.
-    public var maxBatchBytes: Int = 3 << 20
+    package var maxBatchBytes: Int = 3 << 20
     /// … or when its first span has waited this long. Default 200 ms.
-    public var batchTimeout: Duration = .milliseconds(200)
+    package var batchTimeout: Duration = .milliseconds(200)
     /// Encoded batches waiting to be sent (including batches waiting for a retry), at most this many bytes; a new
     /// batch that does not fit is dropped and counted, and ingest pushes back until the queue drains. Default 256 MiB.
-    public var queueBytes: Int = 256 << 20
+    package var queueBytes: Int = 256 << 20
     /// Concurrent requests to the downstream. Default 2.
-    public var concurrency: Int = 2
+    package var concurrency: Int = 2
     /// Compress requests with gzip. Default on (as the Collector's exporter does).
-    public var gzip: Bool = true
+    package var gzip: Bool = true
     /// Per-request timeout. Default 10 s.
-    public var timeout: Duration = .seconds(10)
+    package var timeout: Duration = .seconds(10)
     /// First retry delay; doubled per attempt with jitter up to `maxBackoff`. Default 100 ms.
-    public var initialBackoff: Duration = .milliseconds(100)
+    package var initialBackoff: Duration = .milliseconds(100)
     /// Default 5 s.
-    public var maxBackoff: Duration = .seconds(5)
+    package var maxBackoff: Duration = .seconds(5)
 
-    public init() {}
+    package init() {}
 }
 
 /// Why forwarded spans were lost (a metric label).
-public enum ForwardDropReason: String, Sendable, CaseIterable {
+package enum ForwardDropReason: String, Sendable, CaseIterable {
     case queueFull = "queue_full"
     case rejected = "rejected_by_downstream"
     /// A single span larger than the downstream accepts.
@@ -42,7 +42,7 @@ public enum ForwardDropReason: String, Sendable, CaseIterable {
 }
 
 /// Receives the forwarder's counts (implemented by the runtime's metrics).
-public protocol ForwarderObserver: Sendable {
+package protocol ForwarderObserver: Sendable {
     func forwarded(spans: Int, requests: Int)
     func dropped(spans: Int, reason: ForwardDropReason)
     func sendFailed(reason: String, willRetry: Bool)
@@ -52,7 +52,7 @@ public protocol ForwarderObserver: Sendable {
 }
 
 extension ForwarderObserver {
-    public func requestFinished(after: Duration) {}
+    package func requestFinished(after: Duration) {}
 }
 
 /// Takes kept traces, frames them into ExportTraceServiceRequests and delivers them downstream.
@@ -71,7 +71,7 @@ extension ForwarderObserver {
 /// clock. Lifecycle: `run()` until `finish` and drained (or the deadline passed), or until its task is cancelled.
 /// It is a swift-service-lifecycle `Service`: graceful shutdown calls `finish(within:)` with what `shutdownBudget`
 /// answers then (the runtime's `ShutdownBudget`), and cancellation finishes at once.
-public final class Forwarder: Service, Sendable {
+package final class Forwarder: Service, Sendable {
     struct Core: Sendable {
         var state: ForwarderState
         /// Workers with nothing to send (or waiting for a retry time).
@@ -82,8 +82,8 @@ public final class Forwarder: Service, Sendable {
 
     enum Waiters { case workers, flusher }
 
-    public let configuration: ForwarderConfiguration
-    public let downstream: any Downstream
+    package let configuration: ForwarderConfiguration
+    package let downstream: any Downstream
     private let observer: any ForwarderObserver
     private let logger: Logger
     private let core: Mutex<Core>
@@ -91,16 +91,16 @@ public final class Forwarder: Service, Sendable {
     /// On graceful shutdown: how long from then the forwarder may flush before it persists or drops what is left.
     private let shutdownBudget: @Sendable () -> Duration
     /// Disk for the queue's overflow and for what is undelivered at the shutdown deadline (nil: none).
-    public let spool: (any BatchSpool)?
+    package let spool: (any BatchSpool)?
     /// Resolves the pass-through header IDs of batches.
-    public let headerSets: HeaderSets
+    package let headerSets: HeaderSets
     private let persisted = Atomic<Int>(0)
     private let persistedBatches = Atomic<Int>(0)
 
     /// `clock` times batches, retry backoff and the shutdown deadline (the continuous clock unless a test drives it).
     /// `shutdownBudget` is asked when graceful shutdown begins how long the forwarder may still flush (by default
     /// 25 s, the default `shutdown_timeout`; serve passes what is left of its one shutdown budget).
-    public init(configuration: ForwarderConfiguration, downstream: any Downstream, observer: any ForwarderObserver, logger: Logger,
+    package init(configuration: ForwarderConfiguration, downstream: any Downstream, observer: any ForwarderObserver, logger: Logger,
                 spool: (any BatchSpool)? = nil, headerSets: HeaderSets = HeaderSets(),
                 clock: any Clock<Duration> = ContinuousClock(),
                 shutdownBudget: @escaping @Sendable () -> Duration = { .seconds(25) }) {
@@ -117,19 +117,19 @@ public final class Forwarder: Service, Sendable {
 
     /// True when the queue is nearly full, or recently overflowed: ingest should push back (retryable errors)
     /// instead of accepting more.
-    public var isSaturated: Bool {
+    package var isSaturated: Bool {
         let spooling = spool != nil
         return core.withLock { $0.state.isSaturated(spooling: spooling) }
     }
 
     /// Spans (and batches) written to the spool at the shutdown deadline instead of being dropped: sent after the
     /// restart.
-    public var persistedAtStop: (spans: Int, batches: Int) {
+    package var persistedAtStop: (spans: Int, batches: Int) {
         (persisted.load(ordering: .relaxed), persistedBatches.load(ordering: .relaxed))
     }
 
     /// Bytes of encoded batches waiting (including those waiting for a retry).
-    public var queuedBytes: Int { core.withLock { $0.state.queuedBytes } }
+    package var queuedBytes: Int { core.withLock { $0.state.queuedBytes } }
 
     /// The lifecycle phase, batches in flight and parked tasks (tests and diagnostics).
     var snapshot: (phase: ForwarderState.Phase, queued: Int, inFlight: Int, parked: Int, reservations: Int) {
@@ -138,7 +138,7 @@ public final class Forwarder: Service, Sendable {
     }
 
     /// Recovery: a batch found in the spool at start, queued to be sent.
-    public func adopt(_ ref: SpillRef, spans: Int, headers: UInt32 = HeaderSets.none) {
+    package func adopt(_ ref: SpillRef, spans: Int, headers: UInt32 = HeaderSets.none) {
         let wake = core.withLock { core in
             core.state.adopt(ForwardBatch(request: [], spans: spans, spooled: ref, headers: headers)).map { core.take($0) } ?? []
         }
@@ -152,7 +152,7 @@ public final class Forwarder: Service, Sendable {
     /// decision may be recorded only then), or as soon as it is queued without a spool.
     /// `headers`: pass-through headers (`HeaderSets` ID) the spans go with; a batch holds spans of one set only.
     /// Once the forwarder has finished, the spans are dropped (counted as `shutdown_timeout`).
-    public func submit(_ spans: BufferedSpans, annotation: KeepAnnotation? = nil, durable: (@Sendable () -> Void)? = nil,
+    package func submit(_ spans: BufferedSpans, annotation: KeepAnnotation? = nil, durable: (@Sendable () -> Void)? = nil,
                        headers: UInt32 = HeaderSets.none) {
         guard !spans.isEmpty else { durable?(); return }
         let now = clock.now
@@ -213,7 +213,7 @@ public final class Forwarder: Service, Sendable {
     /// `ServiceGroup`) is `finish(within: shutdownBudget())`. Cancelling the calling task finishes at once: what is
     /// still queued goes to the spool, or is dropped and counted; a send in progress is cancelled with the task, and
     /// its batch is delivered or accounted for the same way by what the downstream answers. No task stays parked.
-    public func run() async {
+    package func run() async {
         await withGracefulShutdownHandler {
             await send()
         } onGracefulShutdown: {
@@ -250,7 +250,7 @@ public final class Forwarder: Service, Sendable {
 
     /// Seals the current batch, stops once the queue is empty, and persists or drops (counted) what is not
     /// delivered within `budget` of now (by the forwarder's clock). Later calls can only bring the deadline nearer.
-    public func finish(within budget: Duration) {
+    package func finish(within budget: Duration) {
         let deadline = clock.now + budget
         let (sealed, flusher) = core.withLock { core -> (SealedBatch?, [CheckedContinuation<Void, Never>]) in
             // Sealed batches count as in flight, so the workers wait for this one to be encoded and queued.
@@ -262,7 +262,7 @@ public final class Forwarder: Service, Sendable {
     }
 
     /// `finish(within:)` with a deadline on the continuous clock (the shutdown budget's).
-    public func finish(deadline: ContinuousClock.Instant) {
+    package func finish(deadline: ContinuousClock.Instant) {
         finish(within: ContinuousClock.now.duration(to: deadline))
     }
 

@@ -4,14 +4,14 @@ import TailgateGRPCCodec
 import TailgateWire
 
 /// OTLP/gRPC to the real collector, on grpc-swift-2 with raw bytes (no generated code).
-public final class GRPCDownstream: Downstream {
+package final class GRPCDownstream: Downstream {
     static let method = MethodDescriptor(
         fullyQualifiedService: "opentelemetry.proto.collector.trace.v1.TraceService", method: "Export")
     static func method(_ signal: OTLPSignal) -> MethodDescriptor {
         MethodDescriptor(fullyQualifiedService: signal.grpcService, method: "Export")
     }
 
-    public let target: String
+    package let target: String
     private let client: GRPCClient<HTTP2ClientTransport.Posix>
     private let options: CallOptions
     private let metadata: Metadata
@@ -19,7 +19,7 @@ public final class GRPCDownstream: Downstream {
     /// `reconnectBackoff` bounds how long the connection waits before redialling a downstream that went away: it
     /// follows the forwarder's retry backoff, so a collector that is back is used again within `max`
     /// (the transport's own default grows to 2 minutes, longer than the forwarder retries a batch).
-    public convenience init(host: String, port: Int, gzip: Bool, timeout: Duration,
+    package convenience init(host: String, port: Int, gzip: Bool, timeout: Duration,
                             reconnectBackoff: (initial: Duration, max: Duration) = (.milliseconds(100), .seconds(5)),
                             headers: [String: String] = [:], tls: DownstreamTLS? = nil) throws {
         try self.init(host: host, port: port, gzip: gzip, timeout: timeout, reconnectBackoff: reconnectBackoff, headers: headers,
@@ -46,9 +46,9 @@ public final class GRPCDownstream: Downstream {
         // literals are used as they are.
         let resolvable: any ResolvableTarget
         if host.contains(":") {
-            resolvable = .ipv6(host: host, port: port)
+            resolvable = .ipv6(address: host, port: port)
         } else if host.split(separator: ".").count == 4, host.split(separator: ".").allSatisfy({ UInt8($0) != nil }) {
-            resolvable = .ipv4(host: host, port: port)
+            resolvable = .ipv4(address: host, port: port)
         } else {
             resolvable = .dns(host: host, port: port)
         }
@@ -76,23 +76,23 @@ public final class GRPCDownstream: Downstream {
         self.options = options
     }
 
-    public func run() async throws {
+    package func run() async throws {
         try await client.runConnections()
     }
 
-    public func close() {
+    package func close() {
         client.beginGracefulShutdown()
     }
 
-    public func send(_ request: [UInt8]) async -> SendOutcome {
+    package func send(_ request: [UInt8]) async -> SendOutcome {
         await send(request, signal: .traces, json: false)
     }
 
-    public func send(_ request: [UInt8], signal: OTLPSignal, json: Bool) async -> SendOutcome {
+    package func send(_ request: [UInt8], signal: OTLPSignal, json: Bool) async -> SendOutcome {
         await send(request, signal: signal, json: json, headers: [])
     }
 
-    public func send(_ request: [UInt8], signal: OTLPSignal, json: Bool, headers: [(String, String)]) async -> SendOutcome {
+    package func send(_ request: [UInt8], signal: OTLPSignal, json: Bool, headers: [(String, String)]) async -> SendOutcome {
         guard !json else { return .permanent(reason: "unsupported: OTLP/JSON cannot be sent over gRPC") }
         var metadata = self.metadata
         for (name, value) in headers {

@@ -1,25 +1,25 @@
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #elseif canImport(Darwin)
-public import Darwin
+package import Darwin
 #endif
-public import AsyncHTTPClient
-public import NIOConcurrencyHelpers
-public import NIOCore
-public import NIOHTTP1
-public import NIOPosix
-public import NIOSSL
-public import Synchronization
-public import TailgateWire
-public import Foundation
+import AsyncHTTPClient
+import NIOConcurrencyHelpers
+package import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import Synchronization
+import TailgateWire
+import Foundation
 
 /// OTLP/HTTP (protobuf) to the real collector: `POST` to `http://HOST:PORT/v1/traces` through one AsyncHTTPClient
 /// `HTTPClient` (a pool of keep-alive HTTP/1.1 connections reused across requests; host names resolved on every new
 /// connection), retryable statuses 429/502/503/504 with `Retry-After` honoured. With `tls`, every connection starts
 /// with a TLS handshake (NIOSSL; `https://`); metrics and logs go to the paths next to the traces path (`/v1/metrics`,
 /// `/v1/logs`).
-public final class HTTPDownstream: Downstream {
-    public let target: String
+package final class HTTPDownstream: Downstream {
+    package let target: String
     private let hostHeader: String
     private let gzip: Bool
     private let timeout: TimeAmount
@@ -42,14 +42,14 @@ public final class HTTPDownstream: Downstream {
         var waiters: [CheckedContinuation<Void, Never>] = []
     }
 
-    public convenience init(host: String, port: Int, path: String, gzip: Bool, timeout: Duration,
+    package convenience init(host: String, port: Int, path: String, gzip: Bool, timeout: Duration,
                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, headers: [String: String] = [:]) {
         self.init(host: host, port: port, path: path, gzip: gzip, timeout: timeout, group: group, headers: headers,
                   tlsConfiguration: nil, serverName: nil)
     }
 
     /// Over TLS (`https://`); throws when the CA, certificate or key cannot be loaded.
-    public convenience init(host: String, port: Int, path: String, gzip: Bool, timeout: Duration,
+    package convenience init(host: String, port: Int, path: String, gzip: Bool, timeout: Duration,
                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, headers: [String: String] = [:],
                             tls: DownstreamTLS) throws {
         let configuration = try Self.tlsConfiguration(tls)
@@ -111,7 +111,7 @@ public final class HTTPDownstream: Downstream {
         }
     }
 
-    public func run() async throws {
+    package func run() async throws {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let done = state.withLockedValue { state -> Bool in
                 if state.shutDown { return true }
@@ -124,7 +124,7 @@ public final class HTTPDownstream: Downstream {
 
     /// Shuts the client down (its connections close; a request still in flight fails, retryable); `run()` returns
     /// once it is down. Closing twice is harmless.
-    public func close() {
+    package func close() {
         let wasClosed = state.withLockedValue { s -> Bool in defer { s.closed = true }; return s.closed }
         guard !wasClosed else { return }
         client.shutdown().whenComplete { [state] _ in
@@ -152,17 +152,17 @@ public final class HTTPDownstream: Downstream {
         return config
     }
 
-    public var acceptsJSON: Bool { true }
+    package var acceptsJSON: Bool { true }
 
-    public func send(_ request: [UInt8]) async -> SendOutcome {
+    package func send(_ request: [UInt8]) async -> SendOutcome {
         await send(request, signal: .traces, json: false)
     }
 
-    public func send(_ request: [UInt8], signal: OTLPSignal, json: Bool) async -> SendOutcome {
+    package func send(_ request: [UInt8], signal: OTLPSignal, json: Bool) async -> SendOutcome {
         await send(request, signal: signal, json: json, headers: [])
     }
 
-    public func send(_ request: [UInt8], signal: OTLPSignal, json: Bool, headers passed: [(String, String)]) async -> SendOutcome {
+    package func send(_ request: [UInt8], signal: OTLPSignal, json: Bool, headers passed: [(String, String)]) async -> SendOutcome {
         var httpRequest = HTTPClientRequest(url: urls[signal]!)
         httpRequest.method = .POST
         var headers = HTTPHeaders()

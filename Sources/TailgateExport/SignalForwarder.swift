@@ -1,9 +1,9 @@
-public import Logging
-public import ServiceLifecycle
+package import Logging
+import ServiceLifecycle
 import Synchronization
 
 /// Why a relayed metrics or logs request was lost after it was accepted (a metric label).
-public enum SignalDropReason: String, Sendable, CaseIterable {
+package enum SignalDropReason: String, Sendable, CaseIterable {
     /// The downstream refused it for good (INVALID_ARGUMENT, 400, 401, 404, …): relayed requests are not split.
     case rejected = "rejected_by_downstream"
     /// The shutdown budget ran out before it was delivered.
@@ -11,7 +11,7 @@ public enum SignalDropReason: String, Sendable, CaseIterable {
 }
 
 /// Receives the relay's counts (implemented by the runtime's metrics).
-public protocol SignalForwarderObserver: Sendable {
+package protocol SignalForwarderObserver: Sendable {
     func signalForwarded(_ signal: OTLPSignal, bytes: Int)
     func signalDropped(_ signal: OTLPSignal, reason: SignalDropReason)
     func signalSendFailed(_ signal: OTLPSignal, reason: String, willRetry: Bool)
@@ -31,19 +31,19 @@ public protocol SignalForwarderObserver: Sendable {
 /// finishes at once (what is queued is dropped and counted).
 ///
 /// It shares the trace forwarder's downstream and neither runs nor closes it: stop this relay first.
-public final class SignalForwarder: Service, Sendable {
+package final class SignalForwarder: Service, Sendable {
     struct Core: Sendable {
         var state: SignalQueueState
         /// Workers with nothing to send (or waiting for a retry time).
         var workers = WaiterList()
     }
 
-    public let downstream: any Downstream
+    package let downstream: any Downstream
     /// Most bytes of requests waiting (including those waiting for a retry).
-    public let queueBytes: Int
-    public let concurrency: Int
-    public let initialBackoff: Duration
-    public let maxBackoff: Duration
+    package let queueBytes: Int
+    package let concurrency: Int
+    package let initialBackoff: Duration
+    package let maxBackoff: Duration
     private let observer: any SignalForwarderObserver
     private let logger: Logger
     private let clock: ForwarderClock
@@ -54,7 +54,7 @@ public final class SignalForwarder: Service, Sendable {
     /// `clock` times retry backoff and the shutdown deadline (the continuous clock unless a test drives it);
     /// `shutdownBudget` is asked when graceful shutdown begins how long the relay may still flush (by default 25 s,
     /// the default `shutdown_timeout`; serve passes what is left of its one shutdown budget).
-    public init(downstream: any Downstream, queueBytes: Int, concurrency: Int = 2, initialBackoff: Duration = .milliseconds(100),
+    package init(downstream: any Downstream, queueBytes: Int, concurrency: Int = 2, initialBackoff: Duration = .milliseconds(100),
                 maxBackoff: Duration = .seconds(5), observer: any SignalForwarderObserver, logger: Logger,
                 clock: any Clock<Duration> = ContinuousClock(),
                 shutdownBudget: @escaping @Sendable () -> Duration = { .seconds(25) }) {
@@ -71,7 +71,7 @@ public final class SignalForwarder: Service, Sendable {
     }
 
     /// Bytes waiting.
-    public var queuedBytes: Int { core.withLock { $0.state.queuedBytes } }
+    package var queuedBytes: Int { core.withLock { $0.state.queuedBytes } }
 
     /// Requests queued, in flight, and workers parked (tests and diagnostics).
     var snapshot: (queued: Int, inFlight: Int, parked: Int, reservations: Int, finishing: Bool) {
@@ -81,7 +81,7 @@ public final class SignalForwarder: Service, Sendable {
     /// Queues one request as it is; false (nothing queued) when it does not fit or the relay is finishing: the
     /// caller answers with a retryable error. A request larger than the whole queue is taken when the queue is empty.
     /// An accepted request wakes one parked worker.
-    public func submit(_ bytes: [UInt8], signal: OTLPSignal, json: Bool, headers: [(String, String)] = []) -> Bool {
+    package func submit(_ bytes: [UInt8], signal: OTLPSignal, json: Bool, headers: [(String, String)] = []) -> Bool {
         let item = SignalQueueState.Item(bytes: bytes, signal: signal, json: json, headers: headers)
         let (accepted, queued) = update { state in
             let (accepted, wake) = state.offer(item)
@@ -95,7 +95,7 @@ public final class SignalForwarder: Service, Sendable {
     /// `ServiceGroup`) is `finish(within: shutdownBudget())`. Cancelling the calling task finishes at once: what is
     /// still queued is dropped and counted; a send in progress is cancelled with the task, and its request is
     /// delivered or dropped by what the downstream answers. No task stays parked.
-    public func run() async {
+    package func run() async {
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
                 await withTaskGroup(of: Void.self) { group in
@@ -111,13 +111,13 @@ public final class SignalForwarder: Service, Sendable {
 
     /// Stops taking requests; workers stop once the queue is empty, and drop (counted) what is left `budget` from now
     /// (by the relay's clock). Later calls can only bring the deadline nearer.
-    public func finish(within budget: Duration) {
+    package func finish(within budget: Duration) {
         let deadline = clock.now + budget
         update { ((), $0.finish(deadline: deadline)) }
     }
 
     /// `finish(within:)` with a deadline on the continuous clock (the shutdown budget's).
-    public func finish(deadline: ContinuousClock.Instant) {
+    package func finish(deadline: ContinuousClock.Instant) {
         finish(within: ContinuousClock.now.duration(to: deadline))
     }
 

@@ -1,4 +1,4 @@
-public import GRPCCore
+package import GRPCCore
 
 /// A gRPC message kept as its bytes (after gRPC decompression): Tailgate receives and sends OTLP over gRPC without
 /// generated code, so the receiver (TailgateIngest) and the gRPC downstream (TailgateExport) share this one codec.

@@ -1,30 +1,30 @@
-public import Logging
+package import Logging
 import NIOConcurrencyHelpers
-public import NIOCore
-public import NIOHTTP1
-public import NIOPosix
-public import NIOSSL
+package import NIOCore
+package import NIOHTTP1
+import NIOPosix
+package import NIOSSL
 
 /// A request as the HTTP server hands it to a route: head and complete body.
-public struct HTTPRequest: Sendable {
-    public var head: HTTPRequestHead
-    public var body: ByteBuffer
+package struct HTTPRequest: Sendable {
+    package var head: HTTPRequestHead
+    package var body: ByteBuffer
 }
 
 /// A complete response.
-public struct HTTPResponse: Sendable {
-    public var status: HTTPResponseStatus
-    public var headers: HTTPHeaders
-    public var body: [UInt8]
+package struct HTTPResponse: Sendable {
+    package var status: HTTPResponseStatus
+    package var headers: HTTPHeaders
+    package var body: [UInt8]
 
-    public init(status: HTTPResponseStatus, contentType: String? = nil, headers: HTTPHeaders = [:], body: [UInt8] = []) {
+    package init(status: HTTPResponseStatus, contentType: String? = nil, headers: HTTPHeaders = [:], body: [UInt8] = []) {
         self.status = status
         self.headers = headers
         if let contentType { self.headers.replaceOrAdd(name: "Content-Type", value: contentType) }
         self.body = body
     }
 
-    public init(status: HTTPResponseStatus, text: String) {
+    package init(status: HTTPResponseStatus, text: String) {
         self.init(status: status, contentType: "text/plain; charset=utf-8", body: Array(text.utf8))
     }
 }
@@ -36,16 +36,16 @@ public struct HTTPResponse: Sendable {
 /// Hostile clients are bounded: a connection cap, a deadline for the request head (slow-loris) and for the body,
 /// an idle timeout between keep-alive requests, and an optional shared budget of in-flight body bytes checked
 /// against `Content-Length` before the body is read.
-public final class HTTPServer: Sendable {
-    public typealias Route = @Sendable (HTTPRequest) -> HTTPResponse
+package final class HTTPServer: Sendable {
+    package typealias Route = @Sendable (HTTPRequest) -> HTTPResponse
     /// Builds the answer to a request whose body is over the limit (the body is not read).
-    public typealias TooLarge = @Sendable (HTTPRequestHead, _ limit: Int) -> HTTPResponse
+    package typealias TooLarge = @Sendable (HTTPRequestHead, _ limit: Int) -> HTTPResponse
     /// Builds the answer to a request refused for a reason other than size (in-flight budget, timeout).
-    public typealias Refused = @Sendable (HTTPRequestHead?, Refusal) -> HTTPResponse?
+    package typealias Refused = @Sendable (HTTPRequestHead?, Refusal) -> HTTPResponse?
 
     /// Why the server refused a connection or request on its own, before a route saw it (body size aside, which has
     /// `TooLarge`).
-    public enum Refusal: Sendable, Equatable, CaseIterable {
+    package enum Refusal: Sendable, Equatable, CaseIterable {
         /// The declared or received body did not fit `Options.budget`: answered before the body is read.
         case inflightLimit
         /// Over `Options.maxConnections`: the connection was closed at once (no request head).
@@ -55,24 +55,24 @@ public final class HTTPServer: Sendable {
     }
 
     /// Connection and request bounds (the OTLP receiver's come from `IngestLimits`, in TailgateIngest).
-    public struct Options: Sendable {
-        public var maxBodyBytes: Int
-        public var maxConnections: Int = 1024
-        public var readHeaderTimeout: Duration = .seconds(10)
-        public var readBodyTimeout: Duration = .seconds(60)
-        public var idleTimeout: Duration = .seconds(120)
+    package struct Options: Sendable {
+        package var maxBodyBytes: Int
+        package var maxConnections: Int = 1024
+        package var readHeaderTimeout: Duration = .seconds(10)
+        package var readBodyTimeout: Duration = .seconds(60)
+        package var idleTimeout: Duration = .seconds(120)
         /// Shared bound on in-flight body bytes; nil for none.
-        public var budget: (any HTTPBodyBudget)? = nil
+        package var budget: (any HTTPBodyBudget)? = nil
         /// Threads running routes. Default 2.
-        public var threads: Int = 2
+        package var threads: Int = 2
         /// Requests for which this answers true (e.g. OTLP/JSON, which costs far more CPU per byte than protobuf)
         /// run on a separate one-thread pool, so that they can delay only each other. Default: none.
-        public var isHeavy: (@Sendable (HTTPRequestHead) -> Bool)? = nil
+        package var isHeavy: (@Sendable (HTTPRequestHead) -> Bool)? = nil
         /// TLS: every connection starts with a handshake under this context (whose certificate callback may hand
         /// out a reloaded certificate to new connections); nil for plaintext.
-        public var tls: NIOSSLContext? = nil
+        package var tls: NIOSSLContext? = nil
 
-        public init(maxBodyBytes: Int) {
+        package init(maxBodyBytes: Int) {
             self.maxBodyBytes = maxBodyBytes
         }
 
@@ -105,7 +105,7 @@ public final class HTTPServer: Sendable {
         var closing = false
     }
 
-    public convenience init(
+    package convenience init(
         host: String, port: Int, maxBodyBytes: Int, logger: Logger,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         tooLarge: @escaping TooLarge = { _, limit in
@@ -117,7 +117,7 @@ public final class HTTPServer: Sendable {
                   tooLarge: tooLarge, route: route)
     }
 
-    public init(
+    package init(
         host: String, port: Int, options: Options, logger: Logger,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         tooLarge: @escaping TooLarge = { _, limit in
@@ -139,7 +139,7 @@ public final class HTTPServer: Sendable {
 
     /// Binds and starts accepting; returns the bound port.
     @discardableResult
-    public func start() async throws -> Int {
+    package func start() async throws -> Int {
         let options = self.options
         let route = self.route
         let tooLarge = self.tooLarge
@@ -194,11 +194,11 @@ public final class HTTPServer: Sendable {
     }
 
     /// Open connections.
-    public var connectionCount: Int { state.withLockedValue { $0.connections.count } }
+    package var connectionCount: Int { state.withLockedValue { $0.connections.count } }
 
     /// Stops accepting, then closes open connections once their current request is answered; connections still
     /// open at `deadline` (a client holding a request open) are cut.
-    public func stop(deadline: ContinuousClock.Instant = .now + .seconds(10)) async {
+    package func stop(deadline: ContinuousClock.Instant = .now + .seconds(10)) async {
         let (listener, connections) = state.withLockedValue { state in
             state.closing = true
             return (state.listener, Array(state.connections.values))
@@ -229,7 +229,7 @@ public final class HTTPServer: Sendable {
 /// A bound on the request-body bytes being read or answered at once, possibly shared with other servers (the OTLP
 /// receivers share `InflightBudget`, in TailgateIngest). The server takes a request's `Content-Length` before reading
 /// its body (a chunked body as it arrives) and gives it back once the request is answered or abandoned.
-public protocol HTTPBodyBudget: Sendable {
+package protocol HTTPBodyBudget: Sendable {
     /// Takes `bytes`, or answers false when they do not fit (nothing taken).
     func tryAcquire(_ bytes: Int) -> Bool
     /// Gives back bytes taken by `tryAcquire`.
@@ -237,10 +237,10 @@ public protocol HTTPBodyBudget: Sendable {
 }
 
 /// A listener could not bind.
-public struct HTTPServerBindError: Error, CustomStringConvertible {
-    public var address: String
-    public var underlying: any Error
-    public var description: String { "cannot listen on \(address): \(underlying)" }
+package struct HTTPServerBindError: Error, CustomStringConvertible {
+    package var address: String
+    package var underlying: any Error
+    package var description: String { "cannot listen on \(address): \(underlying)" }
 }
 
 final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
@@ -424,9 +424,12 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         var buffer = context.channel.allocator.buffer(capacity: response.body.count)
         buffer.writeBytes(response.body)
         context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-        let done = context.writeAndFlushPromise(wrapOutboundOut(.end(nil)))
         if close {
-            done.futureResult.whenComplete { _ in context.close(promise: nil) }
+            // The channel (Sendable) closes once the last part is written.
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         }
     }
 
@@ -442,13 +445,5 @@ extension Duration {
         let (s, atto) = components
         let (ns, overflow) = s.multipliedReportingOverflow(by: 1_000_000_000)
         return overflow ? (s < 0 ? .min : .max) : ns &+ atto / 1_000_000_000
-    }
-}
-
-extension ChannelHandlerContext {
-    fileprivate func writeAndFlushPromise(_ data: NIOAny) -> EventLoopPromise<Void> {
-        let promise = eventLoop.makePromise(of: Void.self)
-        writeAndFlush(data, promise: promise)
-        return promise
     }
 }

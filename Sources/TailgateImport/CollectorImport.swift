@@ -1,6 +1,6 @@
-public import Foundation
-public import Yams
-public import TailgateConfig
+import Foundation
+import Yams
+package import TailgateConfig
 import TailgatePolicies
 
 /// Turns the `tail_sampling` processor of an OpenTelemetry Collector configuration into a Tailgate policies file
@@ -18,13 +18,13 @@ import TailgatePolicies
 /// for an empty `values` list with `invert_match`, which matches every trace). What cannot be translated — a
 /// configuration the Collector itself refuses, rate allocations adding up to more than 100 % — fails the import,
 /// saying why.
-public struct CollectorImport: Sendable {
+package struct CollectorImport: Sendable {
     /// The Tailgate policies file (YAML text, with a header comment naming the source file and the processor).
-    public var policiesYAML: String
+    package var policiesYAML: String
     /// What could not be carried over or was changed, each with the source position (severity `.warning`).
-    public var notes: [Diagnostic]
+    package var notes: [Diagnostic]
 
-    public init(policiesYAML: String, notes: [Diagnostic]) {
+    package init(policiesYAML: String, notes: [Diagnostic]) {
         self.policiesYAML = policiesYAML
         self.notes = notes
     }
@@ -32,7 +32,7 @@ public struct CollectorImport: Sendable {
     /// Converts the `tail_sampling` processor named `processor` (`tail_sampling/NAME`, or just `NAME`), or the first
     /// one when nil. Throws, with positions, when the text is not YAML, has no such processor, or has policies that
     /// cannot be translated (every such problem, not only the first).
-    public static func convert(_ text: String, file: String, processor: String? = nil) throws(DiagnosticsError) -> CollectorImport {
+    package static func convert(_ text: String, file: String, processor: String? = nil) throws(DiagnosticsError) -> CollectorImport {
         var reader = YAMLReader(file: file)
         guard let root = reader.parse(text) else { throw DiagnosticsError(reader.diagnostics) }
         let found = try locateProcessor(in: root, file: file, requested: processor)

@@ -1,18 +1,18 @@
 /// Bearer-token authentication of export requests (`Authorization: Bearer TOKEN`, on both receivers). Tokens are
 /// compared in constant time (no early exit on the first differing byte, every configured token tried), so response
 /// timing does not reveal how much of a guess was right.
-public struct Authenticator: Sendable, Equatable {
+package struct Authenticator: Sendable, Equatable {
     private let tokens: [[UInt8]]
 
     /// nil when `tokens` is empty (authentication off).
-    public init?(tokens: [String]) {
+    package init?(tokens: [String]) {
         let list = tokens.map { Array($0.utf8) }.filter { !$0.isEmpty }
         guard !list.isEmpty else { return nil }
         self.tokens = list
     }
 
     /// Whether an `Authorization` header value carries one of the tokens.
-    public func accepts(authorization: String?) -> Bool {
+    package func accepts(authorization: String?) -> Bool {
         guard let authorization else { return false }
         let value = Array(authorization.utf8)
         let prefix = Array("bearer ".utf8)

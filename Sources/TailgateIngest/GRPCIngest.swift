@@ -1,6 +1,6 @@
-public import NIOCore
+package import NIOCore
 import NIOHTTP2
-public import NIOPosix
+import NIOPosix
 
 /// The OTLP/gRPC receiver (default port 4317), on SwiftNIO's HTTP/2 (`OTLPGRPCServer.swift`). gzip and deflate are
 /// accepted; the size limit applies after decompression (RESOURCE_EXHAUSTED beyond it, also for a message whose
@@ -8,20 +8,20 @@ public import NIOPosix
 ///
 /// Connections, streams per connection, keepalive, idle and age limits come from `IngestLimits`. Every connection is
 /// bounded by its HTTP/2 connection window (16 MiB) plus the message being answered.
-public final class GRPCIngestServer: Sendable {
+package final class GRPCIngestServer: Sendable {
     private let listener: GRPCListener
     private let host: String
     private let port: Int
     /// `HOST:PORT` as configured, for messages.
-    public let address: String
+    package let address: String
 
-    public convenience init(host: String, port: Int, maxRequestBytes: Int, handler: any TraceIngestHandler) {
+    package convenience init(host: String, port: Int, maxRequestBytes: Int, handler: any TraceIngestHandler) {
         var limits = IngestLimits()
         limits.maxRequestBytes = maxRequestBytes
         self.init(host: host, port: port, limits: limits, budget: nil, handler: handler, serving: { true })
     }
 
-    public convenience init(host: String, port: Int, limits: IngestLimits, budget: InflightBudget?, handler: any TraceIngestHandler,
+    package convenience init(host: String, port: Int, limits: IngestLimits, budget: InflightBudget?, handler: any TraceIngestHandler,
                             authenticator: Authenticator? = nil, serving: @escaping @Sendable () -> Bool) {
         self.init(host: host, port: port, limits: limits, budget: budget, handler: handler, authenticator: authenticator,
                   relay: nil, tls: nil, serving: serving)
@@ -29,7 +29,7 @@ public final class GRPCIngestServer: Sendable {
 
     /// With `relay`, metrics and logs (`MetricsService/Export`, `LogsService/Export`) are taken too; with `tls`, the
     /// listener speaks TLS only (mTLS with a client CA), its certificate reloaded by `tls.reloader`.
-    public init(host: String, port: Int, limits: IngestLimits, budget: InflightBudget?, handler: any TraceIngestHandler,
+    package init(host: String, port: Int, limits: IngestLimits, budget: InflightBudget?, handler: any TraceIngestHandler,
                 authenticator: Authenticator? = nil, relay: (any SignalIngestHandler)?, tls: IngestTLSContext?,
                 serving: @escaping @Sendable () -> Bool, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.host = host
@@ -55,7 +55,7 @@ public final class GRPCIngestServer: Sendable {
 
     /// Runs until `beginGracefulShutdown()` and the in-flight calls finished; cancelled, it closes the listener at
     /// once.
-    public func serve() async throws {
+    package func serve() async throws {
         let listener = self.listener
         try await withTaskCancellationHandler {
             _ = try await listener.bind(host: host, port: port)
@@ -66,12 +66,12 @@ public final class GRPCIngestServer: Sendable {
     }
 
     /// Stops accepting new connections and calls; lets in-flight calls finish.
-    public func beginGracefulShutdown() {
+    package func beginGracefulShutdown() {
         listener.beginGracefulShutdown()
     }
 
     /// Waits until the listener is bound (call while `serve()` runs); throws, naming the address, when it cannot bind.
-    public func waitUntilListening() async throws {
+    package func waitUntilListening() async throws {
         do {
             _ = try await listener.bound.futureResult.get()
         } catch {
@@ -80,17 +80,17 @@ public final class GRPCIngestServer: Sendable {
     }
 
     /// The bound port (useful with port 0), once listening.
-    public var listeningPort: Int? {
+    package var listeningPort: Int? {
         get async { try? await listener.bound.futureResult.get().port }
     }
 }
 
 /// The gRPC listener could not bind.
-public struct GRPCBindError: Error, CustomStringConvertible {
-    public var address: String
-    public var underlying: any Error
-    public var description: String { "cannot listen on \(address): \(underlying)" }
-    public init(address: String, underlying: any Error) {
+package struct GRPCBindError: Error, CustomStringConvertible {
+    package var address: String
+    package var underlying: any Error
+    package var description: String { "cannot listen on \(address): \(underlying)" }
+    package init(address: String, underlying: any Error) {
         self.address = address
         self.underlying = underlying
     }

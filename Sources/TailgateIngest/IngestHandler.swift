@@ -1,13 +1,13 @@
 import TailgateWire
 
 /// The transport a request arrived on (a metric label).
-public enum IngestTransport: String, Sendable {
+package enum IngestTransport: String, Sendable {
     case grpc
     case http
 }
 
 /// What the pipeline did with one export request.
-public enum IngestResult: Sendable, Equatable {
+package enum IngestResult: Sendable, Equatable {
     /// Every span accepted.
     case accepted
     /// Some spans were rejected (invalid IDs); the client must not retry.
@@ -19,7 +19,7 @@ public enum IngestResult: Sendable, Equatable {
 }
 
 /// Receives the protobuf bytes of each `ExportTraceServiceRequest`, whatever transport and encoding it came in.
-public protocol TraceIngestHandler: Sendable {
+package protocol TraceIngestHandler: Sendable {
     /// Called on an I/O thread; must not block.
     func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport) -> IngestResult
     /// A request refused before it reached `ingest` (too large, bad encoding or content type, malformed JSON).
@@ -32,19 +32,19 @@ public protocol TraceIngestHandler: Sendable {
 }
 
 extension TraceIngestHandler {
-    public var passThroughHeaders: [String] { [] }
-    public func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport, headers: [(String, String)]) -> IngestResult {
+    package var passThroughHeaders: [String] { [] }
+    package func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport, headers: [(String, String)]) -> IngestResult {
         ingest(body, transport: transport)
     }
 
     /// The pass-through headers of a request, given a lookup of a header's value by lowercased name.
-    public func passThrough(_ value: (String) -> String?) -> [(String, String)] {
+    package func passThrough(_ value: (String) -> String?) -> [(String, String)] {
         passThroughHeaders.compactMap { name in value(name).map { (name, $0) } }
     }
 }
 
 /// Why a request was refused before its spans were read.
-public enum RefusalReason: String, Sendable, CaseIterable {
+package enum RefusalReason: String, Sendable, CaseIterable {
     case tooLarge = "too_large"
     case badEncoding = "bad_encoding"
     case badContentType = "bad_content_type"
@@ -61,9 +61,9 @@ public enum RefusalReason: String, Sendable, CaseIterable {
 }
 
 /// Encodings of the OTLP response messages.
-public enum OTLPResponse {
+package enum OTLPResponse {
     /// `ExportTraceServiceResponse`: empty on full success, with `partial_success` otherwise.
-    public static func exportResponse(rejectedSpans: Int64 = 0, message: String = "") -> [UInt8] {
+    package static func exportResponse(rejectedSpans: Int64 = 0, message: String = "") -> [UInt8] {
         guard rejectedSpans != 0 || !message.isEmpty else { return [] }
         var w = ProtoWriter()
         w.appendMessageField(1) { p in
@@ -73,13 +73,13 @@ public enum OTLPResponse {
         return w.bytes
     }
 
-    public static func exportResponseJSON(rejectedSpans: Int64 = 0, message: String = "") -> String {
+    package static func exportResponseJSON(rejectedSpans: Int64 = 0, message: String = "") -> String {
         guard rejectedSpans != 0 || !message.isEmpty else { return "{}" }
         return #"{"partialSuccess":{"rejectedSpans":"\#(rejectedSpans)","errorMessage":\#(jsonString(message))}}"#
     }
 
     /// `google.rpc.Status` with a gRPC code and message, optionally carrying a `google.rpc.RetryInfo`.
-    public static func status(code: Int, message: String, retryAfterSeconds: Int? = nil) -> [UInt8] {
+    package static func status(code: Int, message: String, retryAfterSeconds: Int? = nil) -> [UInt8] {
         var w = ProtoWriter()
         if code != 0 { w.appendVarintField(1, UInt64(code)) }
         if !message.isEmpty { w.appendStringField(2, message) }
@@ -95,13 +95,13 @@ public enum OTLPResponse {
         return w.bytes
     }
 
-    public static func statusJSON(code: Int, message: String) -> String {
+    package static func statusJSON(code: Int, message: String) -> String {
         #"{"code":\#(code),"message":\#(jsonString(message))}"#
     }
 }
 
 /// A JSON string literal.
-public func jsonString(_ s: String) -> String {
+package func jsonString(_ s: String) -> String {
     var out = "\""
     for scalar in s.unicodeScalars {
         switch scalar {
@@ -120,16 +120,16 @@ public func jsonString(_ s: String) -> String {
 
 /// The OTLP signals the receivers take. Traces go to the sampling pipeline (`TraceIngestHandler`); metrics and logs
 /// are relayed unchanged (`SignalIngestHandler`).
-public enum IngestSignal: String, Sendable, CaseIterable {
+package enum IngestSignal: String, Sendable, CaseIterable {
     case traces
     case metrics
     case logs
 
     /// `POST` path on the OTLP/HTTP receiver.
-    public var httpPath: String { "/v1/\(rawValue)" }
+    package var httpPath: String { "/v1/\(rawValue)" }
 
     /// The gRPC service whose `Export` method takes this signal.
-    public var grpcService: String {
+    package var grpcService: String {
         switch self {
         case .traces: "opentelemetry.proto.collector.trace.v1.TraceService"
         case .metrics: "opentelemetry.proto.collector.metrics.v1.MetricsService"
@@ -140,7 +140,7 @@ public enum IngestSignal: String, Sendable, CaseIterable {
 
 /// Receives metrics and logs export requests (after authentication, size limits and decompression) to relay them
 /// unchanged. Answers `.accepted`, or `.overloaded` when its queue is full (the client retries), or `.invalid`.
-public protocol SignalIngestHandler: Sendable {
+package protocol SignalIngestHandler: Sendable {
     /// Called on an I/O or route thread; must not block. `json`: the body is OTLP/JSON (HTTP only). `headers`: the
     /// request's pass-through headers (see `TraceIngestHandler.passThroughHeaders`).
     func relay(_ body: [UInt8], signal: IngestSignal, json: Bool, transport: IngestTransport, headers: [(String, String)]) -> IngestResult
@@ -150,7 +150,7 @@ public protocol SignalIngestHandler: Sendable {
 
 extension SignalIngestHandler {
     /// Without pass-through headers.
-    public func relay(_ body: [UInt8], signal: IngestSignal, json: Bool, transport: IngestTransport) -> IngestResult {
+    package func relay(_ body: [UInt8], signal: IngestSignal, json: Bool, transport: IngestTransport) -> IngestResult {
         relay(body, signal: signal, json: json, transport: transport, headers: [])
     }
 }

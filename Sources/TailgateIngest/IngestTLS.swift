@@ -1,24 +1,24 @@
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #elseif canImport(Darwin)
-public import Darwin
+package import Darwin
 #endif
-public import Logging
-public import NIOCertificateReloading
-public import NIOSSL
+package import Logging
+package import NIOCertificateReloading
+package import NIOSSL
 
 /// TLS on the receivers (`tls: {cert_file, key_file, client_ca_file, reload_interval}`): the certificate chain and
 /// key (PEM), and — for mTLS — the CA whose certificates clients must present.
-public struct IngestTLS: Sendable, Equatable {
-    public var certFile: String
-    public var keyFile: String
+package struct IngestTLS: Sendable, Equatable {
+    package var certFile: String
+    package var keyFile: String
     /// When set, clients must present a certificate issued by one of these CAs (PEM).
-    public var clientCAFile: String? = nil
+    package var clientCAFile: String? = nil
     /// How often the certificate and key files are read again (new connections get the new pair; open connections
     /// keep theirs). Default 30 s.
-    public var reloadInterval: Duration = .seconds(30)
+    package var reloadInterval: Duration = .seconds(30)
 
-    public init(certFile: String, keyFile: String, clientCAFile: String? = nil) {
+    package init(certFile: String, keyFile: String, clientCAFile: String? = nil) {
         self.certFile = certFile
         self.keyFile = keyFile
         self.clientCAFile = clientCAFile
@@ -26,23 +26,23 @@ public struct IngestTLS: Sendable, Equatable {
 }
 
 /// A certificate, key or CA file that cannot be used; `field` names the configuration key it came from.
-public struct TLSFileError: Error, CustomStringConvertible, Equatable {
-    public enum Field: String, Sendable { case cert = "cert_file", key = "key_file", clientCA = "client_ca_file", ca = "ca_file" }
-    public var field: Field
-    public var path: String
-    public var message: String
-    public var description: String { "\(field.rawValue) '\(path)': \(message)" }
+package struct TLSFileError: Error, CustomStringConvertible, Equatable {
+    package enum Field: String, Sendable { case cert = "cert_file", key = "key_file", clientCA = "client_ca_file", ca = "ca_file" }
+    package var field: Field
+    package var path: String
+    package var message: String
+    package var description: String { "\(field.rawValue) '\(path)': \(message)" }
 }
 
 /// Checks of PEM files, for configuration errors that name the file before anything listens.
-public enum TLSFiles {
+package enum TLSFiles {
     /// The certificate chain and key can be read, and the key belongs to the first certificate.
-    public static func checkPair(cert: String, key: String) throws(TLSFileError) {
+    package static func checkPair(cert: String, key: String) throws(TLSFileError) {
         _ = try makeReloader(cert: cert, key: key, interval: .seconds(3600), logger: nil)
     }
 
     /// A file of one or more PEM certificates (a CA bundle).
-    public static func checkCertificates(_ path: String, field: TLSFileError.Field) throws(TLSFileError) {
+    package static func checkCertificates(_ path: String, field: TLSFileError.Field) throws(TLSFileError) {
         do {
             let certificates = try NIOSSLCertificate.fromPEMFile(path)
             guard !certificates.isEmpty else { throw TLSFileError(field: field, path: path, message: "holds no PEM certificate") }
@@ -102,21 +102,21 @@ public enum TLSFiles {
 
 /// The loaded TLS state of the receivers: one certificate reloader shared by both (run it as a service), the
 /// NIOSSL context of the HTTP receiver and the gRPC transport's security.
-public final class IngestTLSContext: Sendable {
-    public let configuration: IngestTLS
+package final class IngestTLSContext: Sendable {
+    package let configuration: IngestTLS
     /// Reads the certificate and key again every `reloadInterval`; must run (it is a swift-service-lifecycle Service).
-    public let reloader: TimedCertificateReloader
+    package let reloader: TimedCertificateReloader
     /// For the HTTP receiver: each new connection's handshake asks the reloader for the current pair.
-    public let sslContext: NIOSSLContext
+    package let sslContext: NIOSSLContext
     /// For the gRPC receiver: the same, offering HTTP/2 by ALPN.
     let grpcSSLContext: NIOSSLContext
 
     /// Reloads every `reloadInterval` until cancelled.
-    public func runReloading() async throws {
+    package func runReloading() async throws {
         try await reloader.run()
     }
 
-    public init(_ configuration: IngestTLS, logger: Logger?) throws(TLSFileError) {
+    package init(_ configuration: IngestTLS, logger: Logger?) throws(TLSFileError) {
         self.configuration = configuration
         let reloader = try TLSFiles.makeReloader(cert: configuration.certFile, key: configuration.keyFile,
                                                  interval: configuration.reloadInterval, logger: logger)

@@ -1,22 +1,22 @@
-public import NIOCore
-public import NIOHTTP1
-public import TailgateHTTPServer
-public import TailgateWire
+import NIOCore
+package import NIOHTTP1
+package import TailgateHTTPServer
+import TailgateWire
 
 /// The OTLP/HTTP receiver's route: `POST /v1/traces` with `application/x-protobuf` or `application/json`,
 /// optionally `Content-Encoding: gzip`. Answers in the request's content type, as OTLP requires. With a `relay`,
 /// `POST /v1/metrics` and `/v1/logs` are taken as well (same authentication and limits) and handed over unchanged
 /// after decompression: protobuf as it is, JSON as it is (only when the relay can forward JSON, else 415).
-public struct OTLPHTTPIngest: Sendable {
-    public let handler: any TraceIngestHandler
+package struct OTLPHTTPIngest: Sendable {
+    package let handler: any TraceIngestHandler
     /// Limit on the body after decompression.
-    public let maxRequestBytes: Int
+    package let maxRequestBytes: Int
     /// Required bearer tokens; nil: none required.
-    public let authenticator: Authenticator?
+    package let authenticator: Authenticator?
     /// Metrics and logs; nil: only traces (other paths 404).
-    public let relay: (any SignalIngestHandler)?
+    package let relay: (any SignalIngestHandler)?
 
-    public init(handler: any TraceIngestHandler, maxRequestBytes: Int, authenticator: Authenticator? = nil,
+    package init(handler: any TraceIngestHandler, maxRequestBytes: Int, authenticator: Authenticator? = nil,
                 relay: (any SignalIngestHandler)? = nil) {
         self.relay = relay
         self.handler = handler
@@ -39,7 +39,7 @@ public struct OTLPHTTPIngest: Sendable {
     static let unimplemented = 12
     static let unauthenticated = 16
 
-    public func handle(_ request: HTTPRequest) -> HTTPResponse {
+    package func handle(_ request: HTTPRequest) -> HTTPResponse {
         let head = request.head
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         let signal: IngestSignal
@@ -156,7 +156,7 @@ public struct OTLPHTTPIngest: Sendable {
 
     /// Counts a refusal by the HTTP server (connection cap, timeouts, in-flight budget) and, for a request, builds
     /// the OTLP answer: 429 with `Retry-After` for the in-flight budget.
-    public func refused(_ head: HTTPRequestHead?, reason: HTTPServer.Refusal) -> HTTPResponse? {
+    package func refused(_ head: HTTPRequestHead?, reason: HTTPServer.Refusal) -> HTTPResponse? {
         handler.refused(transport: .http, reason: RefusalReason(reason))
         guard let head, reason == .inflightLimit else { return nil }
         let json = head.headers.first(name: "content-type")?.lowercased().hasPrefix("application/json") ?? false
@@ -166,7 +166,7 @@ public struct OTLPHTTPIngest: Sendable {
     }
 
     /// The answer to a body over the limit before decompression.
-    public func tooLarge(_ head: HTTPRequestHead, limit: Int) -> HTTPResponse {
+    package func tooLarge(_ head: HTTPRequestHead, limit: Int) -> HTTPResponse {
         handler.refused(transport: .http, reason: .tooLarge)
         let json = head.headers.first(name: "content-type")?.lowercased().hasPrefix("application/json") ?? false
         return error(.payloadTooLarge, Self.resourceExhausted, "request body exceeds the limit of \(limit) bytes", json ? .json : .protobuf)

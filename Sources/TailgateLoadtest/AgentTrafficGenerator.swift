@@ -27,26 +27,26 @@
 // errors), Simulation.swift (planning runs and spans), Simulation+Export.swift (the simulated exporters' batches),
 // ProtoBuffer.swift and RequestEncoder.swift (encoding the requests).
 
-public import Foundation
-public import TailgateWire
+import Foundation
+package import TailgateWire
 
-public struct AgentTrafficGenerator: Sendable {
-    public struct Options: Sendable {
-        public var traces: Int = 1000
-        public var seed: UInt64 = 1
+package struct AgentTrafficGenerator: Sendable {
+    package struct Options: Sendable {
+        package var traces: Int = 1000
+        package var seed: UInt64 = 1
         /// Unix nanoseconds of the first trace's start.
-        public var startTime: UInt64 = 1_767_225_600_000_000_000
+        package var startTime: UInt64 = 1_767_225_600_000_000_000
         /// New agent runs per second (arrival process; exponential inter-arrival times from the seeded RNG).
-        public var tracesPerSecond: Double = 50
+        package var tracesPerSecond: Double = 50
         /// Spans per export request at most (the SDK's BatchSpanProcessor default is 512).
-        public var maxBatchSpans: Int = 512
+        package var maxBatchSpans: Int = 512
         /// How often each service's exporter flushes (SDK default 5 s; smaller makes more, smaller requests).
-        public var flushInterval: Double = 1.0
-        public init() {}
+        package var flushInterval: Double = 1.0
+        package init() {}
     }
 
     /// What kind of run a trace is. Every trace is exactly one category.
-    public enum Category: String, Sendable, CaseIterable, Codable {
+    package enum Category: String, Sendable, CaseIterable, Codable {
         /// A few LLM calls and tools, total tokens < 10,000, no ERROR status.
         case ordinary
         /// An ERROR span somewhere (root, retrieval, exhausted LLM retries, or only a downstream span in `tools`).
@@ -64,36 +64,36 @@ public struct AgentTrafficGenerator: Sendable {
     }
 
     /// What was generated for one trace.
-    public struct Trace: Sendable {
-        public var id: TraceID
-        public var category: Category
-        public var spans: Int
+    package struct Trace: Sendable {
+        package var id: TraceID
+        package var category: Category
+        package var spans: Int
         /// Sum over the trace's spans of `gen_ai.usage.input_tokens` + `gen_ai.usage.output_tokens`.
-        public var totalTokens: Int64
+        package var totalTokens: Int64
         /// Whether any span has status ERROR.
-        public var hasError: Bool
+        package var hasError: Bool
         /// Root start to root end (the root spans the whole run).
-        public var durationNanos: UInt64
-        public var services: Set<String>
+        package var durationNanos: UInt64
+        package var services: Set<String>
     }
 
     /// One encoded export request.
-    public struct Request: Sendable {
+    package struct Request: Sendable {
         /// Unix nanoseconds when the exporter sends it.
-        public var time: UInt64
-        public var service: String
-        public var protobuf: [UInt8]
-        public var spans: Int
+        package var time: UInt64
+        package var service: String
+        package var protobuf: [UInt8]
+        package var spans: Int
     }
 
-    public let options: Options
+    package let options: Options
 
-    public init(_ options: Options) {
+    package init(_ options: Options) {
         self.options = options
     }
 
     /// All requests in send order, and what was generated.
-    public func generate() -> (requests: [Request], traces: [Trace]) {
+    package func generate() -> (requests: [Request], traces: [Trace]) {
         var simulation = Simulation(options)
         simulation.planTraces()
         let requests = simulation.export()

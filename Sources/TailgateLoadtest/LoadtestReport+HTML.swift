@@ -9,7 +9,7 @@ extension LoadtestReport {
     /// the summary table, the verification table with pass/fail colouring, errors and notes.
     ///
     /// The page is also well-formed XML (XHTML syntax), so it can be checked by an XML parser.
-    public func html() -> String {
+    package func html() -> String {
         var h = ""
         h += "<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\">\n<head>\n"
         h += "<meta charset=\"utf-8\"/>\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/>\n"

@@ -1,11 +1,11 @@
-public import Foundation
+package import Foundation
 
 // MARK: - JSON
 
 extension LoadtestReport {
     /// Pretty-printed JSON with sorted keys and ISO-8601 dates (millisecond precision). Non-finite numbers are
     /// written as the strings "inf", "-inf" and "nan" rather than failing the whole report.
-    public func json() throws -> Data {
+    package func json() throws -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .custom { date, encoder in
@@ -18,7 +18,7 @@ extension LoadtestReport {
     }
 
     /// Reads what `json()` wrote (dates with or without fractional seconds).
-    public static func decode(_ data: Data) throws -> LoadtestReport {
+    package static func decode(_ data: Data) throws -> LoadtestReport {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .custom { decoder in
             let container = try decoder.singleValueContainer()

@@ -4,7 +4,7 @@ import Foundation
 
 /// One live progress line, printed once per second during a run, e.g.
 /// "  12s  sent 101,234 spans/s  acked 100,998/s  rejected 0/s  ack p50 0.8 ms  p99 3.1 ms"
-public func progressLine(_ sample: LoadtestSample, elapsed: Double) -> String {
+package func progressLine(_ sample: LoadtestSample, elapsed: Double) -> String {
     let seconds = elapsed.isFinite ? max(0, Int(elapsed.rounded())) : 0
     var line = leftPad(grouped(seconds), 4) + "s"
     line += "  sent " + leftPad(grouped(sample.sentSpans), 7) + " spans/s"
@@ -22,7 +22,7 @@ public func progressLine(_ sample: LoadtestSample, elapsed: Double) -> String {
 
 extension LoadtestReport {
     /// The final table printed to the terminal (aligned, plain ASCII, ~80 columns), including verification when present.
-    public func table() -> String {
+    package func table() -> String {
         var out: [String] = []
         let width = 80
 

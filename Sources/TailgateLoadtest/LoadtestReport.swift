@@ -1,4 +1,4 @@
-public import Foundation
+package import Foundation
 
 // The result of `tailgate loadtest`: the data model (Codable, written as JSON next to the HTML page) and its three
 // renderings: the live progress line and the final terminal table (LoadtestReport+Terminal.swift), and a
@@ -8,21 +8,21 @@ public import Foundation
 // MARK: - Model
 
 /// What happened during one second of a run.
-public struct LoadtestSample: Codable, Sendable, Equatable {
+package struct LoadtestSample: Codable, Sendable, Equatable {
     /// Seconds since start (0-based).
-    public var second: Int
+    package var second: Int
     /// Spans sent during this second.
-    public var sentSpans: Int
+    package var sentSpans: Int
     /// Spans acknowledged (accepted) during this second.
-    public var ackedSpans: Int
+    package var ackedSpans: Int
     /// Spans in requests answered with an error (any retryable or final error).
-    public var rejectedSpans: Int
+    package var rejectedSpans: Int
     /// Ack latency of the requests completed during this second; all three are 0 when none completed.
-    public var latencyP50Ms: Double
-    public var latencyP99Ms: Double
-    public var latencyMaxMs: Double
+    package var latencyP50Ms: Double
+    package var latencyP99Ms: Double
+    package var latencyMaxMs: Double
 
-    public init(
+    package init(
         second: Int, sentSpans: Int, ackedSpans: Int, rejectedSpans: Int,
         latencyP50Ms: Double, latencyP99Ms: Double, latencyMaxMs: Double
     ) {
@@ -40,24 +40,24 @@ public struct LoadtestSample: Codable, Sendable, Equatable {
 }
 
 /// What a downstream received, checked against what was sent and what the policies must keep.
-public struct LoadtestVerification: Codable, Sendable, Equatable {
-    public var tracesSent: Int
-    public var tracesReceived: Int
+package struct LoadtestVerification: Codable, Sendable, Equatable {
+    package var tracesSent: Int
+    package var tracesReceived: Int
     /// Traces received with fewer spans than sent.
-    public var incompleteTraces: Int
-    public var duplicateSpans: Int
+    package var incompleteTraces: Int
+    package var duplicateSpans: Int
     /// Traces received but never sent.
-    public var unexpectedTraces: Int
+    package var unexpectedTraces: Int
 
     /// Traces by deciding policy (or "(dropped)"): how many were sent and how many arrived.
-    public struct Category: Codable, Sendable, Equatable {
-        public var name: String
-        public var sent: Int
-        public var kept: Int
+    package struct Category: Codable, Sendable, Equatable {
+        package var name: String
+        package var sent: Int
+        package var kept: Int
         /// The fraction (0...1) of this category's traces that should arrive; nil when there is no expectation.
-        public var expectedKeepRate: Double?
+        package var expectedKeepRate: Double?
 
-        public init(name: String, sent: Int, kept: Int, expectedKeepRate: Double? = nil) {
+        package init(name: String, sent: Int, kept: Int, expectedKeepRate: Double? = nil) {
             self.name = name
             self.sent = sent
             self.kept = kept
@@ -68,11 +68,11 @@ public struct LoadtestVerification: Codable, Sendable, Equatable {
         var keepRate: Double? { sent > 0 ? Double(kept) / Double(sent) : nil }
     }
 
-    public var categories: [Category]
-    public var passed: Bool
-    public var problems: [String]
+    package var categories: [Category]
+    package var passed: Bool
+    package var problems: [String]
 
-    public init(
+    package init(
         tracesSent: Int, tracesReceived: Int, incompleteTraces: Int = 0, duplicateSpans: Int = 0,
         unexpectedTraces: Int = 0, categories: [Category] = [], passed: Bool, problems: [String] = []
     ) {
@@ -88,35 +88,35 @@ public struct LoadtestVerification: Codable, Sendable, Equatable {
 }
 
 /// Everything measured by one `tailgate loadtest` run.
-public struct LoadtestReport: Codable, Sendable {
+package struct LoadtestReport: Codable, Sendable {
     /// e.g. "grpc://127.0.0.1:4317".
-    public var target: String
+    package var target: String
     /// "grpc" | "http" (| "file").
-    public var transport: String
-    public var gzip: Bool
-    public var connections: Int
+    package var transport: String
+    package var gzip: Bool
+    package var connections: Int
     /// nil = as fast as possible.
-    public var targetSpansPerSecond: Double?
-    public var recording: [String]
-    public var startedAt: Date
-    public var durationSeconds: Double
-    public var requestsSent: Int
-    public var requestsAcked: Int
-    public var requestsFailed: Int
-    public var spansSent: Int
-    public var spansAcked: Int
-    public var spansRejected: Int
-    public var bytesSent: Int
+    package var targetSpansPerSecond: Double?
+    package var recording: [String]
+    package var startedAt: Date
+    package var durationSeconds: Double
+    package var requestsSent: Int
+    package var requestsAcked: Int
+    package var requestsFailed: Int
+    package var spansSent: Int
+    package var spansAcked: Int
+    package var spansRejected: Int
+    package var bytesSent: Int
     /// Keys "p50", "p90", "p99", "p999", "max", "mean", over all requests.
-    public var latencyMs: [String: Double]
-    public var samples: [LoadtestSample]
+    package var latencyMs: [String: Double]
+    package var samples: [LoadtestSample]
     /// Error description → count.
-    public var errors: [String: Int]
-    public var verification: LoadtestVerification?
+    package var errors: [String: Int]
+    package var verification: LoadtestVerification?
     /// Free text lines (e.g. proxy CPU per span measured by the harness).
-    public var notes: [String]
+    package var notes: [String]
 
-    public init(
+    package init(
         target: String, transport: String, gzip: Bool, connections: Int, targetSpansPerSecond: Double? = nil,
         recording: [String] = [], startedAt: Date, durationSeconds: Double,
         requestsSent: Int, requestsAcked: Int, requestsFailed: Int,
@@ -147,7 +147,7 @@ public struct LoadtestReport: Codable, Sendable {
     }
 
     /// Acknowledged spans per second over the whole run (0 for a zero or invalid duration).
-    public var spansPerSecond: Double {
+    package var spansPerSecond: Double {
         durationSeconds > 0 && durationSeconds.isFinite ? Double(spansAcked) / durationSeconds : 0
     }
 
@@ -164,7 +164,7 @@ public struct LoadtestReport: Codable, Sendable {
 
 /// Percentile `p` (in percent, 0...100) of an ascending array by the nearest-rank method; 0 for an empty array.
 /// p <= 0 gives the smallest element, p >= 100 the largest.
-public func percentile(_ sorted: [Double], _ p: Double) -> Double {
+package func percentile(_ sorted: [Double], _ p: Double) -> Double {
     guard !sorted.isEmpty else { return 0 }
     guard p.isFinite, p > 0 else { return p.isNaN || p <= 0 ? sorted[0] : sorted[sorted.count - 1] }
     // The tolerance keeps binary rounding from bumping an exact rank (99.9% of 1,000 is 999, not 999.000...1).

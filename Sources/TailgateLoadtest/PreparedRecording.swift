@@ -1,30 +1,30 @@
-public import TailgateRecording
-public import TailgateWire
+package import TailgateRecording
+package import TailgateWire
 
 /// A recording ready for replay: each request's bytes, where its trace IDs sit, and how many spans it holds.
 /// Replaying a recording several times gives each pass fresh trace IDs: every trace ID of pass k is XORed with
 /// a mask derived from k, so a trace keeps one ID across all its spans and requests, and passes never collide.
-public struct PreparedRecording: Sendable {
-    public let requests: [RecordedRequest]
+package struct PreparedRecording: Sendable {
+    package let requests: [RecordedRequest]
     /// Byte offsets of the 16-byte trace ID payloads, per request.
     let traceIDOffsets: [[Int]]
-    public let spanCounts: [Int]
+    package let spanCounts: [Int]
     /// Spans before request i (prefix sums), and in the whole recording.
     let spansBefore: [Int]
-    public let spans: Int
-    public let bytes: Int
+    package let spans: Int
+    package let bytes: Int
     /// Recorded arrival offsets from the first request, in nanoseconds.
     let arrivalOffsets: [UInt64]
     /// Duration of one pass (first to last arrival, at least 1 ms).
     let passNanos: UInt64
 
-    public struct Invalid: Error, CustomStringConvertible {
-        public var index: Int
-        public var message: String
-        public var description: String { "request \(index) of the recording: \(message)" }
+    package struct Invalid: Error, CustomStringConvertible {
+        package var index: Int
+        package var message: String
+        package var description: String { "request \(index) of the recording: \(message)" }
     }
 
-    public init(_ requests: [RecordedRequest]) throws {
+    package init(_ requests: [RecordedRequest]) throws {
         let sorted = requests.sorted { $0.arrival < $1.arrival }
         self.requests = sorted
         var offsets: [[Int]] = []
@@ -80,23 +80,23 @@ public struct PreparedRecording: Sendable {
         return out
     }
 
-    public var count: Int { requests.count }
+    package var count: Int { requests.count }
 
     /// The XOR mask of pass `pass` (zero for the first pass: the recording's own IDs).
-    public static func mask(pass: Int) -> TraceID {
+    package static func mask(pass: Int) -> TraceID {
         guard pass > 0 else { return TraceID(hi: 0, lo: 0) }
         let a = xxh3("tailgate-pass-\(pass)")
         let b = xxh3("tailgate-pass-\(pass)", seed: 1)
         return TraceID(hi: a, lo: b | 1)
     }
 
-    public static func traceID(_ id: TraceID, pass: Int) -> TraceID {
+    package static func traceID(_ id: TraceID, pass: Int) -> TraceID {
         let m = mask(pass: pass)
         return TraceID(hi: id.hi ^ m.hi, lo: id.lo ^ m.lo)
     }
 
     /// The bytes of request `index` as sent in pass `pass`.
-    public func request(_ index: Int, pass: Int) -> [UInt8] {
+    package func request(_ index: Int, pass: Int) -> [UInt8] {
         var bytes = requests[index].protobuf
         guard pass > 0 else { return bytes }
         let m = Self.mask(pass: pass)

@@ -1,29 +1,29 @@
-public import Synchronization
-public import TailgatePolicies
-public import TailgateIngest
-public import TailgateWire
+import Synchronization
+import TailgatePolicies
+package import TailgateIngest
+package import TailgateWire
 import TailgateConfig
 
 /// Faults a load-test receiver injects, to prove that a proxy loses nothing while its downstream misbehaves.
-public struct ReceiverFaults: Sendable, Equatable {
+package struct ReceiverFaults: Sendable, Equatable {
     /// This share of requests (spread evenly, deterministic) is answered UNAVAILABLE and not recorded.
-    public var failPercent: Double = 0
+    package var failPercent: Double = 0
     /// Windows (start after the receiver started, length) in which every request is answered UNAVAILABLE: the
     /// downstream "goes away" (its port stays open; the proxy sees the same retryable failure as from a restarting
     /// collector behind a load balancer).
-    public var outages: [(start: Duration, length: Duration)] = []
+    package var outages: [(start: Duration, length: Duration)] = []
 
-    public init(failPercent: Double = 0, outages: [(start: Duration, length: Duration)] = []) {
+    package init(failPercent: Double = 0, outages: [(start: Duration, length: Duration)] = []) {
         self.failPercent = failPercent
         self.outages = outages
     }
 
-    public static func == (a: Self, b: Self) -> Bool {
+    package static func == (a: Self, b: Self) -> Bool {
         a.failPercent == b.failPercent && a.outages.map(\.start) == b.outages.map(\.start) && a.outages.map(\.length) == b.outages.map(\.length)
     }
 
     /// Parses `LENGTH@START`, e.g. `30s@60s`.
-    public static func outage(_ text: String) -> (start: Duration, length: Duration)? {
+    package static func outage(_ text: String) -> (start: Duration, length: Duration)? {
         let parts = text.split(separator: "@")
         guard parts.count == 2, let length = parseDuration(String(parts[0])), let start = parseDuration(String(parts[1])) else { return nil }
         return (start, length)
@@ -32,7 +32,7 @@ public struct ReceiverFaults: Sendable, Equatable {
 
 /// A downstream collector for load tests: accepts OTLP/gRPC, and remembers every span it received by trace
 /// (count and span IDs), to verify what a proxy forwarded. Optionally injects faults (`ReceiverFaults`).
-public final class RecordingReceiver: TraceIngestHandler, Sendable {
+package final class RecordingReceiver: TraceIngestHandler, Sendable {
     final class Shard: Sendable {
         let traces = Mutex<[TraceID: [UInt64]]>([:])
     }
@@ -44,9 +44,9 @@ public final class RecordingReceiver: TraceIngestHandler, Sendable {
     private let failedCount = Atomic<Int>(0)
     private let faults: ReceiverFaults
     private let started = ContinuousClock.now
-    public let server: GRPCIngestServer
+    package let server: GRPCIngestServer
 
-    public init(host: String, port: Int, faults: ReceiverFaults = ReceiverFaults()) {
+    package init(host: String, port: Int, faults: ReceiverFaults = ReceiverFaults()) {
         self.faults = faults
         let box = HandlerBox()
         server = GRPCIngestServer(host: host, port: port, maxRequestBytes: 64 << 20, handler: box)
@@ -62,7 +62,7 @@ public final class RecordingReceiver: TraceIngestHandler, Sendable {
         func refused(transport: IngestTransport, reason: RefusalReason) {}
     }
 
-    public func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport) -> IngestResult {
+    package func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport) -> IngestResult {
         if let fault = injectedFault() {
             failedCount.add(1, ordering: .relaxed)
             return .overloaded(retryAfterSeconds: 0, message: fault)
@@ -81,7 +81,7 @@ public final class RecordingReceiver: TraceIngestHandler, Sendable {
         return .accepted
     }
 
-    public func refused(transport: IngestTransport, reason: RefusalReason) {}
+    package func refused(transport: IngestTransport, reason: RefusalReason) {}
 
     private func injectedFault() -> String? {
         let elapsed = ContinuousClock.now - started
@@ -96,13 +96,13 @@ public final class RecordingReceiver: TraceIngestHandler, Sendable {
     }
 
     /// Requests answered with an injected failure.
-    public var requestsFailed: Int { failedCount.load(ordering: .relaxed) }
+    package var requestsFailed: Int { failedCount.load(ordering: .relaxed) }
 
-    public var spansReceived: Int { spanCount.load(ordering: .relaxed) }
-    public var requestsReceived: Int { requestCount.load(ordering: .relaxed) }
+    package var spansReceived: Int { spanCount.load(ordering: .relaxed) }
+    package var requestsReceived: Int { requestCount.load(ordering: .relaxed) }
 
     /// Span IDs received per trace.
-    public func traces() -> [TraceID: [UInt64]] {
+    package func traces() -> [TraceID: [UInt64]] {
         var out: [TraceID: [UInt64]] = [:]
         for shard in shards { shard.traces.withLock { out.merge($0) { a, _ in a } } }
         return out

@@ -1,48 +1,48 @@
-public import Foundation
-public import Synchronization
-public import TailgateExport
-public import TailgateWire
+import Foundation
+import Synchronization
+package import TailgateExport
+import TailgateWire
 
 /// How to replay.
-public struct ReplayOptions: Sendable {
+package struct ReplayOptions: Sendable {
     /// Where to send: `grpc://HOST:PORT` or `http://HOST:PORT[/path]`.
-    public var target: DownstreamAddress
-    public var gzip = false
+    package var target: DownstreamAddress
+    package var gzip = false
     /// Concurrent connections (one client each, one request in flight per connection).
-    public var connections = 4
+    package var connections = 4
     /// Target spans per second; nil sends as fast as acknowledgements allow.
-    public var spansPerSecond: Double? = nil
+    package var spansPerSecond: Double? = nil
     /// Stop after this long…
-    public var duration: Duration? = nil
+    package var duration: Duration? = nil
     /// …or after this many spans (whichever comes first; without either, one pass over the recording).
-    public var maxSpans: Int? = nil
+    package var maxSpans: Int? = nil
     /// Replay the recording's own timing (arrival offsets divided by `speed`) instead of a rate.
-    public var recordedTiming = false
-    public var speed: Double = 1
+    package var recordedTiming = false
+    package var speed: Double = 1
     /// Give every pass over the recording fresh trace IDs (needed to loop without duplicates).
-    public var freshTraceIDs = true
-    public var timeout: Duration = .seconds(10)
+    package var freshTraceIDs = true
+    package var timeout: Duration = .seconds(10)
 
-    public init(target: DownstreamAddress) {
+    package init(target: DownstreamAddress) {
         self.target = target
     }
 }
 
 /// What was sent: enough to know exactly which traces must have reached a downstream.
-public struct SentLog: Sendable {
+package struct SentLog: Sendable {
     /// Sequence numbers (pass × requests + index) below this were taken by a connection…
-    public var taken: Int
+    package var taken: Int
     /// …except these, which a connection took and did not send (it stopped there)…
-    public var skipped: Set<Int>
+    package var skipped: Set<Int>
     /// …and these, which were answered with an error (their spans were not accepted).
-    public var failed: Set<Int>
+    package var failed: Set<Int>
 
-    public func accepted(_ seq: Int) -> Bool { seq < taken && !skipped.contains(seq) && !failed.contains(seq) }
-    public func sent(_ seq: Int) -> Bool { seq < taken && !skipped.contains(seq) }
+    package func accepted(_ seq: Int) -> Bool { seq < taken && !skipped.contains(seq) && !failed.contains(seq) }
+    package func sent(_ seq: Int) -> Bool { seq < taken && !skipped.contains(seq) }
 }
 
 /// Replays a prepared recording against an OTLP endpoint and measures acknowledgements.
-public final class Replayer: Sendable {
+package final class Replayer: Sendable {
     struct Second {
         var sent = 0
         var acked = 0
@@ -66,12 +66,12 @@ public final class Replayer: Sendable {
         var skipped: Set<Int> = []
     }
 
-    public let recording: PreparedRecording
-    public let options: ReplayOptions
+    package let recording: PreparedRecording
+    package let options: ReplayOptions
     private let stats = Mutex(Stats())
     private let nextSeq = Atomic<Int>(0)
 
-    public init(recording: PreparedRecording, options: ReplayOptions) {
+    package init(recording: PreparedRecording, options: ReplayOptions) {
         self.recording = recording
         self.options = options
     }
@@ -87,13 +87,13 @@ public final class Replayer: Sendable {
         return try options.target.makeDownstream(DownstreamOptions(gzip: options.gzip, timeout: options.timeout))
     }
 
-    public struct ReplayError: Error, CustomStringConvertible {
-        public var description: String
+    package struct ReplayError: Error, CustomStringConvertible {
+        package var description: String
         init(_ d: String) { description = d }
     }
 
     /// Runs the replay; `progress` is called once a second with that second's sample.
-    public func run(progress: @escaping @Sendable (LoadtestSample, Double) -> Void) async throws -> (LoadtestReport, SentLog) {
+    package func run(progress: @escaping @Sendable (LoadtestSample, Double) -> Void) async throws -> (LoadtestReport, SentLog) {
         guard recording.count > 0 else { throw ReplayError("the recording holds no requests") }
         let clients = try (0..<max(1, options.connections)).map { _ in try makeClient() }
         let started = ContinuousClock.now

@@ -1,11 +1,11 @@
-public import TailgateBuffer
-public import TailgatePolicies
-public import TailgateWire
+import TailgateBuffer
+package import TailgatePolicies
+package import TailgateWire
 import TailgateRecording
 
 /// Checks what a downstream received against what was sent and what the policies must keep: every trace the
 /// policies keep arrives complete, no trace they drop arrives, nothing is duplicated.
-public enum Verifier {
+package enum Verifier {
     struct TraceInfo {
         var summary: TraceSummary
         var requests: [Int]
@@ -13,7 +13,7 @@ public enum Verifier {
         var parents: [UInt64: UInt64] = [:]
     }
 
-    public static func verify(
+    package static func verify(
         recording: PreparedRecording, sent: SentLog, policies: PolicySet, received: [TraceID: [UInt64]]
     ) -> LoadtestVerification {
         let runtime = PolicyRuntime(policies)

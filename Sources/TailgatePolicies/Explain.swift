@@ -1,5 +1,5 @@
-public import TailgateBuffer
-public import TailgateWire
+package import TailgateBuffer
+package import TailgateWire
 
 /// Every policy's verdict on one trace, in file order, and which policy would decide it: what
 /// `GET /debug/traces/{id}` shows for an undecided trace.
@@ -7,8 +7,8 @@ public import TailgateWire
 /// Evaluating is read-only: policies that spend a budget when asked (`rate_limiting`, `bytes_limiting`, `composite`,
 /// and combinations holding one) are not asked for a verdict — their current admission ratio is reported instead
 /// (`limited`), and whether they would admit the trace is left open.
-public struct PolicyExplanation: Sendable {
-    public enum Outcome: String, Sendable {
+package struct PolicyExplanation: Sendable {
+    package enum Outcome: String, Sendable {
         /// The policy keeps the trace.
         case keep
         /// The policy does not keep it.
@@ -19,32 +19,32 @@ public struct PolicyExplanation: Sendable {
         case limited
     }
 
-    public struct Entry: Sendable {
-        public var name: String
-        public var type: String
-        public var outcome: Outcome
+    package struct Entry: Sendable {
+        package var name: String
+        package var type: String
+        package var outcome: Outcome
         /// For keeps: how the keep would be stated downstream.
-        public var weight: KeepWeight?
+        package var weight: KeepWeight?
         /// For random policies (probabilistic, limiters, combinations): the chance this trace has of being kept by
         /// this policy, whatever its verdict (nil for deterministic policies).
-        public var chance: Double?
+        package var chance: Double?
     }
 
-    public var policies: [Entry]
-    public var keep: Bool
+    package var policies: [Entry]
+    package var keep: Bool
     /// Index of the deciding policy (nil: none matched).
-    public var deciding: Int?
+    package var deciding: Int?
     /// The weight of the keep (the union of every random policy's chance, as the engine computes it).
-    public var weight: KeepWeight
+    package var weight: KeepWeight
     /// Budget-limited policies that could change the outcome (they come before the deciding one, or nothing keeps the
     /// trace), by index.
-    public var undetermined: [Int]
+    package var undetermined: [Int]
 
     /// The deciding policy's name, if any.
-    public var decidingName: String? { deciding.map { policies[$0].name } }
+    package var decidingName: String? { deciding.map { policies[$0].name } }
 
     /// "would keep by policy 'errors'", "would drop: no policy matched", …
-    public var text: String {
+    package var text: String {
         var s: String
         if let deciding {
             let p = policies[deciding]
@@ -74,7 +74,7 @@ extension PolicySet {
     /// Every policy's verdict on `trace` and the decision `PolicyEngine` would make on it now (with the Collector's
     /// semantics: a matching `drop` policy wins; otherwise the first keep in file order, a later certain keep being
     /// preferred to an earlier random one). Budget-limited policies are not asked (see `PolicyExplanation`).
-    public func explain(_ trace: TraceSummary) -> PolicyExplanation {
+    package func explain(_ trace: TraceSummary) -> PolicyExplanation {
         var entries: [PolicyExplanation.Entry] = []
         var verdicts: [Verdict?] = []
         var chances: [Chance?] = []

@@ -1,29 +1,29 @@
-public import TailgateBuffer
-public import TailgateWire
-public import Yams
-public import TailgateConfig
+package import TailgateBuffer
+package import TailgateWire
+package import Yams
+package import TailgateConfig
 
 /// What one policy says about a trace.
-public enum Verdict: Sendable, Equatable {
+package enum Verdict: Sendable, Equatable {
     /// Keep, with the weight the keep carries (`.certain` for rules such as "any error").
     case sample(KeepWeight)
     case notSampled
     /// Drop the trace whatever other policies say (the `drop` policy).
     case drop
 
-    public static let sampled = Verdict.sample(.certain)
+    package static let sampled = Verdict.sample(.certain)
 
     /// A keep stated as a plain probability (`hashed` below 1).
-    public static func sample(probability: Double) -> Verdict {
+    package static func sample(probability: Double) -> Verdict {
         .sample(probability >= 1 ? .certain : .hashed(probability: probability))
     }
 
-    public var isSample: Bool { if case .sample = self { true } else { false } }
+    package var isSample: Bool { if case .sample = self { true } else { false } }
 }
 
 /// Where a policy's randomness comes from. Policies drawing on one source keep nested sets of traces (the one with
 /// the larger probability keeps every trace the other keeps); policies on different sources decide independently.
-public enum RandomSource: Hashable, Sendable {
+package enum RandomSource: Hashable, Sendable {
     /// The trace's randomness R (consistent probability sampling).
     case traceRandomness
     /// XXH3-64 of the trace ID with this seed (hash mode).
@@ -38,7 +38,7 @@ public enum RandomSource: Hashable, Sendable {
 }
 
 /// A random policy's chance of keeping a given trace, whatever it actually decided for it.
-public enum Chance: Sendable, Equatable {
+package enum Chance: Sendable, Equatable {
     case never
     case certain
     case random(probability: Double, source: RandomSource)
@@ -93,7 +93,7 @@ public enum Chance: Sendable, Equatable {
 
 /// One sampling policy type: how it is written in the policies file and how it judges a whole trace.
 /// Each type lives in its own file under `Policies/`, with its own table-driven test.
-public protocol SamplingPolicy: Sendable {
+package protocol SamplingPolicy: Sendable {
     /// The `type:` value, named as in the OpenTelemetry Collector's `tail_sampling` where it exists there.
     static var typeName: String { get }
     /// Keys allowed inside the policy's own block (e.g. `probabilistic: {sampling_percentage: 10}`).
@@ -112,12 +112,12 @@ public protocol SamplingPolicy: Sendable {
 }
 
 extension SamplingPolicy {
-    public var neverKeeps: Bool { false }
-    public func chance(_ trace: TraceSummary) -> Chance? { nil }
+    package var neverKeeps: Bool { false }
+    package func chance(_ trace: TraceSummary) -> Chance? { nil }
 }
 
 /// Every policy type Tailgate understands.
-public let policyTypes: [any SamplingPolicy.Type] = [
+package let policyTypes: [any SamplingPolicy.Type] = [
     AlwaysSamplePolicy.self,
     StatusCodePolicy.self,
     LatencyPolicy.self,
@@ -142,22 +142,22 @@ public let policyTypes: [any SamplingPolicy.Type] = [
 ]
 
 /// A named policy from the policies file.
-public struct NamedPolicy: Sendable {
-    public var name: String
-    public var type: String
-    public var policy: any SamplingPolicy
+package struct NamedPolicy: Sendable {
+    package var name: String
+    package var type: String
+    package var policy: any SamplingPolicy
     /// Where the policy's name is written (for diagnostics found after parsing, such as weight warnings); 0 unknown.
-    public var line = 0
-    public var column = 0
+    package var line = 0
+    package var column = 0
 }
 
 /// What parsing a policy needs: the reader (diagnostics), the attribute plan, the price table, and the
 /// ability to parse nested policies (for `and`, `not`, `drop`, `composite`).
-public struct PolicyContext {
-    public var reader: YAMLReader
-    public var plan: AttributePlan
+package struct PolicyContext {
+    package var reader: YAMLReader
+    package var plan: AttributePlan
     /// USD per million tokens, by model: the built-in table overridden by the file's `prices:`.
-    public var pricing = PriceTable()
+    package var pricing = PriceTable()
 
     init(reader: YAMLReader) {
         self.reader = reader
@@ -165,7 +165,7 @@ public struct PolicyContext {
     }
 
     /// Records a plan failure (too many conditions, a bad regex) at `node`.
-    public mutating func plan<T>(_ node: Node?, _ body: (inout AttributePlan) throws(AttributePlan.PlanError) -> T) -> T? {
+    package mutating func plan<T>(_ node: Node?, _ body: (inout AttributePlan) throws(AttributePlan.PlanError) -> T) -> T? {
         do {
             return try body(&plan)
         } catch {
@@ -177,7 +177,7 @@ public struct PolicyContext {
     static let policyKeys = ["name", "type"] + policyTypes.map { $0.typeName }
 
     /// Parses one `{name, type, <type>: {…}}` entry.
-    public mutating func parsePolicy(_ node: Node) -> (policy: NamedPolicy, nameNode: Node)? {
+    package mutating func parsePolicy(_ node: Node) -> (policy: NamedPolicy, nameNode: Node)? {
         // A key of the policy's own block written beside `type:` is a common slip: say where it belongs.
         var typeName: String? = nil
         if case .mapping(let m) = node { typeName = m["type"]?.string }
@@ -232,7 +232,7 @@ public struct PolicyContext {
     }
 
     /// Parses a list of sub-policies; names must be unique within the list.
-    public mutating func parsePolicies(_ node: Node, what: String) -> [NamedPolicy] {
+    package mutating func parsePolicies(_ node: Node, what: String) -> [NamedPolicy] {
         var out: [NamedPolicy] = []
         var names: [String: Node] = [:]
         for item in reader.sequence(node, what: what) {
@@ -272,7 +272,7 @@ public struct PolicyContext {
 }
 
 /// Which attributes an attribute condition looks at.
-public enum AttributeScope: String, Sendable, CaseIterable {
+package enum AttributeScope: String, Sendable, CaseIterable {
     /// Any span's attributes or the resource's (the Collector's behaviour).
     case any
     /// Any span's attributes.
@@ -292,12 +292,12 @@ public enum AttributeScope: String, Sendable, CaseIterable {
 }
 
 /// A condition bit checked on any span or on the root span, optionally inverted.
-public struct BitTest: Sendable, Equatable {
-    public var bit: Int
-    public var rootOnly: Bool
-    public var invert: Bool
+package struct BitTest: Sendable, Equatable {
+    package var bit: Int
+    package var rootOnly: Bool
+    package var invert: Bool
 
-    public func matches(_ trace: TraceSummary) -> Bool {
+    package func matches(_ trace: TraceSummary) -> Bool {
         let mask: UInt64 = 1 << UInt64(bit)
         let hit = (rootOnly ? trace.rootBits : trace.bits) & mask != 0
         return hit != invert

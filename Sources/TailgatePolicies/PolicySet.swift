@@ -1,22 +1,22 @@
-public import Foundation
-public import TailgateBuffer
-public import TailgateWire
-public import Yams
-public import TailgateConfig
+import Foundation
+package import TailgateBuffer
+package import TailgateWire
+import Yams
+package import TailgateConfig
 
 /// A loaded policies file: its policies in order, and the span attributes they need the scanner to read.
-public struct PolicySet: Sendable {
-    public var policies: [NamedPolicy]
-    public var plan: AttributePlan
+package struct PolicySet: Sendable {
+    package var policies: [NamedPolicy]
+    package var plan: AttributePlan
     /// XXH3-64 of the file's text, to tell which file is loaded.
-    public var sourceHash: UInt64
+    package var sourceHash: UInt64
     /// Warnings found while loading (errors make loading fail).
-    public var warnings: [Diagnostic]
+    package var warnings: [Diagnostic]
     /// Prices for cost policies and the GenAI cost metric.
-    public var pricing = PriceTable()
+    package var pricing = PriceTable()
 
     /// The built-in policies, identical to `policies/default.yaml` (a test keeps the two in step).
-    public static let defaultYAML = """
+    package static let defaultYAML = """
         # Tailgate's default policies: the mission's policy.
         # A trace is kept when any policy keeps it; the first one that does is recorded as the reason.
         policies:
@@ -40,13 +40,13 @@ public struct PolicySet: Sendable {
 
         """
 
-    public static func builtIn() -> PolicySet {
+    package static func builtIn() -> PolicySet {
         // The embedded text is validated by the tests; failing here would be a build defect.
         try! parse(defaultYAML, file: "<built-in default>")
     }
 
     /// Loads a policies file.
-    public static func load(path: String) throws(DiagnosticsError) -> PolicySet {
+    package static func load(path: String) throws(DiagnosticsError) -> PolicySet {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
@@ -57,7 +57,7 @@ public struct PolicySet: Sendable {
     }
 
     /// Parses policies from YAML text; throws every problem found, not only the first.
-    public static func parse(_ text: String, file: String) throws(DiagnosticsError) -> PolicySet {
+    package static func parse(_ text: String, file: String) throws(DiagnosticsError) -> PolicySet {
         var context = PolicyContext(reader: YAMLReader(file: file))
         guard let root = context.reader.parse(text) else { throw DiagnosticsError(context.reader.diagnostics) }
         let entries = context.reader.mapping(root, allowed: ["policies", "prices"], what: "the policies file")
@@ -112,15 +112,15 @@ public struct PolicySet: Sendable {
 /// The weight of a random keep is the trace's true inclusion probability under the whole set: the union of every
 /// random policy's chance for it (kept or not), nested within one randomness source and independent across sources —
 /// not the probability of the policy that happened to be first.
-public struct PolicyEngine: TraceDecider {
-    public let policySet: PolicySet
+package struct PolicyEngine: TraceDecider {
+    package let policySet: PolicySet
     private let policies: [any SamplingPolicy]
     private let drops: [Int]
     private let keeps: [Int]
     /// `conversation` policies with `keep_after_error`: they see every decided trace, whichever policy decides it.
     private let remembering: [ConversationPolicy]
 
-    public init(_ policySet: PolicySet) {
+    package init(_ policySet: PolicySet) {
         self.policySet = policySet
         let all = policySet.policies.map(\.policy)
         policies = all
@@ -129,9 +129,9 @@ public struct PolicyEngine: TraceDecider {
         remembering = ConversationPolicy.remembering(policySet.policies)
     }
 
-    public var policyNames: [String] { policySet.policies.map(\.name) }
+    package var policyNames: [String] { policySet.policies.map(\.name) }
 
-    public func decide(_ trace: TraceSummary) -> Decision {
+    package func decide(_ trace: TraceSummary) -> Decision {
         for c in remembering { c.observe(trace) }
         for i in drops where policies[i].evaluate(trace) == .drop {
             return Decision(keep: false, policy: i)
@@ -155,7 +155,7 @@ public struct PolicyEngine: TraceDecider {
     /// A dropped trace that received late spans: kept if a deterministic policy (one without a chance: an error, a
     /// token threshold, an attribute match) keeps it now and no drop policy matches. Random policies and limiters are
     /// not asked (their verdict did not depend on the late spans, and a second draw would bias weights).
-    public func revise(_ trace: TraceSummary) -> Decision? {
+    package func revise(_ trace: TraceSummary) -> Decision? {
         for c in remembering { c.observe(trace) }
         for i in drops where policies[i].evaluate(trace) == .drop { return nil }
         for i in keeps where policies[i].chance(trace) == nil && policies[i].evaluate(trace) == .sampled {
@@ -167,18 +167,18 @@ public struct PolicyEngine: TraceDecider {
 
 /// A loaded policy set ready to run: the scanner for its attribute plan and the engine, under one generation number,
 /// so that traces aggregated under an older set are re-aggregated before this one decides them.
-public struct PolicyRuntime: TraceDecider {
-    public let policySet: PolicySet
-    public let engine: PolicyEngine
-    public let scanner: OTLPScanner
-    public let generation: UInt64
+package struct PolicyRuntime: TraceDecider {
+    package let policySet: PolicySet
+    package let engine: PolicyEngine
+    package let scanner: OTLPScanner
+    package let generation: UInt64
     /// Generation of the attribute plan (summaries aggregated under it need no re-aggregation): a reload whose plan
     /// is unchanged keeps the previous one, so traces spilled to the store are not read back to be re-aggregated.
-    public let planGeneration: UInt64
+    package let planGeneration: UInt64
     /// Dry run: every trace is kept (forwarded), and `Decision.dryRunKeep` says what the policies decided.
-    public let dryRun: Bool
+    package let dryRun: Bool
 
-    public init(_ policySet: PolicySet, generation: UInt64 = 0, dryRun: Bool = false, planGeneration: UInt64? = nil) {
+    package init(_ policySet: PolicySet, generation: UInt64 = 0, dryRun: Bool = false, planGeneration: UInt64? = nil) {
         self.policySet = policySet
         engine = PolicyEngine(policySet)
         self.planGeneration = planGeneration ?? generation
@@ -187,13 +187,13 @@ public struct PolicyRuntime: TraceDecider {
         self.dryRun = dryRun
     }
 
-    public var policyNames: [String] { engine.policyNames }
+    package var policyNames: [String] { engine.policyNames }
 
-    public func policyName(_ decision: Decision) -> String {
+    package func policyName(_ decision: Decision) -> String {
         decision.policy >= 0 && decision.policy < engine.policyNames.count ? engine.policyNames[decision.policy] : ""
     }
 
-    public func decide(_ trace: TraceSummary) -> Decision {
+    package func decide(_ trace: TraceSummary) -> Decision {
         var decision = engine.decide(trace)
         decision.generation = generation
         decision.policyName = policyName(decision)
@@ -206,14 +206,14 @@ public struct PolicyRuntime: TraceDecider {
         return decision
     }
 
-    public func revise(_ trace: TraceSummary) -> Decision? {
+    package func revise(_ trace: TraceSummary) -> Decision? {
         guard !dryRun, var decision = engine.revise(trace) else { return nil }
         decision.generation = generation
         decision.policyName = policyName(decision)
         return decision
     }
 
-    public func reaggregate(_ summary: inout TraceSummary, spans: BufferedSpans) {
+    package func reaggregate(_ summary: inout TraceSummary, spans: BufferedSpans) {
         summary.bits = 0
         summary.rootBits = 0
         summary.sums = SIMD8()

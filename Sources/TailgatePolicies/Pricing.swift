@@ -1,17 +1,17 @@
-public import TailgateBuffer
-public import TailgateWire
+package import TailgateBuffer
+package import TailgateWire
 
 /// USD per million tokens for one model. Cache-read and cache-creation tokens are part of input tokens and reasoning
 /// tokens part of output tokens (GenAI conventions): each is priced at its own rate when the table gives one, else
 /// at the input (output) rate — never added on top.
-public struct ModelPrice: Sendable, Equatable, Hashable {
-    public var input: Double
-    public var output: Double
-    public var cacheRead: Double?
-    public var cacheCreation: Double?
-    public var reasoning: Double?
+package struct ModelPrice: Sendable, Equatable, Hashable {
+    package var input: Double
+    package var output: Double
+    package var cacheRead: Double?
+    package var cacheCreation: Double?
+    package var reasoning: Double?
 
-    public init(input: Double, output: Double, cacheRead: Double? = nil, cacheCreation: Double? = nil, reasoning: Double? = nil) {
+    package init(input: Double, output: Double, cacheRead: Double? = nil, cacheCreation: Double? = nil, reasoning: Double? = nil) {
         self.input = input
         self.output = output
         self.cacheRead = cacheRead
@@ -20,7 +20,7 @@ public struct ModelPrice: Sendable, Equatable, Hashable {
     }
 
     /// USD of the token lanes (`GenAISpan.Lane`) a span counts for. A total reported alone is priced as input.
-    public func cost(_ t: SIMD8<Int64>) -> Double {
+    package func cost(_ t: SIMD8<Int64>) -> Double {
         typealias L = GenAISpan.Lane
         let cacheRead = Double(t[L.cacheRead]), cacheCreation = Double(t[L.cacheCreation]), reasoning = Double(t[L.reasoning])
         let plainInput = max(0, Double(t[L.input]) - cacheRead - cacheCreation)
@@ -33,27 +33,27 @@ public struct ModelPrice: Sendable, Equatable, Hashable {
 }
 
 /// Prices by model: the built-in table, overridden model by model by the policies file's `prices:`.
-public struct PriceTable: Sendable, Equatable {
-    public var prices: [String: ModelPrice]
+package struct PriceTable: Sendable, Equatable {
+    package var prices: [String: ModelPrice]
     /// For models not listed (and spans without a model); nil: they cost nothing.
-    public var defaultPrice: ModelPrice?
+    package var defaultPrice: ModelPrice?
 
-    public init(prices: [String: ModelPrice] = PriceTable.builtinPrices, defaultPrice: ModelPrice? = nil) {
+    package init(prices: [String: ModelPrice] = PriceTable.builtinPrices, defaultPrice: ModelPrice? = nil) {
         self.prices = prices
         self.defaultPrice = defaultPrice
     }
 
-    public static let builtin = PriceTable()
+    package static let builtin = PriceTable()
 
     /// The price of a span's model: its response model, else its request model, else the default.
-    public func price(_ span: GenAISpan) -> ModelPrice? {
+    package func price(_ span: GenAISpan) -> ModelPrice? {
         if !span.model.isEmpty, let p = prices[span.model] { return p }
         if !span.requestModel.isEmpty, let p = prices[span.requestModel] { return p }
         return defaultPrice
     }
 
     /// USD the trace's GenAI spans cost, by the tokens each counts for (`GenAILedger`).
-    public func cost(_ ledger: GenAILedger, matching: (GenAISpan) -> Bool = { _ in true }) -> Double {
+    package func cost(_ ledger: GenAILedger, matching: (GenAISpan) -> Bool = { _ in true }) -> Double {
         var usd = 0.0
         for (i, span) in ledger.spans.enumerated() where i < ledger.counted.count && ledger.counted[i] != SIMD8() && matching(span) {
             if let p = price(span) { usd += p.cost(ledger.counted[i]) }
@@ -62,12 +62,12 @@ public struct PriceTable: Sendable, Equatable {
     }
 
     /// Date of the built-in list prices.
-    public static let builtinDate = "2025-10-01"
+    package static let builtinDate = "2025-10-01"
 
     /// List prices (USD per million tokens) of common hosted models on `builtinDate`, with their dated names (a
     /// span's response model is usually dated). `policies/llm-agents.yaml` carries the same table (a test keeps them
     /// in step); a policies file's `prices:` overrides it model by model.
-    public static let builtinPrices: [String: ModelPrice] = {
+    package static let builtinPrices: [String: ModelPrice] = {
         var t: [String: ModelPrice] = [:]
         func add(_ names: [String], _ p: ModelPrice) { for n in names { t[n] = p } }
         // OpenAI (cached input at the provider's cached rate; reasoning tokens are output tokens).

@@ -1,6 +1,6 @@
-public import TailgateBuffer
-public import TailgateWire
-public import TailgateConfig
+import TailgateBuffer
+import TailgateWire
+package import TailgateConfig
 
 // `tailgate check` warnings for combinations whose weight (`tailgate.sample_rate`, the adjusted count backends multiply
 // by) the engine cannot state honestly. What the engine does (PolicyEngine.decide, Chance.union / .intersection):
@@ -37,7 +37,7 @@ func subPolicies(of policy: any SamplingPolicy) -> [NamedPolicy] {
 extension PolicySet {
     /// Warnings for policies whose keeps cannot carry an honest weight (see the comment above), positioned at the
     /// policy's name, each with a hint. Printed by `tailgate check`; they do not make a file invalid.
-    public func weightWarnings(file: String) -> [Diagnostic] {
+    package func weightWarnings(file: String) -> [Diagnostic] {
         var analysis = WeightAnalysis(file: file)
         analysis.group(policies.filter { !($0.policy is DropPolicy) }, union: true)
         for p in policies { analysis.visit(p) }

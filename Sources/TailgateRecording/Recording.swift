@@ -2,11 +2,11 @@ import Foundation
 import TailgateWire
 
 /// One export request of a recording, with when it arrived (Unix nanoseconds).
-public struct RecordedRequest: Sendable {
-    public var arrival: UInt64
-    public var protobuf: [UInt8]
+package struct RecordedRequest: Sendable {
+    package var arrival: UInt64
+    package var protobuf: [UInt8]
 
-    public init(arrival: UInt64, protobuf: [UInt8]) {
+    package init(arrival: UInt64, protobuf: [UInt8]) {
         self.arrival = arrival
         self.protobuf = protobuf
     }
@@ -19,26 +19,26 @@ public struct RecordedRequest: Sendable {
 ///   little-endian UInt64 arrival time (Unix nanoseconds), a little-endian UInt32 length and the protobuf bytes.
 /// Either may be gzip-compressed (`.gz`). When a JSON line carries no arrival time, the request is placed at the
 /// latest span end time it contains (when an SDK would have exported it).
-public enum Recording {
+package enum Recording {
     /// The file header of the compact form.
-    public static let magic: [UInt8] = Array("TGREC1\n\0".utf8)
+    package static let magic: [UInt8] = Array("TGREC1\n\0".utf8)
     /// Bytes of a record's header (arrival time and length) before its protobuf bytes.
-    public static let recordHeaderSize = 12
+    package static let recordHeaderSize = 12
 
     /// Appends one record of the compact form (header and body) to `out`.
-    public static func appendRecord(arrival: UInt64, body: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+    package static func appendRecord(arrival: UInt64, body: UnsafeRawBufferPointer, to out: inout [UInt8]) {
         withUnsafeBytes(of: arrival.littleEndian) { out.append(contentsOf: $0) }
         withUnsafeBytes(of: UInt32(body.count).littleEndian) { out.append(contentsOf: $0) }
         out.append(contentsOf: body)
     }
 
-    public struct ReadError: Error, CustomStringConvertible {
-        public var file: String
-        public var message: String
-        public var description: String { "\(file): \(message)" }
+    package struct ReadError: Error, CustomStringConvertible {
+        package var file: String
+        package var message: String
+        package var description: String { "\(file): \(message)" }
     }
 
-    public static func read(path: String, limit: Int = 4 << 30) throws -> [RecordedRequest] {
+    package static func read(path: String, limit: Int = 4 << 30) throws -> [RecordedRequest] {
         guard var data = FileManager.default.contents(atPath: path).map({ [UInt8]($0) }) else {
             throw ReadError(file: path, message: "cannot read file")
         }
@@ -89,7 +89,7 @@ public enum Recording {
     }
 
     /// The compact form's bytes.
-    public static func encodeCompact(_ requests: [RecordedRequest]) -> [UInt8] {
+    package static func encodeCompact(_ requests: [RecordedRequest]) -> [UInt8] {
         var out = magic
         for r in requests {
             r.protobuf.withUnsafeBytes { appendRecord(arrival: r.arrival, body: $0, to: &out) }
@@ -98,7 +98,7 @@ public enum Recording {
     }
 
     /// Writes the compact form.
-    public static func writeCompact(_ requests: [RecordedRequest], to path: String) throws {
+    package static func writeCompact(_ requests: [RecordedRequest], to path: String) throws {
         let out = encodeCompact(requests)
         guard FileManager.default.createFile(atPath: path, contents: Data(out)) else {
             throw ReadError(file: path, message: "cannot write file")

@@ -1,27 +1,27 @@
 #if canImport(Glibc)
-public import Glibc
+import Glibc
 #elseif canImport(Darwin)
-public import Darwin
+package import Darwin
 #endif
-public import Logging
-public import Synchronization
+package import Logging
+import Synchronization
 
 /// Tees accepted export requests into a recording (Tailgate's compact `.tgrec` form, see `Recording`) without
 /// slowing ingest: requests are copied into a bounded in-memory buffer that a background task writes out; when the
 /// buffer is full the request is left out of the recording (and counted), never delayed. Files rotate at
 /// `maxFileBytes`: `PATH` → `PATH.1` → … → `PATH.<keep>` (the oldest is removed). The runtime's
 /// `RecordingService` calls `flush()` periodically and `close()` at shutdown.
-public final class RecordingWriter: Sendable {
-    public struct Configuration: Sendable, Equatable {
-        public var path: String
+package final class RecordingWriter: Sendable {
+    package struct Configuration: Sendable, Equatable {
+        package var path: String
         /// Rotate when a file reaches this size. Default 256 MiB.
-        public var maxFileBytes: Int = 256 << 20
+        package var maxFileBytes: Int = 256 << 20
         /// Rotated files kept besides the current one. Default 3.
-        public var keepFiles: Int = 3
+        package var keepFiles: Int = 3
         /// Requests waiting to be written, at most this many bytes. Default 64 MiB.
-        public var bufferBytes: Int = 64 << 20
+        package var bufferBytes: Int = 64 << 20
 
-        public init(path: String) { self.path = path }
+        package init(path: String) { self.path = path }
     }
 
     struct State {
@@ -31,19 +31,19 @@ public final class RecordingWriter: Sendable {
         var closed = false
     }
 
-    public let configuration: Configuration
+    package let configuration: Configuration
     private let state = Mutex(State())
     private let file = Mutex<(fd: Int32, size: Int)>((-1, 0))
-    public let logger: Logger
+    package let logger: Logger
 
-    public init(configuration: Configuration, logger: Logger) throws {
+    package init(configuration: Configuration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
         try openFile()
     }
 
-    public struct OpenError: Error, CustomStringConvertible {
-        public var description: String
+    package struct OpenError: Error, CustomStringConvertible {
+        package var description: String
     }
 
     private func openFile() throws {
@@ -54,7 +54,7 @@ public final class RecordingWriter: Sendable {
     }
 
     /// Copies one request into the recording buffer (non-blocking).
-    public func record(_ body: UnsafeRawBufferPointer, arrival: UInt64) {
+    package func record(_ body: UnsafeRawBufferPointer, arrival: UInt64) {
         state.withLock { s in
             guard !s.closed else { return }
             guard s.pending.count + body.count + Recording.recordHeaderSize <= configuration.bufferBytes else {
@@ -66,10 +66,10 @@ public final class RecordingWriter: Sendable {
         }
     }
 
-    public var counts: (recorded: Int, dropped: Int) { state.withLock { ($0.recorded, $0.dropped) } }
+    package var counts: (recorded: Int, dropped: Int) { state.withLock { ($0.recorded, $0.dropped) } }
 
     /// Writes out what is buffered; rotates when the file is full.
-    public func flush() {
+    package func flush() {
         var chunk: [UInt8] = []
         state.withLock { swap(&chunk, &$0.pending) }
         guard !chunk.isEmpty else { return }
@@ -103,7 +103,7 @@ public final class RecordingWriter: Sendable {
         f = (fd, Recording.magic.count)
     }
 
-    public func close() {
+    package func close() {
         flush()
         state.withLock { $0.closed = true }
         file.withLock { f in

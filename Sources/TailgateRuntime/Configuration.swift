@@ -1,101 +1,101 @@
-public import Foundation
-public import TailgateBuffer
-public import TailgateExport
-public import TailgateIngest
-public import TailgatePolicies
-public import TailgateStore
-public import Yams
-public import TailgateRecording
-public import TailgateConfig
+import Foundation
+package import TailgateBuffer
+package import TailgateExport
+package import TailgateIngest
+import TailgatePolicies
+package import TailgateStore
+import Yams
+package import TailgateRecording
+package import TailgateConfig
 
 /// The server's configuration. Every field has a documented default, so `tailgate serve` runs without any file.
-public struct TailgateConfiguration: Sendable, Equatable {
+package struct TailgateConfiguration: Sendable, Equatable {
     /// OTLP/gRPC listen address, or nil for off. Default `127.0.0.1:4317`.
-    public var grpcListen: String? = "127.0.0.1:4317"
+    package var grpcListen: String? = "127.0.0.1:4317"
     /// OTLP/HTTP listen address, or nil for off. Default `127.0.0.1:4318`.
-    public var httpListen: String? = "127.0.0.1:4318"
+    package var httpListen: String? = "127.0.0.1:4318"
     /// The admin listener (`/metrics`, `/livez`, `/readyz`, `/version`), or nil for off. Default `127.0.0.1:9464`.
     /// Config key `admin_listen` (the older `metrics_listen` is accepted).
-    public var adminListen: String? = "127.0.0.1:9464"
+    package var adminListen: String? = "127.0.0.1:9464"
     /// Older name of `adminListen`.
-    public var metricsListen: String? {
+    package var metricsListen: String? {
         get { adminListen }
         set { adminListen = newValue }
     }
     /// Where kept traces go. Default `file:tailgate-traces.jsonl` (OTLP/JSON lines in the working directory).
-    public var downstream: DownstreamAddress = .file(path: "tailgate-traces.jsonl")
+    package var downstream: DownstreamAddress = .file(path: "tailgate-traces.jsonl")
     /// Policies file; nil uses the built-in default (the same as `policies/default.yaml`).
-    public var policiesPath: String? = nil
+    package var policiesPath: String? = nil
     /// What clients may cost the receivers: request size, in-flight bytes, connections, timeouts.
-    public var limits = IngestLimits()
+    package var limits = IngestLimits()
     /// Largest accepted export request, after decompression. Default 16 MiB.
-    public var maxRequestBytes: Int {
+    package var maxRequestBytes: Int {
         get { limits.maxRequestBytes }
         set { limits.maxRequestBytes = newValue }
     }
     /// One budget for the whole graceful shutdown (SIGINT/SIGTERM): open requests are cut at a third of it (at most
     /// 10 s), then every buffered trace is decided and the forwarder flushes until it ends; what is not delivered by
     /// then is dropped, counted and reported. Default 25 s, under Kubernetes' 30 s termination grace period.
-    public var shutdownTimeout: Duration = .seconds(25)
+    package var shutdownTimeout: Duration = .seconds(25)
     /// How often expired traces are decided. Default 100 ms.
-    public var decisionTick: Duration = .milliseconds(100)
+    package var decisionTick: Duration = .milliseconds(100)
     /// How often the policies file is checked for changes (it is also reloaded on SIGHUP); 0 turns watching off.
     /// Default 2 s.
-    public var policiesReloadInterval: Duration = .seconds(2)
+    package var policiesReloadInterval: Duration = .seconds(2)
     /// Mark forwarded spans with the policy that kept them (`tailgate.policy`) and, when the keep was
     /// probabilistic or rate-limited, its probability (`ot=th:…` in tracestate, `tailgate.sample_rate`). Default on.
-    public var annotateKeptSpans = true
+    package var annotateKeptSpans = true
     /// Dry run: forward every span, marked with what the policies would have decided (`tailgate.dry_run.decision`,
     /// `tailgate.policy`). Default off.
-    public var dryRun = false
+    package var dryRun = false
     /// Tee every accepted export request into this recording (`.tgrec`), rotated; nil for none. Default nil.
-    public var record: RecordingWriter.Configuration? = nil
-    public var buffer = BufferConfiguration()
-    public var forwarder = ForwarderConfiguration()
+    package var record: RecordingWriter.Configuration? = nil
+    package var buffer = BufferConfiguration()
+    package var forwarder = ForwarderConfiguration()
     /// Bearer tokens required on both receivers (`auth.bearer_tokens`, `auth.bearer_tokens_file`); empty: none.
-    public var bearerTokens: [String] = []
+    package var bearerTokens: [String] = []
     /// Headers sent with every request to the downstream (`downstream_headers`), e.g. `X-Scope-OrgID` for a
     /// multi-tenant Tempo, or an API key. Values may use `${env:NAME}`.
-    public var downstreamHeaders: [String: String] = [:]
+    package var downstreamHeaders: [String: String] = [:]
     /// Request headers passed through to the downstream with the spans of that request (`downstream_headers_from_request`),
     /// e.g. `[X-Scope-OrgID]` so that each agent's tenant reaches a multi-tenant Tempo; a trace keeps the headers of
     /// its first request that had any, and a forward batch holds spans of one set of values only. Default none.
-    public var passThroughHeaders: [String] = []
+    package var passThroughHeaders: [String] = []
     /// TLS towards a `grpcs://` or `https://` downstream (`downstream_tls`); nil: the system's roots, no client
     /// certificate.
-    public var downstreamTLS: DownstreamTLS? = nil
+    package var downstreamTLS: DownstreamTLS? = nil
     /// TLS on both receivers (`tls`); nil: plaintext.
-    public var tls: IngestTLS? = nil
+    package var tls: IngestTLS? = nil
     /// Metrics and logs requests waiting to be relayed, at most this many bytes (`forwarder.signals_queue_bytes`);
     /// beyond it the receivers push back (UNAVAILABLE / 503 with Retry-After). Default 64 MiB.
-    public var signalQueueBytes: Int = 64 << 20
+    package var signalQueueBytes: Int = 64 << 20
     /// Distinct values each label of the GenAI metrics keeps (`metrics.gen_ai_max_label_values`); later values are
     /// folded into `other` (counted). Default 200.
-    public var genAIMaxLabelValues: Int = 200
+    package var genAIMaxLabelValues: Int = 200
     /// The data directory of the durable trace store (`data_dir`, `--data-dir`, `TAILGATE_DATA_DIR`); nil (the
     /// default): no store — idle traces wait in memory, and a stop decides and flushes everything.
-    public var dataDir: String? = nil
+    package var dataDir: String? = nil
     /// The store's settings (`store:`); its directory is `dataDir`.
-    public var store = StoreConfiguration(directory: "")
+    package var store = StoreConfiguration(directory: "")
     /// What a graceful stop does with undecided traces (`store.on_shutdown`): `persist` (the default with a data
     /// directory) leaves them in the store for the next start; `decide` decides and flushes them (the only choice
     /// without one).
-    public var onShutdown: OnShutdown? = nil
+    package var onShutdown: OnShutdown? = nil
 
-    public enum OnShutdown: String, Sendable, Equatable {
+    package enum OnShutdown: String, Sendable, Equatable {
         case persist, decide
     }
 
     /// `onShutdown` as it applies: persist only with a data directory.
-    public var persistsOnShutdown: Bool { dataDir != nil && (onShutdown ?? .persist) == .persist }
+    package var persistsOnShutdown: Bool { dataDir != nil && (onShutdown ?? .persist) == .persist }
 
     /// Warnings found while reading the file (deprecated keys, …), to be logged at start.
-    public var warnings: [Diagnostic] = []
+    package var warnings: [Diagnostic] = []
 
-    public init() {}
+    package init() {}
 
     /// Loads a configuration file over the defaults; relative `policies` paths are relative to the file.
-    public static func load(path: String) throws(DiagnosticsError) -> TailgateConfiguration {
+    package static func load(path: String) throws(DiagnosticsError) -> TailgateConfiguration {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
@@ -152,7 +152,7 @@ public struct TailgateConfiguration: Sendable, Equatable {
         return out
     }
 
-    public static func parse(_ text: String, file: String,
+    package static func parse(_ text: String, file: String,
                              environment: [String: String] = ProcessInfo.processInfo.environment) throws(DiagnosticsError) -> TailgateConfiguration {
         let text = try substituteEnvironment(text, file: file, environment: environment)
         var p = ConfigParse(reader: YAMLReader(file: file), file: file)

@@ -287,7 +287,7 @@ extension TailgateConfiguration {
     }
 
     /// The README's configuration block: every advertised key with its default and documentation.
-    public static func reference() -> String {
+    package static func reference() -> String {
         let defaults = TailgateConfiguration()
         var out = ""
         let column = 35

@@ -15,7 +15,7 @@ import TailgateWire
 
 /// What the admin listener's debug routes read: the pipeline, the forwarder's recent health, and the counters sampled
 /// over the last minute for rates.
-public final class AdminContext: Sendable {
+package final class AdminContext: Sendable {
     let pipeline: Pipeline
     let metrics: TailgateMetrics
     let health: DownstreamHealth

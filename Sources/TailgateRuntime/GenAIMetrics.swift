@@ -1,9 +1,9 @@
-public import CoreMetrics
-public import Prometheus
-public import Synchronization
-public import TailgateBuffer
-public import TailgatePolicies
-public import TailgateWire
+import CoreMetrics
+package import Prometheus
+import Synchronization
+package import TailgateBuffer
+package import TailgatePolicies
+package import TailgateWire
 
 /// Exact GenAI metrics over all traffic, before sampling: every trace's GenAI spans are counted once, when the trace
 /// is decided (kept or dropped), with the same token rule as the policies (`GenAILedger`). Spans arriving after their
@@ -12,9 +12,9 @@ public import TailgateWire
 ///
 /// Label values are capped per label (`maxLabelValues`): values beyond the cap are folded into `other` and counted in
 /// `tailgate_gen_ai_label_overflow_total{label}`. Spans without a provider or model count as `unknown`.
-public final class GenAIMetrics: Sendable {
+package final class GenAIMetrics: Sendable {
     /// The GenAI conventions' bucket boundaries for `gen_ai.client.operation.duration` (seconds).
-    public static let durationBuckets: [Double] = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
+    package static let durationBuckets: [Double] = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
 
     let factory: PrometheusMetricsFactory
     let maxLabelValues: Int
@@ -30,7 +30,7 @@ public final class GenAIMetrics: Sendable {
         var named: [NamedKey: (Label, CoreMetrics.Counter)] = [:]
     }
 
-    public init(registry: PrometheusCollectorRegistry, maxLabelValues: Int = 200) {
+    package init(registry: PrometheusCollectorRegistry, maxLabelValues: Int = 200) {
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.durationHistogramBuckets["tailgate_gen_ai_operation_duration_seconds"] =
             Self.durationBuckets.map { .nanoseconds(Int64(($0 * 1e9).rounded())) }
@@ -39,7 +39,7 @@ public final class GenAIMetrics: Sendable {
     }
 
     /// Counts a decided trace's GenAI spans.
-    public func record(_ ledger: GenAILedger, pricing: PriceTable) {
+    package func record(_ ledger: GenAILedger, pricing: PriceTable) {
         var ledger = ledger
         if !ledger.resolved { ledger.resolve() }
         let counted = ledger.counted
@@ -53,7 +53,7 @@ public final class GenAIMetrics: Sendable {
     }
 
     /// Counts GenAI spans that arrived after their trace was decided.
-    public func recordLate(_ spans: [GenAISpan], pricing: PriceTable) {
+    package func recordLate(_ spans: [GenAISpan], pricing: PriceTable) {
         guard !spans.isEmpty else { return }
         state.withLock { s in
             spans.withUnsafeBufferPointer { spans in

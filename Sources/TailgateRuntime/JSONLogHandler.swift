@@ -1,13 +1,13 @@
 #if canImport(Darwin)
-public import Darwin
+package import Darwin
 #elseif canImport(Glibc)
-public import Glibc
+import Glibc
 #elseif canImport(Musl)
-public import Musl
+package import Musl
 #endif
-public import Foundation
-public import Logging
-public import Synchronization
+package import Foundation
+package import Logging
+import Synchronization
 
 /// A swift-log handler that writes one JSON object per line (`tailgate serve --log-format json`), for log shippers
 /// (Loki, Elasticsearch, …) that would otherwise have to parse the text format.
@@ -21,23 +21,23 @@ public import Synchronization
 ///
 /// Every line reaches the sink as one buffer; the standard-error sink writes it with `write(2)` under a process-wide
 /// lock, so lines from different threads never interleave. The log level is filtered by `Logger` (as for every handler).
-public struct JSONLogHandler: LogHandler {
+package struct JSONLogHandler: LogHandler {
     /// Receives each rendered line, newline included.
-    public typealias Sink = @Sendable ([UInt8]) -> Void
+    package typealias Sink = @Sendable ([UInt8]) -> Void
 
     /// The fields every line starts with; metadata keys equal to one of them get the `meta.` prefix.
-    public static let fixedFields: Set<String> = ["ts", "level", "msg", "logger", "source"]
+    package static let fixedFields: Set<String> = ["ts", "level", "msg", "logger", "source"]
 
-    public var logLevel: Logger.Level = .info
-    public var metadataProvider: Logger.MetadataProvider?
-    public var metadata: Logger.Metadata = [:]
+    package var logLevel: Logger.Level = .info
+    package var metadataProvider: Logger.MetadataProvider?
+    package var metadata: Logger.Metadata = [:]
 
     private let label: String
     private let sink: Sink
     private let now: @Sendable () -> Date
 
     /// A handler writing to `sink`; `now` stamps each line (injectable for tests).
-    public init(label: String, metadataProvider: Logger.MetadataProvider? = LoggingSystem.metadataProvider,
+    package init(label: String, metadataProvider: Logger.MetadataProvider? = LoggingSystem.metadataProvider,
                 now: @escaping @Sendable () -> Date = { Date() }, sink: @escaping Sink) {
         self.label = label
         self.metadataProvider = metadataProvider
@@ -46,16 +46,16 @@ public struct JSONLogHandler: LogHandler {
     }
 
     /// A handler writing to standard error (file descriptor 2), one `write(2)` per line.
-    public static func standardError(label: String) -> JSONLogHandler {
+    package static func standardError(label: String) -> JSONLogHandler {
         JSONLogHandler(label: label, sink: standardErrorSink)
     }
 
-    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    package subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
-    public func log(event: LogEvent) {
+    package func log(event: LogEvent) {
         var merged = metadata
         if let provided = metadataProvider?.get(), !provided.isEmpty {
             merged.merge(provided, uniquingKeysWith: { _, new in new })
@@ -74,7 +74,7 @@ public struct JSONLogHandler: LogHandler {
     // MARK: Rendering
 
     /// One line: the JSON object and a newline.
-    public static func render(timestamp: Date, level: Logger.Level, message: String, label: String, source: String,
+    package static func render(timestamp: Date, level: Logger.Level, message: String, label: String, source: String,
                               metadata: Logger.Metadata) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(128 + message.utf8.count + metadata.count * 32)
@@ -211,7 +211,7 @@ public struct JSONLogHandler: LogHandler {
 
     /// Writes each line to file descriptor 2 with `write(2)`: one call, repeated only for what a short write left
     /// (and on EINTR). A failed write drops the line — logging has nowhere better to report it.
-    public static let standardErrorSink: Sink = { line in
+    package static let standardErrorSink: Sink = { line in
         standardErrorLock.withLock { _ in
             line.withUnsafeBytes { bytes in
                 var offset = 0

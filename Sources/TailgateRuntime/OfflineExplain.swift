@@ -1,10 +1,10 @@
-public import Foundation
+import Foundation
 #if canImport(TailgateRecording)
-public import TailgateRecording
+package import TailgateRecording
 #endif
-public import TailgateBuffer
-public import TailgatePolicies
-public import TailgateWire
+package import TailgateBuffer
+package import TailgatePolicies
+package import TailgateWire
 
 /// `tailgate explain TRACE_ID --recording FILE`: why a trace of a recording (`serve --record`) was kept or dropped,
 /// answered offline. The recording's requests that hold spans of the trace are replayed, at their recorded arrival
@@ -15,16 +15,16 @@ public import TailgateWire
 ///
 /// What the replay cannot see: the rest of the traffic (rate and bytes limiters only ever see the replayed requests),
 /// memory pressure, and the store (no revise window: late spans follow the first decision).
-public enum OfflineExplain {
-    public struct Answer: Sendable {
+package enum OfflineExplain {
+    package struct Answer: Sendable {
         /// The trace has spans in the recording.
-        public var found: Bool
+        package var found: Bool
         /// The answer as JSON (the shape of `GET /debug/traces/{id}`).
-        public var json: String
+        package var json: String
     }
 
     /// `requests`: the whole recording, in any order. `policiesName`: what to call the policies in the answer.
-    public static func explain(traceID: TraceID, requests: [RecordedRequest], policies: PolicySet, policiesName: String,
+    package static func explain(traceID: TraceID, requests: [RecordedRequest], policies: PolicySet, policiesName: String,
                                buffer configuration: BufferConfiguration = BufferConfiguration(), dryRun: Bool = false,
                                recordingName: String) -> Answer {
         let runtime = PolicyRuntime(policies, generation: 1, dryRun: dryRun)

@@ -1,20 +1,20 @@
-public import Foundation
-public import Logging
-public import Synchronization
-public import TailgateBuffer
-public import TailgateExport
-public import TailgateIngest
-public import TailgatePolicies
-public import TailgateStore
-public import TailgateWire
+import Foundation
+package import Logging
+import Synchronization
+package import TailgateBuffer
+package import TailgateExport
+package import TailgateIngest
+package import TailgatePolicies
+package import TailgateStore
+import TailgateWire
 
 /// The path of every span: scan → buffer → decide → forward. Implements the ingest handler for both receivers.
-public final class Pipeline: TraceIngestHandler, Sendable {
-    public let buffer: TraceBuffer
-    public let forwarder: Forwarder
-    public let metrics: TailgateMetrics
+package final class Pipeline: TraceIngestHandler, Sendable {
+    package let buffer: TraceBuffer
+    package let forwarder: Forwarder
+    package let metrics: TailgateMetrics
     /// Exact GenAI metrics over all traffic (counted at each trace's decision, before sampling).
-    public let genAIMetrics: GenAIMetrics
+    package let genAIMetrics: GenAIMetrics
     let logger: Logger
     /// Mark forwarded spans with the policy that kept them (and the sampling probability).
     let annotate: Bool
@@ -22,10 +22,10 @@ public final class Pipeline: TraceIngestHandler, Sendable {
     /// Tee of accepted requests (`serve --record`).
     let recorder: RecordingWriter?
     /// The durable store (`data_dir`), if any.
-    public let store: DiskTraceStore?
+    package let store: DiskTraceStore?
     private let syncDurability: Bool
     /// Lowercased names of request headers passed through to the downstream (`downstream_headers_from_request`).
-    public let passThroughHeaders: [String]
+    package let passThroughHeaders: [String]
 
     struct Policies {
         var runtime: PolicyRuntime
@@ -33,7 +33,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
 
     private let policies: Mutex<Policies>
 
-    public init(policies set: PolicySet, buffer configuration: BufferConfiguration, forwarder: Forwarder,
+    package init(policies set: PolicySet, buffer configuration: BufferConfiguration, forwarder: Forwarder,
                 metrics: TailgateMetrics, clock: any NanoClock = SystemClock(), logger: Logger,
                 annotate: Bool = true, dryRun: Bool = false, recorder: RecordingWriter? = nil, store: DiskTraceStore? = nil,
                 passThroughHeaders: [String] = [], genAIMaxLabelValues: Int = 200) {
@@ -54,11 +54,11 @@ public final class Pipeline: TraceIngestHandler, Sendable {
     }
 
     /// The policies in use.
-    public var policySet: PolicySet { policies.withLock { $0.runtime.policySet } }
+    package var policySet: PolicySet { policies.withLock { $0.runtime.policySet } }
 
     /// Applies a new policy set to every trace decided from now on; buffered traces are kept (and re-aggregated
     /// under the new attribute plan when they are decided).
-    public func reload(_ set: PolicySet) {
+    package func reload(_ set: PolicySet) {
         let runtime = policies.withLock { p -> PolicyRuntime in
             let generation = p.runtime.generation + 1
             // An unchanged attribute plan (thresholds or rates edited): buffered and stored traces keep their
@@ -74,11 +74,11 @@ public final class Pipeline: TraceIngestHandler, Sendable {
         metrics.policiesLoaded(hash: runtime.policySet.sourceHash)
     }
 
-    public func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport) -> IngestResult {
+    package func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport) -> IngestResult {
         ingest(body, transport: transport, headers: [])
     }
 
-    public func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport, headers: [(String, String)]) -> IngestResult {
+    package func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport, headers: [(String, String)]) -> IngestResult {
         if forwarder.isSaturated {
             metrics.refused(transport, "overloaded")
             return .overloaded(retryAfterSeconds: 1, message: "Tailgate's forward queue is full (the downstream is slow or down); retry later")
@@ -119,19 +119,19 @@ public final class Pipeline: TraceIngestHandler, Sendable {
         return .accepted
     }
 
-    public func refused(transport: IngestTransport, reason: RefusalReason) {
+    package func refused(transport: IngestTransport, reason: RefusalReason) {
         metrics.refused(transport, reason.rawValue)
     }
 
     /// Decides the traces whose window closed (called by the decision ticker).
-    public func tick() {
+    package func tick() {
         handle(buffer.decideExpired())
         updateGauges()
     }
 
     /// Graceful stop with a store (`on_shutdown: persist`): undecided traces are written to the store instead of
     /// being decided (those it has no room for are decided and flushed).
-    public func persistAll() {
+    package func persistAll() {
         let (persisted, decided) = buffer.persistAll()
         handle(decided)
         updateGauges()
@@ -141,7 +141,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
     }
 
     /// Start with a store: rebuilds undecided traces, remembered decisions and the forward queue from it.
-    public func recover() {
+    package func recover() {
         guard let store else { return }
         let runtime = policies.withLock { $0.runtime }
         let report = store.recover(
@@ -176,7 +176,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
 
     /// Upkeep about every second: the decision cache's early evictions are counted; the store writes records out and
     /// deletes dead segments.
-    public func maintainStore() {
+    package func maintainStore() {
         let evictions = buffer.decisionCacheEarlyEvictions
         let delta = evictionsSeen.withLock { seen -> Int in defer { seen = evictions }; return evictions - seen }
         if delta > 0 {
@@ -190,7 +190,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
     }
 
     /// Closes the store at the end of a graceful stop, with the remembered decisions.
-    public func closeStore() {
+    package func closeStore() {
         guard let store else { return }
         let decisions = buffer.rememberedDecisions().map { ($0.0, $0.1, policyName($0.1)) }
         // The index lets the next start restore the undecided traces without scanning their records.
@@ -198,7 +198,7 @@ public final class Pipeline: TraceIngestHandler, Sendable {
     }
 
     /// Decides every buffered trace by policy (shutdown).
-    public func decideAll() {
+    package func decideAll() {
         let decided = buffer.decideAll(trigger: .shutdown)
         handle(decided)
         updateGauges()
@@ -263,10 +263,10 @@ public final class Pipeline: TraceIngestHandler, Sendable {
 }
 
 #if canImport(Glibc)
-public import Glibc
-public import CoreMetrics
-public import CoreFoundation
-public import TailgateRecording
+import Glibc
+import CoreMetrics
+import CoreFoundation
+package import TailgateRecording
 #endif
 
 /// Unix time in nanoseconds.

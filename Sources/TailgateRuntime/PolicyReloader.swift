@@ -1,16 +1,16 @@
-public import Foundation
-public import Logging
-public import ServiceLifecycle
-public import Synchronization
-public import TailgatePolicies
-public import UnixSignals
-public import CoreMetrics
-public import TailgateConfig
+import Foundation
+package import Logging
+import ServiceLifecycle
+import Synchronization
+import TailgatePolicies
+import UnixSignals
+import CoreMetrics
+package import TailgateConfig
 
 /// Reloads the policies file into a running pipeline. A valid new file applies to every trace decided from then
 /// on (buffered traces are kept); an invalid one is rejected with its diagnostics logged, and the old policies stay.
-public final class PolicyReloader: Sendable {
-    public enum Outcome: Equatable, Sendable {
+package final class PolicyReloader: Sendable {
+    package enum Outcome: Equatable, Sendable {
         case unchanged
         case applied(hash: UInt64)
         case rejected([Diagnostic])
@@ -22,12 +22,12 @@ public final class PolicyReloader: Sendable {
         var inode: Int?
     }
 
-    public let path: String
+    package let path: String
     let pipeline: Pipeline
     let logger: Logger
     private let state: Mutex<(hash: UInt64, stamp: FileStamp)>
 
-    public init(path: String, pipeline: Pipeline, logger: Logger) {
+    package init(path: String, pipeline: Pipeline, logger: Logger) {
         self.path = path
         self.pipeline = pipeline
         self.logger = logger
@@ -44,7 +44,7 @@ public final class PolicyReloader: Sendable {
 
     /// Reloads when the file's modification time, size or inode changed since the last look.
     @discardableResult
-    public func reloadIfChanged() -> Outcome {
+    package func reloadIfChanged() -> Outcome {
         let now = Self.stamp(path)
         let changed = state.withLock { s -> Bool in
             defer { s.stamp = now }
@@ -55,7 +55,7 @@ public final class PolicyReloader: Sendable {
 
     /// Reads, validates and applies the file.
     @discardableResult
-    public func reload(reason: String) -> Outcome {
+    package func reload(reason: String) -> Outcome {
         let set: PolicySet
         do {
             set = try PolicySet.load(path: path)

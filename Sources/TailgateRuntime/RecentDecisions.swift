@@ -1,29 +1,29 @@
-public import Synchronization
-public import TailgateBuffer
-public import TailgateWire
+import Synchronization
+package import TailgateBuffer
+package import TailgateWire
 
 /// The last decisions a pipeline made (a small ring, newest last), for the status page and `GET /debug/status`:
 /// trace ID, keep or drop, the deciding policy, the trigger, span count and when. Trace metadata only.
-public final class RecentDecisions: Sendable {
-    public struct Entry: Sendable, Equatable {
-        public var traceID: TraceID
-        public var keep: Bool
+package final class RecentDecisions: Sendable {
+    package struct Entry: Sendable, Equatable {
+        package var traceID: TraceID
+        package var keep: Bool
         /// Dry run: what the policies decided (every trace is forwarded).
-        public var dryRunKeep: Bool?
+        package var dryRunKeep: Bool?
         /// The deciding policy's name ("none": no policy matched).
-        public var policy: String
-        public var trigger: DecisionTrigger
-        public var spans: Int
+        package var policy: String
+        package var trigger: DecisionTrigger
+        package var spans: Int
         /// Unix nanoseconds of the decision.
-        public var at: UInt64
+        package var at: UInt64
     }
 
-    public static let defaultCapacity = 50
+    package static let defaultCapacity = 50
 
-    public let capacity: Int
+    package let capacity: Int
     private let ring: Mutex<(entries: [Entry], next: Int, total: Int)>
 
-    public init(capacity: Int = RecentDecisions.defaultCapacity) {
+    package init(capacity: Int = RecentDecisions.defaultCapacity) {
         self.capacity = max(1, capacity)
         ring = Mutex(([], 0, 0))
     }
@@ -51,7 +51,7 @@ public final class RecentDecisions: Sendable {
     }
 
     /// The remembered decisions, newest first.
-    public var newestFirst: [Entry] {
+    package var newestFirst: [Entry] {
         ring.withLock { r in
             guard r.entries.count == capacity else { return r.entries.reversed() }
             return Array((r.entries[r.next...] + r.entries[..<r.next]).reversed())
@@ -59,7 +59,7 @@ public final class RecentDecisions: Sendable {
     }
 
     /// Decisions recorded since start.
-    public var total: Int { ring.withLock { $0.total } }
+    package var total: Int { ring.withLock { $0.total } }
 }
 
 // Each pipeline's ring, found by the pipeline (its `handle` feeds it; the admin listener reads it).
@@ -71,7 +71,7 @@ private struct WeakPipeline: @unchecked Sendable {
 
 extension Pipeline {
     /// The last decisions of this pipeline (see `RecentDecisions`).
-    public var recentDecisions: RecentDecisions {
+    package var recentDecisions: RecentDecisions {
         let key = ObjectIdentifier(self)
         return rings.withLock { map in
             if let found = map[key], found.owner.pipeline === self { return found.ring }

@@ -1,5 +1,5 @@
 import ServiceLifecycle
-public import TailgateRecording
+import TailgateRecording
 import Logging
 
 /// Writes the recording every 100 ms; flushes and closes on shutdown (after the receivers stopped).

@@ -1,56 +1,56 @@
-public import Foundation
-public import TailgateBuffer
-public import TailgatePolicies
-public import TailgateWire
-public import TailgateRecording
+import Foundation
+package import TailgateBuffer
+package import TailgatePolicies
+package import TailgateWire
+package import TailgateRecording
 
 /// Replays recordings through the real buffer and policy engine on a virtual clock: what a policies file would
 /// keep, per policy, and how much per day at the recorded rate. With a second policy set, compares decisions.
-public struct Simulator {
-    public struct PolicyRow: Sendable, Equatable {
-        public var policy: String
-        public var traces = 0
-        public var spans = 0
-        public var bytes = 0
+package struct Simulator {
+    package struct PolicyRow: Sendable, Equatable {
+        package var policy: String
+        package var traces = 0
+        package var spans = 0
+        package var bytes = 0
     }
 
-    public struct Report: Sendable {
-        public var policies: [String]
+    package struct Report: Sendable {
+        package var policies: [String]
         /// Per policy that kept traces, in file order, then "(dropped)".
-        public var rows: [PolicyRow]
-        public var traces = 0
-        public var spans = 0
-        public var bytes = 0
-        public var keptTraces = 0
-        public var keptSpans = 0
-        public var keptBytes = 0
+        package var rows: [PolicyRow]
+        package var traces = 0
+        package var spans = 0
+        package var bytes = 0
+        package var keptTraces = 0
+        package var keptSpans = 0
+        package var keptBytes = 0
         /// Requests of the recording that are not valid OTLP (skipped).
-        public var invalidRequests = 0
+        package var invalidRequests = 0
         /// Span of the recording in seconds (first to last request).
-        public var recordedSeconds: Double = 0
+        package var recordedSeconds: Double = 0
         /// Keep/drop per trace.
-        public var decisions: [TraceID: (keep: Bool, policy: String)] = [:]
+        package var decisions: [TraceID: (keep: Bool, policy: String)] = [:]
 
-        public var keptBytesPerDay: Double { recordedSeconds > 0 ? Double(keptBytes) / recordedSeconds * 86_400 : 0 }
+        package var keptBytesPerDay: Double { recordedSeconds > 0 ? Double(keptBytes) / recordedSeconds * 86_400 : 0 }
     }
 
-    public struct Difference: Sendable {
+    package struct Difference: Sendable {
         /// "keep (errors) → drop", with how many traces and example trace IDs.
-        public var category: String
-        public var count: Int
-        public var examples: [TraceID]
+        package var category: String
+        package var count: Int
+        package var examples: [TraceID]
     }
 
     let buffer: BufferConfiguration
 
-    public init(buffer: BufferConfiguration = BufferConfiguration()) {
+    package init(buffer: BufferConfiguration = BufferConfiguration()) {
         var b = buffer
         b.maxBufferedBytes = max(b.maxBufferedBytes, 4 << 30)
         self.buffer = b
     }
 
     /// Runs `requests` (in arrival order) through each policy set in one pass.
-    public func run(_ requests: [RecordedRequest], policySets: [PolicySet]) -> [Report] {
+    package func run(_ requests: [RecordedRequest], policySets: [PolicySet]) -> [Report] {
         let sorted = requests.sorted { $0.arrival < $1.arrival }
         let start = sorted.first?.arrival ?? 0
         let clock = ManualClock(start: 1_000_000_000)
@@ -109,7 +109,7 @@ public struct Simulator {
     }
 
     /// Traces whose decision differs between two reports, by category.
-    public static func compare(_ a: Report, _ b: Report, examples: Int = 3) -> [Difference] {
+    package static func compare(_ a: Report, _ b: Report, examples: Int = 3) -> [Difference] {
         var categories: [String: (Int, [TraceID])] = [:]
         for (id, da) in a.decisions {
             guard let db = b.decisions[id], da.keep != db.keep else { continue }
@@ -126,7 +126,7 @@ public struct Simulator {
 
     // MARK: Formatting
 
-    public static func bytes(_ n: Double) -> String {
+    package static func bytes(_ n: Double) -> String {
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]
         var v = n
         var u = 0
@@ -134,11 +134,11 @@ public struct Simulator {
         return u == 0 ? "\(Int(v)) B" : String(format: "%.1f %@", v, units[u])
     }
 
-    public static func percent(_ part: Int, _ whole: Int) -> String {
+    package static func percent(_ part: Int, _ whole: Int) -> String {
         whole == 0 ? "-" : String(format: "%.1f%%", Double(part) * 100 / Double(whole))
     }
 
-    public static func table(_ report: Report, title: String) -> String {
+    package static func table(_ report: Report, title: String) -> String {
         var lines: [[String]] = [["policy", "traces", "spans", "bytes"]]
         for row in report.rows where row.traces > 0 || row.policy != "(dropped)" {
             lines.append([row.policy, "\(row.traces)", "\(row.spans)", bytes(Double(row.bytes))])

@@ -1,18 +1,18 @@
-public import CTailgateSupport
-public import CoreMetrics
-public import Foundation
-public import Metrics
-public import Prometheus
-public import Synchronization
-public import TailgateStore
-public import TailgateBuffer
-public import TailgateExport
-public import TailgateIngest
+import CTailgateSupport
+import CoreMetrics
+import Foundation
+import Metrics
+package import Prometheus
+import Synchronization
+import TailgateStore
+import TailgateBuffer
+package import TailgateExport
+import TailgateIngest
 
 /// Every metric Tailgate exposes on `/metrics`. Metrics are created once (never on the hot path) through an
 /// injected swift-metrics factory backed by a Prometheus registry, so tests and servers each get their own.
-public final class TailgateMetrics: Sendable, ForwarderObserver {
-    public let registry: PrometheusCollectorRegistry
+package final class TailgateMetrics: Sendable, ForwarderObserver {
+    package let registry: PrometheusCollectorRegistry
     let factory: PrometheusMetricsFactory
 
     let spansReceived: [IngestTransport: CoreMetrics.Counter]
@@ -54,10 +54,10 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
     private let signalDrops = Mutex<[String: Int]>([:])
 
     /// Why a metrics or logs request was not relayed (beyond `SignalDropReason`).
-    public static let signalUnsupported = "unsupported_by_downstream"
+    package static let signalUnsupported = "unsupported_by_downstream"
 
     /// Why spans were dropped (the `reason` label of `tailgate_spans_dropped_total`).
-    public enum DropReason: String, CaseIterable, Sendable {
+    package enum DropReason: String, CaseIterable, Sendable {
         /// No policy kept the trace.
         case policy
         /// Late span of a trace already dropped by policy.
@@ -84,7 +84,7 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
     /// Decisions forgotten before their traces could have no more late spans (`decision_cache_size` too small).
     let decisionCacheEarlyEvictions: CoreMetrics.Counter
 
-    public init() {
+    package init() {
         let registry = PrometheusCollectorRegistry()
         self.registry = registry
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -211,7 +211,7 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
     }
 
     /// The Prometheus text exposition.
-    public func exposition() -> [UInt8] {
+    package func exposition() -> [UInt8] {
         var buffer: [UInt8] = []
         registry.emit(into: &buffer)
         buffer += Array(infoAndProcessMetrics().utf8)
@@ -233,7 +233,7 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
     }
 
     /// Spans dropped so far, by reason.
-    public func dropTally() -> [String: Int] { drops.withLock { $0 } }
+    package func dropTally() -> [String: Int] { drops.withLock { $0 } }
 
     /// `tailgate_traces_decided_total{policy, decision}`: policy names come from the loaded file.
     /// Keys of the per-decision counters (hashed per decided trace: no string is built).
@@ -261,16 +261,16 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
 
     // MARK: ForwarderObserver
 
-    public func forwarded(spans: Int, requests: Int) {
+    package func forwarded(spans: Int, requests: Int) {
         spansForwarded.increment(by: spans)
         requestsForwarded.increment(by: requests)
     }
 
-    public func dropped(spans: Int, reason: ForwardDropReason) {
+    package func dropped(spans: Int, reason: ForwardDropReason) {
         count(spans, reason.rawValue)
     }
 
-    public func sendFailed(reason: String, willRetry: Bool) {
+    package func sendFailed(reason: String, willRetry: Bool) {
         // Keep the label's cardinality low: the part before the first colon ("unavailable", "HTTP 503", …).
         let short = String(reason.prefix { $0 != ":" }.prefix(40))
         let key = "\(short)/\(willRetry)"
@@ -284,11 +284,11 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
         counter.increment()
     }
 
-    public func queued(bytes: Int) {
+    package func queued(bytes: Int) {
         forwardQueueBytes.record(bytes)
     }
 
-    public func requestFinished(after: Duration) {
+    package func requestFinished(after: Duration) {
         forwardLatency.recordNanoseconds(Int64(clamping: after.nanoseconds))
     }
 
@@ -308,31 +308,31 @@ public final class TailgateMetrics: Sendable, ForwarderObserver {
     }
 
     /// Relayed requests lost after they were accepted, by `signal/reason`.
-    public func signalDropTally() -> [String: Int] { signalDrops.withLock { $0 } }
+    package func signalDropTally() -> [String: Int] { signalDrops.withLock { $0 } }
 }
 
 extension TailgateMetrics: StoreObserver {
-    public func storeWrote(bytes: Int) { storeWritten.increment(by: bytes) }
-    public func storeRead(bytes: Int) { storeReadBack.increment(by: bytes) }
-    public func storeFull() { storeRefusals.increment() }
-    public func storeDamaged(records: Int) { storeDamagedRecords.increment(by: records) }
+    package func storeWrote(bytes: Int) { storeWritten.increment(by: bytes) }
+    package func storeRead(bytes: Int) { storeReadBack.increment(by: bytes) }
+    package func storeFull() { storeRefusals.increment() }
+    package func storeDamaged(records: Int) { storeDamagedRecords.increment(by: records) }
 }
 
 extension TailgateMetrics: SignalForwarderObserver {
-    public func signalForwarded(_ signal: OTLPSignal, bytes: Int) {
+    package func signalForwarded(_ signal: OTLPSignal, bytes: Int) {
         signalForwardedCounters[signal.rawValue]?.increment()
         signalBytesCounters[signal.rawValue]?.increment(by: bytes)
     }
 
-    public func signalDropped(_ signal: OTLPSignal, reason: SignalDropReason) {
+    package func signalDropped(_ signal: OTLPSignal, reason: SignalDropReason) {
         signalDropped(signal, reason: reason.rawValue)
     }
 
-    public func signalSendFailed(_ signal: OTLPSignal, reason: String, willRetry: Bool) {
+    package func signalSendFailed(_ signal: OTLPSignal, reason: String, willRetry: Bool) {
         sendFailed(reason: reason, willRetry: willRetry)
     }
 
-    public func signalQueued(bytes: Int) {
+    package func signalQueued(bytes: Int) {
         signalQueueBytes.record(bytes)
     }
 }

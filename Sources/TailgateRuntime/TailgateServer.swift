@@ -1,20 +1,20 @@
-public import Logging
-public import NIOCore
-public import Synchronization
-public import NIOPosix
-public import ServiceLifecycle
-public import TailgateBuffer
-public import TailgateExport
+package import Logging
+import NIOCore
+import Synchronization
+import NIOPosix
+import ServiceLifecycle
+import TailgateBuffer
+package import TailgateExport
 import TailgateHTTPServer
-public import TailgateIngest
-public import TailgatePolicies
-public import TailgateStore
-public import TailgateWire
-public import UnixSignals
-public import NIOHTTP1
-public import FoundationEssentials
-public import Foundation
-public import CoreMetrics
+import TailgateIngest
+package import TailgatePolicies
+import TailgateStore
+import TailgateWire
+import UnixSignals
+import NIOHTTP1
+import FoundationEssentials
+import Foundation
+import CoreMetrics
 import TailgateRecording
 import TailgateConfig
 
@@ -23,19 +23,19 @@ import TailgateConfig
 /// Shutdown order (swift-service-lifecycle stops services in reverse order): the metrics page and the
 /// receivers stop accepting, then every buffered trace is decided by policy, then the forwarder flushes
 /// within one `shutdown_timeout` budget, and a summary line says what, if anything, was lost.
-public struct TailgateServer: Sendable {
-    public let configuration: TailgateConfiguration
-    public let policies: PolicySet
-    public let logger: Logger
+package struct TailgateServer: Sendable {
+    package let configuration: TailgateConfiguration
+    package let policies: PolicySet
+    package let logger: Logger
 
-    public init(configuration: TailgateConfiguration, policies: PolicySet, logger: Logger) {
+    package init(configuration: TailgateConfiguration, policies: PolicySet, logger: Logger) {
         self.configuration = configuration
         self.policies = policies
         self.logger = logger
     }
 
     /// The forwarder's client for `address` (built by `DownstreamAddress.makeDownstream`, as the load tester's are).
-    public static func makeDownstream(_ address: DownstreamAddress, forwarder: ForwarderConfiguration,
+    package static func makeDownstream(_ address: DownstreamAddress, forwarder: ForwarderConfiguration,
                                       headers: [String: String] = [:], tls: DownstreamTLS? = nil) throws -> any Downstream {
         try address.makeDownstream(DownstreamOptions(
             gzip: forwarder.gzip, timeout: forwarder.timeout, reconnectBackoff: (forwarder.initialBackoff, forwarder.maxBackoff),
@@ -45,7 +45,7 @@ public struct TailgateServer: Sendable {
     /// Runs until SIGINT/SIGTERM; returns a summary of what was lost (0 is the expected figure). Throws when a
     /// listener cannot bind (the error names the address).
     @discardableResult
-    public func run() async throws -> ShutdownSummary {
+    package func run() async throws -> ShutdownSummary {
         let config = configuration
         let logger = self.logger
         let policies = self.policies
@@ -265,30 +265,30 @@ final class SignalRelay: SignalIngestHandler, Sendable {
 }
 
 /// The configuration cannot be put to use (a TLS file that cannot be loaded): nothing was started. `serve` exits 2.
-public struct TailgateSetupError: Error, CustomStringConvertible {
-    public var description: String
+package struct TailgateSetupError: Error, CustomStringConvertible {
+    package var description: String
 }
 
 /// The data directory cannot be used (another instance holds it, or it is not writable). `serve` exits 1.
-public struct TailgateStoreError: Error, CustomStringConvertible {
-    public var description: String
+package struct TailgateStoreError: Error, CustomStringConvertible {
+    package var description: String
 }
 
 /// What a run lost, reported when it stops. `spansLost` counts kept spans that never reached the downstream
 /// (queue full, rejected, retries exhausted, too large, shutdown budget exceeded); drops by policy are not losses.
-public struct ShutdownSummary: Sendable {
+package struct ShutdownSummary: Sendable {
     /// Spans dropped by reason (the `reason` label of `tailgate_spans_dropped_total`), over the whole run.
-    public var dropped: [String: Int]
-    public var bufferedLeft: Int
+    package var dropped: [String: Int]
+    package var bufferedLeft: Int
     /// Undecided traces left in the store for the next start (`on_shutdown: persist`).
-    public var persistedTraces = 0
+    package var persistedTraces = 0
 
-    public var spansLost: Int {
+    package var spansLost: Int {
         ForwardDropReason.allCases.reduce(0) { $0 + (dropped[$1.rawValue] ?? 0) }
     }
 
     /// Kept spans lost because the shutdown budget ran out.
-    public var lostAtShutdown: Int { dropped[ForwardDropReason.shutdown.rawValue] ?? 0 }
+    package var lostAtShutdown: Int { dropped[ForwardDropReason.shutdown.rawValue] ?? 0 }
 }
 
 /// The admin listener's routes: `/metrics` (Prometheus text; OpenMetrics when asked), `/livez` (the process answers), `/readyz` (503 while

@@ -1,14 +1,14 @@
-public import Foundation
-public import Logging
-public import Synchronization
-public import TailgateBuffer
-public import TailgateExport
-public import TailgateWire
+import Foundation
+package import Logging
+import Synchronization
+package import TailgateBuffer
+import TailgateExport
+package import TailgateWire
 
 /// The on-disk tier. Every field has a documented default.
-public struct StoreConfiguration: Sendable, Equatable {
+package struct StoreConfiguration: Sendable, Equatable {
     /// What an acknowledgement to a client means.
-    public enum Durability: String, Sendable, Equatable {
+    package enum Durability: String, Sendable, Equatable {
         /// After the in-memory insert (default): a SIGKILL or power loss loses what is not yet on disk — traces
         /// younger than `spill_after` and the forward queue's memory part; a graceful stop loses nothing.
         case buffered
@@ -18,23 +18,23 @@ public struct StoreConfiguration: Sendable, Equatable {
     }
 
     /// The data directory (`data_dir`, `--data-dir`). Locked against a second instance.
-    public var directory: String
+    package var directory: String
     /// Disk the store may use: spilled traces, write-ahead records, the forward queue's overflow. Default 10 GiB.
-    public var maxDiskBytes: Int = 10 << 30
+    package var maxDiskBytes: Int = 10 << 30
     /// Default `buffered`.
-    public var durability: Durability = .buffered
+    package var durability: Durability = .buffered
     /// A segment file is closed and a new one started past this size. Default 64 MiB.
-    public var segmentBytes: Int = 64 << 20
+    package var segmentBytes: Int = 64 << 20
     /// Appends are written to the file in chunks of this size (or every second). Default 1 MiB.
-    public var writeBufferBytes: Int = 1 << 20
+    package var writeBufferBytes: Int = 1 << 20
 
-    public init(directory: String) {
+    package init(directory: String) {
         self.directory = directory
     }
 }
 
 /// Receives the store's counts (implemented by the runtime's metrics).
-public protocol StoreObserver: Sendable {
+package protocol StoreObserver: Sendable {
     func storeWrote(bytes: Int)
     func storeRead(bytes: Int)
     /// An append was refused: the disk budget is used up or writing fails.
@@ -43,18 +43,18 @@ public protocol StoreObserver: Sendable {
 }
 
 /// What recovery found at start.
-public struct RecoveryReport: Sendable {
-    public var traces = 0
-    public var records = 0
-    public var bytes: UInt64 = 0
-    public var damagedRecords = 0
-    public var decisions = 0
-    public var forwardBatches = 0
+package struct RecoveryReport: Sendable {
+    package var traces = 0
+    package var records = 0
+    package var bytes: UInt64 = 0
+    package var damagedRecords = 0
+    package var decisions = 0
+    package var forwardBatches = 0
     /// Sync durability: late spans of kept traces written ahead before a crash, sent again.
-    public var lateKeptSpans = 0
+    package var lateKeptSpans = 0
     /// Restored from the index of a graceful stop (no record was scanned).
-    public var fromIndex = false
-    public var seconds: Double = 0
+    package var fromIndex = false
+    package var seconds: Double = 0
 }
 
 /// Record kinds (the first payload byte).
@@ -78,8 +78,8 @@ enum RecordKind: UInt8 {
 /// Tailgate's data directory: spilled traces and write-ahead records (`traces-*.tgs`), the forward queue's overflow
 /// (`queue-*.tgs`), and a `LOCK` file. See the README's "Durable store" for the format and what each durability
 /// setting guarantees.
-public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
-    public let configuration: StoreConfiguration
+package final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
+    package let configuration: StoreConfiguration
     let files: any StoreFiles
     let logger: Logger
     let observer: (any StoreObserver)?
@@ -100,7 +100,7 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
 
     /// Opens (creating) the data directory and takes its lock. Throws when another process holds it, or the
     /// directory cannot be used.
-    public init(configuration: StoreConfiguration, files: any StoreFiles = POSIXStoreFiles(), logger: Logger,
+    package init(configuration: StoreConfiguration, files: any StoreFiles = POSIXStoreFiles(), logger: Logger,
                 observer: (any StoreObserver)? = nil) throws(StoreIOError) {
         self.configuration = configuration
         self.files = files
@@ -133,7 +133,7 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
     }
 
     /// Bytes the store's files take.
-    public var diskBytes: Int { Int(traceLog.diskBytes + queueLog.diskBytes) }
+    package var diskBytes: Int { Int(traceLog.diskBytes + queueLog.diskBytes) }
 
     private var budget: UInt64 { UInt64(configuration.maxDiskBytes) }
 
@@ -154,20 +154,20 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
 
     // MARK: TraceStore
 
-    public var walSegment: UInt64? {
+    package var walSegment: UInt64? {
         guard configuration.durability == .sync else { return nil }
         // One segment back: the request's record may sit in the segment before a roll that happened meanwhile.
         let seq = activeSeq.load(ordering: .relaxed)
         return seq > 0 ? seq - 1 : 0
     }
 
-    public func wallNow() -> UInt64 {
+    package func wallNow() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
     }
 
-    public func append(trace: TraceID, spans: BufferedSpans, timing: SpillTiming, supersedes: Bool,
+    package func append(trace: TraceID, spans: BufferedSpans, timing: SpillTiming, supersedes: Bool,
                        headers: [(String, String)]) -> SpillRef? {
         let otlp = spans.encodeRequest()
         var head = trace.bytes
@@ -182,7 +182,7 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
         return ref
     }
 
-    public func read(_ refs: [SpillRef], into spans: inout BufferedSpans) -> Bool {
+    package func read(_ refs: [SpillRef], into spans: inout BufferedSpans) -> Bool {
         var ok = true
         for ref in refs {
             guard let payload = traceLog.read(ref), payload.count >= 43,
@@ -203,7 +203,7 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
         return ok
     }
 
-    public func decided(trace: TraceID, decision: Decision, policyName: String, stored: Bool) {
+    package func decided(trace: TraceID, decision: Decision, policyName: String, stored: Bool) {
         guard stored else { return }
         _ = traceLog.append(kind: RecordKind.decision.rawValue, [Self.encode(trace, decision, policyName)], budget: budget + Self.decisionReserve)
     }
@@ -253,7 +253,7 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
 
     /// Writes an accepted request ahead (sync durability) and waits until it is durable. False when it could not be
     /// written (the disk is full): the request is then held in memory only, which the caller counts.
-    public func writeAhead(_ body: UnsafeRawBufferPointer, headers: [(String, String)] = []) -> Bool {
+    package func writeAhead(_ body: UnsafeRawBufferPointer, headers: [(String, String)] = []) -> Bool {
         var head: [UInt8] = []
         withUnsafeBytes(of: wallNow().littleEndian) { head += $0 }
         Self.appendHeaders(headers, to: &head)
@@ -274,7 +274,7 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
 
     // MARK: Forward queue (BatchSpool)
 
-    public func write(_ request: [UInt8], spans: Int, headers: [(String, String)]) -> SpillRef? {
+    package func write(_ request: [UInt8], spans: Int, headers: [(String, String)]) -> SpillRef? {
         var head: [UInt8] = []
         withUnsafeBytes(of: UInt32(clamping: spans).littleEndian) { head += $0 }
         Self.appendHeaders(headers, to: &head)
@@ -288,7 +288,7 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
         return ref
     }
 
-    public func read(_ ref: SpillRef) -> [UInt8]? {
+    package func read(_ ref: SpillRef) -> [UInt8]? {
         guard let payload = queueLog.read(ref), payload.count >= 7, payload[0] == RecordKind.batch.rawValue,
               let (_, bodyStart) = Self.headers(in: payload, at: 5) else {
             observer?.storeDamaged(records: 1)
@@ -316,14 +316,14 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
         return (HeaderSets.parse(text), base + 2 + n)
     }
 
-    public var spoolsEveryBatch: Bool { configuration.durability == .sync }
+    package var spoolsEveryBatch: Bool { configuration.durability == .sync }
 
     /// A batch found at start is live until released.
     func adoptBatch(_ ref: SpillRef) {
         liveBatches.withLock { $0[ref.segment, default: 0] += 1 }
     }
 
-    public func release(_ ref: SpillRef) {
+    package func release(_ ref: SpillRef) {
         var body: [UInt8] = []
         withUnsafeBytes(of: ref.segment.littleEndian) { body += $0 }
         withUnsafeBytes(of: ref.offset.littleEndian) { body += $0 }
@@ -338,7 +338,7 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
     /// Called about every second: writes buffered records out, deletes segments nothing live needs, and rewrites
     /// the traces that keep old segments alive when the files hold far more than the live data. Returns bytes freed.
     @discardableResult
-    public func maintain(buffer: TraceBuffer) -> UInt64 {
+    package func maintain(buffer: TraceBuffer) -> UInt64 {
         try? traceLog.flush()
         try? queueLog.flush()
         var freed: UInt64 = 0
@@ -357,7 +357,7 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
     }
 
     /// Writes buffered records to the files (not necessarily durable).
-    public func flush() {
+    package func flush() {
         try? traceLog.flush()
         try? queueLog.flush()
     }
@@ -373,7 +373,7 @@ public final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable {
     ///
     /// `index`: every undecided trace (all of whose spans are on disk), written to the index file so that the next
     /// start restores them without scanning the records; `planKey` identifies the policies they were aggregated with.
-    public func close(decisions: [(TraceID, Decision, String)], index: [IndexedTrace]? = nil, planKey: UInt64 = 0) {
+    package func close(decisions: [(TraceID, Decision, String)], index: [IndexedTrace]? = nil, planKey: UInt64 = 0) {
         if !decisions.isEmpty {
             var body: [UInt8] = []
             for (id, d, name) in decisions { body += Self.encode(id, d, name) }

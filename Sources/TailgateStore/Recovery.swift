@@ -1,7 +1,7 @@
-public import Foundation
-public import Logging
-public import TailgateBuffer
-public import TailgateWire
+import Foundation
+import Logging
+package import TailgateBuffer
+package import TailgateWire
 
 extension DiskTraceStore {
     /// Rebuilds the buffer from the segments found at start (before any ingest): undecided traces come back with
@@ -12,7 +12,7 @@ extension DiskTraceStore {
     /// - Parameters:
     ///   - scan: scans an encoded request with the policies in use (false: it does not scan).
     ///   - decision: builds the decision to remember for a trace from what was written (keep, weight, policy name).
-    public func recover(
+    package func recover(
         into buffer: TraceBuffer,
         scan: (UnsafeRawBufferPointer, inout ScannedRequest) -> Bool,
         decision: (Bool, KeepWeight, String) -> Decision,

@@ -5,28 +5,28 @@ import Darwin
 #endif
 
 /// A file-system error with the call and path that failed.
-public struct StoreIOError: Error, CustomStringConvertible, Sendable {
-    public var operation: String
-    public var path: String
-    public var errno: Int32
+package struct StoreIOError: Error, CustomStringConvertible, Sendable {
+    package var operation: String
+    package var path: String
+    package var errno: Int32
 
-    public init(_ operation: String, _ path: String, errno: Int32) {
+    package init(_ operation: String, _ path: String, errno: Int32) {
         self.operation = operation
         self.path = path
         self.errno = errno
     }
 
     /// The disk (or a quota) is full.
-    public var isNoSpace: Bool { errno == ENOSPC || errno == EDQUOT }
+    package var isNoSpace: Bool { errno == ENOSPC || errno == EDQUOT }
 
-    public var description: String {
+    package var description: String {
         "\(operation) \(path): \(String(cString: strerror(errno)))"
     }
 }
 
 /// The file operations the store needs, injectable so that tests can simulate a full disk, short writes and damage
 /// without touching the machine's disk.
-public protocol StoreFiles: Sendable {
+package protocol StoreFiles: Sendable {
     /// Names of the entries of a directory.
     func list(_ directory: String) throws(StoreIOError) -> [String]
     func makeDirectory(_ path: String) throws(StoreIOError)
@@ -49,10 +49,10 @@ public protocol StoreFiles: Sendable {
 }
 
 /// The real file system (POSIX calls).
-public struct POSIXStoreFiles: StoreFiles {
-    public init() {}
+package struct POSIXStoreFiles: StoreFiles {
+    package init() {}
 
-    public func list(_ directory: String) throws(StoreIOError) -> [String] {
+    package func list(_ directory: String) throws(StoreIOError) -> [String] {
         guard let dir = opendir(directory) else { throw StoreIOError("opendir", directory, errno: errno) }
         defer { closedir(dir) }
         var names: [String] = []
@@ -65,7 +65,7 @@ public struct POSIXStoreFiles: StoreFiles {
         return names
     }
 
-    public func makeDirectory(_ path: String) throws(StoreIOError) {
+    package func makeDirectory(_ path: String) throws(StoreIOError) {
         var components: [Substring] = []
         var current = path.hasPrefix("/") ? "/" : ""
         components = path.split(separator: "/")
@@ -75,15 +75,15 @@ public struct POSIXStoreFiles: StoreFiles {
         }
     }
 
-    public func open(_ path: String, create: Bool) throws(StoreIOError) -> Int32 {
+    package func open(_ path: String, create: Bool) throws(StoreIOError) -> Int32 {
         let fd = posixOpen(path, O_RDWR | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0))
         guard fd >= 0 else { throw StoreIOError("open", path, errno: errno) }
         return fd
     }
 
-    public func close(_ fd: Int32) { posixClose(fd) }
+    package func close(_ fd: Int32) { posixClose(fd) }
 
-    public func append(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(StoreIOError) {
+    package func append(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(StoreIOError) {
         var done = 0
         while done < bytes.count {
             let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
@@ -95,7 +95,7 @@ public struct POSIXStoreFiles: StoreFiles {
         }
     }
 
-    public func read(_ fd: Int32, offset: UInt64, count: Int, path: String) throws(StoreIOError) -> [UInt8] {
+    package func read(_ fd: Int32, offset: UInt64, count: Int, path: String) throws(StoreIOError) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
         var done = 0
         let failure: Int32? = out.withUnsafeMutableBytes { raw -> Int32? in
@@ -115,7 +115,7 @@ public struct POSIXStoreFiles: StoreFiles {
         return out
     }
 
-    public func size(_ fd: Int32, path: String) throws(StoreIOError) -> UInt64 {
+    package func size(_ fd: Int32, path: String) throws(StoreIOError) -> UInt64 {
         // lseek rather than fstat: `struct stat` is re-exported by several system modules, which member import
         // visibility cannot attribute the same way in debug and release builds. The offset is restored.
         let current = lseek(fd, 0, SEEK_CUR)
@@ -126,19 +126,19 @@ public struct POSIXStoreFiles: StoreFiles {
         return UInt64(end)
     }
 
-    public func truncate(_ fd: Int32, to size: UInt64, path: String) throws(StoreIOError) {
+    package func truncate(_ fd: Int32, to size: UInt64, path: String) throws(StoreIOError) {
         guard ftruncate(fd, off_t(size)) == 0 else { throw StoreIOError("ftruncate", path, errno: errno) }
     }
 
-    public func sync(_ fd: Int32, path: String) throws(StoreIOError) {
+    package func sync(_ fd: Int32, path: String) throws(StoreIOError) {
         guard fdatasync(fd) == 0 else { throw StoreIOError("fdatasync", path, errno: errno) }
     }
 
-    public func remove(_ path: String) throws(StoreIOError) {
+    package func remove(_ path: String) throws(StoreIOError) {
         guard unlink(path) == 0 || errno == ENOENT else { throw StoreIOError("unlink", path, errno: errno) }
     }
 
-    public func lock(_ path: String) throws(StoreIOError) -> Int32 {
+    package func lock(_ path: String) throws(StoreIOError) -> Int32 {
         let fd = posixOpen(path, O_RDWR | O_CREAT | O_CLOEXEC)
         guard fd >= 0 else { throw StoreIOError("open", path, errno: errno) }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {

@@ -11,7 +11,7 @@ import Foundation
 
 /// How a kept trace's weight is stated downstream, so that a backend multiplying counts by the adjusted count
 /// (1/probability) gets the truth.
-public enum KeepWeight: Sendable, Equatable, Hashable {
+package enum KeepWeight: Sendable, Equatable, Hashable {
     /// Kept for certain by a deterministic rule (an error, a token threshold, …) or forwarded in a dry run: nothing is
     /// written, and an upstream `th` stays as it is (the trace's weight is the upstream one).
     case certain
@@ -25,7 +25,7 @@ public enum KeepWeight: Sendable, Equatable, Hashable {
     case hashed(probability: Double)
 
     /// The probability of having been kept.
-    public var probability: Double {
+    package var probability: Double {
         switch self {
         case .certain: 1
         case .consistent(let t): Double((UInt64(1) << 56) - min(t, UInt64(1) << 56)) / 72_057_594_037_927_936.0
@@ -33,29 +33,29 @@ public enum KeepWeight: Sendable, Equatable, Hashable {
         }
     }
 
-    public var isCertain: Bool { self == .certain }
+    package var isCertain: Bool { self == .certain }
 }
 
 /// What to write on a span that is forwarded.
-public struct KeepAnnotation: Sendable, Equatable {
+package struct KeepAnnotation: Sendable, Equatable {
     /// Name of the policy that kept (or, in dry run, would have kept) the trace; empty for none.
-    public var policy: String
+    package var policy: String
     /// How the keep's weight is stated (see `KeepWeight`).
-    public var weight: KeepWeight
+    package var weight: KeepWeight
     /// Probability with which the trace was kept (1 when certain).
-    public var probability: Double { weight.probability }
+    package var probability: Double { weight.probability }
     /// Dry run: the decision the policies would have made (everything is forwarded).
-    public var dryRunKeep: Bool?
+    package var dryRunKeep: Bool?
     /// What closed the trace's decision window (`root`, `idle`, `max_age`, …), written as `tailgate.decision.trigger`.
-    public var trigger: String?
+    package var trigger: String?
     /// The trace was decided without its root or with spans waiting for their parent: `tailgate.trace.incomplete`
     /// = true, so a partial trace in the backend is recognisable as such.
-    public var incomplete: Bool
+    package var incomplete: Bool
 
     /// The suffix of spans kept for certain (nil below probability 1).
     private var constantSuffix: [UInt8]? = nil
 
-    public init(policy: String, weight: KeepWeight = .certain, dryRunKeep: Bool? = nil, trigger: String? = nil, incomplete: Bool = false) {
+    package init(policy: String, weight: KeepWeight = .certain, dryRunKeep: Bool? = nil, trigger: String? = nil, incomplete: Bool = false) {
         self.policy = policy
         self.weight = weight
         self.dryRunKeep = dryRunKeep
@@ -67,25 +67,25 @@ public struct KeepAnnotation: Sendable, Equatable {
     }
 
     /// A keep stated as a plain probability (`hashed`), or certain at 1.
-    public init(policy: String, probability: Double, dryRunKeep: Bool? = nil) {
+    package init(policy: String, probability: Double, dryRunKeep: Bool? = nil) {
         self.init(policy: policy, weight: probability >= 1 ? .certain : .hashed(probability: probability), dryRunKeep: dryRunKeep)
     }
 
-    public static func == (a: KeepAnnotation, b: KeepAnnotation) -> Bool {
+    package static func == (a: KeepAnnotation, b: KeepAnnotation) -> Bool {
         a.policy == b.policy && a.weight == b.weight && a.dryRunKeep == b.dryRunKeep
             && a.trigger == b.trigger && a.incomplete == b.incomplete
     }
 
-    public static let policyAttribute = "tailgate.policy"
-    public static let sampleRateAttribute = "tailgate.sample_rate"
-    public static let dryRunAttribute = "tailgate.dry_run.decision"
-    public static let triggerAttribute = "tailgate.decision.trigger"
-    public static let incompleteAttribute = "tailgate.trace.incomplete"
+    package static let policyAttribute = "tailgate.policy"
+    package static let sampleRateAttribute = "tailgate.sample_rate"
+    package static let dryRunAttribute = "tailgate.dry_run.decision"
+    package static let triggerAttribute = "tailgate.decision.trigger"
+    package static let incompleteAttribute = "tailgate.trace.incomplete"
 
     /// `payload` followed by the annotation's fields; attributes the annotation writes that the span already carries
     /// (a second Tailgate tier, or reprocessing) are removed first, so that every key stays unique (OTLP requires
     /// it, and readers take the first occurrence).
-    public func annotate(_ payload: UnsafeRawBufferPointer) -> [UInt8] {
+    package func annotate(_ payload: UnsafeRawBufferPointer) -> [UInt8] {
         if let stripped = withoutOwnAttributes(payload) {
             return stripped + suffix(for: payload)
         }
@@ -107,7 +107,7 @@ public struct KeepAnnotation: Sendable, Equatable {
     static let ownKeyTail = UInt64(littleEndian: Array("ailgate.".utf8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
 
     /// Whether the span may carry attributes of Tailgate's (a quick byte search, true on a match anywhere).
-    public static func mayCarryOwnAttributes(_ payload: UnsafeRawBufferPointer) -> Bool {
+    package static func mayCarryOwnAttributes(_ payload: UnsafeRawBufferPointer) -> Bool {
         guard payload.count >= 9, let base = payload.baseAddress else { return false }
         // "tailgate." — find each 't' with memchr, then compare the rest.
         let needle = ownKeyTail
@@ -121,7 +121,7 @@ public struct KeepAnnotation: Sendable, Equatable {
     }
 
     /// The span without the attributes this annotation is about to write; nil when it has none of them.
-    public func withoutOwnAttributes(_ payload: UnsafeRawBufferPointer) -> [UInt8]? {
+    package func withoutOwnAttributes(_ payload: UnsafeRawBufferPointer) -> [UInt8]? {
         guard Self.mayCarryOwnAttributes(payload) else { return nil }
         let keys = writtenKeys
         var reader = ProtoReader(payload)
@@ -192,7 +192,7 @@ public struct KeepAnnotation: Sendable, Equatable {
 
     /// The fields to append to `payload`. Only the tracestate depends on the span (and only for weighted keeps), so
     /// spans kept for certain share one suffix, computed once.
-    public func suffix(for payload: UnsafeRawBufferPointer) -> [UInt8] {
+    package func suffix(for payload: UnsafeRawBufferPointer) -> [UInt8] {
         if weight.isCertain, let constant = constantSuffix { return constant }
         var w = ProtoWriter(capacity: 96)
         var sampleRate: Double? = nil
@@ -269,7 +269,7 @@ public struct KeepAnnotation: Sendable, Equatable {
     }
 
     /// The 56-bit rejection threshold for keeping with `probability`: keep when randomness ≥ threshold.
-    public static func threshold(probability: Double) -> UInt64 {
+    package static func threshold(probability: Double) -> UInt64 {
         // 2^56 − round(p × 2^56): exact for the probabilities people write (computing 1 − p first would not be).
         let max56 = UInt64(1) << 56
         let kept = UInt64((min(max(probability, 0), 1) * Double(max56)).rounded())
@@ -277,7 +277,7 @@ public struct KeepAnnotation: Sendable, Equatable {
     }
 
     /// `th` value: 14 hex digits with trailing zeros dropped ("0" for probability 1).
-    public static func thValue(_ threshold: UInt64) -> String {
+    package static func thValue(_ threshold: UInt64) -> String {
         if threshold == 0 { return "0" }
         var hex = String(threshold, radix: 16)
         hex = String(repeating: "0", count: max(0, 14 - hex.count)) + hex
@@ -291,13 +291,13 @@ public struct KeepAnnotation: Sendable, Equatable {
     }
 
     /// The adjusted count (1/probability) a 56-bit rejection threshold states.
-    public static func adjustedCount(threshold: UInt64) -> Double {
+    package static func adjustedCount(threshold: UInt64) -> Double {
         let kept = (UInt64(1) << 56) - min(threshold, (UInt64(1) << 56) - 1)
         return 72_057_594_037_927_936.0 / Double(kept)
     }
 
     /// The incoming `th` of a tracestate, if any.
-    public static func incomingThreshold(traceState: String) -> UInt64? {
+    package static func incomingThreshold(traceState: String) -> UInt64? {
         guard let ot = traceState.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }).first(where: { $0.hasPrefix("ot=") }) else { return nil }
         for field in ot.dropFirst(3).split(separator: ";") where field.hasPrefix("th:") {
             return parseTh(field.dropFirst(3))
@@ -307,7 +307,7 @@ public struct KeepAnnotation: Sendable, Equatable {
 
     /// The tracestate without the `ot` member's `th` (the member is dropped when nothing else is left in it), and the
     /// threshold that was there.
-    public static func eraseThreshold(traceState: String) -> (String, UInt64?) {
+    package static func eraseThreshold(traceState: String) -> (String, UInt64?) {
         var members = traceState.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         guard let i = members.firstIndex(where: { $0.hasPrefix("ot=") }) else { return (traceState, nil) }
         var erased: UInt64? = nil
@@ -323,12 +323,12 @@ public struct KeepAnnotation: Sendable, Equatable {
 
     /// A W3C tracestate with the `ot` member's `th` set to max(incoming th, the threshold of `probability`);
     /// the `ot` member moves to the front, as W3C asks of a modified member.
-    public static func mergeThreshold(traceState: String, probability: Double) -> String {
+    package static func mergeThreshold(traceState: String, probability: Double) -> String {
         mergeThreshold(traceState: traceState, threshold: threshold(probability: probability)).0
     }
 
     /// A W3C tracestate with the `ot` member's `th` set to max(incoming th, `threshold`), and the threshold written.
-    public static func mergeThreshold(traceState: String, threshold: UInt64) -> (String, UInt64) {
+    package static func mergeThreshold(traceState: String, threshold: UInt64) -> (String, UInt64) {
         var ours = threshold
         var members = traceState.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         var otFields: [String] = []

@@ -6,12 +6,12 @@
 import Foundation
 
 /// Span attributes to read, and what to compute from them.
-public struct AttributePlan: Sendable, Equatable {
-    public static let maxSlots = 8
-    public static let maxBits = 64
+package struct AttributePlan: Sendable, Equatable {
+    package static let maxSlots = 8
+    package static let maxBits = 64
 
     /// Where a condition looks for its attribute.
-    public enum Target: String, Sendable, Equatable {
+    package enum Target: String, Sendable, Equatable {
         /// Span attributes only.
         case span
         /// Resource attributes only (they apply to every span of the resource).
@@ -21,7 +21,7 @@ public struct AttributePlan: Sendable, Equatable {
     }
 
     /// How an attribute's value is tested.
-    public enum Matcher: Sendable, Equatable {
+    package enum Matcher: Sendable, Equatable {
         /// Numeric (int, double or decimal string) within the closed range.
         case numeric(min: Double, max: Double)
         /// String equal to one of the values (for string arrays: any element).
@@ -35,23 +35,23 @@ public struct AttributePlan: Sendable, Equatable {
     }
 
     /// A condition on one attribute; its bit is set on a span that satisfies it.
-    public struct Condition: Sendable, Equatable {
-        public var key: String
-        public var target: Target
-        public var matcher: Matcher
+    package struct Condition: Sendable, Equatable {
+        package var key: String
+        package var target: Target
+        package var matcher: Matcher
     }
 
     /// A condition on other bits of the same span, evaluated after the attribute conditions, in order:
     /// set when every bit of `allOf` is set and (`anyOf` is empty, or any of its bits is set, or
     /// `orStatusError` and the span's status is ERROR).
-    public struct Derived: Sendable, Equatable {
-        public var allOf: UInt64
-        public var anyOf: UInt64
-        public var orStatusError: Bool
+    package struct Derived: Sendable, Equatable {
+        package var allOf: UInt64
+        package var anyOf: UInt64
+        package var orStatusError: Bool
     }
 
     /// A number summed per trace.
-    public enum Slot: Sendable, Equatable {
+    package enum Slot: Sendable, Equatable {
         /// The value of the first of `keys` that the span carries (so a current and a deprecated name count once),
         /// counted only on spans with bit `condition` (when set).
         case firstOf(keys: [String], condition: Int?)
@@ -59,41 +59,41 @@ public struct AttributePlan: Sendable, Equatable {
         case count(bit: Int)
     }
 
-    public private(set) var conditions: [Condition] = []
+    package private(set) var conditions: [Condition] = []
     /// Bit of each condition; derived bits follow.
-    public private(set) var derived: [(bit: Int, rule: Derived)] = []
-    public private(set) var slots: [Slot] = []
+    package private(set) var derived: [(bit: Int, rule: Derived)] = []
+    package private(set) var slots: [Slot] = []
     /// Bits of `tracestate` conditions: `key=value` list members of the span's trace_state.
-    public private(set) var traceStates: [(bit: Int, key: String, values: [String])] = []
-    public private(set) var bitCount = 0
+    package private(set) var traceStates: [(bit: Int, key: String, values: [String])] = []
+    package private(set) var bitCount = 0
     /// Attributes naming a span's conversation (first of them, span attributes only); empty when no policy asks.
     /// A span's `SpanFacts.conversation` is the XXH3 of the value's UTF-8 bytes.
-    public private(set) var conversationKeys: [String] = []
+    package private(set) var conversationKeys: [String] = []
 
-    public init() {}
+    package init() {}
 
     /// Asks the scanner for each span's conversation: the first of `keys` the span carries. Every policy of a file
     /// must name the same keys (a trace has one conversation).
-    public mutating func conversation(keys: [String]) throws(PlanError) {
+    package mutating func conversation(keys: [String]) throws(PlanError) {
         if !conversationKeys.isEmpty && conversationKeys != keys { throw .conflictingConversationKeys(conversationKeys, keys) }
         conversationKeys = keys
     }
 
-    public static func == (a: AttributePlan, b: AttributePlan) -> Bool {
+    package static func == (a: AttributePlan, b: AttributePlan) -> Bool {
         a.conditions == b.conditions && a.slots == b.slots && a.bitCount == b.bitCount
             && a.derived.map(\.rule) == b.derived.map(\.rule) && a.derived.map(\.bit) == b.derived.map(\.bit)
             && a.traceStates.map(\.bit) == b.traceStates.map(\.bit) && a.conversationKeys == b.conversationKeys
     }
 
-    public var isEmpty: Bool { conditions.isEmpty && slots.isEmpty && traceStates.isEmpty && conversationKeys.isEmpty }
+    package var isEmpty: Bool { conditions.isEmpty && slots.isEmpty && traceStates.isEmpty && conversationKeys.isEmpty }
 
-    public enum PlanError: Error, Equatable, CustomStringConvertible {
+    package enum PlanError: Error, Equatable, CustomStringConvertible {
         case tooManyConditions
         case tooManySlots
         case badRegex(String, String)
         case conflictingConversationKeys([String], [String])
 
-        public var description: String {
+        package var description: String {
             switch self {
             case .tooManyConditions: "the policies use more than \(AttributePlan.maxBits) attribute conditions"
             case .tooManySlots: "the policies sum more than \(AttributePlan.maxSlots) attribute values per trace"
@@ -111,7 +111,7 @@ public struct AttributePlan: Sendable, Equatable {
     }
 
     /// The bit of a condition (an existing bit when the same condition was added before).
-    public mutating func bit(key: String, target: Target = .span, _ matcher: Matcher) throws(PlanError) -> Int {
+    package mutating func bit(key: String, target: Target = .span, _ matcher: Matcher) throws(PlanError) -> Int {
         if case .regex(let patterns) = matcher {
             for p in patterns {
                 do { _ = try NSRegularExpression(pattern: p) } catch {
@@ -130,10 +130,10 @@ public struct AttributePlan: Sendable, Equatable {
         return bit
     }
 
-    public private(set) var conditionBits: [Int] = []
+    package private(set) var conditionBits: [Int] = []
 
     /// The bit of a derived condition.
-    public mutating func bit(allOf: [Int] = [], anyOf: [Int] = [], orStatusError: Bool = false) throws(PlanError) -> Int {
+    package mutating func bit(allOf: [Int] = [], anyOf: [Int] = [], orStatusError: Bool = false) throws(PlanError) -> Int {
         let rule = Derived(allOf: mask(allOf), anyOf: mask(anyOf), orStatusError: orStatusError)
         if let existing = derived.first(where: { $0.rule == rule }) { return existing.bit }
         let bit = try newBit()
@@ -142,7 +142,7 @@ public struct AttributePlan: Sendable, Equatable {
     }
 
     /// The bit of a `tracestate` condition (`key` has one of `values`; any value when empty).
-    public mutating func traceStateBit(key: String, values: [String]) throws(PlanError) -> Int {
+    package mutating func traceStateBit(key: String, values: [String]) throws(PlanError) -> Int {
         if let existing = traceStates.first(where: { $0.key == key && $0.values == values }) { return existing.bit }
         let bit = try newBit()
         traceStates.append((bit, key, values))
@@ -150,7 +150,7 @@ public struct AttributePlan: Sendable, Equatable {
     }
 
     /// A slot (an existing one when the same slot was added before).
-    public mutating func slot(_ slot: Slot) throws(PlanError) -> Int {
+    package mutating func slot(_ slot: Slot) throws(PlanError) -> Int {
         if let i = slots.firstIndex(of: slot) { return i }
         guard slots.count < Self.maxSlots else { throw .tooManySlots }
         slots.append(slot)

@@ -2,7 +2,7 @@
 // grouped by resource and scope. Origins with equal bytes (the same service sending several requests)
 // share one ResourceSpans / ScopeSpans in the output.
 
-public struct RequestFramer: Sendable {
+package struct RequestFramer: Sendable {
     struct ScopeGroup: Sendable {
         var header: [UInt8]
         /// Concatenated `spans` fields (tag, length, payload).
@@ -26,16 +26,16 @@ public struct RequestFramer: Sendable {
     /// (and usually of one service) share it, and merging a tracestate is far dearer than comparing bytes.
     private var suffixCache: (annotation: KeepAnnotation, traceState: [UInt8], suffix: [UInt8])? = nil
 
-    public private(set) var spanCount = 0
+    package private(set) var spanCount = 0
     /// Sum of the span payload sizes appended so far.
-    public private(set) var spanBytes = 0
+    package private(set) var spanBytes = 0
 
-    public init() {}
+    package init() {}
 
-    public var isEmpty: Bool { spanCount == 0 }
+    package var isEmpty: Bool { spanCount == 0 }
 
     /// Appends one span with an annotation appended to its bytes (see `KeepAnnotation`).
-    public mutating func append(scope: ScopeOrigin, span: UnsafeRawBufferPointer, annotation: KeepAnnotation?) {
+    package mutating func append(scope: ScopeOrigin, span: UnsafeRawBufferPointer, annotation: KeepAnnotation?) {
         guard let annotation else { return append(scope: scope, span: span) }
         // A span that already carries what the annotation writes (a second tier): replaced, not repeated (rare).
         if KeepAnnotation.mayCarryOwnAttributes(span), annotation.withoutOwnAttributes(span) != nil {
@@ -67,7 +67,7 @@ public struct RequestFramer: Sendable {
     }
 
     /// Appends one span (its payload bytes, without tag and length).
-    public mutating func append(scope: ScopeOrigin, span: UnsafeRawBufferPointer) {
+    package mutating func append(scope: ScopeOrigin, span: UnsafeRawBufferPointer) {
         let (r, s) = group(for: scope)
         var w = ProtoWriter()
         swap(&w.bytes, &resources[r].scopes[s].spans)
@@ -102,7 +102,7 @@ public struct RequestFramer: Sendable {
     }
 
     /// The encoded ExportTraceServiceRequest holding every appended span.
-    public func encode() -> [UInt8] {
+    package func encode() -> [UInt8] {
         // Sizes first, so every length prefix is written once and nothing is copied twice.
         var scopeSizes: [[Int]] = []
         var resourceSizes: [Int] = []

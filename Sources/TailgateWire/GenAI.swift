@@ -5,9 +5,9 @@
 // Within one span the names are ranked, so a value reported under two names is counted once.
 
 /// The GenAI facts of one span (only spans that carry any of the attributes below have one).
-public struct GenAISpan: Sendable, Equatable {
+package struct GenAISpan: Sendable, Equatable {
     /// What the span's usage means for the trace's token count (see `GenAILedger`).
-    public enum Role: UInt8, Sendable {
+    package enum Role: UInt8, Sendable {
         /// A model call (chat, text_completion, generate_content, embeddings; a span with usage and no operation name
         /// counts as one): its usage always counts.
         case inference = 0
@@ -16,41 +16,41 @@ public struct GenAISpan: Sendable, Equatable {
     }
 
     /// Token lanes of `tokens`.
-    public enum Lane {
-        public static let input = 0
-        public static let output = 1
+    package enum Lane {
+        package static let input = 0
+        package static let output = 1
         /// Subset of input.
-        public static let cacheRead = 2
+        package static let cacheRead = 2
         /// Subset of input.
-        public static let cacheCreation = 3
+        package static let cacheCreation = 3
         /// Subset of output.
-        public static let reasoning = 4
+        package static let reasoning = 4
         /// Only a total was reported (neither input nor output).
-        public static let totalOnly = 5
+        package static let totalOnly = 5
     }
 
-    public var spanID: UInt64
-    public var parentSpanID: UInt64
-    public var role: Role
+    package var spanID: UInt64
+    package var parentSpanID: UInt64
+    package var role: Role
     /// Normalized operation: the `gen_ai.operation.name` value, else mapped from OpenInference or OpenLLMetry span
     /// kinds (`chat`, `embeddings`, `invoke_agent`, `execute_tool`, `workflow`, `chain`, …); "" when unknown.
-    public var operation: String
-    public var provider: String
+    package var operation: String
+    package var provider: String
     /// `gen_ai.response.model`, else `gen_ai.request.model`, else `llm.model_name`.
-    public var model: String
+    package var model: String
     /// `gen_ai.request.model` when it differs from `model` (filters match either).
-    public var requestModel: String
+    package var requestModel: String
     /// `error.type`; "" when absent.
-    public var errorType: String
-    public var toolName: String
-    public var agentName: String
+    package var errorType: String
+    package var toolName: String
+    package var agentName: String
     /// The span's status is ERROR.
-    public var statusError: Bool
-    public var durationNanos: UInt64
+    package var statusError: Bool
+    package var durationNanos: UInt64
     /// As reported (never negative), by `Lane`.
-    public var tokens: SIMD8<Int64>
+    package var tokens: SIMD8<Int64>
 
-    public init(spanID: UInt64 = 0, parentSpanID: UInt64 = 0, role: Role = .inference, operation: String = "",
+    package init(spanID: UInt64 = 0, parentSpanID: UInt64 = 0, role: Role = .inference, operation: String = "",
                 provider: String = "", model: String = "", requestModel: String = "", errorType: String = "",
                 toolName: String = "", agentName: String = "", statusError: Bool = false, durationNanos: UInt64 = 0,
                 tokens: SIMD8<Int64> = SIMD8()) {
@@ -69,22 +69,22 @@ public struct GenAISpan: Sendable, Equatable {
         self.tokens = tokens
     }
 
-    public var hasUsage: Bool { tokens != SIMD8() }
+    package var hasUsage: Bool { tokens != SIMD8() }
     /// The call failed: ERROR status or `error.type` set.
-    public var failed: Bool { statusError || !errorType.isEmpty }
+    package var failed: Bool { statusError || !errorType.isEmpty }
     /// A model call (counted in `tailgate_gen_ai_calls_total`).
-    public var isModelCall: Bool { GenAIKeys.inferenceOperations.contains(operation) || (operation.isEmpty && hasUsage) }
+    package var isModelCall: Bool { GenAIKeys.inferenceOperations.contains(operation) || (operation.isEmpty && hasUsage) }
 
     /// Operations whose usage is the model call's own.
-    public static func role(operation: String, hasUsage: Bool) -> Role {
+    package static func role(operation: String, hasUsage: Bool) -> Role {
         if operation.isEmpty { return .inference }
         return GenAIKeys.inferenceOperations.contains(operation) ? .inference : .aggregate
     }
 }
 
 /// The attribute names read, ranked (lower rank wins within a span).
-public enum GenAIKeys {
-    public static let inferenceOperations: Set<String> = ["chat", "text_completion", "generate_content", "embeddings"]
+package enum GenAIKeys {
+    package static let inferenceOperations: Set<String> = ["chat", "text_completion", "generate_content", "embeddings"]
 
     /// String fields first (lanes 0…10 of the scratch), then the numeric ones (contiguous, `input` first).
     enum Field: UInt8 {

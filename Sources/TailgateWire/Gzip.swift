@@ -2,14 +2,14 @@ import CZlib
 
 /// gzip for request and export bodies, with a hard limit on the decompressed size so that a small
 /// compressed body cannot expand without bound (a "zip bomb").
-public enum Gzip {
-    public enum Failure: Error, Equatable, Sendable, CustomStringConvertible {
+package enum Gzip {
+    package enum Failure: Error, Equatable, Sendable, CustomStringConvertible {
         /// The decompressed body would exceed the limit.
         case tooLarge(limit: Int)
         /// Not valid gzip data.
         case corrupt(String)
 
-        public var description: String {
+        package var description: String {
             switch self {
             case .tooLarge(let limit): "decompressed body exceeds the limit of \(limit) bytes"
             case .corrupt(let why): "invalid gzip data: \(why)"
@@ -18,7 +18,7 @@ public enum Gzip {
     }
 
     /// Inflates gzip (or zlib) data, failing as soon as the output would pass `limit` bytes.
-    public static func decompress(_ input: UnsafeRawBufferPointer, limit: Int) throws(Failure) -> [UInt8] {
+    package static func decompress(_ input: UnsafeRawBufferPointer, limit: Int) throws(Failure) -> [UInt8] {
         var stream = z_stream()
         // 15 window bits + 32: detect gzip or zlib headers automatically.
         guard inflateInit2_(&stream, 15 + 32, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
@@ -60,7 +60,7 @@ public enum Gzip {
     }
 
     /// Compresses with gzip framing at the default level.
-    public static func compress(_ input: UnsafeRawBufferPointer, level: Int32 = -1) -> [UInt8] {  // -1: Z_DEFAULT_COMPRESSION
+    package static func compress(_ input: UnsafeRawBufferPointer, level: Int32 = -1) -> [UInt8] {  // -1: Z_DEFAULT_COMPRESSION
         var stream = z_stream()
         guard deflateInit2_(&stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
             preconditionFailure("zlib deflateInit2 failed")
@@ -78,11 +78,11 @@ public enum Gzip {
         }
     }
 
-    public static func compress(_ input: [UInt8]) -> [UInt8] {
+    package static func compress(_ input: [UInt8]) -> [UInt8] {
         input.withUnsafeBytes { compress($0) }
     }
 
-    public static func decompress(_ input: [UInt8], limit: Int) throws(Failure) -> [UInt8] {
+    package static func decompress(_ input: [UInt8], limit: Int) throws(Failure) -> [UInt8] {
         let result = input.withUnsafeBytes { raw in Result { () throws(Failure) -> [UInt8] in try decompress(raw, limit: limit) } }
         return try result.get()
     }

@@ -7,26 +7,26 @@
 
 /// A problem transcoding between OTLP/JSON and protobuf: where (a JSON-style path such as
 /// `resourceSpans[0].scopeSpans[1].spans[3].traceId`, empty for whole-document problems) and what.
-public struct OTLPJSONError: Error, Sendable, CustomStringConvertible, Equatable {
-    public var path: String
-    public var message: String
+package struct OTLPJSONError: Error, Sendable, CustomStringConvertible, Equatable {
+    package var path: String
+    package var message: String
 
-    public init(path: String, message: String) {
+    package init(path: String, message: String) {
         self.path = path
         self.message = message
     }
 
-    public var description: String { path.isEmpty ? message : "\(path): \(message)" }
+    package var description: String { path.isEmpty ? message : "\(path): \(message)" }
 }
 
-public enum OTLPJSON {
+package enum OTLPJSON {
     /// Transcode an OTLP/JSON ExportTraceServiceRequest into its protobuf encoding (canonical: fields in
     /// field-number order, whatever the order of the keys).
     ///
     /// Invalid JSON (including invalid UTF-8 and unpaired surrogates) fails with `invalid JSON: … at character N`,
     /// and takes precedence over schema errors (wrong types, out-of-range numbers, …), which name the field's path.
     /// A malformed trace or span ID does not fail the request: see `Transcoder.hexID`.
-    public static func protobufFromJSON(_ json: [UInt8]) throws(OTLPJSONError) -> [UInt8] {
+    package static func protobufFromJSON(_ json: [UInt8]) throws(OTLPJSONError) -> [UInt8] {
         var malformedIDs = MalformedIDs()
         return try protobufFromJSON(json, malformedIDs: &malformedIDs)
     }
@@ -35,16 +35,16 @@ public enum OTLPJSON {
     /// the scanner to reject their spans, instead of failing the request: how many, and the first with its path
     /// and text (what the scanner cannot say: it sees only the length of the bytes written for it). Link IDs are
     /// not counted: the scanner does not check them.
-    public struct MalformedIDs: Sendable, Equatable {
-        public var count = 0
+    package struct MalformedIDs: Sendable, Equatable {
+        package var count = 0
         /// E.g. `resourceSpans[0].scopeSpans[0].spans[1].traceId: "5b8e…zz" is not hex ('z'): a trace ID is 32 hex digits`.
-        public var first: OTLPJSONError?
+        package var first: OTLPJSONError?
 
-        public init() {}
+        package init() {}
     }
 
     /// `protobufFromJSON(_:)`, also telling which span IDs were malformed (set when the transcoding succeeds).
-    public static func protobufFromJSON(_ json: [UInt8], malformedIDs: inout MalformedIDs) throws(OTLPJSONError) -> [UInt8] {
+    package static func protobufFromJSON(_ json: [UInt8], malformedIDs: inout MalformedIDs) throws(OTLPJSONError) -> [UInt8] {
         malformedIDs = MalformedIDs()
         let result: Result<[UInt8], OTLPJSONError> = json.withUnsafeBufferPointer { buffer -> Result<[UInt8], OTLPJSONError> in
             guard let base = buffer.baseAddress, !buffer.isEmpty else {
@@ -72,7 +72,7 @@ public enum OTLPJSON {
 
     /// Transcode protobuf ExportTraceServiceRequest bytes into one line of OTLP/JSON (no trailing newline),
     /// the shape the OpenTelemetry Collector's file exporter writes ({"resourceSpans":[...]}).
-    public static func jsonFromProtobuf(_ protobuf: [UInt8]) throws(OTLPJSONError) -> [UInt8] {
+    package static func jsonFromProtobuf(_ protobuf: [UInt8]) throws(OTLPJSONError) -> [UInt8] {
         let result: Result<[UInt8], OTLPJSONError> = protobuf.withUnsafeBytes { base in
             Result { () throws(OTLPJSONError) -> [UInt8] in
                 var walker = ProtoToJSON(base: base, capacity: base.count * 2 + 16)

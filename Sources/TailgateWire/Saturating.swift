@@ -6,7 +6,7 @@
 /// `d` rounded to the nearest integer (halfway cases away from zero) and clamped to `Int64`:
 /// NaN is 0, +∞ and values ≥ 2⁶³ are `Int64.max`, −∞ and values < −2⁶³ are `Int64.min`. Never traps.
 @inlinable
-public func saturatingInt64(_ d: Double) -> Int64 {
+package func saturatingInt64(_ d: Double) -> Int64 {
     if d.isNaN { return 0 }
     let r = d.rounded()
     // 2⁶³ and −2⁶³ are exact doubles; −2⁶³ itself is representable.
@@ -17,7 +17,7 @@ public func saturatingInt64(_ d: Double) -> Int64 {
 
 /// `a + b`, clamped to `Int64.min...Int64.max`.
 @inlinable
-public func saturatingAdd(_ a: Int64, _ b: Int64) -> Int64 {
+package func saturatingAdd(_ a: Int64, _ b: Int64) -> Int64 {
     let (sum, overflow) = a.addingReportingOverflow(b)
     // Overflow only happens when both operands have the same sign: saturate towards it.
     return overflow ? (a < 0 ? .min : .max) : sum
@@ -28,7 +28,7 @@ extension SIMD8 where Scalar == Int64 {
     /// positive) or `Int64.min` (both negative) instead of wrapping. Use it for every per-trace total of
     /// client-supplied values (`SpanFacts.sums`).
     @inlinable
-    public mutating func addSaturating(_ other: Self) {
+    package mutating func addSaturating(_ other: Self) {
         let sum = self &+ other
         // Signed overflow: the operands share a sign and the sum's sign differs from it, i.e. the sign bit of
         // (self ^ sum) & (other ^ sum) is set.
@@ -40,7 +40,7 @@ extension SIMD8 where Scalar == Int64 {
 
     /// `self + other` lane by lane, saturating (see `addSaturating(_:)`).
     @inlinable
-    public func addingSaturating(_ other: Self) -> Self {
+    package func addingSaturating(_ other: Self) -> Self {
         var result = self
         result.addSaturating(other)
         return result

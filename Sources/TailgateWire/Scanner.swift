@@ -5,36 +5,36 @@ import Foundation
 
 /// The resource of a group of spans, kept encoded: every field of `ResourceSpans` except `scope_spans`
 /// (that is `resource` and `schema_url`), with their tags, exactly as received.
-public final class ResourceOrigin: Sendable {
-    public let header: [UInt8]
+package final class ResourceOrigin: Sendable {
+    package let header: [UInt8]
     /// XXH3 of `header`, so that grouping by content never rehashes the bytes.
-    public let key: HeaderKey
-    public init(header: [UInt8]) {
+    package let key: HeaderKey
+    package init(header: [UInt8]) {
         self.header = header
         key = HeaderKey(header)
     }
 }
 
 /// Header bytes compared by content, hashed once.
-public struct HeaderKey: Hashable, Sendable {
-    public let hash: UInt64
-    public let bytes: [UInt8]
+package struct HeaderKey: Hashable, Sendable {
+    package let hash: UInt64
+    package let bytes: [UInt8]
 
-    public init(_ bytes: [UInt8]) {
+    package init(_ bytes: [UInt8]) {
         self.bytes = bytes
         hash = bytes.withUnsafeBytes { xxh3($0) }
     }
 
-    public func hash(into hasher: inout Hasher) { hasher.combine(hash) }
-    public static func == (a: HeaderKey, b: HeaderKey) -> Bool { a.hash == b.hash && a.bytes == b.bytes }
+    package func hash(into hasher: inout Hasher) { hasher.combine(hash) }
+    package static func == (a: HeaderKey, b: HeaderKey) -> Bool { a.hash == b.hash && a.bytes == b.bytes }
 }
 
 /// The instrumentation scope of a group of spans: every field of `ScopeSpans` except `spans`, with tags.
-public final class ScopeOrigin: Sendable {
-    public let resource: ResourceOrigin
-    public let header: [UInt8]
-    public let key: HeaderKey
-    public init(resource: ResourceOrigin, header: [UInt8]) {
+package final class ScopeOrigin: Sendable {
+    package let resource: ResourceOrigin
+    package let header: [UInt8]
+    package let key: HeaderKey
+    package init(resource: ResourceOrigin, header: [UInt8]) {
         self.resource = resource
         self.header = header
         key = HeaderKey(header)
@@ -42,69 +42,69 @@ public final class ScopeOrigin: Sendable {
 }
 
 /// Status codes of `Status.code`.
-public enum StatusCode: UInt8, Sendable, CaseIterable {
+package enum StatusCode: UInt8, Sendable, CaseIterable {
     case unset = 0
     case ok = 1
     case error = 2
 
     /// Bit of this code in a status mask.
-    public var bit: UInt8 { 1 << rawValue }
+    package var bit: UInt8 { 1 << rawValue }
 }
 
 /// What a decision needs to know about one span, plus where its bytes are.
-public struct SpanFacts: Sendable {
-    public var traceID: TraceID
-    public var spanID: UInt64
+package struct SpanFacts: Sendable {
+    package var traceID: TraceID
+    package var spanID: UInt64
     /// 0 when the span has no parent (a root span).
-    public var parentSpanID: UInt64
-    public var startTime: UInt64
-    public var endTime: UInt64
-    public var status: StatusCode
+    package var parentSpanID: UInt64
+    package var startTime: UInt64
+    package var endTime: UInt64
+    package var status: StatusCode
     /// Bits of the `AttributePlan` conditions the span (or its resource) satisfies.
-    public var bits: UInt64
+    package var bits: UInt64
     /// Per-slot values of the `AttributePlan` (0 where the span lacks the attribute).
-    public var sums: SIMD8<Int64>
+    package var sums: SIMD8<Int64>
     /// Index into `ScannedRequest.scopes`.
-    public var scope: Int32
+    package var scope: Int32
     /// The span message's payload (without its tag and length) within the request.
-    public var bytes: Range<Int>
+    package var bytes: Range<Int>
     /// `Span.flags`: the W3C trace flags (low byte) and whether the parent is remote (bits 8 and 9).
-    public var flags: UInt32 = 0
+    package var flags: UInt32 = 0
     /// The explicit randomness `rv` of the span's tracestate (`ot=…;rv:<14 hex digits>`), 56 bits; `.max` when absent.
-    public var randomness: UInt64 = .max
+    package var randomness: UInt64 = .max
     /// XXH3 of the span's conversation ID (`AttributePlan.conversationKeys`); 0 when it has none.
-    public var conversation: UInt64 = 0
+    package var conversation: UInt64 = 0
     /// Index of the span's GenAI facts in `ScannedRequest.genAI`; -1 when it has none.
-    public var genAI: Int32 = -1
+    package var genAI: Int32 = -1
 
-    public var isRoot: Bool { parentSpanID == 0 }
+    package var isRoot: Bool { parentSpanID == 0 }
 
     /// Whether the parent span lives in another process (true) or in the same one (false), when the exporter says so
     /// (OTLP `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK` 0x100 and `SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK` 0x200); nil when
     /// it does not.
-    public var parentIsRemote: Bool? {
+    package var parentIsRemote: Bool? {
         flags & 0x100 != 0 ? flags & 0x200 != 0 : nil
     }
 }
 
 /// The result of scanning one request.
-public struct ScannedRequest: Sendable {
-    public var spans: [SpanFacts] = []
-    public var scopes: [ScopeOrigin] = []
+package struct ScannedRequest: Sendable {
+    package var spans: [SpanFacts] = []
+    package var scopes: [ScopeOrigin] = []
     /// Spans that were not accepted (invalid trace or span ID) and why (first reason only).
-    public var rejectedSpans: Int = 0
-    public var rejectionMessage: String?
+    package var rejectedSpans: Int = 0
+    package var rejectionMessage: String?
     /// Generation of the plan the spans were scanned with (see `OTLPScanner.generation`).
-    public var planGeneration: UInt64 = 0
+    package var planGeneration: UInt64 = 0
     /// GenAI facts of the spans that have any (`SpanFacts.genAI` indexes it).
-    public var genAI: [GenAISpan] = []
+    package var genAI: [GenAISpan] = []
 
-    public init() {}
+    package init() {}
 
     /// The GenAI facts of a span of this request, if it has any.
-    public func genAI(of span: SpanFacts) -> GenAISpan? { span.genAI >= 0 ? genAI[Int(span.genAI)] : nil }
+    package func genAI(of span: SpanFacts) -> GenAISpan? { span.genAI >= 0 ? genAI[Int(span.genAI)] : nil }
 
-    public mutating func removeAll() {
+    package mutating func removeAll() {
         spans.removeAll(keepingCapacity: true)
         scopes.removeAll(keepingCapacity: true)
         genAI.removeAll(keepingCapacity: true)
@@ -114,23 +114,23 @@ public struct ScannedRequest: Sendable {
 }
 
 /// A request that is not a valid `ExportTraceServiceRequest`: where and what.
-public struct ScanError: Error, Sendable, CustomStringConvertible, Equatable {
-    public var path: String
-    public var wire: WireError
-    public var description: String { "malformed protobuf: \(wire.message) in \(path) (byte \(wire.offset))" }
+package struct ScanError: Error, Sendable, CustomStringConvertible, Equatable {
+    package var path: String
+    package var wire: WireError
+    package var description: String { "malformed protobuf: \(wire.message) in \(path) (byte \(wire.offset))" }
 }
 
 /// Scans encoded `ExportTraceServiceRequest`s. A value type; make one per policy set.
-public struct OTLPScanner: Sendable {
-    public let plan: AttributePlan
+package struct OTLPScanner: Sendable {
+    package let plan: AttributePlan
     /// Identifies the policies the plan came from; facts scanned under different generations are not mixed.
-    public let generation: UInt64
+    package let generation: UInt64
     let compiled: CompiledPlan
     /// Whether spans' GenAI attributes are read (`SpanFacts.genAI`). Default true: the GenAI metrics and token
     /// policies need them.
-    public let readsGenAI: Bool
+    package let readsGenAI: Bool
 
-    public init(plan: AttributePlan = AttributePlan(), generation: UInt64 = 0, readsGenAI: Bool = true) {
+    package init(plan: AttributePlan = AttributePlan(), generation: UInt64 = 0, readsGenAI: Bool = true) {
         self.plan = plan
         self.generation = generation
         self.readsGenAI = readsGenAI
@@ -154,7 +154,7 @@ public struct OTLPScanner: Sendable {
     /// Working memory is proportional to the accepted spans: a resource or scope without accepted spans costs no
     /// allocation (no `ResourceOrigin`, `ScopeOrigin` or header copy), so `result.scopes` holds only scopes that
     /// hold spans, and `SpanFacts.scope` indexes it.
-    public func scan(_ body: UnsafeRawBufferPointer, into result: inout ScannedRequest) throws(ScanError) {
+    package func scan(_ body: UnsafeRawBufferPointer, into result: inout ScannedRequest) throws(ScanError) {
         result.removeAll()
         result.planGeneration = generation
         var path = Path()
@@ -424,7 +424,7 @@ public struct OTLPScanner: Sendable {
     }
 
     /// The conversation hash of an ID's UTF-8 bytes (never 0, which means "none").
-    public static func conversationHash(_ id: UnsafeRawBufferPointer) -> UInt64 {
+    package static func conversationHash(_ id: UnsafeRawBufferPointer) -> UInt64 {
         let h = xxh3(id)
         return h == 0 ? 1 : h
     }
@@ -504,13 +504,13 @@ public struct OTLPScanner: Sendable {
     }
 
     /// Resource-condition bits of an encoded ResourceSpans header (as kept in `ResourceOrigin.header`).
-    public func resourceBits(header: [UInt8]) -> UInt64 {
+    package func resourceBits(header: [UInt8]) -> UInt64 {
         guard compiled.hasResourceActions else { return 0 }
         return header.withUnsafeBytes { raw in (try? resourceBits(raw, 0..<raw.count)) ?? 0 }
     }
 
     /// The facts of one span payload under this plan (used to re-aggregate buffered traces after a reload).
-    public func evaluate(span payload: UnsafeRawBufferPointer, resourceBits: UInt64) -> SpanFacts? {
+    package func evaluate(span payload: UnsafeRawBufferPointer, resourceBits: UInt64) -> SpanFacts? {
         var result = ScannedRequest()
         do { try scanSpan(payload, 0..<payload.count, 0, resourceBits, &result) } catch { return nil }
         return result.spans.first

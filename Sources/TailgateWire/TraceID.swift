@@ -1,35 +1,35 @@
 import CXXHash
 
 /// A 16-byte trace ID, held as two big-endian 64-bit halves so that `hi`/`lo` read like the hex form.
-public struct TraceID: Hashable, Sendable, Comparable, CustomStringConvertible {
-    public var hi: UInt64
-    public var lo: UInt64
+package struct TraceID: Hashable, Sendable, Comparable, CustomStringConvertible {
+    package var hi: UInt64
+    package var lo: UInt64
 
     @inlinable
-    public init(hi: UInt64, lo: UInt64) {
+    package init(hi: UInt64, lo: UInt64) {
         self.hi = hi
         self.lo = lo
     }
 
     /// Reads 16 bytes at `offset` of `base` (the caller checked the bounds).
     @inlinable
-    public init(loadingFrom base: UnsafeRawBufferPointer, at offset: Int) {
+    package init(loadingFrom base: UnsafeRawBufferPointer, at offset: Int) {
         hi = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
         lo = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self))
     }
 
     /// Parses 32 hex digits.
-    public init?(hex: some StringProtocol) {
+    package init?(hex: some StringProtocol) {
         let utf8 = Array(hex.utf8)
         guard utf8.count == 32, let hi = parseHex64(utf8[0..<16]), let lo = parseHex64(utf8[16..<32]) else { return nil }
         self.hi = hi
         self.lo = lo
     }
 
-    public var isValid: Bool { hi != 0 || lo != 0 }
+    package var isValid: Bool { hi != 0 || lo != 0 }
 
     /// The 16 bytes as they appear on the wire.
-    public var bytes: [UInt8] {
+    package var bytes: [UInt8] {
         var out = [UInt8](repeating: 0, count: 16)
         out.withUnsafeMutableBytes {
             $0.storeBytes(of: hi.bigEndian, toByteOffset: 0, as: UInt64.self)
@@ -39,18 +39,18 @@ public struct TraceID: Hashable, Sendable, Comparable, CustomStringConvertible {
     }
 
     /// XXH3-64 of the 16 wire bytes with `seed`: the same value on every instance, platform and run.
-    public func xxh3(seed: UInt64 = 0) -> UInt64 {
+    package func xxh3(seed: UInt64 = 0) -> UInt64 {
         var raw = (hi.bigEndian, lo.bigEndian)
         return withUnsafeBytes(of: &raw) { XXH3_64bits_withSeed($0.baseAddress, 16, seed) }
     }
 
-    public var description: String { hex64(hi) + hex64(lo) }
+    package var description: String { hex64(hi) + hex64(lo) }
 
-    public static func < (a: TraceID, b: TraceID) -> Bool { (a.hi, a.lo) < (b.hi, b.lo) }
+    package static func < (a: TraceID, b: TraceID) -> Bool { (a.hi, a.lo) < (b.hi, b.lo) }
 }
 
 /// Lowercase 16-digit hex of a 64-bit value.
-public func hex64(_ v: UInt64) -> String {
+package func hex64(_ v: UInt64) -> String {
     let digits: [UInt8] = Array("0123456789abcdef".utf8)
     var out = [UInt8](repeating: 0, count: 16)
     for i in 0..<16 { out[i] = digits[Int((v >> UInt64(60 - 4 * i)) & 0xF)] }
@@ -73,11 +73,11 @@ func parseHex64(_ digits: ArraySlice<UInt8>) -> UInt64? {
 }
 
 /// XXH3-64 of arbitrary bytes (used for salts and shard selection).
-public func xxh3(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
+package func xxh3(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
     XXH3_64bits_withSeed(bytes.baseAddress, bytes.count, seed)
 }
 
-public func xxh3(_ string: String, seed: UInt64 = 0) -> UInt64 {
+package func xxh3(_ string: String, seed: UInt64 = 0) -> UInt64 {
     var s = string
     return s.withUTF8 { xxh3(UnsafeRawBufferPointer($0), seed: seed) }
 }

@@ -2,7 +2,7 @@
 // appending writer. Everything in Tailgate that touches protobuf bytes goes through these two.
 
 /// Wire types of the protobuf encoding.
-public enum WireType: UInt8, Sendable {
+package enum WireType: UInt8, Sendable {
     case varint = 0
     case fixed64 = 1
     case lengthDelimited = 2
@@ -12,30 +12,30 @@ public enum WireType: UInt8, Sendable {
 }
 
 /// A malformed protobuf encoding: what was wrong and at which byte offset of the input.
-public struct WireError: Error, Equatable, Sendable, CustomStringConvertible {
-    public var offset: Int
-    public var message: String
+package struct WireError: Error, Equatable, Sendable, CustomStringConvertible {
+    package var offset: Int
+    package var message: String
 
-    public init(offset: Int, _ message: String) {
+    package init(offset: Int, _ message: String) {
         self.offset = offset
         self.message = message
     }
 
-    public var description: String { "\(message) at byte \(offset)" }
+    package var description: String { "\(message) at byte \(offset)" }
 }
 
 /// Reads protobuf fields from borrowed bytes. Offsets are relative to `base`, so ranges returned by
 /// `readLengthDelimited()` can be used to create nested readers or to copy a field's raw bytes.
 ///
 /// The reader never reads outside `base` and never traps on malformed input: every failure is a `WireError`.
-public struct ProtoReader {
-    public let base: UnsafeRawBufferPointer
-    public var offset: Int
-    public let end: Int
+package struct ProtoReader {
+    package let base: UnsafeRawBufferPointer
+    package var offset: Int
+    package let end: Int
 
     /// A reader over all of `base`.
     @inlinable
-    public init(_ base: UnsafeRawBufferPointer) {
+    package init(_ base: UnsafeRawBufferPointer) {
         self.base = base
         self.offset = 0
         self.end = base.count
@@ -43,18 +43,18 @@ public struct ProtoReader {
 
     /// A reader over `range` of `base` (typically the payload of a length-delimited field).
     @inlinable
-    public init(_ base: UnsafeRawBufferPointer, range: Range<Int>) {
+    package init(_ base: UnsafeRawBufferPointer, range: Range<Int>) {
         self.base = base
         self.offset = range.lowerBound
         self.end = range.upperBound
     }
 
     @inlinable
-    public var isAtEnd: Bool { offset >= end }
+    package var isAtEnd: Bool { offset >= end }
 
     /// Reads the next field's tag, or returns nil at the end of the message.
     @inlinable
-    public mutating func readTag() throws(WireError) -> (field: UInt32, wireType: WireType)? {
+    package mutating func readTag() throws(WireError) -> (field: UInt32, wireType: WireType)? {
         if offset >= end { return nil }
         let start = offset
         let key = try readVarint()
@@ -69,7 +69,7 @@ public struct ProtoReader {
     }
 
     @inlinable
-    public mutating func readVarint() throws(WireError) -> UInt64 {
+    package mutating func readVarint() throws(WireError) -> UInt64 {
         // Fast path: one byte.
         if offset < end {
             let b = base[offset]
@@ -94,7 +94,7 @@ public struct ProtoReader {
     }
 
     @inlinable
-    public mutating func readFixed64() throws(WireError) -> UInt64 {
+    package mutating func readFixed64() throws(WireError) -> UInt64 {
         guard end - offset >= 8 else { throw WireError(offset: offset, "truncated fixed64") }
         let v = base.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
         offset += 8
@@ -102,7 +102,7 @@ public struct ProtoReader {
     }
 
     @inlinable
-    public mutating func readFixed32() throws(WireError) -> UInt32 {
+    package mutating func readFixed32() throws(WireError) -> UInt32 {
         guard end - offset >= 4 else { throw WireError(offset: offset, "truncated fixed32") }
         let v = base.loadUnaligned(fromByteOffset: offset, as: UInt32.self)
         offset += 4
@@ -111,7 +111,7 @@ public struct ProtoReader {
 
     /// Reads a length prefix and returns the payload's range, advancing past it.
     @inlinable
-    public mutating func readLengthDelimited() throws(WireError) -> Range<Int> {
+    package mutating func readLengthDelimited() throws(WireError) -> Range<Int> {
         let start = offset
         let length = try readVarint()
         guard length <= UInt64(end - offset) else {
@@ -124,7 +124,7 @@ public struct ProtoReader {
 
     /// Skips a field's value of the given wire type (groups included, nested to any depth).
     @inlinable
-    public mutating func skip(_ wireType: WireType) throws(WireError) {
+    package mutating func skip(_ wireType: WireType) throws(WireError) {
         switch wireType {
         case .varint: _ = try readVarint()
         case .fixed64:
@@ -151,35 +151,35 @@ public struct ProtoReader {
 
     /// The bytes of `range` as an array.
     @inlinable
-    public func bytes(_ range: Range<Int>) -> [UInt8] {
+    package func bytes(_ range: Range<Int>) -> [UInt8] {
         Array(UnsafeRawBufferPointer(rebasing: base[range]))
     }
 
     /// The bytes of `range` decoded as UTF-8 (invalid sequences are repaired).
     @inlinable
-    public func string(_ range: Range<Int>) -> String {
+    package func string(_ range: Range<Int>) -> String {
         String(decoding: UnsafeRawBufferPointer(rebasing: base[range]), as: UTF8.self)
     }
 }
 
 /// Appends protobuf fields to a byte array.
-public struct ProtoWriter: Sendable {
-    public var bytes: [UInt8]
+package struct ProtoWriter: Sendable {
+    package var bytes: [UInt8]
 
-    public init(capacity: Int = 0) {
+    package init(capacity: Int = 0) {
         bytes = []
         bytes.reserveCapacity(capacity)
     }
 
     @inlinable
-    public static func varintSize(_ value: UInt64) -> Int {
+    package static func varintSize(_ value: UInt64) -> Int {
         // 1 byte per 7 bits, at least one byte.
         let bits = 64 - (value | 1).leadingZeroBitCount
         return (bits + 6) / 7
     }
 
     @inlinable
-    public mutating func appendVarint(_ value: UInt64) {
+    package mutating func appendVarint(_ value: UInt64) {
         var v = value
         while v >= 0x80 {
             bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)
@@ -189,45 +189,45 @@ public struct ProtoWriter: Sendable {
     }
 
     @inlinable
-    public mutating func appendTag(_ field: UInt32, _ wireType: WireType) {
+    package mutating func appendTag(_ field: UInt32, _ wireType: WireType) {
         appendVarint(UInt64(field) << 3 | UInt64(wireType.rawValue))
     }
 
     @inlinable
-    public mutating func appendVarintField(_ field: UInt32, _ value: UInt64) {
+    package mutating func appendVarintField(_ field: UInt32, _ value: UInt64) {
         appendTag(field, .varint)
         appendVarint(value)
     }
 
     @inlinable
-    public mutating func appendFixed64Field(_ field: UInt32, _ value: UInt64) {
+    package mutating func appendFixed64Field(_ field: UInt32, _ value: UInt64) {
         appendTag(field, .fixed64)
         withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
     }
 
     @inlinable
-    public mutating func appendFixed32Field(_ field: UInt32, _ value: UInt32) {
+    package mutating func appendFixed32Field(_ field: UInt32, _ value: UInt32) {
         appendTag(field, .fixed32)
         withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
     }
 
     /// Appends a length-delimited field whose payload is `payload`.
     @inlinable
-    public mutating func appendBytesField<C: Collection>(_ field: UInt32, _ payload: C) where C.Element == UInt8 {
+    package mutating func appendBytesField<C: Collection>(_ field: UInt32, _ payload: C) where C.Element == UInt8 {
         appendTag(field, .lengthDelimited)
         appendVarint(UInt64(payload.count))
         bytes.append(contentsOf: payload)
     }
 
     @inlinable
-    public mutating func appendStringField(_ field: UInt32, _ value: String) {
+    package mutating func appendStringField(_ field: UInt32, _ value: String) {
         var value = value
         value.withUTF8 { appendBytesField(field, $0) }
     }
 
     /// Appends a length-delimited field whose payload is written by `body` (the length is patched in afterwards).
     @inlinable
-    public mutating func appendMessageField(_ field: UInt32, _ body: (inout ProtoWriter) throws -> Void) rethrows {
+    package mutating func appendMessageField(_ field: UInt32, _ body: (inout ProtoWriter) throws -> Void) rethrows {
         var inner = ProtoWriter()
         try body(&inner)
         appendBytesField(field, inner.bytes)

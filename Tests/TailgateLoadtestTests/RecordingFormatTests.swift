@@ -30,7 +30,7 @@ import Testing
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("tgrec-\(UUID().uuidString).tgrec").path
         defer { try? FileManager.default.removeItem(atPath: path) }
         let bytes = Recording.encodeCompact(requests)
-        FileManager.default.createFile(atPath: path, contents: Data(bytes.dropLast(1)))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes.dropLast(1)))
         #expect(throws: Recording.ReadError.self) { try Recording.read(path: path) }
     }
 }

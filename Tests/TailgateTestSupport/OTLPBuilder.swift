@@ -1,7 +1,7 @@
-public import TailgateWire
+package import TailgateWire
 
 /// An attribute value of any kind.
-public enum TestValue: Sendable {
+package enum TestValue: Sendable {
     case string(String)
     case int(Int64)
     case double(Double)
@@ -14,7 +14,7 @@ public enum TestValue: Sendable {
     case bytes([UInt8])
 
     /// The AnyValue message payload.
-    public var encoded: [UInt8] {
+    package var encoded: [UInt8] {
         var w = ProtoWriter()
         encode(&w)
         return w.bytes
@@ -51,24 +51,24 @@ func appendAttribute(_ w: inout ProtoWriter, field: UInt32, _ key: String, _ val
 }
 
 /// Builds encoded OTLP requests for tests, field by field, with ProtoWriter (independent of the scanner).
-public struct TestSpan: Sendable {
-    public var traceID: TraceID
-    public var spanID: UInt64
-    public var parentSpanID: UInt64 = 0
-    public var name: String = "span"
-    public var start: UInt64 = 1_000
-    public var end: UInt64 = 2_000
-    public var status: StatusCode? = nil
-    public var intAttributes: [(String, Int64)] = []
-    public var stringAttributes: [(String, String)] = []
-    public var attributes: [(String, TestValue)] = []
-    public var traceState: String? = nil
+package struct TestSpan: Sendable {
+    package var traceID: TraceID
+    package var spanID: UInt64
+    package var parentSpanID: UInt64 = 0
+    package var name: String = "span"
+    package var start: UInt64 = 1_000
+    package var end: UInt64 = 2_000
+    package var status: StatusCode? = nil
+    package var intAttributes: [(String, Int64)] = []
+    package var stringAttributes: [(String, String)] = []
+    package var attributes: [(String, TestValue)] = []
+    package var traceState: String? = nil
     /// `Span.flags` (0x100: the exporter says whether the parent is remote; 0x200: it is), written when set.
-    public var flags: UInt32? = nil
+    package var flags: UInt32? = nil
     /// Encoded fields appended to the span as they are (events, links, unknown or malformed fields, …).
-    public var rawFields: [UInt8] = []
+    package var rawFields: [UInt8] = []
 
-    public init(trace: TraceID, span: UInt64, parent: UInt64 = 0, name: String = "span", start: UInt64 = 1_000, end: UInt64 = 2_000,
+    package init(trace: TraceID, span: UInt64, parent: UInt64 = 0, name: String = "span", start: UInt64 = 1_000, end: UInt64 = 2_000,
                 status: StatusCode? = nil, ints: [(String, Int64)] = [], strings: [(String, String)] = [],
                 attributes: [(String, TestValue)] = [], traceState: String? = nil) {
         self.attributes = attributes
@@ -85,7 +85,7 @@ public struct TestSpan: Sendable {
     }
 
     /// The Span message payload.
-    public var encoded: [UInt8] {
+    package var encoded: [UInt8] {
         var w = ProtoWriter()
         w.appendBytesField(1, traceID.bytes)
         w.appendBytesField(2, be64(spanID))
@@ -120,29 +120,29 @@ public struct TestSpan: Sendable {
     }
 }
 
-public func be64(_ v: UInt64) -> [UInt8] {
+package func be64(_ v: UInt64) -> [UInt8] {
     withUnsafeBytes(of: v.bigEndian) { Array($0) }
 }
 
 /// A resource (by service name) with scopes of spans.
-public struct TestResource: Sendable {
-    public var service: String
-    public var scopes: [(name: String, spans: [TestSpan])]
-    public var attributes: [(String, TestValue)]
+package struct TestResource: Sendable {
+    package var service: String
+    package var scopes: [(name: String, spans: [TestSpan])]
+    package var attributes: [(String, TestValue)]
 
-    public init(service: String, scopes: [(name: String, spans: [TestSpan])], attributes: [(String, TestValue)] = []) {
+    package init(service: String, scopes: [(name: String, spans: [TestSpan])], attributes: [(String, TestValue)] = []) {
         self.service = service
         self.scopes = scopes
         self.attributes = attributes
     }
 
-    public init(service: String, spans: [TestSpan], attributes: [(String, TestValue)] = []) {
+    package init(service: String, spans: [TestSpan], attributes: [(String, TestValue)] = []) {
         self.init(service: service, scopes: [("scope", spans)], attributes: attributes)
     }
 }
 
 /// An encoded ExportTraceServiceRequest.
-public func exportRequest(_ resources: [TestResource]) -> [UInt8] {
+package func exportRequest(_ resources: [TestResource]) -> [UInt8] {
     var w = ProtoWriter()
     for resource in resources {
         w.appendMessageField(1) { rs in
@@ -165,20 +165,20 @@ public func exportRequest(_ resources: [TestResource]) -> [UInt8] {
     return w.bytes
 }
 
-public func exportRequest(service: String = "svc", spans: [TestSpan]) -> [UInt8] {
+package func exportRequest(service: String = "svc", spans: [TestSpan]) -> [UInt8] {
     exportRequest([TestResource(service: service, spans: spans)])
 }
 
 /// Reads back what a request holds: per resource service name, per scope name, span IDs (a full, slow decode for tests).
-public struct DecodedSpan: Equatable, Sendable, Hashable {
-    public var service: String
-    public var scope: String
-    public var traceID: TraceID
-    public var spanID: UInt64
-    public var payload: [UInt8]
+package struct DecodedSpan: Equatable, Sendable, Hashable {
+    package var service: String
+    package var scope: String
+    package var traceID: TraceID
+    package var spanID: UInt64
+    package var payload: [UInt8]
 }
 
-public func decodeRequest(_ bytes: [UInt8]) throws -> [DecodedSpan] {
+package func decodeRequest(_ bytes: [UInt8]) throws -> [DecodedSpan] {
     var out: [DecodedSpan] = []
     try bytes.withUnsafeBytes { (raw: UnsafeRawBufferPointer) throws in
         var req = ProtoReader(raw)
@@ -242,4 +242,4 @@ public func decodeRequest(_ bytes: [UInt8]) throws -> [DecodedSpan] {
 }
 
 /// A deterministic trace ID for tests.
-public func tid(_ n: UInt64) -> TraceID { TraceID(hi: 0xABCD_0000_0000_0000 | n, lo: n &* 0x9E37_79B9_7F4A_7C15 | 1) }
+package func tid(_ n: UInt64) -> TraceID { TraceID(hi: 0xABCD_0000_0000_0000 | n, lo: n &* 0x9E37_79B9_7F4A_7C15 | 1) }

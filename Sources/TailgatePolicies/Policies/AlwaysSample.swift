@@ -1,19 +1,19 @@
-public import TailgateBuffer
-public import TailgateWire
-public import Yams
+package import TailgateBuffer
+import TailgateWire
+package import Yams
 import TailgateConfig
 
 /// `always_sample`: keeps every trace.
-public struct AlwaysSamplePolicy: SamplingPolicy {
-    public static let typeName = "always_sample"
-    public static let keys: [String] = []
+package struct AlwaysSamplePolicy: SamplingPolicy {
+    package static let typeName = "always_sample"
+    package static let keys: [String] = []
 
-    public init() {}
+    package init() {}
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         if let block { _ = context.reader.mapping(block, allowed: keys, what: typeName) }
         return AlwaysSamplePolicy()
     }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict { .sampled }
+    package func evaluate(_ trace: TraceSummary) -> Verdict { .sampled }
 }

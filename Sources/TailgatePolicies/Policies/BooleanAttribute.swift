@@ -1,17 +1,17 @@
-public import TailgateBuffer
-public import TailgateWire
-public import Yams
+package import TailgateBuffer
+import TailgateWire
+package import Yams
 import TailgateConfig
 
 /// `boolean_attribute`: keeps traces where attribute `key` is the boolean `value`. `invert_match` keeps the traces
 /// where it never is. `scope` as for `numeric_attribute`.
-public struct BooleanAttributePolicy: SamplingPolicy {
-    public static let typeName = "boolean_attribute"
-    public static let keys = ["key", "value", "invert_match", "scope"]
+package struct BooleanAttributePolicy: SamplingPolicy {
+    package static let typeName = "boolean_attribute"
+    package static let keys = ["key", "value", "invert_match", "scope"]
 
-    public var test: BitTest
+    package var test: BitTest
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "key: app.debug, value: true") else { return nil }
         var key: String? = nil
         var expected: Bool? = nil
@@ -32,5 +32,5 @@ public struct BooleanAttributePolicy: SamplingPolicy {
         return BooleanAttributePolicy(test: BitTest(bit: bit, rootOnly: scope == .root, invert: invert))
     }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict { test.matches(trace) ? .sampled : .notSampled }
+    package func evaluate(_ trace: TraceSummary) -> Verdict { test.matches(trace) ? .sampled : .notSampled }
 }

@@ -1,17 +1,17 @@
-public import TailgateBuffer
-public import TailgateWire
-public import Yams
+package import TailgateBuffer
+import TailgateWire
+package import Yams
 import TailgateConfig
 
 /// `and`: keeps traces that every policy of `and_sub_policy` keeps. Its weight is the chance of the conjunction:
 /// random sub-policies on one source are nested (the smallest probability), on different sources independent.
-public struct AndPolicy: SamplingPolicy {
-    public static let typeName = "and"
-    public static let keys = ["and_sub_policy"]
+package struct AndPolicy: SamplingPolicy {
+    package static let typeName = "and"
+    package static let keys = ["and_sub_policy"]
 
-    public var policies: [NamedPolicy]
+    package var policies: [NamedPolicy]
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "and_sub_policy: [...]") else { return nil }
         guard let list = entries.first(where: { $0.key == "and_sub_policy" }) else {
             context.reader.error(at, "and policy needs 'and_sub_policy' (a list of policies)")
@@ -24,16 +24,16 @@ public struct AndPolicy: SamplingPolicy {
         return AndPolicy(policies: subs)
     }
 
-    public var neverKeeps: Bool { policies.contains { $0.policy.neverKeeps } }
+    package var neverKeeps: Bool { policies.contains { $0.policy.neverKeeps } }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict {
+    package func evaluate(_ trace: TraceSummary) -> Verdict {
         for p in policies where !p.policy.evaluate(trace).isSample { return .notSampled }
         guard let chance = chance(trace) else { return .sampled }
         return .sample(chance.weight)
     }
 
     /// nil when every sub-policy is deterministic.
-    public func chance(_ trace: TraceSummary) -> Chance? {
+    package func chance(_ trace: TraceSummary) -> Chance? {
         var chances: [Chance] = []
         var excluded = false
         for p in policies {
@@ -49,13 +49,13 @@ public struct AndPolicy: SamplingPolicy {
 }
 
 /// `not`: keeps traces that `not_sub_policy` does not keep.
-public struct NotPolicy: SamplingPolicy {
-    public static let typeName = "not"
-    public static let keys = ["not_sub_policy"]
+package struct NotPolicy: SamplingPolicy {
+    package static let typeName = "not"
+    package static let keys = ["not_sub_policy"]
 
-    public var policy: NamedPolicy
+    package var policy: NamedPolicy
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "not_sub_policy: {name: …, type: …}") else { return nil }
         guard let sub = entries.first(where: { $0.key == "not_sub_policy" }) else {
             context.reader.error(at, "not policy needs 'not_sub_policy' (one policy)")
@@ -65,9 +65,9 @@ public struct NotPolicy: SamplingPolicy {
         return NotPolicy(policy: policy)
     }
 
-    public var neverKeeps: Bool { policy.policy is AlwaysSamplePolicy }
+    package var neverKeeps: Bool { policy.policy is AlwaysSamplePolicy }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict {
+    package func evaluate(_ trace: TraceSummary) -> Verdict {
         guard !policy.policy.evaluate(trace).isSample else { return .notSampled }
         guard let chance = chance(trace) else { return .sampled }
         return .sample(chance.weight)
@@ -75,7 +75,7 @@ public struct NotPolicy: SamplingPolicy {
 
     /// The complement of a random sub-policy's chance (a set of its own, independent of others'); nil when the
     /// sub-policy is deterministic.
-    public func chance(_ trace: TraceSummary) -> Chance? {
+    package func chance(_ trace: TraceSummary) -> Chance? {
         switch policy.policy.chance(trace) {
         case nil: return nil
         case .never?: return .certain
@@ -86,13 +86,13 @@ public struct NotPolicy: SamplingPolicy {
 }
 
 /// `drop`: drops traces that every policy of `drop_sub_policy` matches, whatever the other policies say.
-public struct DropPolicy: SamplingPolicy {
-    public static let typeName = "drop"
-    public static let keys = ["drop_sub_policy"]
+package struct DropPolicy: SamplingPolicy {
+    package static let typeName = "drop"
+    package static let keys = ["drop_sub_policy"]
 
-    public var policies: [NamedPolicy]
+    package var policies: [NamedPolicy]
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "drop_sub_policy: [...]") else { return nil }
         guard let list = entries.first(where: { $0.key == "drop_sub_policy" }) else {
             context.reader.error(at, "drop policy needs 'drop_sub_policy' (a list of policies)")
@@ -105,7 +105,7 @@ public struct DropPolicy: SamplingPolicy {
         return DropPolicy(policies: subs)
     }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict {
+    package func evaluate(_ trace: TraceSummary) -> Verdict {
         policies.allSatisfy { $0.policy.evaluate(trace).isSample } ? .drop : .notSampled
     }
 }
@@ -114,9 +114,9 @@ public struct DropPolicy: SamplingPolicy {
 /// each may keep traces while its share of the per-second span budget lasts: its `rate_allocation` percent, where
 /// `percent: 0` means the Collector's default share (the total divided by the number of sub-policies); the rest is
 /// split evenly among sub-policies without an allocation.
-public struct CompositePolicy: SamplingPolicy {
-    public static let typeName = "composite"
-    public static let keys = ["max_total_spans_per_second", "policy_order", "composite_sub_policy", "rate_allocation"]
+package struct CompositePolicy: SamplingPolicy {
+    package static let typeName = "composite"
+    package static let keys = ["max_total_spans_per_second", "policy_order", "composite_sub_policy", "rate_allocation"]
 
     struct Member: Sendable {
         var policy: NamedPolicy
@@ -125,7 +125,7 @@ public struct CompositePolicy: SamplingPolicy {
 
     var members: [Member]
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "max_total_spans_per_second: 1000, …") else { return nil }
         var total: Int64? = nil
         var order: [(String, Node)] = []
@@ -199,9 +199,9 @@ public struct CompositePolicy: SamplingPolicy {
         return CompositePolicy(members: members)
     }
 
-    public var neverKeeps: Bool { members.allSatisfy { $0.budget.perSecond == 0 || $0.policy.policy.neverKeeps } }
+    package var neverKeeps: Bool { members.allSatisfy { $0.budget.perSecond == 0 || $0.policy.policy.neverKeeps } }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict {
+    package func evaluate(_ trace: TraceSummary) -> Verdict {
         for m in members {
             guard case .sample(let w) = m.policy.policy.evaluate(trace) else { continue }
             if let p = m.budget.take(Double(trace.spanCount), at: trace.decidedAt) { return .sample(.hashed(probability: p * w.probability)) }
@@ -210,7 +210,7 @@ public struct CompositePolicy: SamplingPolicy {
     }
 
     /// Approximated: the first member whose sub-policy would keep the trace, at its budget's admission ratio.
-    public func chance(_ trace: TraceSummary) -> Chance? {
+    package func chance(_ trace: TraceSummary) -> Chance? {
         for m in members {
             let sub = m.policy.policy.chance(trace) ?? (m.policy.policy.evaluate(trace).isSample ? .certain : .never)
             let ratio = m.budget.admissionRatio

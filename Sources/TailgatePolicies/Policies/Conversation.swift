@@ -1,7 +1,7 @@
-public import Synchronization
-public import TailgateBuffer
-public import TailgateWire
-public import Yams
+import Synchronization
+package import TailgateBuffer
+import TailgateWire
+package import Yams
 import TailgateConfig
 
 /// `conversation`: keeps or drops every turn (trace) of a conversation together. A conversation is named by the first
@@ -23,32 +23,32 @@ import TailgateConfig
 ///   the decision clock (`TraceSummary.decidedAt`). Weight 1 is honest: whether a turn is in a remembered conversation
 ///   depends only on what the proxy saw of earlier turns (their status), never on a random draw — every trace in that
 ///   situation is kept, so its inclusion probability is 1.
-public struct ConversationPolicy: SamplingPolicy {
-    public static let typeName = "conversation"
-    public static let keys = ["sampling_percentage", "keys", "hash_salt", "without_conversation", "keep_after_error",
+package struct ConversationPolicy: SamplingPolicy {
+    package static let typeName = "conversation"
+    package static let keys = ["sampling_percentage", "keys", "hash_salt", "without_conversation", "keep_after_error",
                               "max_conversations", "remember_for"]
-    public static let defaultKeys = ["gen_ai.conversation.id", "session.id"]
-    public static let defaultMaxConversations = 100_000
-    public static let defaultRememberFor: Duration = .seconds(3600)
+    package static let defaultKeys = ["gen_ai.conversation.id", "session.id"]
+    package static let defaultMaxConversations = 100_000
+    package static let defaultRememberFor: Duration = .seconds(3600)
 
     /// What the policy does with a trace that names no conversation.
-    public enum Fallback: String, Sendable, CaseIterable {
+    package enum Fallback: String, Sendable, CaseIterable {
         /// Draw on the trace-ID hash with the policy's seed (a conversation of one turn).
         case traceID = "trace_id"
         /// Do not match.
         case none
     }
 
-    public var percentage: Double
-    public var conversationKeys: [String]
-    public var seed: UInt64
-    public var fallback: Fallback
+    package var percentage: Double
+    package var conversationKeys: [String]
+    package var seed: UInt64
+    package var fallback: Fallback
     /// Keep when the draw is below this; nil: 100 %.
-    public var threshold: UInt64?
+    package var threshold: UInt64?
     /// Conversations that erred (with `keep_after_error`).
     let memory: ConversationMemory?
 
-    public init(percentage: Double, keys: [String] = Self.defaultKeys, salt: String = "", fallback: Fallback = .traceID,
+    package init(percentage: Double, keys: [String] = Self.defaultKeys, salt: String = "", fallback: Fallback = .traceID,
                 keepAfterError: Bool = false, maxConversations: Int = Self.defaultMaxConversations,
                 rememberFor: Duration = Self.defaultRememberFor) {
         self.percentage = percentage
@@ -60,7 +60,7 @@ public struct ConversationPolicy: SamplingPolicy {
         memory = keepAfterError ? ConversationMemory(capacity: maxConversations, rememberFor: rememberFor) : nil
     }
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "sampling_percentage: 10") else { return nil }
         var percentage: Double? = nil
         var conversationKeys = defaultKeys
@@ -128,9 +128,9 @@ public struct ConversationPolicy: SamplingPolicy {
                                   keepAfterError: keepAfterError, maxConversations: maxConversations, rememberFor: rememberFor)
     }
 
-    public var keepsAfterError: Bool { memory != nil }
+    package var keepsAfterError: Bool { memory != nil }
 
-    public var neverKeeps: Bool { percentage == 0 && memory == nil }
+    package var neverKeeps: Bool { percentage == 0 && memory == nil }
 
     /// The draw for a trace and the source it comes from; nil when the trace names no conversation and the fallback is
     /// `none`.
@@ -141,7 +141,7 @@ public struct ConversationPolicy: SamplingPolicy {
     }
 
     /// XXH3-64 of the conversation hash's 8 big-endian bytes with `seed`.
-    public static func conversationDraw(_ conversation: UInt64, seed: UInt64) -> UInt64 {
+    package static func conversationDraw(_ conversation: UInt64, seed: UInt64) -> UInt64 {
         var bytes = conversation.bigEndian
         return withUnsafeBytes(of: &bytes) { xxh3($0, seed: seed) }
     }
@@ -153,7 +153,7 @@ public struct ConversationPolicy: SamplingPolicy {
         return trace.has(.error) || memory.contains(trace.conversation, at: trace.decidedAt)
     }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict {
+    package func evaluate(_ trace: TraceSummary) -> Verdict {
         if keptAfterError(trace) { return .sampled }
         guard let (value, _) = draw(trace), percentage > 0 else { return .notSampled }
         guard let threshold else { return .sampled }
@@ -162,7 +162,7 @@ public struct ConversationPolicy: SamplingPolicy {
 
     /// nil (deterministic) when `keep_after_error` keeps the trace: the verdict is the whole story, and a dropped turn
     /// whose late spans carry an error is revised like one kept by `status_code`.
-    public func chance(_ trace: TraceSummary) -> Chance? {
+    package func chance(_ trace: TraceSummary) -> Chance? {
         if keptAfterError(trace) { return nil }
         guard let (_, source) = draw(trace), percentage > 0 else { return .never }
         if percentage >= 100 { return .certain }
@@ -170,13 +170,13 @@ public struct ConversationPolicy: SamplingPolicy {
     }
 
     /// Feeds the memory with a decided trace (called by the engine for every trace, before policies are evaluated).
-    public func observe(_ trace: TraceSummary) {
+    package func observe(_ trace: TraceSummary) {
         guard let memory, trace.conversation != 0 else { return }
         memory.observe(trace.conversation, error: trace.has(.error), at: trace.decidedAt)
     }
 
     /// What the memory holds and has forgotten (zero without `keep_after_error`).
-    public var memoryStatistics: ConversationMemory.Statistics { memory?.statistics ?? .init() }
+    package var memoryStatistics: ConversationMemory.Statistics { memory?.statistics ?? .init() }
 
     /// The `conversation` policies with `keep_after_error` among `policies`, at any depth: those the engine feeds.
     static func remembering(_ policies: [NamedPolicy]) -> [ConversationPolicy] {
@@ -189,18 +189,18 @@ public struct ConversationPolicy: SamplingPolicy {
 
 /// Conversations that had a turn with an error: at most `capacity`, each forgotten `rememberFor` after its latest turn
 /// (decision clock), the least recently active forgotten first when full (counted: those could have kept more turns).
-public final class ConversationMemory: Sendable {
-    public struct Statistics: Sendable, Equatable {
+package final class ConversationMemory: Sendable {
+    package struct Statistics: Sendable, Equatable {
         /// Conversations remembered now.
-        public var size = 0
+        package var size = 0
         /// Conversations that started being remembered (an erring turn of a conversation not remembered).
-        public var remembered = 0
+        package var remembered = 0
         /// Forgotten while still within `remember_for` because the memory was full.
-        public var forgottenEarly = 0
+        package var forgottenEarly = 0
         /// Forgotten `remember_for` after their latest turn.
-        public var expired = 0
+        package var expired = 0
 
-        public init() {}
+        package init() {}
     }
 
     struct State {
@@ -269,7 +269,7 @@ public final class ConversationMemory: Sendable {
         }
     }
 
-    public var statistics: Statistics {
+    package var statistics: Statistics {
         state.withLock { s in
             var out = s.statistics
             out.size = s.lastSeen.count

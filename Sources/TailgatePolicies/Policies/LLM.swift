@@ -1,6 +1,6 @@
-public import TailgateBuffer
-public import TailgateWire
-public import Yams
+package import TailgateBuffer
+import TailgateWire
+package import Yams
 import TailgateConfig
 
 /// `llm_cost`: keeps traces whose LLM cost reaches `min_cost_usd`. Each GenAI span's cost is the tokens it counts
@@ -8,15 +8,15 @@ import TailgateConfig
 /// `gen_ai.request.model`): the built-in price table (`PriceTable.builtinPrices`) overridden by the policies file's
 /// `prices:` (USD per million tokens; cache-read, cache-creation and reasoning rates where given; `default` for models
 /// not listed — without it, unlisted models cost nothing).
-public struct LLMCostPolicy: SamplingPolicy {
-    public static let typeName = "llm_cost"
-    public static let keys = ["min_cost_usd", "max_cost_usd"]
+package struct LLMCostPolicy: SamplingPolicy {
+    package static let typeName = "llm_cost"
+    package static let keys = ["min_cost_usd", "max_cost_usd"]
 
-    public var minCost: Double
-    public var maxCost: Double?
-    public var pricing: PriceTable
+    package var minCost: Double
+    package var maxCost: Double?
+    package var pricing: PriceTable
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "min_cost_usd: 0.50") else { return nil }
         var lo: Double? = nil, hi: Double? = nil
         var hiNode: Node? = nil
@@ -37,13 +37,13 @@ public struct LLMCostPolicy: SamplingPolicy {
     }
 
     /// The trace's cost in USD.
-    public func costUSD(_ trace: TraceSummary) -> Double {
+    package func costUSD(_ trace: TraceSummary) -> Double {
         guard var ledger = trace.genAI else { return 0 }
         if !ledger.resolved { ledger.resolve() }
         return pricing.cost(ledger)
     }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict {
+    package func evaluate(_ trace: TraceSummary) -> Verdict {
         // Compared in micro-USD, rounded, so that a bound written in the file is met exactly.
         let cost = (costUSD(trace) * 1e6).rounded()
         guard cost >= (minCost * 1e6).rounded() else { return .notSampled }
@@ -54,14 +54,14 @@ public struct LLMCostPolicy: SamplingPolicy {
 
 /// `finish_reason`: keeps traces with a generation that stopped for one of `reasons` (default: `length` and
 /// `content_filter`: truncated or refused), read from `gen_ai.response.finish_reasons`.
-public struct FinishReasonPolicy: SamplingPolicy {
-    public static let typeName = "finish_reason"
-    public static let keys = ["reasons"]
-    public static let attribute = "gen_ai.response.finish_reasons"
+package struct FinishReasonPolicy: SamplingPolicy {
+    package static let typeName = "finish_reason"
+    package static let keys = ["reasons"]
+    package static let attribute = "gen_ai.response.finish_reasons"
 
     var bit: Int
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         var reasons = ["length", "content_filter"]
         if let block {
             for (_, keyNode, value) in context.reader.mapping(block, allowed: keys, what: typeName) {
@@ -73,22 +73,22 @@ public struct FinishReasonPolicy: SamplingPolicy {
         return FinishReasonPolicy(bit: bit)
     }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict { trace.bits & (1 << UInt64(bit)) != 0 ? .sampled : .notSampled }
+    package func evaluate(_ trace: TraceSummary) -> Verdict { trace.bits & (1 << UInt64(bit)) != 0 ? .sampled : .notSampled }
 }
 
 /// `agent_loop`: keeps runaway agents: traces with more than `max_llm_calls` LLM calls (spans whose
 /// `gen_ai.operation.name` is chat, text_completion or generate_content) or more than `max_tool_calls` tool calls
 /// (`execute_tool`).
-public struct AgentLoopPolicy: SamplingPolicy {
-    public static let typeName = "agent_loop"
-    public static let keys = ["max_llm_calls", "max_tool_calls"]
-    public static let operation = "gen_ai.operation.name"
-    public static let llmOperations = ["chat", "text_completion", "generate_content"]
+package struct AgentLoopPolicy: SamplingPolicy {
+    package static let typeName = "agent_loop"
+    package static let keys = ["max_llm_calls", "max_tool_calls"]
+    package static let operation = "gen_ai.operation.name"
+    package static let llmOperations = ["chat", "text_completion", "generate_content"]
 
     var llm: (slot: Int, max: Int64)?
     var tools: (slot: Int, max: Int64)?
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "max_llm_calls: 20") else { return nil }
         var policy = AgentLoopPolicy()
         for (k, _, value) in entries {
@@ -107,7 +107,7 @@ public struct AgentLoopPolicy: SamplingPolicy {
         return policy
     }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict {
+    package func evaluate(_ trace: TraceSummary) -> Verdict {
         if let llm, trace.sums[llm.slot] > llm.max { return .sampled }
         if let tools, trace.sums[tools.slot] > tools.max { return .sampled }
         return .notSampled
@@ -116,13 +116,13 @@ public struct AgentLoopPolicy: SamplingPolicy {
 
 /// `tool_error`: keeps traces with a failed tool call: a span whose `gen_ai.operation.name` is `execute_tool` and
 /// whose status is ERROR or which has `error.type` set.
-public struct ToolErrorPolicy: SamplingPolicy {
-    public static let typeName = "tool_error"
-    public static let keys: [String] = []
+package struct ToolErrorPolicy: SamplingPolicy {
+    package static let typeName = "tool_error"
+    package static let keys: [String] = []
 
     var bit: Int
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         if let block { _ = context.reader.mapping(block, allowed: keys, what: typeName) }
         guard let bit = context.plan(at, { (plan) throws(AttributePlan.PlanError) -> Int in
             let tool = try plan.bit(key: AgentLoopPolicy.operation, target: .span, .strings(["execute_tool"]))
@@ -132,5 +132,5 @@ public struct ToolErrorPolicy: SamplingPolicy {
         return ToolErrorPolicy(bit: bit)
     }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict { trace.bits & (1 << UInt64(bit)) != 0 ? .sampled : .notSampled }
+    package func evaluate(_ trace: TraceSummary) -> Verdict { trace.bits & (1 << UInt64(bit)) != 0 ? .sampled : .notSampled }
 }

@@ -1,26 +1,26 @@
-public import TailgateBuffer
-public import TailgateWire
-public import Yams
+package import TailgateBuffer
+import TailgateWire
+package import Yams
 import TailgateConfig
 
 /// `latency`: keeps traces by duration (earliest span start to latest span end), compared in whole milliseconds
 /// (truncated), as the OpenTelemetry Collector compares them. With `threshold_ms` alone, the duration must be at least
 /// the threshold; with `upper_threshold_ms` too, it must be above `threshold_ms` (exclusive) and at most
 /// `upper_threshold_ms` (inclusive) — the Collector's two rules, kept as they are.
-public struct LatencyPolicy: SamplingPolicy {
-    public static let typeName = "latency"
-    public static let keys = ["threshold_ms", "upper_threshold_ms"]
+package struct LatencyPolicy: SamplingPolicy {
+    package static let typeName = "latency"
+    package static let keys = ["threshold_ms", "upper_threshold_ms"]
 
-    public var thresholdMs: UInt64
+    package var thresholdMs: UInt64
     /// nil (or `0` in the file): no upper bound, and the lower bound is inclusive.
-    public var upperThresholdMs: UInt64?
+    package var upperThresholdMs: UInt64?
 
-    public init(thresholdMs: Int64, upperThresholdMs: Int64? = nil) {
+    package init(thresholdMs: Int64, upperThresholdMs: Int64? = nil) {
         self.thresholdMs = UInt64(max(0, thresholdMs))
         self.upperThresholdMs = upperThresholdMs.flatMap { $0 == 0 ? nil : UInt64(max(0, $0)) }
     }
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "threshold_ms: 5000") else { return nil }
         var threshold: Int64? = nil
         var upper: Int64? = nil
@@ -48,7 +48,7 @@ public struct LatencyPolicy: SamplingPolicy {
         return LatencyPolicy(thresholdMs: threshold, upperThresholdMs: upper)
     }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict {
+    package func evaluate(_ trace: TraceSummary) -> Verdict {
         let ms = trace.durationNanos / 1_000_000
         if let upperThresholdMs {
             return ms > thresholdMs && ms <= upperThresholdMs ? .sampled : .notSampled

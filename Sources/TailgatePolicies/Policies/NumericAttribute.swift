@@ -1,18 +1,18 @@
-public import TailgateBuffer
-public import TailgateWire
-public import Yams
+package import TailgateBuffer
+import TailgateWire
+package import Yams
 import TailgateConfig
 
 /// `numeric_attribute`: keeps traces where an attribute `key` has a number in [`min_value`, `max_value`]
 /// (either bound may be omitted). `invert_match` keeps the traces where no such value occurs. `scope` (Tailgate):
 /// `any` (span or resource attributes, the default), `span`, `resource` or `root` (the root span only).
-public struct NumericAttributePolicy: SamplingPolicy {
-    public static let typeName = "numeric_attribute"
-    public static let keys = ["key", "min_value", "max_value", "invert_match", "scope"]
+package struct NumericAttributePolicy: SamplingPolicy {
+    package static let typeName = "numeric_attribute"
+    package static let keys = ["key", "min_value", "max_value", "invert_match", "scope"]
 
-    public var test: BitTest
+    package var test: BitTest
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "key: http.status_code, min_value: 500") else { return nil }
         var key: String? = nil
         var lo: Double? = nil, hi: Double? = nil
@@ -43,5 +43,5 @@ public struct NumericAttributePolicy: SamplingPolicy {
         return NumericAttributePolicy(test: BitTest(bit: bit, rootOnly: scope == .root, invert: invert))
     }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict { test.matches(trace) ? .sampled : .notSampled }
+    package func evaluate(_ trace: TraceSummary) -> Verdict { test.matches(trace) ? .sampled : .notSampled }
 }

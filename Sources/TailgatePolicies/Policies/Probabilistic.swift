@@ -1,6 +1,6 @@
-public import TailgateBuffer
-public import TailgateWire
-public import Yams
+package import TailgateBuffer
+import TailgateWire
+package import Yams
 import TailgateConfig
 
 /// `probabilistic`: keeps `sampling_percentage` percent of traces. Every instance and every run keeps the same traces.
@@ -14,23 +14,23 @@ import TailgateConfig
 ///   span of the trace) when there is one, else the trace ID's low 56 bits — even when the W3C random flag is not
 ///   set (the Python SDK generates random IDs without setting it); use hash mode for instrumentations whose IDs are
 ///   not random.
-public struct ProbabilisticPolicy: SamplingPolicy {
-    public static let typeName = "probabilistic"
-    public static let keys = ["sampling_percentage", "hash_salt", "mode"]
+package struct ProbabilisticPolicy: SamplingPolicy {
+    package static let typeName = "probabilistic"
+    package static let keys = ["sampling_percentage", "hash_salt", "mode"]
 
-    public enum Mode: String, Sendable, CaseIterable {
+    package enum Mode: String, Sendable, CaseIterable {
         case hash, consistent
     }
 
-    public var percentage: Double
-    public var seed: UInt64
-    public var mode: Mode
+    package var percentage: Double
+    package var seed: UInt64
+    package var mode: Mode
     /// Hash mode: keep when hash < threshold; `nil` means keep everything (100 %).
-    public var threshold: UInt64?
+    package var threshold: UInt64?
     /// Consistent mode: keep when R ≥ this 56-bit rejection threshold.
-    public var rejectionThreshold: UInt64
+    package var rejectionThreshold: UInt64
 
-    public init(percentage: Double, salt: String = "", mode: Mode = .hash) {
+    package init(percentage: Double, salt: String = "", mode: Mode = .hash) {
         self.percentage = percentage
         self.mode = mode
         seed = salt.isEmpty ? 0 : xxh3(salt)
@@ -39,7 +39,7 @@ public struct ProbabilisticPolicy: SamplingPolicy {
         rejectionThreshold = percentage >= 100 ? 0 : KeepAnnotation.threshold(probability: percentage / 100)
     }
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "sampling_percentage: 10") else { return nil }
         var percentage: Double? = nil
         var salt = ""
@@ -67,9 +67,9 @@ public struct ProbabilisticPolicy: SamplingPolicy {
         return ProbabilisticPolicy(percentage: percentage, salt: salt, mode: mode)
     }
 
-    public var neverKeeps: Bool { percentage == 0 }
+    package var neverKeeps: Bool { percentage == 0 }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict {
+    package func evaluate(_ trace: TraceSummary) -> Verdict {
         switch mode {
         case .hash:
             guard let threshold else { return .sampled }
@@ -80,7 +80,7 @@ public struct ProbabilisticPolicy: SamplingPolicy {
         }
     }
 
-    public func chance(_ trace: TraceSummary) -> Chance? {
+    package func chance(_ trace: TraceSummary) -> Chance? {
         if percentage >= 100 { return .certain }
         if percentage <= 0 { return .never }
         return .random(probability: percentage / 100, source: mode == .hash ? .hash(seed: seed) : .traceRandomness)

@@ -1,7 +1,7 @@
-public import Synchronization
-public import TailgateBuffer
-public import TailgateWire
-public import Yams
+import Synchronization
+package import TailgateBuffer
+import TailgateWire
+package import Yams
 import TailgateConfig
 
 /// A per-second budget of units (spans or bytes), counted on the decision clock (`TraceSummary.decidedAt`), so
@@ -83,19 +83,19 @@ final class SecondBudget: Sendable {
 /// `spans_per_second` and holding at most `burst_capacity` spans (default, as in the Collector: twice the rate); a
 /// trace with more spans than the burst capacity is never kept. Kept spans carry the share of offered traces
 /// admitted (the budget's admission ratio) as their sampling probability.
-public struct RateLimitingPolicy: SamplingPolicy {
-    public static let typeName = "rate_limiting"
-    public static let keys = ["spans_per_second", "burst_capacity"]
+package struct RateLimitingPolicy: SamplingPolicy {
+    package static let typeName = "rate_limiting"
+    package static let keys = ["spans_per_second", "burst_capacity"]
 
     let budget: SecondBudget
 
     /// `burst` nil or 0: twice `spansPerSecond`, the Collector's default.
-    public init(spansPerSecond: Double, burst: Double? = nil) {
+    package init(spansPerSecond: Double, burst: Double? = nil) {
         let capacity = burst.flatMap { $0 > 0 ? $0 : nil } ?? 2 * spansPerSecond
         budget = SecondBudget(perSecond: spansPerSecond, burst: capacity)
     }
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "spans_per_second: 1000") else { return nil }
         var rate: Int64? = nil, burst: Int64? = nil
         var ok = true
@@ -111,31 +111,31 @@ public struct RateLimitingPolicy: SamplingPolicy {
 
     /// Nothing refills and the bucket is empty. (With a rate of 0 and a burst, the first `burst_capacity` spans pass,
     /// once.)
-    public var neverKeeps: Bool { budget.perSecond == 0 && (budget.burst ?? 0) == 0 }
+    package var neverKeeps: Bool { budget.perSecond == 0 && (budget.burst ?? 0) == 0 }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict {
+    package func evaluate(_ trace: TraceSummary) -> Verdict {
         guard let p = budget.take(Double(trace.spanCount), at: trace.decidedAt) else { return .notSampled }
         return .sample(.hashed(probability: p))
     }
 
-    public func chance(_ trace: TraceSummary) -> Chance? {
+    package func chance(_ trace: TraceSummary) -> Chance? {
         .random(probability: budget.admissionRatio, source: .budget(ObjectIdentifier(budget)))
     }
 }
 
 /// `bytes_limiting`: keeps traces while the span bytes kept by this policy stay within a token bucket of
 /// `bytes_per_second`, holding at most `burst_capacity` bytes (default: twice the rate).
-public struct BytesLimitingPolicy: SamplingPolicy {
-    public static let typeName = "bytes_limiting"
-    public static let keys = ["bytes_per_second", "burst_capacity"]
+package struct BytesLimitingPolicy: SamplingPolicy {
+    package static let typeName = "bytes_limiting"
+    package static let keys = ["bytes_per_second", "burst_capacity"]
 
     let budget: SecondBudget
 
-    public init(bytesPerSecond: Double, burst: Double? = nil) {
+    package init(bytesPerSecond: Double, burst: Double? = nil) {
         budget = SecondBudget(perSecond: bytesPerSecond, burst: burst ?? 2 * bytesPerSecond)
     }
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "bytes_per_second: 1048576") else { return nil }
         var rate: Int? = nil, burst: Int? = nil
         var ok = true
@@ -149,14 +149,14 @@ public struct BytesLimitingPolicy: SamplingPolicy {
         return BytesLimitingPolicy(bytesPerSecond: Double(rate), burst: burst.map(Double.init))
     }
 
-    public var neverKeeps: Bool { budget.perSecond == 0 }
+    package var neverKeeps: Bool { budget.perSecond == 0 }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict {
+    package func evaluate(_ trace: TraceSummary) -> Verdict {
         guard let p = budget.take(Double(trace.spanBytes), at: trace.decidedAt) else { return .notSampled }
         return .sample(.hashed(probability: p))
     }
 
-    public func chance(_ trace: TraceSummary) -> Chance? {
+    package func chance(_ trace: TraceSummary) -> Chance? {
         .random(probability: budget.admissionRatio, source: .budget(ObjectIdentifier(budget)))
     }
 }

@@ -1,22 +1,22 @@
-public import TailgateBuffer
-public import TailgateWire
-public import Yams
+package import TailgateBuffer
+import TailgateWire
+package import Yams
 import TailgateConfig
 
 /// `span_count`: keeps traces with at least `min_spans` and, when set, at most `max_spans` spans.
-public struct SpanCountPolicy: SamplingPolicy {
-    public static let typeName = "span_count"
-    public static let keys = ["min_spans", "max_spans"]
+package struct SpanCountPolicy: SamplingPolicy {
+    package static let typeName = "span_count"
+    package static let keys = ["min_spans", "max_spans"]
 
-    public var minSpans: Int
-    public var maxSpans: Int?
+    package var minSpans: Int
+    package var maxSpans: Int?
 
-    public init(minSpans: Int, maxSpans: Int? = nil) {
+    package init(minSpans: Int, maxSpans: Int? = nil) {
         self.minSpans = minSpans
         self.maxSpans = maxSpans
     }
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "min_spans: 100") else { return nil }
         var lo: Int64? = nil, hi: Int64? = nil
         var hiNode: Node? = nil
@@ -35,7 +35,7 @@ public struct SpanCountPolicy: SamplingPolicy {
         return SpanCountPolicy(minSpans: Int(lo), maxSpans: hi.flatMap { $0 == 0 ? nil : Int($0) })
     }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict {
+    package func evaluate(_ trace: TraceSummary) -> Verdict {
         guard trace.spanCount >= minSpans else { return .notSampled }
         if let maxSpans, trace.spanCount > maxSpans { return .notSampled }
         return .sampled

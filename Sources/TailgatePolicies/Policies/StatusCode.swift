@@ -1,21 +1,21 @@
-public import TailgateBuffer
-public import TailgateWire
-public import Yams
+package import TailgateBuffer
+package import TailgateWire
+package import Yams
 import TailgateConfig
 
 /// `status_code`: keeps traces in which any span has one of `status_codes` (ERROR, OK, UNSET).
-public struct StatusCodePolicy: SamplingPolicy {
-    public static let typeName = "status_code"
-    public static let keys = ["status_codes"]
+package struct StatusCodePolicy: SamplingPolicy {
+    package static let typeName = "status_code"
+    package static let keys = ["status_codes"]
 
     /// Bits of `StatusCode.bit`.
-    public var mask: UInt8
+    package var mask: UInt8
 
-    public init(codes: [StatusCode]) {
+    package init(codes: [StatusCode]) {
         mask = codes.reduce(0) { $0 | $1.bit }
     }
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "status_codes: [ERROR]") else { return nil }
         var codes: [StatusCode] = []
         var sawKey = false
@@ -45,5 +45,5 @@ public struct StatusCodePolicy: SamplingPolicy {
         return ok ? StatusCodePolicy(codes: codes) : nil
     }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict { trace.statusMask & mask != 0 ? .sampled : .notSampled }
+    package func evaluate(_ trace: TraceSummary) -> Verdict { trace.statusMask & mask != 0 ? .sampled : .notSampled }
 }

@@ -1,18 +1,18 @@
-public import TailgateBuffer
-public import TailgateWire
-public import Yams
+package import TailgateBuffer
+import TailgateWire
+package import Yams
 import TailgateConfig
 
 /// `string_attribute`: keeps traces where attribute `key` equals one of `values` (or, with `enabled_regex_matching`,
 /// matches one of them as a regular expression); string arrays match on any element. `invert_match` keeps the
 /// traces where no such value occurs. `scope` as for `numeric_attribute`.
-public struct StringAttributePolicy: SamplingPolicy {
-    public static let typeName = "string_attribute"
-    public static let keys = ["key", "values", "enabled_regex_matching", "invert_match", "cache_max_size", "scope"]
+package struct StringAttributePolicy: SamplingPolicy {
+    package static let typeName = "string_attribute"
+    package static let keys = ["key", "values", "enabled_regex_matching", "invert_match", "cache_max_size", "scope"]
 
-    public var test: BitTest
+    package var test: BitTest
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "key: http.route, values: [/checkout]") else { return nil }
         var key: String? = nil
         var values: [(String, Node)] = []
@@ -53,5 +53,5 @@ public struct StringAttributePolicy: SamplingPolicy {
         return StringAttributePolicy(test: BitTest(bit: bit, rootOnly: scope == .root, invert: invert))
     }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict { test.matches(trace) ? .sampled : .notSampled }
+    package func evaluate(_ trace: TraceSummary) -> Verdict { test.matches(trace) ? .sampled : .notSampled }
 }

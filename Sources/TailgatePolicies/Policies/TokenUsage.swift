@@ -1,6 +1,6 @@
-public import TailgateBuffer
-public import TailgateWire
-public import Yams
+package import TailgateBuffer
+import TailgateWire
+package import Yams
 import TailgateConfig
 
 /// `token_usage`: keeps traces whose LLM token usage is at least `min_total_tokens` (and, when set, at most
@@ -10,16 +10,16 @@ import TailgateConfig
 /// OpenInference's `llm.token_count.*` and OpenLLMetry's totals; input + output (cache and reasoning tokens are part
 /// of them). With `models` and/or `providers`, only spans of those models (response or request model) and providers
 /// (`gen_ai.provider.name`, `gen_ai.system`, OpenInference `llm.provider`/`llm.system`) count.
-public struct TokenUsagePolicy: SamplingPolicy {
-    public static let typeName = "token_usage"
-    public static let keys = ["min_total_tokens", "max_total_tokens", "models", "providers"]
+package struct TokenUsagePolicy: SamplingPolicy {
+    package static let typeName = "token_usage"
+    package static let keys = ["min_total_tokens", "max_total_tokens", "models", "providers"]
 
-    public var minTotal: Int64
-    public var maxTotal: Int64?
-    public var models: Set<String>
-    public var providers: Set<String>
+    package var minTotal: Int64
+    package var maxTotal: Int64?
+    package var models: Set<String>
+    package var providers: Set<String>
 
-    public init(minTotal: Int64, maxTotal: Int64? = nil, models: [String] = [], providers: [String] = []) {
+    package init(minTotal: Int64, maxTotal: Int64? = nil, models: [String] = [], providers: [String] = []) {
         self.minTotal = minTotal
         self.maxTotal = maxTotal
         self.models = Set(models)
@@ -34,7 +34,7 @@ public struct TokenUsagePolicy: SamplingPolicy {
         }
     }
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "min_total_tokens: 10000") else { return nil }
         var minTotal: Int64? = nil
         var maxTotal: Int64? = nil
@@ -63,11 +63,11 @@ public struct TokenUsagePolicy: SamplingPolicy {
         return TokenUsagePolicy(minTotal: minTotal, maxTotal: maxTotal, models: models, providers: providers)
     }
 
-    public func total(_ trace: TraceSummary) -> Int64 {
+    package func total(_ trace: TraceSummary) -> Int64 {
         trace.totalTokens(matching: Self.filter(models: models, providers: providers))
     }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict {
+    package func evaluate(_ trace: TraceSummary) -> Verdict {
         let t = total(trace)
         guard t >= minTotal else { return .notSampled }
         if let maxTotal, t > maxTotal { return .notSampled }

@@ -1,16 +1,16 @@
-public import TailgateBuffer
-public import TailgateWire
-public import Yams
+package import TailgateBuffer
+import TailgateWire
+package import Yams
 import TailgateConfig
 
 /// `trace_state`: keeps traces where a span's W3C tracestate has `key` with one of `values`.
-public struct TraceStatePolicy: SamplingPolicy {
-    public static let typeName = "trace_state"
-    public static let keys = ["key", "values"]
+package struct TraceStatePolicy: SamplingPolicy {
+    package static let typeName = "trace_state"
+    package static let keys = ["key", "values"]
 
-    public var bit: Int
+    package var bit: Int
 
-    public static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
+    package static func parse(_ block: Node?, at: Node, context: inout PolicyContext) -> Self? {
         guard let entries = context.block(block, at: at, type: typeName, keys: keys, example: "key: vendor, values: [debug]") else { return nil }
         var key: String? = nil
         var values: [String] = []
@@ -29,5 +29,5 @@ public struct TraceStatePolicy: SamplingPolicy {
         return TraceStatePolicy(bit: bit)
     }
 
-    public func evaluate(_ trace: TraceSummary) -> Verdict { trace.bits & (1 << UInt64(bit)) != 0 ? .sampled : .notSampled }
+    package func evaluate(_ trace: TraceSummary) -> Verdict { trace.bits & (1 << UInt64(bit)) != 0 ? .sampled : .notSampled }
 }
