@@ -13,6 +13,7 @@
 # Usage: loadtest/run-benchmarks.sh [SECONDS_PER_RUN]   (default 15)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source loadtest/nginx.sh
 SECS=${1:-15}
 OUT=loadtest/out
 mkdir -p "$OUT"
@@ -27,7 +28,7 @@ swift build -c release --product tailgate-bench >/dev/null
 REC=$OUT/agents-50k.tgrec
 [ -f "$REC" ] || $BIN generate --traces 50000 --seed 7 --rate 500 -o "$REC"
 
-cleanup() { [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null || true; [ -f "$OUT/nginx.pid" ] && kill "$(cat "$OUT/nginx.pid")" 2>/dev/null || true; }
+cleanup() { [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null || true; stop_nginx "$PWD/$OUT"; }
 trap cleanup EXIT
 
 echo "== 1. hot path (release build)"
@@ -77,29 +78,12 @@ echo "== 6a. tailgate at 60k spans/s"
 point r60k 60000
 
 echo "== 6b. nginx grpc_pass forwarding the same traffic to the same receiver at 60k spans/s"
-cat > "$OUT/nginx.conf" <<NGINX
-worker_processes 1;
-pid $PWD/$OUT/nginx.pid;
-error_log $PWD/$OUT/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_max_body_size 64m;
-  upstream receiver { server 127.0.0.1:$RECV_PORT; keepalive 32; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT http2;
-    location / { grpc_pass grpc://receiver; }
-  }
-}
-NGINX
-nginx -c "$PWD/$OUT/nginx.conf"
-sleep 0.5
-NGINX_WORKER=$(pgrep -P "$(cat "$OUT/nginx.pid")" | head -1)
+NGINX_WORKER=$(start_nginx "$NGINX_PORT" "$RECV_PORT" "$PWD/$OUT")
 printf 'policies: [{name: all, type: always_sample}]\n' > "$OUT/all.yaml"
 $BIN loadtest --target grpc://127.0.0.1:$NGINX_PORT --connections 8 --duration ${SECS}s --rate 60000 \
     --receiver 127.0.0.1:$RECV_PORT --policies "$OUT/all.yaml" --proxy-pid "$NGINX_WORKER" --settle 5s \
     --json "$OUT/nginx.json" --html "$OUT/nginx.html" "$REC" | tail -12
-kill "$(cat "$OUT/nginx.pid")"; rm -f "$OUT/nginx.pid"
+stop_nginx "$PWD/$OUT"
 
 echo "== 7. OTLP/JSON over HTTP/1.1 (h2load, 8 connections; after the first request its spans are duplicates)"
 $BIN generate --traces 40 --seed 11 -o "$OUT/json-sample.jsonl" >/dev/null

@@ -7,6 +7,7 @@
 # Usage: loadtest/smoke-bench.sh [SECONDS] [SPANS_PER_SECOND]   (default 5 s at 20k spans/s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source loadtest/nginx.sh
 SECS=${1:-5}; RATE=${2:-20000}; MAX_RATIO=${SMOKE_MAX_RATIO:-16}
 OUT=loadtest/out/smoke
 mkdir -p "$OUT"
@@ -16,7 +17,7 @@ command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=nonintera
 swift build -c release --product tailgate 2>&1 | tail -1
 [ -f "$OUT/agents.tgrec" ] || $BIN generate --traces 5000 --seed 7 --rate 500 -o "$OUT/agents.tgrec" >/dev/null
 
-cleanup() { [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null || true; [ -f "$OUT/nginx.pid" ] && kill "$(cat "$OUT/nginx.pid")" 2>/dev/null || true; }
+cleanup() { [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null || true; stop_nginx "$PWD/$OUT"; }
 trap cleanup EXIT
 
 rm -rf "$OUT/data"
@@ -30,25 +31,12 @@ $BIN loadtest --target grpc://127.0.0.1:$PROXY_PORT --connections 8 --duration $
     "$OUT/agents.tgrec" > "$OUT/tailgate.txt"
 kill -INT "$PROXY_PID"; wait "$PROXY_PID" || true; PROXY_PID=
 
-cat > "$OUT/nginx.conf" <<NGINX
-worker_processes 1;
-pid $PWD/$OUT/nginx.pid;
-error_log $PWD/$OUT/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_max_body_size 64m;
-  upstream receiver { server 127.0.0.1:$RECV_PORT; keepalive 32; }
-  server { listen 127.0.0.1:$NGINX_PORT http2; location / { grpc_pass grpc://receiver; } }
-}
-NGINX
-nginx -c "$PWD/$OUT/nginx.conf"
-sleep 0.5
+NGINX_WORKER=$(start_nginx "$NGINX_PORT" "$RECV_PORT" "$PWD/$OUT")
 printf 'policies: [{name: all, type: always_sample}]\n' > "$OUT/all.yaml"
 $BIN loadtest --target grpc://127.0.0.1:$NGINX_PORT --connections 8 --duration ${SECS}s --rate "$RATE" \
-    --receiver 127.0.0.1:$RECV_PORT --policies "$OUT/all.yaml" --proxy-pid "$(pgrep -P "$(cat "$OUT/nginx.pid")" | head -1)" \
+    --receiver 127.0.0.1:$RECV_PORT --policies "$OUT/all.yaml" --proxy-pid "$NGINX_WORKER" \
     --settle 3s --json "$OUT/nginx.json" --html "$OUT/nginx.html" "$OUT/agents.tgrec" > "$OUT/nginx.txt"
-kill "$(cat "$OUT/nginx.pid")"; rm -f "$OUT/nginx.pid"
+stop_nginx "$PWD/$OUT"
 
 python3 - "$OUT" "$MAX_RATIO" <<'PY'
 import json, re, sys
