@@ -818,7 +818,7 @@ struct SmallIDMap<Value> {
     /// Bytes allocated, for the buffer's accounting (kept up to date by `set`; removing never shrinks the storage).
     private(set) var accountedBytes = 0
 
-    private mutating func updateAllocation() {
+    mutating func updateAllocation() {
         if let large {
             accountedBytes = large.capacity * (MemoryLayout<UInt64>.stride + MemoryLayout<Value>.stride + 1) + arrayAllocationOverhead
         } else {

@@ -76,7 +76,8 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     struct Call {
-        var method: GRPCRoutes.Method
+        /// Nil for a call answered from its headers (not gRPC, unknown method): only its DATA is left to discard.
+        var method: GRPCRoutes.Method?
         var encoding: Encoding
         var headers: [(String, String)]
         var body: ByteBuffer?
@@ -183,7 +184,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
               let contentType = headers.first(name: "content-type"), contentType.hasPrefix("application/grpc")
         else {
             // Not gRPC: an HTTP answer (the gRPC spec's 415 for a wrong content type).
-            calls[id] = Call(method: .healthCheck, encoding: .identity, headers: [], answered: true)
+            calls[id] = Call(method: nil, encoding: .identity, headers: [], answered: true)
             var response = HPACKHeaders()
             response.add(name: ":status", value: "415")
             response.add(name: "content-type", value: "text/plain")
@@ -192,7 +193,7 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
             return
         }
         guard let method = routes.method(path) else {
-            calls[id] = Call(method: .healthCheck, encoding: .identity, headers: [], answered: true)
+            calls[id] = Call(method: nil, encoding: .identity, headers: [], answered: true)
             fail(context, id, .unimplemented, "method \(path) is not implemented")
             if endStream { calls[id] = nil }
             return
@@ -271,12 +272,14 @@ final class GRPCConnectionHandler: ChannelInboundHandler {
     private func answer(_ context: ChannelHandlerContext, _ id: HTTP2StreamID, _ call: Call, _ message: UnsafeRawBufferPointer) {
         let signal: IngestSignal
         switch call.method {
-        case .healthCheck:
+        case nil:
+            return  // answered from its headers already (`finish` does not get here)
+        case .healthCheck?:
             // HealthCheckResponse { ServingStatus status = 1; } with SERVING = 1, NOT_SERVING = 2.
             let status: UInt8 = routes.serving() ? 1 : 2
             respond(context, id, [0x08, status])
             return
-        case .export(let s):
+        case .export(let s)?:
             signal = s
         }
         if let budget = routes.budget {
