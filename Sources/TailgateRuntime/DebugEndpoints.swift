@@ -526,6 +526,9 @@ struct ExpositionSamples {
 extension DebugRoutes {
     static func status(context: AdminContext, readiness: Readiness) -> HTTPResponse {
         let pipeline = context.pipeline
+        // The downstream's health is read before the counters: the forwarder counts a delivery before it records
+        // the success, so a status that says "ok" always includes that delivery in `forwarded`.
+        let h = context.health.current
         let metrics = ExpositionSamples(context.metrics.exposition())
         let received = metrics.sum("tailgate_spans_received_total")
         let kept = metrics.sum("tailgate_spans_kept_total")
@@ -573,7 +576,6 @@ extension DebugRoutes {
             ("saturated", .bool(forwarder.isSaturated)),
         ])
 
-        let h = context.health.current
         let downstreamState: String
         if h.lastFailure == 0 && h.lastSuccess == 0 {
             downstreamState = "idle"
