@@ -1,4 +1,6 @@
+#define _GNU_SOURCE
 #include "tailgate_support.h"
+#include <fcntl.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -84,4 +86,12 @@ uint32_t tailgate_crc32c(uint32_t crc, const void *data, size_t count) {
     if (has_sse42()) return crc32c_hw(crc, (const uint8_t *)data, count);
 #endif
     return crc32c_soft(crc, (const uint8_t *)data, count);
+}
+
+int tailgate_o_direct(void) {
+#ifdef O_DIRECT
+    return O_DIRECT;
+#else
+    return 0;
+#endif
 }

@@ -153,51 +153,82 @@ extension BufferedSpans {
     /// per scope of origin (the spans' origins are distinct objects already), sized first and written in one pass —
     /// no hashing of header bytes, which the store does not need (this runs for every trace written to disk).
     package func encodeRequest() -> [UInt8] {
-        // Spans grouped by origin, in arrival order within each (a counting sort), and origins by resource object.
-        var starts = [Int](repeating: 0, count: origins.count + 1)
-        for ref in refs { starts[Int(ref.origin) + 1] += 1 }
-        var scopeSizes = [Int](repeating: 0, count: origins.count)
-        for ref in refs {
-            scopeSizes[Int(ref.origin)] += 1 + ProtoWriter.varintSize(UInt64(ref.length)) + Int(ref.length)
+        let encoding = RequestEncoding(self)
+        return [UInt8](unsafeUninitializedCapacity: encoding.size) { out, count in
+            encoding.write(to: UnsafeMutableRawBufferPointer(out))
+            count = encoding.size
         }
-        for i in 0..<origins.count { starts[i + 1] += starts[i] }
-        var order = [Int](repeating: 0, count: refs.count)
-        var fill = starts
-        for (k, ref) in refs.enumerated() {
-            order[fill[Int(ref.origin)]] = k
-            fill[Int(ref.origin)] += 1
-        }
-        var resources: [(resource: ResourceOrigin, scopes: [Int], size: Int)] = []
-        for (i, origin) in origins.enumerated() where starts[i + 1] > starts[i] {
-            scopeSizes[i] += origin.header.count
-            let scopeBytes = 1 + ProtoWriter.varintSize(UInt64(scopeSizes[i])) + scopeSizes[i]
-            if let r = resources.firstIndex(where: { $0.resource === origin.resource }) {
-                resources[r].scopes.append(i)
-                resources[r].size += scopeBytes
-            } else {
-                resources.append((origin.resource, [i], origin.resource.header.count + scopeBytes))
+    }
+
+    /// `encodeRequest()` in two steps: the size, then the bytes written straight into memory the caller provides
+    /// (the store's write buffer), without an intermediate array.
+    package struct RequestEncoding {
+        let spans: BufferedSpans
+        /// Span indices grouped by origin; `starts[i]..<starts[i + 1]` are origin `i`'s.
+        let order: [Int]
+        let starts: [Int]
+        let scopeSizes: [Int]
+        let resources: [(resource: ResourceOrigin, scopes: [Int], size: Int)]
+        /// Bytes `write(to:)` writes.
+        package let size: Int
+
+        package init(_ spans: BufferedSpans) {
+            self.spans = spans
+            let origins = spans.origins, refs = spans.refs
+            // Spans grouped by origin, in arrival order within each (a counting sort), and origins by resource object.
+            var starts = [Int](repeating: 0, count: origins.count + 1)
+            for ref in refs { starts[Int(ref.origin) + 1] += 1 }
+            var scopeSizes = [Int](repeating: 0, count: origins.count)
+            for ref in refs {
+                scopeSizes[Int(ref.origin)] += 1 + ProtoWriter.varintSize(UInt64(ref.length)) + Int(ref.length)
             }
+            for i in 0..<origins.count { starts[i + 1] += starts[i] }
+            var order = [Int](repeating: 0, count: refs.count)
+            var fill = starts
+            for (k, ref) in refs.enumerated() {
+                order[fill[Int(ref.origin)]] = k
+                fill[Int(ref.origin)] += 1
+            }
+            var resources: [(resource: ResourceOrigin, scopes: [Int], size: Int)] = []
+            for (i, origin) in origins.enumerated() where starts[i + 1] > starts[i] {
+                scopeSizes[i] += origin.header.count
+                let scopeBytes = 1 + ProtoWriter.varintSize(UInt64(scopeSizes[i])) + scopeSizes[i]
+                if let r = resources.firstIndex(where: { $0.resource === origin.resource }) {
+                    resources[r].scopes.append(i)
+                    resources[r].size += scopeBytes
+                } else {
+                    resources.append((origin.resource, [i], origin.resource.header.count + scopeBytes))
+                }
+            }
+            self.order = order
+            self.starts = starts
+            self.scopeSizes = scopeSizes
+            self.resources = resources
+            size = resources.reduce(0) { $0 + 1 + ProtoWriter.varintSize(UInt64($1.size)) + $1.size }
         }
-        let total = resources.reduce(0) { $0 + 1 + ProtoWriter.varintSize(UInt64($1.size)) + $1.size }
-        var w = ProtoWriter(capacity: total)
-        data.withUnsafeBytes { raw in
-            for r in resources {
-                w.appendTag(1, .lengthDelimited)
-                w.appendVarint(UInt64(r.size))
-                w.bytes.append(contentsOf: r.resource.header)
-                for i in r.scopes {
-                    w.appendTag(2, .lengthDelimited)
-                    w.appendVarint(UInt64(scopeSizes[i]))
-                    w.bytes.append(contentsOf: origins[i].header)
-                    for k in order[starts[i]..<starts[i + 1]] {
-                        let ref = refs[k]
-                        let lower = Int(ref.offset)
-                        w.appendBytesField(2, UnsafeRawBufferPointer(rebasing: raw[lower..<lower + Int(ref.length)]))
+
+        /// Writes the request into `out` (at least `size` bytes).
+        package func write(to out: UnsafeMutableRawBufferPointer) {
+            precondition(out.count >= size)
+            var w = RawProtoWriter(out.baseAddress!)
+            let origins = spans.origins, refs = spans.refs
+            spans.data.withUnsafeBytes { raw in
+                for r in resources {
+                    w.lengthDelimitedHeader(1, r.size)
+                    w.bytes(r.resource.header)
+                    for i in r.scopes {
+                        w.lengthDelimitedHeader(2, scopeSizes[i])
+                        w.bytes(origins[i].header)
+                        for k in order[starts[i]..<starts[i + 1]] {
+                            let ref = refs[k]
+                            w.lengthDelimitedHeader(2, Int(ref.length))
+                            w.bytes(UnsafeRawBufferPointer(rebasing: raw[Int(ref.offset)..<Int(ref.offset) + Int(ref.length)]))
+                        }
                     }
                 }
             }
+            assert(w.position - out.baseAddress! == size)
         }
-        return w.bytes
     }
 
     /// Span IDs and parent span IDs (fields 2 and 4 of each span, 8 bytes read big-endian, as the scanner does).
@@ -233,4 +264,36 @@ extension BufferedSpans {
         }
         return id.map { ($0, parent) }
     }
+}
+
+/// Writes protobuf framing into memory already sized for it (no bounds checks: the caller sized it exactly).
+struct RawProtoWriter {
+    var position: UnsafeMutableRawPointer
+
+    init(_ start: UnsafeMutableRawPointer) { position = start }
+
+    mutating func varint(_ value: UInt64) {
+        var v = value
+        while v >= 0x80 {
+            position.storeBytes(of: UInt8(truncatingIfNeeded: v) | 0x80, as: UInt8.self)
+            position += 1
+            v >>= 7
+        }
+        position.storeBytes(of: UInt8(v), as: UInt8.self)
+        position += 1
+    }
+
+    /// Tag (wire type 2) and length.
+    mutating func lengthDelimitedHeader(_ field: UInt32, _ length: Int) {
+        varint(UInt64(field) << 3 | 2)
+        varint(UInt64(length))
+    }
+
+    mutating func bytes(_ source: UnsafeRawBufferPointer) {
+        guard source.count > 0 else { return }
+        position.copyMemory(from: source.baseAddress!, byteCount: source.count)
+        position += source.count
+    }
+
+    mutating func bytes(_ source: [UInt8]) { source.withUnsafeBytes { bytes($0) } }
 }

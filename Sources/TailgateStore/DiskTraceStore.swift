@@ -26,7 +26,7 @@ package struct StoreConfiguration: Sendable, Equatable {
     /// A segment file is closed and a new one started past this size. Default 64 MiB.
     package var segmentBytes: Int = 64 << 20
     /// Appends are written to the file in chunks of this size (or every second). Default 1 MiB.
-    package var writeBufferBytes: Int = 1 << 20
+    package var writeBufferBytes: Int = 64 << 10
 
     package init(directory: String) {
         self.directory = directory
@@ -169,11 +169,12 @@ package final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable 
 
     package func append(trace: TraceID, spans: BufferedSpans, timing: SpillTiming, supersedes: Bool,
                        headers: [(String, String)]) -> SpillRef? {
-        let otlp = spans.encodeRequest()
+        let otlp = BufferedSpans.RequestEncoding(spans)
         var head = trace.bytes
         for v in [timing.firstSeen, timing.lastSeen, timing.rootArrived] { withUnsafeBytes(of: v.littleEndian) { head += $0 } }
         Self.appendHeaders(headers, to: &head)
-        guard let (ref, _) = traceLog.append(kind: (supersedes ? RecordKind.consolidated : .spans).rawValue, [head, otlp], budget: budget) else {
+        guard let (ref, _) = traceLog.append(kind: (supersedes ? RecordKind.consolidated : .spans).rawValue, [head],
+                                             trailingBytes: otlp.size, trailing: { otlp.write(to: $0) }, budget: budget) else {
             refused()
             return nil
         }

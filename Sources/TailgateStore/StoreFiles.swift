@@ -1,3 +1,4 @@
+import CTailgateSupport
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -35,6 +36,11 @@ package protocol StoreFiles: Sendable {
     func close(_ fd: Int32)
     /// Writes all of `bytes` at the end of the file.
     func append(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(StoreIOError)
+    /// A second descriptor on an existing file for unbuffered writes (`O_DIRECT`: no copy into the page cache), or
+    /// nil when the file system does not support them (then `append` is used).
+    func openForDirectWrites(_ path: String) -> Int32?
+    /// Writes all of `bytes` at `offset` (a direct write: both, and the buffer's address, are block-aligned).
+    func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws(StoreIOError)
     /// Reads exactly `count` bytes at `offset` (fewer at the end of the file).
     func read(_ fd: Int32, offset: UInt64, count: Int, path: String) throws(StoreIOError) -> [UInt8]
     func size(_ fd: Int32, path: String) throws(StoreIOError) -> UInt64
@@ -86,7 +92,26 @@ package struct POSIXStoreFiles: StoreFiles {
     package func append(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(StoreIOError) {
         var done = 0
         while done < bytes.count {
-            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
+            let n = posixWrite(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw StoreIOError("write", path, errno: errno)
+            }
+            done += n
+        }
+    }
+
+    package func openForDirectWrites(_ path: String) -> Int32? {
+        let flag = tailgate_o_direct()
+        guard flag != 0 else { return nil }
+        let fd = posixOpen(path, O_WRONLY | flag | O_CLOEXEC)
+        return fd >= 0 ? fd : nil
+    }
+
+    package func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws(StoreIOError) {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
             if n < 0 {
                 if errno == EINTR { continue }
                 throw StoreIOError("write", path, errno: errno)
@@ -156,3 +181,4 @@ package struct POSIXStoreFiles: StoreFiles {
 
 private func posixOpen(_ path: String, _ flags: Int32) -> Int32 { open(path, flags, 0o644) }
 private func posixClose(_ fd: Int32) { _ = close(fd) }
+private func posixWrite(_ fd: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> Int { write(fd, bytes, count) }

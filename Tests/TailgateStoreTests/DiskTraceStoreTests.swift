@@ -27,12 +27,17 @@ func temporaryDirectory() -> String {
     return path
 }
 
-/// The real file layer, failing every append with ENOSPC once `limit` bytes were written (a full disk).
+/// The real file layer, failing every write with ENOSPC once `limit` bytes were written (a full disk).
 final class FullDisk: StoreFiles, @unchecked Sendable {
     let real = POSIXStoreFiles()
     let written = Atomic<Int>(0)
     let limit: Int
-    init(limit: Int) { self.limit = limit }
+    /// Direct writes where the file system has them (false: buffered appends only).
+    let direct: Bool
+    init(limit: Int, direct: Bool = true) {
+        self.limit = limit
+        self.direct = direct
+    }
     func list(_ directory: String) throws(StoreIOError) -> [String] { try real.list(directory) }
     func makeDirectory(_ path: String) throws(StoreIOError) { try real.makeDirectory(path) }
     func open(_ path: String, create: Bool) throws(StoreIOError) -> Int32 { try real.open(path, create: create) }
@@ -44,6 +49,16 @@ final class FullDisk: StoreFiles, @unchecked Sendable {
             throw StoreIOError("write", path, errno: ENOSPC)
         }
         try real.append(fd, bytes, path: path)
+    }
+    func openForDirectWrites(_ path: String) -> Int32? { direct ? real.openForDirectWrites(path) : nil }
+    func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws(StoreIOError) {
+        guard written.add(bytes.count, ordering: .relaxed).newValue <= limit else {
+            // A partial write first (whole blocks, as a direct write can be), then the error.
+            let half = bytes.count / 2 / AlignedBytes.blockBytes * AlignedBytes.blockBytes
+            try? real.write(fd, UnsafeRawBufferPointer(rebasing: bytes.prefix(half)), at: offset, path: path)
+            throw StoreIOError("write", path, errno: ENOSPC)
+        }
+        try real.write(fd, bytes, at: offset, path: path)
     }
     func read(_ fd: Int32, offset: UInt64, count: Int, path: String) throws(StoreIOError) -> [UInt8] {
         try real.read(fd, offset: offset, count: count, path: path)
@@ -168,8 +183,9 @@ func spanIDs(_ spans: BufferedSpans?) -> Set<UInt64> {
         #expect(decided.allSatisfy { $0.summary.spanCount == 9 && $0.summary.trigger != .memoryPressure })
     }
 
-    @Test func aFullDiskFallsBackToEarlyDecisions() throws {
-        let f = try Fixture(memory: 64 << 10, files: FullDisk(limit: 100 << 10))
+    @Test(arguments: [true, false])
+    func aFullDiskFallsBackToEarlyDecisions(direct: Bool) throws {
+        let f = try Fixture(memory: 64 << 10, files: FullDisk(limit: 100 << 10, direct: direct))
         var early: [DecidedTrace] = []
         for t in 1...200 as ClosedRange<UInt64> {
             early += f.insert((2...10).map { span(t, $0, parent: 1, error: $0 == 5, bytes: 500) }).decided

@@ -18,3 +18,7 @@ const char *tailgate_build_commit(void);
 /// CRC-32C (Castagnoli) of `count` bytes, continuing from `crc` (0 to start): hardware-accelerated where the CPU has
 /// SSE4.2, a table otherwise. The store's record checksum.
 uint32_t tailgate_crc32c(uint32_t crc, const void *data, size_t count);
+
+/// The `O_DIRECT` open flag (its value differs between architectures, and glibc shows it only with _GNU_SOURCE),
+/// or 0 where the platform has none.
+int tailgate_o_direct(void);
