@@ -506,9 +506,7 @@ package final class TraceBuffer: Sendable {
                     let p = min(entry.diskRefs.first?.segment ?? .max, entry.walSince)
                     if p != .max { m = min(m ?? p, p) }
                 }
-                for r in state.retained.values {
-                    if let p = r.refs.first?.segment { m = min(m ?? p, p) }
-                }
+                if let p = state.retainedPins.keys.min() { m = min(m ?? p, p) }
                 return m
             }
             if let m { oldest = min(oldest ?? m, m) }
@@ -916,6 +914,8 @@ struct ShardState {
     /// Dropped traces kept for the revise window, oldest first.
     var retained: [TraceID: RetainedTrace] = [:]
     var retainedOrder: Deque<TraceID> = []
+    /// Retained traces by the segment of their first record: the oldest segment they pin, without walking them all.
+    var retainedPins: [UInt64: Int] = [:]
 
     var snapshot: TraceBuffer.Delta { .init(traces: traces.count, bytes: bytes, storedBytes: storedBytes, storedTraces: storedTraces) }
     func delta(since s: TraceBuffer.Delta) -> TraceBuffer.Delta {
@@ -1060,6 +1060,9 @@ struct ShardState {
     mutating func forget(_ id: TraceID) {
         guard let r = retained.removeValue(forKey: id) else { return }
         bytes -= r.accountedBytes
+        if let segment = r.refs.first?.segment {
+            if retainedPins[segment, default: 0] <= 1 { retainedPins[segment] = nil } else { retainedPins[segment]! -= 1 }
+        }
     }
 
     /// Over the memory bound: retained dropped traces go first, then the oldest traces' spans move to the store; when
@@ -1227,6 +1230,7 @@ struct ShardState {
         let r = RetainedTrace(summary: entry.summary, refs: refs, expires: now &+ timing.reviseWindow, headers: entry.headers)
         retained[id] = r
         retainedOrder.append(id)
+        if let segment = refs.first?.segment { retainedPins[segment, default: 0] += 1 }
         bytes += r.accountedBytes
         return true
     }

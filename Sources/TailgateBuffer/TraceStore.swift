@@ -164,8 +164,9 @@ extension BufferedSpans {
     /// (the store's write buffer), without an intermediate array.
     package struct RequestEncoding {
         let spans: BufferedSpans
-        /// Span indices grouped by origin; `starts[i]..<starts[i + 1]` are origin `i`'s.
-        let order: [Int]
+        /// Span indices grouped by origin, `starts[i]..<starts[i + 1]` being origin `i`'s; nil when the spans are
+        /// grouped by origin already (the common case: one service, one scope), in which case `starts` indexes `refs`.
+        let order: [Int]?
         let starts: [Int]
         let scopeSizes: [Int]
         let resources: [(resource: ResourceOrigin, scopes: [Int], size: Int)]
@@ -174,21 +175,35 @@ extension BufferedSpans {
 
         package init(_ spans: BufferedSpans) {
             self.spans = spans
-            let origins = spans.origins, refs = spans.refs
-            // Spans grouped by origin, in arrival order within each (a counting sort), and origins by resource object.
+            let origins = spans.origins
+            // Span counts and bytes per origin, and whether the spans already come grouped by origin.
             var starts = [Int](repeating: 0, count: origins.count + 1)
-            for ref in refs { starts[Int(ref.origin) + 1] += 1 }
             var scopeSizes = [Int](repeating: 0, count: origins.count)
-            for ref in refs {
-                scopeSizes[Int(ref.origin)] += 1 + ProtoWriter.varintSize(UInt64(ref.length)) + Int(ref.length)
+            var grouped = true
+            spans.refs.withUnsafeBufferPointer { refs in
+                var previous: UInt32 = 0
+                for ref in refs {
+                    let o = Int(ref.origin)
+                    starts[o + 1] += 1
+                    scopeSizes[o] += 1 + ProtoWriter.varintSize(UInt64(ref.length)) + Int(ref.length)
+                    if UInt32(ref.origin) < previous { grouped = false }
+                    previous = UInt32(ref.origin)
+                }
             }
             for i in 0..<origins.count { starts[i + 1] += starts[i] }
-            var order = [Int](repeating: 0, count: refs.count)
-            var fill = starts
-            for (k, ref) in refs.enumerated() {
-                order[fill[Int(ref.origin)]] = k
-                fill[Int(ref.origin)] += 1
+            if grouped {
+                order = nil
+            } else {
+                // A counting sort: grouped by origin, in arrival order within each.
+                var sorted = [Int](repeating: 0, count: spans.refs.count)
+                var fill = starts
+                for (k, ref) in spans.refs.enumerated() {
+                    sorted[fill[Int(ref.origin)]] = k
+                    fill[Int(ref.origin)] += 1
+                }
+                order = sorted
             }
+            // Origins by resource object (one ResourceSpans each).
             var resources: [(resource: ResourceOrigin, scopes: [Int], size: Int)] = []
             for (i, origin) in origins.enumerated() where starts[i + 1] > starts[i] {
                 scopeSizes[i] += origin.header.count
@@ -200,7 +215,6 @@ extension BufferedSpans {
                     resources.append((origin.resource, [i], origin.resource.header.count + scopeBytes))
                 }
             }
-            self.order = order
             self.starts = starts
             self.scopeSizes = scopeSizes
             self.resources = resources
@@ -219,8 +233,8 @@ extension BufferedSpans {
                     for i in r.scopes {
                         w.lengthDelimitedHeader(2, scopeSizes[i])
                         w.bytes(origins[i].header)
-                        for k in order[starts[i]..<starts[i + 1]] {
-                            let ref = refs[k]
+                        for n in starts[i]..<starts[i + 1] {
+                            let ref = refs[order?[n] ?? n]
                             w.lengthDelimitedHeader(2, Int(ref.length))
                             w.bytes(UnsafeRawBufferPointer(rebasing: raw[Int(ref.offset)..<Int(ref.offset) + Int(ref.length)]))
                         }

@@ -465,9 +465,10 @@ final class DropThenErrors: TraceDecider {
 }
 
 @Suite struct RevisedDropTests {
-    func fixture(window: Duration = .seconds(300)) throws -> (TraceBuffer, ManualClock, DiskTraceStore) {
+    func fixture(window: Duration = .seconds(300), segmentBytes: Int = 64 << 20) throws -> (TraceBuffer, ManualClock, DiskTraceStore) {
         var config = StoreConfiguration(directory: temporaryDirectory())
         config.writeBufferBytes = 4096
+        config.segmentBytes = segmentBytes
         let store = try DiskTraceStore(configuration: config, logger: Logger(label: "test"))
         var b = BufferConfiguration()
         b.shardCount = 2
@@ -502,6 +503,35 @@ final class DropThenErrors: TraceDecider {
         #expect(spanIDs(revised.spans) == [1, 2, 3])
         // From now on the trace's late spans follow the keep.
         #expect(insert(buffer, [span(1, 4, parent: 1)]).lateKeptCount == 1)
+    }
+
+    /// The oldest segment retained traces pin is kept as counts per segment (maintenance runs every second and must
+    /// not walk every retained trace under the shard locks): it always equals a recount over the retained traces.
+    @Test func retainedTracesPinTheirOldestSegmentUntilTheWindowCloses() throws {
+        let (buffer, clock, store) = try fixture(window: .seconds(60), segmentBytes: 8 << 10)
+        func recount() -> UInt64? {
+            buffer.shards.compactMap { shard in
+                shard.state.withLock { state in state.retained.values.compactMap { $0.refs.first?.segment }.min() }
+            }.min()
+        }
+        for t in 1...30 as ClosedRange<UInt64> {
+            _ = insert(buffer, [span(t, 1, bytes: 1500)] + (2...3).map { span(t, $0, parent: 1, bytes: 1500) })
+            clock.advance(by: .seconds(5))
+            #expect(buffer.decideExpired().count == 1)
+            #expect(buffer.oldestPinnedSegment() == recount())
+        }
+        #expect(store.traceLog.segmentCount > 5)
+        let first = try #require(recount())
+        // Windows close one by one: the pin moves forward with them, and is gone with the last.
+        for _ in 1...8 {
+            clock.advance(by: .seconds(5))
+            _ = buffer.decideExpired()
+            #expect(buffer.oldestPinnedSegment() == recount())
+        }
+        #expect(try #require(buffer.oldestPinnedSegment()) > first)
+        clock.advance(by: .seconds(60))
+        _ = buffer.decideExpired()
+        #expect(buffer.oldestPinnedSegment() == nil && recount() == nil)
     }
 
     @Test func aLateSpanThatChangesNothingStaysDropped() throws {
@@ -563,6 +593,25 @@ final class DropThenErrors: TraceDecider {
         back.forEach { _, bytes in b.append(Array(bytes)) }
         #expect(a == b)
         #expect(back.origins.count == 2 && back.origins[0].resource === back.origins[1].resource)
+    }
+
+    @Test func spansOfInterleavedScopesAreRegroupedInArrivalOrder() throws {
+        let spans = (1...8).map { TestSpan(trace: tid(1), span: UInt64($0), parent: $0 == 1 ? 0 : 1, strings: [("k", "v\($0)")]) }
+        let request = exportRequest([TestResource(service: "agent", scopes: [("llm", spans.filter { $0.spanID % 2 == 1 }),
+                                                                               ("tools", spans.filter { $0.spanID % 2 == 0 })])])
+        let decoded = try request.withUnsafeBytes { try BufferedSpans.decode($0) }
+        var perScope: [[(ScopeOrigin, [UInt8])]] = [[], []]
+        decoded.forEach { scope, bytes in perScope[scope === decoded.origins[0] ? 0 : 1].append((scope, [UInt8](bytes))) }
+        // Arrival order alternates between the two scopes: 1, 2, 3, … (as spans of one trace do across requests).
+        var interleaved = BufferedSpans()
+        for k in 0..<4 {
+            for s in 0..<2 { perScope[s][k].1.withUnsafeBytes { interleaved.appendRaw(scope: perScope[s][k].0, bytes: $0) } }
+        }
+        let back = try interleaved.encodeRequest().withUnsafeBytes { try BufferedSpans.decode($0) }
+        var got: [[UInt8]] = []
+        back.forEach { _, bytes in got.append(Array(bytes)) }
+        #expect(got == perScope[0].map(\.1) + perScope[1].map(\.1))
+        #expect(back.origins.count == 2)
     }
 }
 

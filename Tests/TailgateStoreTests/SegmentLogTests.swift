@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import TailgateBuffer
 @testable import TailgateStore
@@ -7,19 +8,23 @@ import Testing
 /// record reads back the same wherever it is (write buffer, file, or across the boundary of the two), and what a
 /// scan finds after a flush is exactly what was appended.
 @Suite struct SegmentLogTests {
-    /// The real file layer, optionally without direct writes.
-    struct Files: StoreFiles {
+    /// The real file layer, optionally without direct writes; every write fails with ENOSPC while `full` is set.
+    final class Files: StoreFiles, @unchecked Sendable {
         let real = POSIXStoreFiles()
         let direct: Bool
+        let full = Atomic<Bool>(false)
+        init(direct: Bool) { self.direct = direct }
         func list(_ directory: String) throws(StoreIOError) -> [String] { try real.list(directory) }
         func makeDirectory(_ path: String) throws(StoreIOError) { try real.makeDirectory(path) }
         func open(_ path: String, create: Bool) throws(StoreIOError) -> Int32 { try real.open(path, create: create) }
         func close(_ fd: Int32) { real.close(fd) }
         func append(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(StoreIOError) {
+            if full.load(ordering: .relaxed) { throw StoreIOError("write", path, errno: ENOSPC) }
             try real.append(fd, bytes, path: path)
         }
         func openForDirectWrites(_ path: String) -> Int32? { direct ? real.openForDirectWrites(path) : nil }
         func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws(StoreIOError) {
+            if full.load(ordering: .relaxed) { throw StoreIOError("write", path, errno: ENOSPC) }
             try real.write(fd, bytes, at: offset, path: path)
         }
         func read(_ fd: Int32, offset: UInt64, count: Int, path: String) throws(StoreIOError) -> [UInt8] {
@@ -99,5 +104,42 @@ import Testing
         #expect(found.count >= 100 && found.count <= 120)
         #expect(found == payloads.prefix(found.count).map { [2] + $0 })
         #expect(scan.damage.count <= 1)
+    }
+
+    @Test(arguments: [true, false])
+    func aFailedWriteLosesNoAcceptedRecord(direct: Bool) throws {
+        let dir = NSTemporaryDirectory() + "tailgate-segmentlog-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let files = Files(direct: direct)
+        try files.makeDirectory(dir)
+        let log = SegmentLog(directory: dir, prefix: "t", files: files, segmentBytes: 64 << 20, writeBufferBytes: 8 << 10,
+                             syncOnRoll: false)
+        try log.open(existing: [])
+        let payloads = Self.payloads(200, seed: direct ? 4 : 5)
+        var accepted: [(SpillRef, [UInt8])] = []
+        for (i, p) in payloads.prefix(140).enumerated() {
+            // The disk fills after 60 records.
+            if i == 60 { files.full.store(true, ordering: .relaxed) }
+            if let (ref, _) = log.append(kind: 3, [p], budget: 1 << 30) { accepted.append((ref, [3] + p)) }
+            if i == 100 { #expect(throws: StoreIOError.self) { try log.flush() } }
+        }
+        #expect(log.lastError?.isNoSpace == true)
+        // Appends were refused once writing failed; what was accepted still reads back (from memory).
+        #expect(accepted.count >= 60 && accepted.count < 140)
+        for (ref, payload) in accepted { #expect(log.read(ref) == payload) }
+        // Room again: a flush writes everything held back, and appends are accepted again.
+        files.full.store(false, ordering: .relaxed)
+        try log.flush()
+        for p in payloads.suffix(60) {
+            let (ref, _) = try #require(log.append(kind: 3, [p], budget: 1 << 30))
+            accepted.append((ref, [3] + p))
+        }
+        for (ref, payload) in accepted { #expect(log.read(ref) == payload) }
+        try log.flush()
+        let seq = try #require(try log.existingSegments().last)
+        let scan = SegmentLog.scan(files: files, path: log.path(seq), seq: seq)
+        #expect(scan.damage.isEmpty, "\(scan.damage)")
+        #expect(scan.records.map { Array($0.payload) } == accepted.map(\.1))
+        try log.close(sync: false)
     }
 }
