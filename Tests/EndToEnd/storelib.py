@@ -262,8 +262,12 @@ class Record:
         return crc32c(self.payload) == self.crc
 
 
-def read_segment(path: Path) -> list[Record]:
-    """Every record of a segment file, checked against the documented format (header, lengths)."""
+def read_segment(path: Path, live: bool = False) -> list[Record]:
+    """Every record of a segment file, checked against the documented format (header, lengths).
+
+    `live`: the file is being written by a running Tailgate. Its active segment is written in whole blocks as the
+    write buffer fills (and completely at least every second), so it may end inside a record: reading stops there.
+    """
     data = path.read_bytes()
     assert len(data) >= SEGMENT_HEADER, f"{path}: {len(data)} bytes, shorter than the 16-byte header"
     assert data[:8] == SEGMENT_MAGIC, f"{path}: bad magic {data[:8]!r}"
@@ -272,8 +276,12 @@ def read_segment(path: Path) -> list[Record]:
     records = []
     offset = SEGMENT_HEADER
     while offset < len(data):
+        if live and len(data) - offset < RECORD_HEADER:
+            break
         assert len(data) - offset >= RECORD_HEADER, f"{path}: truncated record header at {offset}"
         length, crc = struct.unpack_from("<II", data, offset)
+        if live and offset + RECORD_HEADER + length > len(data):
+            break
         assert offset + RECORD_HEADER + length <= len(data), f"{path}: record at {offset} runs past the end"
         records.append(Record(offset, length, crc, data[offset + RECORD_HEADER:offset + RECORD_HEADER + length]))
         offset += RECORD_HEADER + length

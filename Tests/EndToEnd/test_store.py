@@ -669,9 +669,9 @@ def test_outage_longer_than_memory_queue_spools_to_disk(env):
     spooled = tg.sample("tailgate_store_written_bytes_total")
     assert spooled >= 3 * QUEUE_BYTES, \
         f"only {spooled / MiB:.2f} MiB written to the store: the forward queue did not overflow to disk"
-    queue_records = [r for seg in segments(env.data_dir, "queue") for r in read_segment(seg)]
+    queue_records = [r for seg in segments(env.data_dir, "queue") for r in read_segment(seg, live=True)]
     # Records still in the store's write buffer are not in the file yet; the store flushes about every second.
-    assert wait_for(lambda: sum(r.kind == 6 for seg in segments(env.data_dir, "queue") for r in read_segment(seg)) > 0,
+    assert wait_for(lambda: sum(r.kind == 6 for seg in segments(env.data_dir, "queue") for r in read_segment(seg, live=True)) > 0,
                     5), f"no forward-batch record (kind 6) in the queue segments: {len(queue_records)} records"
     assert tg.forward_drops() == {r: 0 for r in FORWARD_DROP_REASONS}, tg.forward_drops()
     assert tg.sample("tailgate_spans_forwarded_total") == 0
