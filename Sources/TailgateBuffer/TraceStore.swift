@@ -162,14 +162,27 @@ extension BufferedSpans {
 
     /// `encodeRequest()` in two steps: the size, then the bytes written straight into memory the caller provides
     /// (the store's write buffer), without an intermediate array.
+    ///
+    /// A trace's spans usually arrive in many requests, each with its own resource and scope objects: origins are
+    /// merged by content (the XXH3 keys computed at ingest, then the bytes), so that the record holds one
+    /// ResourceSpans per distinct resource and one ScopeSpans per distinct scope within it — not one per request.
     package struct RequestEncoding {
+        struct Scope {
+            /// Origins (indices into `origins`) with this scope header, in order of first arrival.
+            var origins: [Int]
+            var size: Int
+        }
+        struct Resource {
+            var resource: ResourceOrigin
+            var scopes: [Scope]
+            var size: Int
+        }
         let spans: BufferedSpans
         /// Span indices grouped by origin, `starts[i]..<starts[i + 1]` being origin `i`'s; nil when the spans are
-        /// grouped by origin already (the common case: one service, one scope), in which case `starts` indexes `refs`.
+        /// grouped by origin already (the common case), in which case `starts` indexes `refs`.
         let order: [Int]?
         let starts: [Int]
-        let scopeSizes: [Int]
-        let resources: [(resource: ResourceOrigin, scopes: [Int], size: Int)]
+        let resources: [Resource]
         /// Bytes `write(to:)` writes.
         package let size: Int
 
@@ -178,16 +191,16 @@ extension BufferedSpans {
             let origins = spans.origins
             // Span counts and bytes per origin, and whether the spans already come grouped by origin.
             var starts = [Int](repeating: 0, count: origins.count + 1)
-            var scopeSizes = [Int](repeating: 0, count: origins.count)
+            var spanBytes = [Int](repeating: 0, count: origins.count)
             var grouped = true
             spans.refs.withUnsafeBufferPointer { refs in
                 var previous: UInt32 = 0
                 for ref in refs {
                     let o = Int(ref.origin)
                     starts[o + 1] += 1
-                    scopeSizes[o] += 1 + ProtoWriter.varintSize(UInt64(ref.length)) + Int(ref.length)
-                    if UInt32(ref.origin) < previous { grouped = false }
-                    previous = UInt32(ref.origin)
+                    spanBytes[o] += 1 + ProtoWriter.varintSize(UInt64(ref.length)) + Int(ref.length)
+                    if ref.origin < previous { grouped = false }
+                    previous = ref.origin
                 }
             }
             for i in 0..<origins.count { starts[i + 1] += starts[i] }
@@ -203,20 +216,27 @@ extension BufferedSpans {
                 }
                 order = sorted
             }
-            // Origins by resource object (one ResourceSpans each).
-            var resources: [(resource: ResourceOrigin, scopes: [Int], size: Int)] = []
+            var resources: [Resource] = []
             for (i, origin) in origins.enumerated() where starts[i + 1] > starts[i] {
-                scopeSizes[i] += origin.header.count
-                let scopeBytes = 1 + ProtoWriter.varintSize(UInt64(scopeSizes[i])) + scopeSizes[i]
-                if let r = resources.firstIndex(where: { $0.resource === origin.resource }) {
-                    resources[r].scopes.append(i)
-                    resources[r].size += scopeBytes
+                let r: Int
+                if let found = resources.firstIndex(where: { $0.resource === origin.resource || $0.resource.key == origin.resource.key }) {
+                    r = found
                 } else {
-                    resources.append((origin.resource, [i], origin.resource.header.count + scopeBytes))
+                    resources.append(Resource(resource: origin.resource, scopes: [], size: origin.resource.header.count))
+                    r = resources.count - 1
+                }
+                if let g = resources[r].scopes.firstIndex(where: { origins[$0.origins[0]].key == origin.key }) {
+                    resources[r].scopes[g].origins.append(i)
+                    resources[r].scopes[g].size += spanBytes[i]
+                } else {
+                    resources[r].scopes.append(Scope(origins: [i], size: origin.header.count + spanBytes[i]))
                 }
             }
+            for r in resources.indices {
+                resources[r].size = resources[r].resource.header.count
+                    + resources[r].scopes.reduce(0) { $0 + 1 + ProtoWriter.varintSize(UInt64($1.size)) + $1.size }
+            }
             self.starts = starts
-            self.scopeSizes = scopeSizes
             self.resources = resources
             size = resources.reduce(0) { $0 + 1 + ProtoWriter.varintSize(UInt64($1.size)) + $1.size }
         }
@@ -230,13 +250,15 @@ extension BufferedSpans {
                 for r in resources {
                     w.lengthDelimitedHeader(1, r.size)
                     w.bytes(r.resource.header)
-                    for i in r.scopes {
-                        w.lengthDelimitedHeader(2, scopeSizes[i])
-                        w.bytes(origins[i].header)
-                        for n in starts[i]..<starts[i + 1] {
-                            let ref = refs[order?[n] ?? n]
-                            w.lengthDelimitedHeader(2, Int(ref.length))
-                            w.bytes(UnsafeRawBufferPointer(rebasing: raw[Int(ref.offset)..<Int(ref.offset) + Int(ref.length)]))
+                    for scope in r.scopes {
+                        w.lengthDelimitedHeader(2, scope.size)
+                        w.bytes(origins[scope.origins[0]].header)
+                        for i in scope.origins {
+                            for n in starts[i]..<starts[i + 1] {
+                                let ref = refs[order?[n] ?? n]
+                                w.lengthDelimitedHeader(2, Int(ref.length))
+                                w.bytes(UnsafeRawBufferPointer(rebasing: raw[Int(ref.offset)..<Int(ref.offset) + Int(ref.length)]))
+                            }
                         }
                     }
                 }

@@ -595,6 +595,30 @@ final class DropThenErrors: TraceDecider {
         #expect(back.origins.count == 2 && back.origins[0].resource === back.origins[1].resource)
     }
 
+    @Test func aTraceThatArrivedInManyRequestsIsStoredUnderOneResourceAndScope() throws {
+        // Five requests from the same service and scope: five resource and scope objects of equal content.
+        var trace = BufferedSpans()
+        var expected: [[UInt8]] = []
+        var sent = 0
+        for k in 0..<5 {
+            let spans = (1...3).map { TestSpan(trace: tid(1), span: UInt64(k * 3 + $0), parent: 1, strings: [("k", "v\(k)-\($0)")]) }
+            let request = exportRequest([TestResource(service: "agent", scopes: [("llm", spans)])])
+            sent += request.count
+            let decoded = try request.withUnsafeBytes { try BufferedSpans.decode($0) }
+            decoded.forEach { _, bytes in expected.append([UInt8](bytes)) }
+            trace.append(contentsOf: decoded)
+        }
+        #expect(trace.origins.count == 5)
+        let encoded = trace.encodeRequest()
+        let back = try encoded.withUnsafeBytes { try BufferedSpans.decode($0) }
+        // One ResourceSpans holding one ScopeSpans: the resource and scope are written once, not five times.
+        #expect(back.origins.count == 1)
+        #expect(encoded.count < sent - 4 * 20)
+        var got: [[UInt8]] = []
+        back.forEach { _, bytes in got.append([UInt8](bytes)) }
+        #expect(got == expected)
+    }
+
     @Test func spansOfInterleavedScopesAreRegroupedInArrivalOrder() throws {
         let spans = (1...8).map { TestSpan(trace: tid(1), span: UInt64($0), parent: $0 == 1 ? 0 : 1, strings: [("k", "v\($0)")]) }
         let request = exportRequest([TestResource(service: "agent", scopes: [("llm", spans.filter { $0.spanID % 2 == 1 }),
