@@ -31,11 +31,12 @@ func temporaryDirectory() -> String {
 final class FullDisk: StoreFiles, @unchecked Sendable {
     let real = POSIXStoreFiles()
     let written = Atomic<Int>(0)
-    let limit: Int
+    /// Bytes that may be written in all; may be changed (a disk filling up, or freed).
+    let limit: Atomic<Int>
     /// Direct writes where the file system has them (false: buffered appends only).
     let direct: Bool
     init(limit: Int, direct: Bool = true) {
-        self.limit = limit
+        self.limit = Atomic(limit)
         self.direct = direct
     }
     func list(_ directory: String) throws(StoreIOError) -> [String] { try real.list(directory) }
@@ -43,7 +44,7 @@ final class FullDisk: StoreFiles, @unchecked Sendable {
     func open(_ path: String, create: Bool) throws(StoreIOError) -> Int32 { try real.open(path, create: create) }
     func close(_ fd: Int32) { real.close(fd) }
     func append(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(StoreIOError) {
-        guard written.add(bytes.count, ordering: .relaxed).newValue <= limit else {
+        guard written.add(bytes.count, ordering: .relaxed).newValue <= limit.load(ordering: .relaxed) else {
             // A partial write first, as a real full disk does.
             try? real.append(fd, UnsafeRawBufferPointer(rebasing: bytes.prefix(bytes.count / 2)), path: path)
             throw StoreIOError("write", path, errno: ENOSPC)
@@ -52,7 +53,7 @@ final class FullDisk: StoreFiles, @unchecked Sendable {
     }
     func openForDirectWrites(_ path: String) -> Int32? { direct ? real.openForDirectWrites(path) : nil }
     func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws(StoreIOError) {
-        guard written.add(bytes.count, ordering: .relaxed).newValue <= limit else {
+        guard written.add(bytes.count, ordering: .relaxed).newValue <= limit.load(ordering: .relaxed) else {
             // A partial write first (whole blocks, as a direct write can be), then the error.
             let half = bytes.count / 2 / AlignedBytes.blockBytes * AlignedBytes.blockBytes
             try? real.write(fd, UnsafeRawBufferPointer(rebasing: bytes.prefix(half)), at: offset, path: path)

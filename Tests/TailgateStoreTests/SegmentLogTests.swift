@@ -4,39 +4,10 @@ import Testing
 @testable import TailgateBuffer
 @testable import TailgateStore
 
-/// The segment log on the real file system, with direct writes (where the file system has them) and without: every
+/// The segment log on the real file system (`FullDisk`: a disk that can fill up), with direct writes (where the file system has them) and without: every
 /// record reads back the same wherever it is (write buffer, file, or across the boundary of the two), and what a
 /// scan finds after a flush is exactly what was appended.
 @Suite struct SegmentLogTests {
-    /// The real file layer, optionally without direct writes; every write fails with ENOSPC while `full` is set.
-    final class Files: StoreFiles, @unchecked Sendable {
-        let real = POSIXStoreFiles()
-        let direct: Bool
-        let full = Atomic<Bool>(false)
-        init(direct: Bool) { self.direct = direct }
-        func list(_ directory: String) throws(StoreIOError) -> [String] { try real.list(directory) }
-        func makeDirectory(_ path: String) throws(StoreIOError) { try real.makeDirectory(path) }
-        func open(_ path: String, create: Bool) throws(StoreIOError) -> Int32 { try real.open(path, create: create) }
-        func close(_ fd: Int32) { real.close(fd) }
-        func append(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(StoreIOError) {
-            if full.load(ordering: .relaxed) { throw StoreIOError("write", path, errno: ENOSPC) }
-            try real.append(fd, bytes, path: path)
-        }
-        func openForDirectWrites(_ path: String) -> Int32? { direct ? real.openForDirectWrites(path) : nil }
-        func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws(StoreIOError) {
-            if full.load(ordering: .relaxed) { throw StoreIOError("write", path, errno: ENOSPC) }
-            try real.write(fd, bytes, at: offset, path: path)
-        }
-        func read(_ fd: Int32, offset: UInt64, count: Int, path: String) throws(StoreIOError) -> [UInt8] {
-            try real.read(fd, offset: offset, count: count, path: path)
-        }
-        func size(_ fd: Int32, path: String) throws(StoreIOError) -> UInt64 { try real.size(fd, path: path) }
-        func truncate(_ fd: Int32, to size: UInt64, path: String) throws(StoreIOError) { try real.truncate(fd, to: size, path: path) }
-        func sync(_ fd: Int32, path: String) throws(StoreIOError) { try real.sync(fd, path: path) }
-        func remove(_ path: String) throws(StoreIOError) { try real.remove(path) }
-        func lock(_ path: String) throws(StoreIOError) -> Int32 { try real.lock(path) }
-    }
-
     /// Payloads of uneven lengths (some longer than a block, some longer than the write buffer), distinct bytes.
     static func payloads(_ n: Int, seed: UInt64) -> [[UInt8]] {
         var x = seed
@@ -51,7 +22,7 @@ import Testing
     func recordsReadBackFromBufferFileAndAcrossTheirBoundary(direct: Bool) throws {
         let dir = NSTemporaryDirectory() + "tailgate-segmentlog-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let files = Files(direct: direct)
+        let files = FullDisk(limit: .max, direct: direct)
         try files.makeDirectory(dir)
         // A small write buffer (8 KiB) so that whole-block flushes happen often and leave partial blocks behind.
         let log = SegmentLog(directory: dir, prefix: "t", files: files, segmentBytes: 256 << 10, writeBufferBytes: 8 << 10,
@@ -85,7 +56,7 @@ import Testing
     @Test func aCrashLosesOnlyWhatWasNotFlushedAndTheFileStaysClean() throws {
         let dir = NSTemporaryDirectory() + "tailgate-segmentlog-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let files = Files(direct: true)
+        let files = FullDisk(limit: .max, direct: true)
         try files.makeDirectory(dir)
         let log = SegmentLog(directory: dir, prefix: "t", files: files, segmentBytes: 64 << 20, writeBufferBytes: 8 << 10,
                              syncOnRoll: false)
@@ -110,7 +81,7 @@ import Testing
     func aFailedWriteLosesNoAcceptedRecord(direct: Bool) throws {
         let dir = NSTemporaryDirectory() + "tailgate-segmentlog-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let files = Files(direct: direct)
+        let files = FullDisk(limit: .max, direct: direct)
         try files.makeDirectory(dir)
         let log = SegmentLog(directory: dir, prefix: "t", files: files, segmentBytes: 64 << 20, writeBufferBytes: 8 << 10,
                              syncOnRoll: false)
@@ -119,7 +90,7 @@ import Testing
         var accepted: [(SpillRef, [UInt8])] = []
         for (i, p) in payloads.prefix(140).enumerated() {
             // The disk fills after 60 records.
-            if i == 60 { files.full.store(true, ordering: .relaxed) }
+            if i == 60 { files.limit.store(files.written.load(ordering: .relaxed), ordering: .relaxed) }
             if let (ref, _) = log.append(kind: 3, [p], budget: 1 << 30) { accepted.append((ref, [3] + p)) }
             if i == 100 { #expect(throws: StoreIOError.self) { try log.flush() } }
         }
@@ -128,7 +99,7 @@ import Testing
         #expect(accepted.count >= 60 && accepted.count < 140)
         for (ref, payload) in accepted { #expect(log.read(ref) == payload) }
         // Room again: a flush writes everything held back, and appends are accepted again.
-        files.full.store(false, ordering: .relaxed)
+        files.limit.store(.max, ordering: .relaxed)
         try log.flush()
         for p in payloads.suffix(60) {
             let (ref, _) = try #require(log.append(kind: 3, [p], budget: 1 << 30))
