@@ -18,16 +18,22 @@ import Testing
         }
     }
 
-    @Test(arguments: [true, false])
-    func recordsReadBackFromBufferFileAndAcrossTheirBoundary(direct: Bool) throws {
+    /// A log in a new temporary directory on `FullDisk` (no limit until a test sets one), with a small write
+    /// buffer (8 KiB) so that whole-block writes happen often and leave partial blocks behind.
+    static func openLog(direct: Bool, segmentBytes: UInt64) throws -> (SegmentLog, FullDisk, String) {
         let dir = NSTemporaryDirectory() + "tailgate-segmentlog-\(UUID().uuidString)"
-        defer { try? FileManager.default.removeItem(atPath: dir) }
         let files = FullDisk(limit: .max, direct: direct)
         try files.makeDirectory(dir)
-        // A small write buffer (8 KiB) so that whole-block flushes happen often and leave partial blocks behind.
-        let log = SegmentLog(directory: dir, prefix: "t", files: files, segmentBytes: 256 << 10, writeBufferBytes: 8 << 10,
+        let log = SegmentLog(directory: dir, prefix: "t", files: files, segmentBytes: segmentBytes, writeBufferBytes: 8 << 10,
                              syncOnRoll: false)
         try log.open(existing: [])
+        return (log, files, dir)
+    }
+
+    @Test(arguments: [true, false])
+    func recordsReadBackFromBufferFileAndAcrossTheirBoundary(direct: Bool) throws {
+        let (log, files, dir) = try Self.openLog(direct: direct, segmentBytes: 256 << 10)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let payloads = Self.payloads(300, seed: direct ? 1 : 2)
         var refs: [SpillRef] = []
         for (i, p) in payloads.enumerated() {
@@ -54,13 +60,8 @@ import Testing
     }
 
     @Test func aCrashLosesOnlyWhatWasNotFlushedAndTheFileStaysClean() throws {
-        let dir = NSTemporaryDirectory() + "tailgate-segmentlog-\(UUID().uuidString)"
+        let (log, files, dir) = try Self.openLog(direct: true, segmentBytes: 64 << 20)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let files = FullDisk(limit: .max, direct: true)
-        try files.makeDirectory(dir)
-        let log = SegmentLog(directory: dir, prefix: "t", files: files, segmentBytes: 64 << 20, writeBufferBytes: 8 << 10,
-                             syncOnRoll: false)
-        try log.open(existing: [])
         let payloads = Self.payloads(120, seed: 3)
         for p in payloads.prefix(100) { _ = try #require(log.append(kind: 2, [p], budget: 1 << 30)) }
         try log.flush()
@@ -79,13 +80,8 @@ import Testing
 
     @Test(arguments: [true, false])
     func aFailedWriteLosesNoAcceptedRecord(direct: Bool) throws {
-        let dir = NSTemporaryDirectory() + "tailgate-segmentlog-\(UUID().uuidString)"
+        let (log, files, dir) = try Self.openLog(direct: direct, segmentBytes: 64 << 20)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let files = FullDisk(limit: .max, direct: direct)
-        try files.makeDirectory(dir)
-        let log = SegmentLog(directory: dir, prefix: "t", files: files, segmentBytes: 64 << 20, writeBufferBytes: 8 << 10,
-                             syncOnRoll: false)
-        try log.open(existing: [])
         let payloads = Self.payloads(200, seed: direct ? 4 : 5)
         var accepted: [(SpillRef, [UInt8])] = []
         for (i, p) in payloads.prefix(140).enumerated() {

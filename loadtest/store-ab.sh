@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# What the durable store costs: Tailgate with and without a data directory, alternating, at one rate (release build,
+# default policies, gRPC, 8 connections, generated agent traffic; buffered durability). Single runs on a shared
+# machine vary by ±15 %, so it alternates several rounds and prints each with the median of the ratios.
+# Usage: loadtest/store-ab.sh [RATE] [ROUNDS] [SECONDS_PER_RUN]   (default 20000 4 15)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATE=${1:-20000}; ROUNDS=${2:-4}; SECS=${3:-15}
+OUT=loadtest/out/store-ab
+mkdir -p "$OUT"
+BIN=.build/release/tailgate
+PROXY_PORT=24317; RECV_PORT=14317; METRICS_PORT=29464
+swift build -c release --product tailgate >/dev/null
+REC=loadtest/out/agents-50k.tgrec
+[ -f "$REC" ] || $BIN generate --traces 50000 --seed 7 --rate 500 -o "$REC"
+PROXY_PID=
+trap '[ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null || true' EXIT
+
+run() {  # $1: off | on; prints "ns_per_span ack_p99_ms"
+  rm -rf "$OUT/data"
+  cat > "$OUT/proxy.yaml" <<YAML
+annotate_kept_spans: true
+policies_reload_interval: 0s
+buffer: {wait_after_root: 2s, idle_timeout: 5s, max_buffered_bytes: 2GiB}
+forwarder: {compression: none, concurrency: 2}
+YAML
+  [ "$1" = on ] && echo "data_dir: $PWD/$OUT/data" >> "$OUT/proxy.yaml"
+  $BIN serve --grpc-listen 127.0.0.1:$PROXY_PORT --http-listen off --metrics-listen 127.0.0.1:$METRICS_PORT \
+      --config "$OUT/proxy.yaml" --downstream grpc://127.0.0.1:$RECV_PORT --log-level warning > "$OUT/proxy-$1.log" 2>&1 &
+  PROXY_PID=$!
+  for _ in $(seq 50); do (echo > /dev/tcp/127.0.0.1/$PROXY_PORT) 2>/dev/null && break; sleep 0.1; done
+  local report
+  report=$($BIN loadtest --target grpc://127.0.0.1:$PROXY_PORT --connections 8 --duration ${SECS}s --rate "$RATE" \
+      --receiver 127.0.0.1:$RECV_PORT --proxy-pid "$PROXY_PID" --settle 10s --json "$OUT/$1.json" --html "$OUT/$1.html" "$REC")
+  kill -INT "$PROXY_PID"; wait "$PROXY_PID" || true; PROXY_PID=
+  local ns p99
+  ns=$(grep -o '= [0-9]* ns/span' <<<"$report" | grep -o '[0-9]*')
+  p99=$(grep -A1 'ack latency' <<<"$report" | tail -1 | awk '{print $4}')
+  echo "$ns $p99"
+}
+
+ratios=()
+for i in $(seq "$ROUNDS"); do
+  read -r off offp99 < <(run off)
+  read -r on onp99 < <(run on)
+  r=$(awk -v a="$off" -v b="$on" 'BEGIN { printf "%.1f", (b - a) * 100 / a }')
+  ratios+=("$r")
+  echo "round $i at $RATE spans/s: store off $off ns/span (ack p99 $offp99 ms), on $on ns/span (ack p99 $onp99 ms): ${r} %"
+done
+median=$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }')
+echo "store cost at $RATE spans/s: median ${median} % CPU per span over $ROUNDS rounds (issue 11's goal: at most 10 %)"
