@@ -13,6 +13,11 @@ package final class ResourceOrigin: Sendable {
         self.header = header
         key = HeaderKey(header)
     }
+
+    init(header: [UInt8], key: HeaderKey) {
+        self.header = header
+        self.key = key
+    }
 }
 
 /// Header bytes compared by content, hashed once.
@@ -26,7 +31,14 @@ package struct HeaderKey: Hashable, Sendable {
     }
 
     package func hash(into hasher: inout Hasher) { hasher.combine(hash) }
-    package static func == (a: HeaderKey, b: HeaderKey) -> Bool { a.hash == b.hash && a.bytes == b.bytes }
+    /// Equal hashes, then equal bytes compared with `memcmp` (the same header arrives in every request of a client,
+    /// each time in its own array, so a match usually compares every byte; `Array.==` would do it one at a time).
+    package static func == (a: HeaderKey, b: HeaderKey) -> Bool {
+        guard a.hash == b.hash, a.bytes.count == b.bytes.count else { return false }
+        return a.bytes.withUnsafeBytes { x in
+            b.bytes.withUnsafeBytes { y in x.count == 0 || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0 }
+        }
+    }
 }
 
 /// The instrumentation scope of a group of spans: every field of `ScopeSpans` except `spans`, with tags.
@@ -38,6 +50,12 @@ package final class ScopeOrigin: Sendable {
         self.resource = resource
         self.header = header
         key = HeaderKey(header)
+    }
+
+    init(resource: ResourceOrigin, header: [UInt8], key: HeaderKey) {
+        self.resource = resource
+        self.header = header
+        self.key = key
     }
 }
 
@@ -320,10 +338,10 @@ package struct OTLPScanner: Sendable {
         if let existing = resource.origin {
             origin = existing
         } else {
-            origin = ResourceOrigin(header: try headerBytes(base, resource.range))
+            origin = OriginInterner.shared.resource(try headerBytes(base, resource.range))
             resource.origin = origin
         }
-        result.scopes.append(ScopeOrigin(resource: origin, header: try headerBytes(base, range)))
+        result.scopes.append(OriginInterner.shared.scope(origin, try headerBytes(base, range)))
     }
 
     /// Pass 2 of a ScopeSpans: validates and scans each span (scope `scopeIndex`).

@@ -152,7 +152,12 @@ private func insert(_ buffer: TraceBuffer, _ spans: [TestSpan], service: String 
         #expect(s.sums[0] == 123)
         #expect(s.earliestStart == 100 && s.latestEnd == 500 && s.durationNanos == 400)
         #expect(s.rootSeen)
-        #expect(decided[0].spans?.origins.count == 3)  // three requests, three scope origins
+        // Three requests from two services: the agent's two requests share one origin (origins are interned).
+        #expect(decided[0].spans?.origins.count == 2)
+        if let origins = decided[0].spans?.origins, origins.count == 2 {
+            #expect(origins[0].resource !== origins[1].resource)
+            #expect(origins[0].resource.header != origins[1].resource.header)
+        }
     }
 
     @Test func decideAllEmptiesTheBufferAndRecordsDecisions() {
