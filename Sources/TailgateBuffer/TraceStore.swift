@@ -189,6 +189,21 @@ extension BufferedSpans {
         package init(_ spans: BufferedSpans) {
             self.spans = spans
             let origins = spans.origins
+            // The common case since origins are interned at ingest: one origin, no grouping to do.
+            if origins.count == 1 {
+                var spanBytes = 0
+                spans.refs.withUnsafeBufferPointer { refs in
+                    for ref in refs { spanBytes += 1 + ProtoWriter.varintSize(UInt64(ref.length)) + Int(ref.length) }
+                }
+                let origin = origins[0]
+                let scope = Scope(origins: [0], size: origin.header.count + spanBytes)
+                let resourceSize = origin.resource.header.count + 1 + ProtoWriter.varintSize(UInt64(scope.size)) + scope.size
+                order = nil
+                starts = [0, spans.refs.count]
+                resources = [Resource(resource: origin.resource, scopes: [scope], size: resourceSize)]
+                size = 1 + ProtoWriter.varintSize(UInt64(resourceSize)) + resourceSize
+                return
+            }
             // Span counts and bytes per origin, and whether the spans already come grouped by origin.
             var starts = [Int](repeating: 0, count: origins.count + 1)
             var spanBytes = [Int](repeating: 0, count: origins.count)

@@ -170,11 +170,23 @@ package final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable 
     package func append(trace: TraceID, spans: BufferedSpans, timing: SpillTiming, supersedes: Bool,
                        headers: [(String, String)]) -> SpillRef? {
         let otlp = BufferedSpans.RequestEncoding(spans)
-        var head = trace.bytes
-        for v in [timing.firstSeen, timing.lastSeen, timing.rootArrived] { withUnsafeBytes(of: v.littleEndian) { head += $0 } }
-        Self.appendHeaders(headers, to: &head)
-        guard let (ref, _) = traceLog.append(kind: (supersedes ? RecordKind.consolidated : .spans).rawValue, [head],
-                                             trailingBytes: otlp.size, trailing: { otlp.write(to: $0) }, budget: budget) else {
+        // Trace ID, the three times, the pass-through headers, then the request: written straight into the log's
+        // buffer (this runs for every dropped trace that is retained, so it allocates nothing it can avoid).
+        let headerText: [UInt8] = headers.isEmpty ? [] : Array(HeaderSets.key(headers).utf8.prefix(Int(UInt16.max)))
+        let headBytes = 16 + 24 + 2 + headerText.count
+        guard let (ref, _) = traceLog.append(kind: (supersedes ? RecordKind.consolidated : .spans).rawValue, [],
+                                             trailingBytes: headBytes + otlp.size, trailing: { out in
+            out.storeBytes(of: trace.hi.bigEndian, toByteOffset: 0, as: UInt64.self)
+            out.storeBytes(of: trace.lo.bigEndian, toByteOffset: 8, as: UInt64.self)
+            out.storeBytes(of: timing.firstSeen.littleEndian, toByteOffset: 16, as: UInt64.self)
+            out.storeBytes(of: timing.lastSeen.littleEndian, toByteOffset: 24, as: UInt64.self)
+            out.storeBytes(of: timing.rootArrived.littleEndian, toByteOffset: 32, as: UInt64.self)
+            out.storeBytes(of: UInt16(headerText.count).littleEndian, toByteOffset: 40, as: UInt16.self)
+            if !headerText.isEmpty {
+                headerText.withUnsafeBytes { out.baseAddress!.advanced(by: 42).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            }
+            otlp.write(to: UnsafeMutableRawBufferPointer(rebasing: out[headBytes...]))
+        }, budget: budget) else {
             refused()
             return nil
         }
@@ -206,27 +218,39 @@ package final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable 
 
     package func decided(trace: TraceID, decision: Decision, policyName: String, stored: Bool) {
         guard stored else { return }
-        _ = traceLog.append(kind: RecordKind.decision.rawValue, [Self.encode(trace, decision, policyName)], budget: budget + Self.decisionReserve)
+        // As `encode` lays it out, written straight into the log's buffer (one per dropped trace that is retained).
+        var name = policyName
+        name.withUTF8 { utf8 in
+            let nameBytes = min(utf8.count, 1000)
+            _ = traceLog.append(kind: RecordKind.decision.rawValue, [], trailingBytes: 28 + nameBytes, trailing: { out in
+                Self.writeDecisionHead(trace, decision, nameBytes: nameBytes, to: out)
+                if nameBytes > 0 {
+                    out.baseAddress!.advanced(by: 28).copyMemory(from: utf8.baseAddress!, byteCount: nameBytes)
+                }
+            }, budget: budget + Self.decisionReserve)
+        }
+    }
+
+    /// The fixed 28 bytes of a decision entry: trace ID, keep, weight kind and value, name length.
+    static func writeDecisionHead(_ trace: TraceID, _ decision: Decision, nameBytes: Int, to out: UnsafeMutableRawBufferPointer) {
+        out.storeBytes(of: trace.hi.bigEndian, toByteOffset: 0, as: UInt64.self)
+        out.storeBytes(of: trace.lo.bigEndian, toByteOffset: 8, as: UInt64.self)
+        out.storeBytes(of: decision.keep ? 1 : 0, toByteOffset: 16, as: UInt8.self)
+        let (kind, value): (UInt8, UInt64) = switch decision.weight {
+        case .certain: (0, 0)
+        case .consistent(let t): (1, t)
+        case .hashed(let p): (2, p.bitPattern)
+        }
+        out.storeBytes(of: kind, toByteOffset: 17, as: UInt8.self)
+        out.storeBytes(of: value.littleEndian, toByteOffset: 18, as: UInt64.self)
+        out.storeBytes(of: UInt16(nameBytes).littleEndian, toByteOffset: 26, as: UInt16.self)
     }
 
     static func encode(_ trace: TraceID, _ decision: Decision, _ name: String) -> [UInt8] {
-        var out = trace.bytes
-        out.append(decision.keep ? 1 : 0)
-        switch decision.weight {
-        case .certain:
-            out.append(0)
-            out += [UInt8](repeating: 0, count: 8)
-        case .consistent(let t):
-            out.append(1)
-            withUnsafeBytes(of: t.littleEndian) { out += $0 }
-        case .hashed(let p):
-            out.append(2)
-            withUnsafeBytes(of: p.bitPattern.littleEndian) { out += $0 }
-        }
         let nameBytes = Array(name.utf8.prefix(1000))
-        withUnsafeBytes(of: UInt16(nameBytes.count).littleEndian) { out += $0 }
-        out += nameBytes
-        return out
+        var out = [UInt8](repeating: 0, count: 28)
+        out.withUnsafeMutableBytes { writeDecisionHead(trace, decision, nameBytes: nameBytes.count, to: $0) }
+        return out + nameBytes
     }
 
     /// Decodes one decision entry at `offset`, advancing it.
