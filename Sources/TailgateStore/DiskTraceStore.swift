@@ -172,7 +172,7 @@ package final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable 
         let otlp = BufferedSpans.RequestEncoding(spans)
         // Trace ID, the three times, the pass-through headers, then the request: written straight into the log's
         // buffer (this runs for every dropped trace that is retained, so it allocates nothing it can avoid).
-        let headerText: [UInt8] = headers.isEmpty ? [] : Array(HeaderSets.key(headers).utf8.prefix(Int(UInt16.max)))
+        let headerText = Self.headerText(headers)
         let headBytes = 16 + 24 + 2 + headerText.count
         guard let (ref, _) = traceLog.append(kind: (supersedes ? RecordKind.consolidated : .spans).rawValue, [],
                                              trailingBytes: headBytes + otlp.size, trailing: { out in
@@ -325,9 +325,15 @@ package final class DiskTraceStore: TraceStore, BatchSpool, @unchecked Sendable 
 
     /// Pass-through headers as written in a record: a UInt16 length, then `HeaderSets.key` text.
     static func appendHeaders(_ headers: [(String, String)], to out: inout [UInt8]) {
-        let text = Array(HeaderSets.key(headers).utf8.prefix(Int(UInt16.max)))
+        let text = headerText(headers)
         withUnsafeBytes(of: UInt16(text.count).littleEndian) { out += $0 }
         out += text
+    }
+
+    /// The `HeaderSets.key` text of pass-through headers as a record holds it (at most UInt16.max bytes; none for
+    /// no headers, the common case, without building a string).
+    static func headerText(_ headers: [(String, String)]) -> [UInt8] {
+        headers.isEmpty ? [] : Array(HeaderSets.key(headers).utf8.prefix(Int(UInt16.max)))
     }
 
     /// The headers at `offset` of a payload, and where what follows them starts.

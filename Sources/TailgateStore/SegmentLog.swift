@@ -12,8 +12,10 @@ import TailgateBuffer
 /// block padded with zeros and the file cut back to its true length (the partial block stays in the buffer and is
 /// written again, completed, next time). That spares the copy into the page cache, which cost more CPU than
 /// everything else the store does (about 1 ns per byte against 0.05). A full buffer is handed to a writer queue and
-/// written outside the lock: appends are made under a trace buffer shard's lock, and must not wait for the disk
-/// (they wait only when the disk falls four buffers behind). A new segment starts when the active one passes `segmentBytes`;
+/// written outside the lock: appends are made under a trace buffer shard's lock, and must not wait for the disk.
+/// While a write is under way the buffer keeps growing, and the writer takes all of it next (one larger write: a
+/// burst of decisions costs fewer writes, wake-ups and device kicks); appends wait only when the disk falls
+/// `backlogBytes` behind. A new segment starts when the active one passes `segmentBytes`;
 /// segments are only ever deleted from the oldest (`deleteSegments(before:)`), so a record that marks earlier ones
 /// dead (a decision, a consolidation) always outlives them.
 final class SegmentLog: @unchecked Sendable {
@@ -47,6 +49,10 @@ final class SegmentLog: @unchecked Sendable {
     let files: any StoreFiles
     let segmentBytes: UInt64
     let writeBufferBytes: Int
+    /// Bytes the write buffer may hold while a write is under way before appends wait for the disk: a decision
+    /// tick's burst of retained traces (megabytes at full rate) must not stall the deciding thread, which holds a
+    /// shard's lock.
+    let backlogBytes: Int
     /// Sync durability: each segment is made durable before the next one starts.
     let syncOnRoll: Bool
     private let lock = NSCondition()
@@ -75,6 +81,7 @@ final class SegmentLog: @unchecked Sendable {
         self.files = files
         self.segmentBytes = segmentBytes
         self.writeBufferBytes = writeBufferBytes
+        backlogBytes = max(writeBufferBytes * 4, 8 << 20)
         self.syncOnRoll = syncOnRoll
         buffer = AlignedBytes(capacity: writeBufferBytes + AlignedBytes.blockBytes)
     }
@@ -173,7 +180,7 @@ final class SegmentLog: @unchecked Sendable {
         if buffer.count >= writeBufferBytes {
             if pending == nil {
                 handOffLocked()
-            } else if buffer.count >= writeBufferBytes * 4 {
+            } else if buffer.count >= backlogBytes {
                 try? flushLocked()  // the disk is behind: wait for it here
             }
         }
@@ -230,10 +237,10 @@ final class SegmentLog: @unchecked Sendable {
             try? files.truncate(fd, to: start, path: path)
             failedUntil = .now + .seconds(1)
             lastError = failure
-        } else if spare == nil {
-            spare = blocks
         } else {
-            blocks.release()
+            if spare == nil { spare = blocks } else { blocks.release() }
+            // What accumulated meanwhile goes next, in one write.
+            if buffer.count >= writeBufferBytes { handOffLocked() }
         }
         lock.broadcast()
         lock.unlock()
