@@ -43,6 +43,7 @@ package struct GenAILedger: Sendable, Equatable {
 
     package mutating func append(_ span: GenAISpan) {
         guard spans.count < Self.maxSpans else { return }
+        BufferedSpans.grow(&spans, by: 1)
         spans.append(span)
         resolved = false
         updateAllocation()

@@ -104,6 +104,8 @@ extension BufferedSpans {
             origin = origins.count
             appendOrigin(scope)
         }
+        Self.grow(&data, by: bytes.count)
+        Self.grow(&refs, by: 1)
         refs.append(SpanRef(origin: UInt32(origin), offset: UInt32(data.count), length: UInt32(bytes.count)))
         data.append(contentsOf: bytes)
         updateAllocation()

@@ -31,39 +31,44 @@ package struct GenAISpan: Sendable, Equatable {
 
     package var spanID: UInt64
     package var parentSpanID: UInt64
-    package var role: Role
-    /// Normalized operation: the `gen_ai.operation.name` value, else mapped from OpenInference or OpenLLMetry span
-    /// kinds (`chat`, `embeddings`, `invoke_agent`, `execute_tool`, `workflow`, `chain`, …); "" when unknown.
-    package var operation: String
-    package var provider: String
-    /// `gen_ai.response.model`, else `gen_ai.request.model`, else `llm.model_name`.
-    package var model: String
-    /// `gen_ai.request.model` when it differs from `model` (filters match either).
-    package var requestModel: String
-    /// `error.type`; "" when absent.
-    package var errorType: String
-    package var toolName: String
-    package var agentName: String
-    /// The span's status is ERROR.
-    package var statusError: Bool
+    /// The span's names, shared with every span that has the same ones (see `GenAINames`).
+    package var names: GenAINames
     package var durationNanos: UInt64
     /// As reported (never negative), by `Lane`.
     package var tokens: SIMD8<Int64>
+    package var role: Role
+    /// The span's status is ERROR.
+    package var statusError: Bool
+
+    /// Normalized operation: the `gen_ai.operation.name` value, else mapped from OpenInference or OpenLLMetry span
+    /// kinds (`chat`, `embeddings`, `invoke_agent`, `execute_tool`, `workflow`, `chain`, …); "" when unknown.
+    package var operation: String { names.operation }
+    package var provider: String { names.provider }
+    /// `gen_ai.response.model`, else `gen_ai.request.model`, else `llm.model_name`.
+    package var model: String { names.model }
+    /// `gen_ai.request.model` when it differs from `model` (filters match either).
+    package var requestModel: String { names.requestModel }
+    /// `error.type`; "" when absent.
+    package var errorType: String { names.errorType }
+    package var toolName: String { names.toolName }
+    package var agentName: String { names.agentName }
 
     package init(spanID: UInt64 = 0, parentSpanID: UInt64 = 0, role: Role = .inference, operation: String = "",
                 provider: String = "", model: String = "", requestModel: String = "", errorType: String = "",
                 toolName: String = "", agentName: String = "", statusError: Bool = false, durationNanos: UInt64 = 0,
                 tokens: SIMD8<Int64> = SIMD8()) {
+        self.init(spanID: spanID, parentSpanID: parentSpanID, role: role,
+                  names: GenAINames.of(operation: operation, provider: provider, model: model, requestModel: requestModel,
+                                       errorType: errorType, toolName: toolName, agentName: agentName),
+                  statusError: statusError, durationNanos: durationNanos, tokens: tokens)
+    }
+
+    package init(spanID: UInt64, parentSpanID: UInt64, role: Role, names: GenAINames, statusError: Bool,
+                durationNanos: UInt64, tokens: SIMD8<Int64>) {
         self.spanID = spanID
         self.parentSpanID = parentSpanID
         self.role = role
-        self.operation = operation
-        self.provider = provider
-        self.model = model
-        self.requestModel = requestModel
-        self.errorType = errorType
-        self.toolName = toolName
-        self.agentName = agentName
+        self.names = names
         self.statusError = statusError
         self.durationNanos = durationNanos
         self.tokens = tokens
@@ -229,16 +234,13 @@ struct GenAIScratch {
     }
 
     func span(_ base: UnsafeRawBufferPointer, spanID: UInt64, parent: UInt64, start: UInt64, end: UInt64, statusError: Bool) -> GenAISpan {
-        func s(_ f: GenAIKeys.Field) -> String {
+        func bytes(_ f: GenAIKeys.Field) -> UnsafeRawBufferPointer {
             let lane = Int(f.rawValue)
-            guard stringRanks[lane] != .max else { return "" }
-            return StringInterner.shared.string(UnsafeRawBufferPointer(rebasing: base[Int(starts[lane])..<Int(ends[lane])]))
+            guard stringRanks[lane] != .max else { return UnsafeRawBufferPointer(rebasing: base[0..<0]) }
+            return UnsafeRawBufferPointer(rebasing: base[Int(starts[lane])..<Int(ends[lane])])
         }
+        func s(_ f: GenAIKeys.Field) -> String { String(decoding: bytes(f), as: UTF8.self) }
         func n(_ f: GenAIKeys.Field) -> Int64 { numbers[Int(f.rawValue - GenAIKeys.Field.input.rawValue)] }
-        var operation = s(.operation)
-        if operation.isEmpty, has(.openInferenceKind) { operation = GenAIKeys.operation(openInferenceKind: s(.openInferenceKind)) }
-        if operation.isEmpty, has(.requestType) { operation = GenAIKeys.operation(requestType: s(.requestType)) }
-        if operation.isEmpty, has(.traceloopKind) { operation = GenAIKeys.operation(traceloopKind: s(.traceloopKind)) }
         var tokens = SIMD8<Int64>()
         tokens[GenAISpan.Lane.input] = n(.input)
         tokens[GenAISpan.Lane.output] = n(.output)
@@ -246,14 +248,26 @@ struct GenAIScratch {
         tokens[GenAISpan.Lane.cacheCreation] = n(.cacheCreation)
         tokens[GenAISpan.Lane.reasoning] = n(.reasoning)
         if !has(.input) && !has(.output) { tokens[GenAISpan.Lane.totalOnly] = n(.total) }
-        let response = s(.responseModel), request = s(.requestModel)
-        let model = !response.isEmpty ? response : (!request.isEmpty ? request : s(.openInferenceModel))
+        let response = bytes(.responseModel), request = bytes(.requestModel)
+        let model = !response.isEmpty ? response : (!request.isEmpty ? request : bytes(.openInferenceModel))
+        let requestModel = request.count == model.count && (model.isEmpty || memcmpBytes(request.baseAddress!, model.baseAddress!, model.count))
+            ? UnsafeRawBufferPointer(rebasing: base[0..<0]) : request
+        let names: GenAINames
+        if has(.operation) || !(has(.openInferenceKind) || has(.requestType) || has(.traceloopKind)) {
+            names = GenAINamesInterner.shared.names((bytes(.operation), bytes(.provider), model, requestModel,
+                                                     bytes(.errorType), bytes(.toolName), bytes(.agentName)))
+        } else {
+            // Operation named by another scheme's span kind (OpenInference, OpenLLMetry): mapped first.
+            var operation = ""
+            if has(.openInferenceKind) { operation = GenAIKeys.operation(openInferenceKind: s(.openInferenceKind)) }
+            if operation.isEmpty, has(.requestType) { operation = GenAIKeys.operation(requestType: s(.requestType)) }
+            if operation.isEmpty, has(.traceloopKind) { operation = GenAIKeys.operation(traceloopKind: s(.traceloopKind)) }
+            names = GenAINames.of(operation: operation, provider: s(.provider), model: String(decoding: model, as: UTF8.self),
+                                  requestModel: String(decoding: requestModel, as: UTF8.self), errorType: s(.errorType),
+                                  toolName: s(.toolName), agentName: s(.agentName))
+        }
         return GenAISpan(
-            spanID: spanID, parentSpanID: parent,
-            role: GenAISpan.role(operation: operation, hasUsage: tokens != SIMD8()),
-            operation: operation, provider: s(.provider), model: model,
-            requestModel: request != model ? request : "", errorType: s(.errorType), toolName: s(.toolName),
-            agentName: s(.agentName), statusError: statusError, durationNanos: end > start ? end - start : 0,
-            tokens: tokens)
+            spanID: spanID, parentSpanID: parent, role: GenAISpan.role(operation: names.operation, hasUsage: tokens != SIMD8()),
+            names: names, statusError: statusError, durationNanos: end > start ? end - start : 0, tokens: tokens)
     }
 }

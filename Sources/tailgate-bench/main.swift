@@ -47,6 +47,8 @@ var results: [Result] = []
 
 @MainActor
 func measure(_ name: String, unit: String = "ns/span", items: Int, rounds: Int = 5, note: String = "", setup: () -> Void = {}, _ body: () -> Void) {
+    // `tailgate-bench memory`: only the memory of held agent runs (section 10) is measured.
+    guard CommandLine.arguments.dropFirst().first != "memory" else { return }
     var best = Double.infinity
     for _ in 0..<rounds {
         setup()
@@ -280,6 +282,9 @@ for req in held {
     heldWire += req.count
 }
 let rssGrowth = residentBytes() - rssBefore
+for (part, bytes) in buffer.memoryBreakdown() {
+    print("  " + part.padding(toLength: 30, withPad: " ", startingAt: 0) + String(format: "%6.0f B/span", Double(bytes) / Double(max(heldSpans, 1))))
+}
 let perRun = Double(buffer.bufferedBytes) / Double(buffer.bufferedTraces)
 print(String(format: "held agent runs: %d runs, %d spans, %.1f KiB wire/run; accounted %.1f KiB/run, RSS growth %.1f KiB/run → 1,000 concurrent runs ≈ %.1f MiB",
              buffer.bufferedTraces, heldSpans, Double(heldWire) / 1024 / Double(buffer.bufferedTraces), perRun / 1024,

@@ -106,9 +106,9 @@ import TailgateWire
 
     @Test func filtersSelectSpans() {
         var a = Self.chat(1, parent: 0, 100, 0)
-        a.model = "gpt-4o"
+        a.names = GenAINames.of(operation: a.operation, model: "gpt-4o")
         var b = Self.chat(2, parent: 0, 10, 0)
-        b.model = "claude"
+        b.names = GenAINames.of(operation: b.operation, model: "claude")
         var ledger = GenAILedger(spans: [a, b])
         ledger.resolve()
         #expect(ledger.totalTokens { $0.model == "gpt-4o" } == 100)
