@@ -25,8 +25,8 @@ package struct StoreConfiguration: Sendable, Equatable {
     package var durability: Durability = .buffered
     /// A segment file is closed and a new one started past this size. Default 64 MiB.
     package var segmentBytes: Int = 64 << 20
-    /// Appends are written to the file in chunks of this size (or every second). Default 1 MiB.
-    package var writeBufferBytes: Int = 64 << 10
+    /// Appends are written to the file in chunks of this size (or every second). Default 256 KiB.
+    package var writeBufferBytes: Int = 256 << 10
 
     package init(directory: String) {
         self.directory = directory
