@@ -35,15 +35,19 @@ final class FullDisk: StoreFiles, @unchecked Sendable {
     let limit: Atomic<Int>
     /// Direct writes where the file system has them (false: buffered appends only).
     let direct: Bool
-    init(limit: Int, direct: Bool = true) {
+    /// Called with each write's size before it is made (a test may hold a write there: a slow disk).
+    let onWrite: @Sendable (Int) -> Void
+    init(limit: Int, direct: Bool = true, onWrite: @escaping @Sendable (Int) -> Void = { _ in }) {
         self.limit = Atomic(limit)
         self.direct = direct
+        self.onWrite = onWrite
     }
     func list(_ directory: String) throws(StoreIOError) -> [String] { try real.list(directory) }
     func makeDirectory(_ path: String) throws(StoreIOError) { try real.makeDirectory(path) }
     func open(_ path: String, create: Bool) throws(StoreIOError) -> Int32 { try real.open(path, create: create) }
     func close(_ fd: Int32) { real.close(fd) }
     func append(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(StoreIOError) {
+        onWrite(bytes.count)
         guard written.add(bytes.count, ordering: .relaxed).newValue <= limit.load(ordering: .relaxed) else {
             // A partial write first, as a real full disk does.
             try? real.append(fd, UnsafeRawBufferPointer(rebasing: bytes.prefix(bytes.count / 2)), path: path)
@@ -53,6 +57,7 @@ final class FullDisk: StoreFiles, @unchecked Sendable {
     }
     func openForDirectWrites(_ path: String) -> Int32? { direct ? real.openForDirectWrites(path) : nil }
     func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws(StoreIOError) {
+        onWrite(bytes.count)
         guard written.add(bytes.count, ordering: .relaxed).newValue <= limit.load(ordering: .relaxed) else {
             // A partial write first (whole blocks, as a direct write can be), then the error.
             let half = bytes.count / 2 / AlignedBytes.blockBytes * AlignedBytes.blockBytes

@@ -110,41 +110,19 @@ import Testing
         try log.close(sync: false)
     }
 
-    /// The real file layer whose first write waits at a gate (a slow disk), counting the writes and their sizes.
-    final class GatedDisk: StoreFiles, @unchecked Sendable {
-        let real = POSIXStoreFiles()
+    /// A slow disk for `FullDisk.onWrite`: the first write waits at a gate; every write's size is counted.
+    final class Gate: Sendable {
         let entered = DispatchSemaphore(value: 0)
         let gate = DispatchSemaphore(value: 0)
         let sizes = Mutex<[Int]>([])
         /// The gate opened by its time bound, not by the test (appends waited for the disk).
         let timedOut = Atomic<Bool>(false)
-        private func writing(_ n: Int) {
+        func writing(_ n: Int) {
             let first = sizes.withLock { $0.append(n); return $0.count == 1 }
             guard first else { return }
             entered.signal()
             if gate.wait(timeout: .now() + 10) == .timedOut { timedOut.store(true, ordering: .relaxed) }
         }
-        func list(_ directory: String) throws(StoreIOError) -> [String] { try real.list(directory) }
-        func makeDirectory(_ path: String) throws(StoreIOError) { try real.makeDirectory(path) }
-        func open(_ path: String, create: Bool) throws(StoreIOError) -> Int32 { try real.open(path, create: create) }
-        func close(_ fd: Int32) { real.close(fd) }
-        func append(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(StoreIOError) {
-            writing(bytes.count)
-            try real.append(fd, bytes, path: path)
-        }
-        func openForDirectWrites(_ path: String) -> Int32? { real.openForDirectWrites(path) }
-        func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws(StoreIOError) {
-            writing(bytes.count)
-            try real.write(fd, bytes, at: offset, path: path)
-        }
-        func read(_ fd: Int32, offset: UInt64, count: Int, path: String) throws(StoreIOError) -> [UInt8] {
-            try real.read(fd, offset: offset, count: count, path: path)
-        }
-        func size(_ fd: Int32, path: String) throws(StoreIOError) -> UInt64 { try real.size(fd, path: path) }
-        func truncate(_ fd: Int32, to size: UInt64, path: String) throws(StoreIOError) { try real.truncate(fd, to: size, path: path) }
-        func sync(_ fd: Int32, path: String) throws(StoreIOError) { try real.sync(fd, path: path) }
-        func remove(_ path: String) throws(StoreIOError) { try real.remove(path) }
-        func lock(_ path: String) throws(StoreIOError) -> Int32 { try real.lock(path) }
     }
 
     /// A burst of appends while the disk is slow neither waits for it (appends run under a shard's lock) nor turns
@@ -152,7 +130,8 @@ import Testing
     @Test func aBurstDuringASlowWriteIsWrittenAfterItInOneWrite() throws {
         let dir = NSTemporaryDirectory() + "tailgate-segmentlog-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let files = GatedDisk()
+        let slow = Gate()
+        let files = FullDisk(limit: .max, direct: true, onWrite: { slow.writing($0) })
         try files.makeDirectory(dir)
         let log = SegmentLog(directory: dir, prefix: "t", files: files, segmentBytes: 64 << 20, writeBufferBytes: 8 << 10,
                              syncOnRoll: false)
@@ -163,18 +142,18 @@ import Testing
             refs.append(try #require(log.append(kind: 4, [p], budget: 1 << 30)).0)
             if i == 0 { continue }
             // The first full buffer went to the writer, which now waits at the gate.
-            if refs.count == 40 { #expect(files.entered.wait(timeout: .now() + 10) == .success) }
+            if refs.count == 40 { #expect(slow.entered.wait(timeout: .now() + 10) == .success) }
         }
         let burst = payloads.reduce(0) { $0 + $1.count }
         #expect(burst > 40 * (8 << 10), "the burst should be many write buffers long")
-        #expect(files.sizes.withLock { $0.count } == 1, "one write under way, none by the appends")
+        #expect(slow.sizes.withLock { $0.count } == 1, "one write under way, none by the appends")
         // Records are read from memory meanwhile.
         for j in [0, 150, 399] { #expect(log.read(refs[j]) == [4] + payloads[j]) }
-        files.gate.signal()
+        slow.gate.signal()
         try log.flush()
-        let waited = files.timedOut.load(ordering: .relaxed)
+        let waited = slow.timedOut.load(ordering: .relaxed)
         #expect(!waited, "appends waited for the slow write")
-        let sizes = files.sizes.withLock { $0 }
+        let sizes = slow.sizes.withLock { $0 }
         #expect(sizes.count <= 3, "the burst should go in one write after the first (and the flush's tail): \(sizes)")
         #expect(sizes.max()! >= burst - 2 * (8 << 10))
         let scan = SegmentLog.scan(files: files, path: log.path(try #require(try log.existingSegments().last)), seq: 1)
