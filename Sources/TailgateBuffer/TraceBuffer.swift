@@ -394,7 +394,7 @@ package final class TraceBuffer: Sendable {
         eachShard { state in
             for entry in state.traces.values {
                 parts["span bytes (used)", default: 0] += entry.spans.payloadBytes
-                parts["span bytes (spare capacity)", default: 0] += entry.spans.accountedBytes - entry.spans.payloadBytes
+                parts["span refs, array headers, spare capacity", default: 0] += entry.spans.accountedBytes - entry.spans.payloadBytes
                 parts["seen/missing span IDs", default: 0] += entry.seen.accountedBytes + entry.missing.accountedBytes
                 parts["GenAI ledger", default: 0] += entry.summary.genAI?.accountedBytes ?? 0
                 parts["per-trace overhead", default: 0] += traceOverheadBytes

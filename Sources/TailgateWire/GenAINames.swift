@@ -65,7 +65,7 @@ final class GenAINamesInterner: Sendable {
         let hash = XXH3_64bits(key.baseAddress, key.count)
         let slot = Int(truncatingIfNeeded: hash) & (Self.slots - 1)
         if let found = table.withLock({ $0[slot] }), found.hash == hash, found.key.count == key.count,
-           found.key.withUnsafeBytes({ key.count == 0 || memcmpBytes($0.baseAddress!, key.baseAddress!, key.count) }) {
+           found.key.withUnsafeBytes({ memcmpBytes($0.baseAddress!, key.baseAddress!, key.count) }) {  // a key is never empty
             return found
         }
         let made = GenAINames(key: Array(key), hash: hash)

@@ -283,7 +283,7 @@ for req in held {
 }
 let rssGrowth = residentBytes() - rssBefore
 for (part, bytes) in buffer.memoryBreakdown() {
-    print("  " + part.padding(toLength: 30, withPad: " ", startingAt: 0) + String(format: "%6.0f B/span", Double(bytes) / Double(max(heldSpans, 1))))
+    print("  " + part.padding(toLength: 44, withPad: " ", startingAt: 0) + String(format: "%6.0f B/span", Double(bytes) / Double(max(heldSpans, 1))))
 }
 let perRun = Double(buffer.bufferedBytes) / Double(buffer.bufferedTraces)
 print(String(format: "held agent runs: %d runs, %d spans, %.1f KiB wire/run; accounted %.1f KiB/run, RSS growth %.1f KiB/run → 1,000 concurrent runs ≈ %.1f MiB",
