@@ -965,6 +965,9 @@ struct ShardState {
         var current: TraceEntry? = nil
         var lastLateTrace: TraceID? = nil
         var revisit: [(TraceID, Int)] = []
+        // Read once per request, not per span (each read of the existential is a retain and a release).
+        let hasStore = store != nil
+        let walSegment = store?.walSegment
         defer {
             for (id, late) in revisit where !revise(id, now, decider, &outcome) { outcome.lateDropped += late }
         }
@@ -1008,7 +1011,7 @@ struct ShardState {
                                    planGeneration: request.planGeneration)
                 nextGeneration += 1
                 traces[span.traceID] = entry
-                if let w = store?.walSegment { entry.walSince = w }
+                if let w = walSegment { entry.walSince = w }
                 deadlines.insert(DeadlineItem(deadline: deadline, id: span.traceID, generation: entry.generation))
                 arrival.append((span.traceID, entry.generation))
                 bytes += traceOverheadBytes
@@ -1024,9 +1027,9 @@ struct ShardState {
             }
             if entry.planGeneration != request.planGeneration { entry.planGeneration = nil }
             entry.summary.add(span, genAI: request.genAI(of: span))
-            if entry.spans.isEmpty, let w = store?.walSegment { entry.walSince = min(entry.walSince, w) }
+            if entry.spans.isEmpty, let w = walSegment { entry.walSince = min(entry.walSince, w) }
             entry.spans.append(span, scope: scope, body: body)
-            if store != nil && !entry.spillQueued {
+            if hasStore && !entry.spillQueued {
                 entry.spillQueued = true
                 spillQueue.insert(DeadlineItem(deadline: now &+ timing.spillAfter, id: span.traceID, generation: entry.generation))
             }

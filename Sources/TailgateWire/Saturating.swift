@@ -31,11 +31,13 @@ extension SIMD8 where Scalar == Int64 {
     package mutating func addSaturating(_ other: Self) {
         let sum = self &+ other
         // Signed overflow: the operands share a sign and the sum's sign differs from it, i.e. the sign bit of
-        // (self ^ sum) & (other ^ sum) is set.
-        let overflow = ((self ^ sum) & (other ^ sum)) .< 0
+        // (self ^ sum) & (other ^ sum) is set; shifted down arithmetically, all ones in a lane that overflowed.
+        // (Plain vector arithmetic: a comparison's `SIMDMask` was built lane by lane through memory, and the
+        // stalled reloads made this the hottest line of a span's insert.)
+        let overflow = ((self ^ sum) & (other ^ sum)) &>> 63
         // self >> 63 is 0 for self ≥ 0 and −1 otherwise; XOR with .max gives .max or .min.
         let limit = (self &>> 63) ^ Self(repeating: .max)
-        self = sum.replacing(with: limit, where: overflow)
+        self = (sum & ~overflow) | (limit & overflow)
     }
 
     /// `self + other` lane by lane, saturating (see `addSaturating(_:)`).

@@ -201,6 +201,18 @@ let generatedSpans = generated.reduce(0) { acc, req in
 }
 let generatedBytes = generated.reduce(0) { $0 + $1.count }
 print("generated agent traffic: \(generated.count) requests, \(generatedSpans) spans, \(generatedBytes / generatedSpans) bytes/span")
+
+// `tailgate-bench profile-agents`: only scan + insert of the generated agent traffic, many rounds, for a profiler.
+if CommandLine.arguments.dropFirst().first == "profile-agents" {
+    var c = BufferConfiguration()
+    c.maxBufferedBytes = 4 << 30
+    var s = ScannedRequest()
+    for _ in 0..<10 {
+        let b = TraceBuffer(configuration: c, decider: PolicyEngine(policies), clock: ManualClock())
+        for req in generated { req.withUnsafeBytes { try! scanner.scan($0, into: &s); sink &+= b.insert(s, body: $0).buffered } }
+    }
+    exit(0)
+}
 measure("scan + insert, generated agent traffic", items: generatedSpans, setup: { buffer = TraceBuffer(configuration: config, decider: engine, clock: ManualClock()) }) {
     var s = ScannedRequest()
     for req in generated {
