@@ -47,8 +47,8 @@ var results: [Result] = []
 
 @MainActor
 func measure(_ name: String, unit: String = "ns/span", items: Int, rounds: Int = 5, note: String = "", setup: () -> Void = {}, _ body: () -> Void) {
-    // `tailgate-bench memory`: only the memory of held agent runs (section 10) is measured.
-    guard CommandLine.arguments.dropFirst().first != "memory" else { return }
+    // `tailgate-bench memory` (only the memory of held agent runs, section 10) and `profile-agents` measure nothing.
+    guard !["memory", "profile-agents"].contains(CommandLine.arguments.dropFirst().first) else { return }
     var best = Double.infinity
     for _ in 0..<rounds {
         setup()
