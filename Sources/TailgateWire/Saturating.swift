@@ -33,7 +33,7 @@ extension SIMD8 where Scalar == Int64 {
         // Signed overflow: the operands share a sign and the sum's sign differs from it, i.e. the sign bit of
         // (self ^ sum) & (other ^ sum) is set; shifted down arithmetically, all ones in a lane that overflowed.
         // (Plain vector arithmetic: a comparison's `SIMDMask` was built lane by lane through memory, and the
-        // stalled reloads made this the hottest line of a span's insert.)
+        // stalled reloads cost 3 % of scanning and inserting agent traffic; `tailgate-bench profile-agents`.)
         let overflow = ((self ^ sum) & (other ^ sum)) &>> 63
         // self >> 63 is 0 for self ≥ 0 and −1 otherwise; XOR with .max gives .max or .min.
         let limit = (self &>> 63) ^ Self(repeating: .max)
