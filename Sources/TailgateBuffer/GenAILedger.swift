@@ -15,9 +15,14 @@ package import TailgateWire
 /// Cache-read and cache-creation tokens are part of input tokens, reasoning tokens part of output tokens: they are
 /// never added on top. A span that reports only a total counts it as `totalOnly`.
 package struct GenAILedger: Sendable, Equatable {
-    package private(set) var spans: [GenAISpan] = []
+    /// The GenAI spans, in arrival order (decoded from `packed` while the ledger is packed).
+    package var spans: [GenAISpan] { packed?.decoded().spans ?? expanded }
+    private var expanded: [GenAISpan] = []
+    /// While a trace waits on disk: its spans in a compact form (see `pack`); `expanded` is then empty.
+    private var packed: PackedGenAISpans? = nil
     /// Per span of `spans`: the tokens it counts for (by `GenAISpan.Lane`), once `resolve` ran.
-    package private(set) var counted: [SIMD8<Int64>] = []
+    package var counted: [SIMD8<Int64>] { packed.map { $0.decoded().counted ?? [] } ?? expandedCounted }
+    private var expandedCounted: [SIMD8<Int64>] = []
     package private(set) var resolved = false
     /// Spans beyond this are not recorded (a trace is decided at `maxSpansPerTrace` anyway).
     package static let maxSpans = 20_000
@@ -25,7 +30,7 @@ package struct GenAILedger: Sendable, Equatable {
     package init() {}
 
     package init(spans: [GenAISpan]) {
-        self.spans = spans
+        expanded = spans
         updateAllocation()
     }
 
@@ -34,18 +39,48 @@ package struct GenAILedger: Sendable, Equatable {
     private var allocated = 96
 
     private mutating func updateAllocation() {
-        allocated = spans.capacity * MemoryLayout<GenAISpan>.stride + counted.capacity * MemoryLayout<SIMD8<Int64>>.stride + 96
+        allocated = expanded.capacity * MemoryLayout<GenAISpan>.stride + expandedCounted.capacity * MemoryLayout<SIMD8<Int64>>.stride + 96
+            + (packed?.accountedBytes ?? 0)
     }
 
     package static func == (a: GenAILedger, b: GenAILedger) -> Bool {
         a.spans == b.spans && a.counted == b.counted && a.resolved == b.resolved
     }
 
+    /// The number of GenAI spans.
+    package var count: Int { packed?.count ?? expanded.count }
+    /// The spans are held packed (see `pack`).
+    package var isPacked: Bool { packed != nil }
+
     package mutating func append(_ span: GenAISpan) {
-        guard spans.count < Self.maxSpans else { return }
-        BufferedSpans.grow(&spans, by: 1)
-        spans.append(span)
+        unpack()
+        guard expanded.count < Self.maxSpans else { return }
+        BufferedSpans.grow(&expanded, by: 1)
+        expanded.append(span)
         resolved = false
+        updateAllocation()
+    }
+
+    /// Packs the spans (and what `resolve` counted, if it ran) for a trace that waits, on disk or retained after a
+    /// drop: 112 bytes per span (plus spare capacity, plus 64 per counted span) become ~30, and that decides how many
+    /// idle runs the memory budget holds while their spans are on disk. Whatever reads the ledger next gets the same
+    /// spans and counts back (`unpack`).
+    package mutating func pack() {
+        guard packed == nil, !expanded.isEmpty else { return }
+        resolved = resolved && expandedCounted.count == expanded.count
+        packed = PackedGenAISpans(expanded, counted: resolved ? expandedCounted : nil)
+        expanded = []
+        expandedCounted = []
+        updateAllocation()
+    }
+
+    /// Undoes `pack` (`append` and `resolve` do it themselves).
+    package mutating func unpack() {
+        guard let p = packed else { return }
+        let back = p.decoded()
+        expanded = back.spans
+        expandedCounted = back.counted ?? []
+        packed = nil
         updateAllocation()
     }
 
@@ -65,11 +100,13 @@ package struct GenAILedger: Sendable, Equatable {
     /// Computes `counted`. `parentOf` gives the parent of any span of the trace the caller knows (nil when unknown);
     /// the ledger's own spans' parents are used too, so spans linked directly resolve without it.
     package mutating func resolve(parentOf: (UInt64) -> UInt64? = { _ in nil }) {
-        counted = Array(repeating: SIMD8(), count: spans.count)
+        unpack()
+        let spans = expanded
+        expandedCounted = Array(repeating: SIMD8(), count: spans.count)
         resolved = true
         updateAllocation()
         guard needsAncestry else {
-            for i in spans.indices where spans[i].hasUsage { counted[i] = spans[i].tokens }
+            for i in spans.indices where spans[i].hasUsage { expandedCounted[i] = spans[i].tokens }
             return
         }
         var reporterAt: [UInt64: Int] = [:]
@@ -108,13 +145,13 @@ package struct GenAILedger: Sendable, Equatable {
             for c in children[i] ?? [] { below.addSaturating(effective[c] ?? SIMD8()) }
             let own = spans[i].tokens
             let mine = spans[i].role == .inference ? own : Self.residual(own: own, below: below)
-            counted[i] = mine
+            expandedCounted[i] = mine
             var total = below
             total.addSaturating(mine)
             effective[i] = total
         }
         // Reporters on a cycle of parent links (never reached from a root) count their own usage.
-        for i in reporterAt.values where !visited.contains(i) { counted[i] = spans[i].tokens }
+        for i in reporterAt.values where !visited.contains(i) { expandedCounted[i] = spans[i].tokens }
     }
 
     /// What an aggregate span's usage adds over what its subtree's reports already count.
@@ -135,15 +172,125 @@ package struct GenAILedger: Sendable, Equatable {
 
     /// Tokens the trace counts (input + output + totals reported alone) over the spans `matching` accepts.
     package func totalTokens(matching: (GenAISpan) -> Bool = { _ in true }) -> Int64 {
+        if packed != nil {
+            var copy = self
+            copy.unpack()
+            return copy.totalTokens(matching: matching)
+        }
         var sum: Int64 = 0
         // Through the buffer: `spans[i]` would copy each span (retaining its strings) to pass it to `matching`.
-        spans.withUnsafeBufferPointer { spans in
-            for i in spans.indices where i < counted.count {
-                let c = counted[i]
+        expanded.withUnsafeBufferPointer { spans in
+            for i in spans.indices where i < expandedCounted.count {
+                let c = expandedCounted[i]
                 guard c != SIMD8(), matching(spans[i]) else { continue }
                 sum = saturatingAdd(sum, saturatingAdd(saturatingAdd(c[GenAISpan.Lane.input], c[GenAISpan.Lane.output]), c[GenAISpan.Lane.totalOnly]))
             }
         }
         return sum
+    }
+}
+
+/// GenAI spans packed for a trace that waits (see `GenAILedger.pack`). Per span, in order: span ID and parent span ID
+/// (8 bytes each, little-endian); a flags byte (bit 0: aggregate role, bit 1: ERROR status); the index of its names
+/// in `names` and its duration as varints; its tokens as a byte with one bit per lane that is not zero followed by
+/// each such lane's bit pattern as a varint; when the ledger was resolved, what the span counts for in the same form.
+/// Exact for every value.
+final class PackedGenAISpans: Sendable {
+    let bytes: [UInt8]
+    /// The distinct names of the spans (shared objects: one reference each).
+    let names: [GenAINames]
+    let count: Int
+    /// `counted` is packed too.
+    let resolved: Bool
+
+    init(_ spans: [GenAISpan], counted: [SIMD8<Int64>]?) {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(spans.count * 32)
+        var names: [GenAINames] = []
+        func varint(_ value: UInt64) {
+            var v = value
+            while v >= 0x80 {
+                bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)
+                v >>= 7
+            }
+            bytes.append(UInt8(v))
+        }
+        func fixed(_ value: UInt64) {
+            withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+        }
+        func lanes(_ tokens: SIMD8<Int64>) {
+            var mask: UInt8 = 0
+            for lane in 0..<8 where tokens[lane] != 0 { mask |= 1 << lane }
+            bytes.append(mask)
+            for lane in 0..<8 where mask & (1 << lane) != 0 { varint(UInt64(bitPattern: tokens[lane])) }
+        }
+        for (i, span) in spans.enumerated() {
+            fixed(span.spanID)
+            fixed(span.parentSpanID)
+            bytes.append((span.role == .aggregate ? 1 : 0) | (span.statusError ? 2 : 0))
+            // A run repeats a handful of names, the latest most often: searched from the end.
+            let index = names.lastIndex { $0 === span.names } ?? {
+                names.append(span.names)
+                return names.count - 1
+            }()
+            varint(UInt64(index))
+            varint(span.durationNanos)
+            lanes(span.tokens)
+            if let counted { lanes(counted[i]) }
+        }
+        // Copied to exact size (`Array(array)` would share the spare capacity).
+        self.bytes = bytes.withUnsafeBufferPointer { Array($0) }
+        self.names = names.withUnsafeBufferPointer { Array($0) }
+        count = spans.count
+        resolved = counted != nil
+    }
+
+    /// Memory held: this object, its two arrays (with their headers and malloc's overhead).
+    var accountedBytes: Int {
+        48 + bytes.capacity + arrayAllocationOverhead + names.capacity * MemoryLayout<GenAINames>.stride + arrayAllocationOverhead
+    }
+
+    func decoded() -> (spans: [GenAISpan], counted: [SIMD8<Int64>]?) {
+        var spans: [GenAISpan] = []
+        spans.reserveCapacity(count)
+        var counted: [SIMD8<Int64>] = []
+        if resolved { counted.reserveCapacity(count) }
+        bytes.withUnsafeBytes { raw in
+            var o = 0
+            func fixed() -> UInt64 {
+                defer { o += 8 }
+                return UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt64.self))
+            }
+            func varint() -> UInt64 {
+                var v: UInt64 = 0
+                var shift: UInt64 = 0
+                while true {
+                    let b = raw[o]
+                    o += 1
+                    v |= UInt64(b & 0x7F) << shift
+                    if b < 0x80 { return v }
+                    shift += 7
+                }
+            }
+            func lanes() -> SIMD8<Int64> {
+                let mask = raw[o]
+                o += 1
+                var tokens = SIMD8<Int64>()
+                for lane in 0..<8 where mask & (1 << lane) != 0 { tokens[lane] = Int64(bitPattern: varint()) }
+                return tokens
+            }
+            for _ in 0..<count {
+                let id = fixed(), parent = fixed()
+                let flags = raw[o]
+                o += 1
+                let names = self.names[Int(varint())]
+                let duration = varint()
+                let tokens = lanes()
+                spans.append(GenAISpan(spanID: id, parentSpanID: parent, role: flags & 1 != 0 ? .aggregate : .inference,
+                                       names: names, statusError: flags & 2 != 0, durationNanos: duration, tokens: tokens))
+                if resolved { counted.append(lanes()) }
+            }
+        }
+        return (spans, resolved ? counted : nil)
     }
 }

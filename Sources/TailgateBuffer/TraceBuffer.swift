@@ -1063,6 +1063,9 @@ struct ShardState {
     mutating func revise(_ id: TraceID, _ now: UInt64, _ decider: any TraceDecider, _ outcome: inout InsertOutcome) -> Bool {
         guard let r = retained[id] else { return false }
         guard var decision = decider.revise(r.summary) else {
+            let before = r.accountedBytes
+            r.summary.genAI?.pack()  // a late GenAI span unpacked it
+            bytes += r.accountedBytes - before
             // The late spans stay with the trace (a later span may still revise it), within the span limit.
             if r.summary.spanCount > timing.maxSpans { forget(id) }
             return false
@@ -1075,6 +1078,7 @@ struct ShardState {
         spans.append(contentsOf: r.late)
         forget(id)
         var summary = r.summary
+        summary.genAI?.unpack()
         summary.trigger = .revised
         summary.decidedAt = now
         kept.insert(id, decision, now: now)
@@ -1151,6 +1155,7 @@ struct ShardState {
         entry.seen = SmallIDMap()
         entry.seenComplete = false
         entry.walSince = .max
+        entry.summary.genAI?.pack()  // the trace waits: its ledger shrinks to a quarter until its next GenAI span
         bytes += entry.accountedBytes - before
         return true
     }
@@ -1173,6 +1178,7 @@ struct ShardState {
         entry.seen = SmallIDMap()
         entry.seenComplete = false
         entry.walSince = .max
+        entry.summary.genAI?.pack()  // the trace waits: its ledger shrinks to a quarter until its next GenAI span
         bytes += entry.accountedBytes - before
         return Int(ref.length)
     }
@@ -1212,6 +1218,7 @@ struct ShardState {
             decider.reaggregate(&entry.summary, spans: spans)
         }
         if entry.summary.genAI != nil {
+            entry.summary.genAI!.unpack()
             // The token rule walks the span tree: a spilled trace's IDs and parents are read back first.
             if entry.summary.genAI!.needsAncestry && !entry.seenComplete { rehydrate(entry) }
             let seen = entry.seen
@@ -1257,7 +1264,9 @@ struct ShardState {
         }
         let id = entry.summary.traceID
         if retained[id] != nil { forget(id) }
-        let r = RetainedTrace(summary: entry.summary, refs: refs, expires: now &+ timing.reviseWindow, headers: entry.headers)
+        var summary = entry.summary
+        summary.genAI?.pack()  // with what the decision counted, so that a revision counts the same
+        let r = RetainedTrace(summary: summary, refs: refs, expires: now &+ timing.reviseWindow, headers: entry.headers)
         retained[id] = r
         retainedOrder.append(id)
         if let segment = refs.first?.segment { retainedPins[segment, default: 0] += 1 }

@@ -229,7 +229,7 @@ package struct PolicyRuntime: TraceDecider {
             guard let facts = scanner.evaluate(span: payload, resourceBits: rb) else { return }
             summary.bits |= facts.bits
             if facts.isRoot { summary.rootBits |= facts.bits }
-            summary.sums &+= facts.sums
+            summary.sums.addSaturating(facts.sums)  // as `TraceSummary.add` does
             if summary.conversation == 0 { summary.conversation = facts.conversation }
         }
     }

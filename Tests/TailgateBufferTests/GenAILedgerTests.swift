@@ -68,6 +68,14 @@ import TailgateWire
         let others = c.others
         ledger.resolve { others[$0] }
         #expect(ledger.totalTokens() == c.total)
+        // Packed (a waiting trace), before or after resolving: the same count.
+        var packedAfter = ledger
+        packedAfter.pack()
+        #expect(packedAfter.isPacked && packedAfter.totalTokens() == c.total)
+        var packedBefore = GenAILedger(spans: c.spans)
+        packedBefore.pack()
+        packedBefore.resolve { others[$0] }
+        #expect(!packedBefore.isPacked && packedBefore.totalTokens() == c.total)
     }
 
     @Test func withoutTheParentLinksAnIntermediateStepHidesTheCalls() {
@@ -112,5 +120,53 @@ import TailgateWire
         var ledger = GenAILedger(spans: [a, b])
         ledger.resolve()
         #expect(ledger.totalTokens { $0.model == "gpt-4o" } == 100)
+    }
+
+    /// Spans with every field in use: all eight lanes, zero and extreme values, shared and distinct names.
+    static var variedSpans: [GenAISpan] {
+        var spans: [GenAISpan] = []
+        let shared = GenAINames.of(operation: "chat", provider: "openai", model: "gpt-x")
+        for i in 0..<40 {
+            var t = SIMD8<Int64>()
+            // Reported lanes are never negative (the scanner clamps); the two spare lanes carry any bit pattern.
+            for lane in 0..<6 where (i + lane) % 3 != 0 { t[lane] = [0, 1, 127, 128, 300, 1 << 40, .max][(i * 7 + lane) % 7] }
+            for lane in 6..<8 where i % 2 == 0 { t[lane] = [-1, .min, .max, 5][(i / 2 + lane) % 4] }
+            let names = i % 4 == 0 ? GenAINames.of(operation: "execute_tool", toolName: "tool-\(i)") : shared
+            spans.append(GenAISpan(spanID: UInt64(i + 1) &* 0x9E37_79B9_7F4A_7C15, parentSpanID: i == 0 ? 0 : UInt64(i) &* 0x9E37_79B9_7F4A_7C15,
+                                   role: i % 5 == 0 ? .aggregate : .inference, names: names, statusError: i % 6 == 0,
+                                   durationNanos: [0, 1, 999_999_999, .max][i % 4], tokens: t))
+        }
+        return spans
+    }
+
+    @Test(arguments: [false, true])
+    func packingGivesBackEverySpanAndCount(resolvedFirst: Bool) {
+        var ledger = GenAILedger(spans: Self.variedSpans)
+        if resolvedFirst { ledger.resolve() }
+        var packed = ledger
+        packed.pack()
+        #expect(packed.isPacked && packed.count == 40)
+        #expect(packed.spans == ledger.spans)
+        #expect(packed.counted == ledger.counted && packed.resolved == resolvedFirst)
+        #expect(packed == ledger)
+        #expect(packed.accountedBytes * 2 < ledger.accountedBytes, "\(packed.accountedBytes) of \(ledger.accountedBytes)")
+        packed.unpack()
+        #expect(!packed.isPacked && packed == ledger)
+    }
+
+    @Test func aSpanAppendedToAPackedLedgerJoinsTheOthers() {
+        var ledger = GenAILedger(spans: Self.variedSpans)
+        ledger.resolve()
+        ledger.pack()
+        let extra = Self.chat(999, parent: 1, 5, 5)
+        ledger.append(extra)
+        #expect(!ledger.isPacked && !ledger.resolved)
+        #expect(ledger.spans == Self.variedSpans + [extra])
+    }
+
+    @Test func anEmptyLedgerStaysUnpacked() {
+        var ledger = GenAILedger()
+        ledger.pack()
+        #expect(!ledger.isPacked && ledger.count == 0)
     }
 }

@@ -563,13 +563,51 @@ final class DropThenErrors: TraceDecider {
         clock.advance(by: .seconds(5))
         let dropped = buffer.decideExpired()
         #expect(dropped.count == 1 && dropped[0].decision.keep == false)
-        let ledgerBytes = try #require(dropped[0].summary.genAI?.accountedBytes)
-        #expect(ledgerBytes > 200 * 100)
-        // Retained: the ledger is counted.
-        #expect(buffer.bufferedBytes >= ledgerBytes)
+        let ledger = try #require(dropped[0].summary.genAI)
+        #expect(ledger.accountedBytes > 200 * 100 && !ledger.isPacked)
+        // Retained: the ledger is counted, packed with what the decision counted.
+        var packed = ledger
+        packed.pack()
+        #expect(packed.accountedBytes < ledger.accountedBytes / 3)
+        #expect(packed == ledger && packed.totalTokens() == 200 * 110)
+        #expect(buffer.bufferedBytes >= packed.accountedBytes)
         clock.advance(by: .seconds(61))
         _ = buffer.decideExpired()
-        #expect(buffer.bufferedBytes < ledgerBytes)
+        #expect(buffer.bufferedBytes < packed.accountedBytes)
+    }
+
+    /// A spilled trace's GenAI ledger waits packed (a quarter of the memory) and decides as it would have in memory:
+    /// the agent's usage counts only above its calls, found through a step span that is not a GenAI span and went to
+    /// disk with the rest.
+    @Test func aSpilledTracesGenAILedgerWaitsPackedAndCountsTheSame() throws {
+        let f = try Fixture()
+        func chat(_ id: UInt64) -> TestSpan {
+            TestSpan(trace: tid(1), span: id, parent: 3, attributes: [
+                ("gen_ai.operation.name", .string("chat")), ("gen_ai.request.model", .string("m")),
+                ("gen_ai.usage.input_tokens", .int(100)), ("gen_ai.usage.output_tokens", .int(10))])
+        }
+        let agent = TestSpan(trace: tid(1), span: 2, parent: 1, attributes: [
+            ("gen_ai.operation.name", .string("invoke_agent")),
+            ("gen_ai.usage.input_tokens", .int(9000)), ("gen_ai.usage.output_tokens", .int(1000))])
+        f.insert([agent, span(1, 3, parent: 2)] + (10...59).map(chat))
+        let ledgerBefore = f.buffer.memoryBreakdown().first { $0.part == "GenAI ledger" }?.bytes ?? 0
+        #expect(ledgerBefore > 51 * 112)
+        f.clock.advance(by: .seconds(11))
+        #expect(f.buffer.decideExpired().isEmpty)  // the root is missing: the run goes on
+        #expect(f.buffer.storedTraces == 1)
+        let ledgerAfter = f.buffer.memoryBreakdown().first { $0.part == "GenAI ledger" }?.bytes ?? 0
+        #expect(ledgerAfter > 0 && ledgerAfter < ledgerBefore / 3, "\(ledgerAfter) of \(ledgerBefore)")
+        // The run resumes with one more call (the ledger is unpacked for it), then the root.
+        f.insert([chat(60)])
+        f.insert([span(1, 1, error: true)])
+        f.clock.advance(by: .seconds(5))
+        let decided = f.buffer.decideExpired()
+        #expect(decided.count == 1 && decided[0].decision.keep)
+        let ledger = try #require(decided[0].summary.genAI)
+        #expect(!ledger.isPacked && ledger.spans.count == 52)
+        // 51 calls of 110 = 5,610; the agent reported 10,000 for its subtree: it adds 4,390.
+        #expect(ledger.totalTokens() == 10_000)
+        #expect(ledger.totalTokens { $0.operation == "chat" } == 5_610)
     }
 
     @Test func afterTheWindowALateErrorIsDropped() throws {
