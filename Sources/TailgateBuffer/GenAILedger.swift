@@ -19,7 +19,8 @@ package struct GenAILedger: Sendable, Equatable {
     package var spans: [GenAISpan] { packed?.decoded().spans ?? expanded }
     private var expanded: [GenAISpan] = []
     /// While a trace waits on disk: its spans in a compact form (see `pack`); `expanded` is then empty.
-    private var packed: PackedGenAISpans? = nil
+    /// (Immutable once made; `ManagedBuffer` cannot declare itself `Sendable`.)
+    nonisolated(unsafe) private var packed: PackedGenAISpans? = nil
     /// Per span of `spans`: the tokens it counts for (by `GenAISpan.Lane`), once `resolve` ran.
     package var counted: [SIMD8<Int64>] { packed.map { $0.decoded().counted ?? [] } ?? expandedCounted }
     private var expandedCounted: [SIMD8<Int64>] = []
@@ -36,11 +37,12 @@ package struct GenAILedger: Sendable, Equatable {
 
     /// Bytes held (see `accountedBytes`), kept up to date by every change: the buffer reads it on every span of the
     /// trace, and recomputing it there touched the arrays' headers (cold cache lines) for nothing.
-    private var allocated = 96
+    private var allocated = 0
 
     private mutating func updateAllocation() {
-        allocated = expanded.capacity * MemoryLayout<GenAISpan>.stride + expandedCounted.capacity * MemoryLayout<SIMD8<Int64>>.stride + 96
-            + (packed?.accountedBytes ?? 0)
+        func allocation(_ capacity: Int, _ stride: Int) -> Int { capacity == 0 ? 0 : capacity * stride + arrayAllocationOverhead }
+        allocated = allocation(expanded.capacity, MemoryLayout<GenAISpan>.stride)
+            + allocation(expandedCounted.capacity, MemoryLayout<SIMD8<Int64>>.stride) + (packed?.accountedBytes ?? 0)
     }
 
     package static func == (a: GenAILedger, b: GenAILedger) -> Bool {
@@ -68,7 +70,7 @@ package struct GenAILedger: Sendable, Equatable {
     package mutating func pack() {
         guard packed == nil, !expanded.isEmpty else { return }
         resolved = resolved && expandedCounted.count == expanded.count
-        packed = PackedGenAISpans(expanded, counted: resolved ? expandedCounted : nil)
+        packed = PackedGenAISpans.make(expanded, counted: resolved ? expandedCounted : nil)
         expanded = []
         expandedCounted = []
         updateAllocation()
@@ -195,15 +197,21 @@ package struct GenAILedger: Sendable, Equatable {
 /// in `names` and its duration as varints; its tokens as a byte with one bit per lane that is not zero followed by
 /// each such lane's bit pattern as a varint; when the ledger was resolved, what the span counts for in the same form.
 /// Exact for every value.
-final class PackedGenAISpans: Sendable {
-    let bytes: [UInt8]
-    /// The distinct names of the spans (shared objects: one reference each).
-    let names: [GenAINames]
-    let count: Int
+struct PackedGenAIHeader {
+    /// Spans packed.
+    var count: Int32
+    /// Distinct names (references at the start of the elements).
+    var nameCount: Int32
+    /// Bytes of packed spans after the references.
+    var byteCount: Int32
     /// `counted` is packed too.
-    let resolved: Bool
+    var resolved: Bool
+}
 
-    init(_ spans: [GenAISpan], counted: [SIMD8<Int64>]?) {
+/// One allocation: the header, the references to the distinct names (retained, released in `deinit`), then the
+/// packed spans.
+final class PackedGenAISpans: ManagedBuffer<PackedGenAIHeader, UInt8> {
+    static func make(_ spans: [GenAISpan], counted: [SIMD8<Int64>]?) -> PackedGenAISpans {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(spans.count * 32)
         var names: [GenAINames] = []
@@ -238,24 +246,53 @@ final class PackedGenAISpans: Sendable {
             lanes(span.tokens)
             if let counted { lanes(counted[i]) }
         }
-        // Copied to exact size (`Array(array)` would share the spare capacity).
-        self.bytes = bytes.withUnsafeBufferPointer { Array($0) }
-        self.names = names.withUnsafeBufferPointer { Array($0) }
-        count = spans.count
-        resolved = counted != nil
+        let header = PackedGenAIHeader(count: Int32(spans.count), nameCount: Int32(names.count), byteCount: Int32(bytes.count),
+                                       resolved: counted != nil)
+        let made = unsafeDowncast(create(minimumCapacity: names.count * 8 + bytes.count) { _ in header }, to: PackedGenAISpans.self)
+        made.withUnsafeMutablePointerToElements { elements in
+            let raw = UnsafeMutableRawPointer(elements)
+            for (i, n) in names.enumerated() {
+                raw.storeBytes(of: UInt(bitPattern: Unmanaged.passRetained(n).toOpaque()), toByteOffset: i * 8, as: UInt.self)
+            }
+            bytes.withUnsafeBytes { raw.advanced(by: names.count * 8).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        }
+        return made
     }
 
-    /// Memory held: this object, its two arrays (with their headers and malloc's overhead).
+    deinit {
+        withUnsafeMutablePointers { header, elements in
+            let raw = UnsafeRawPointer(elements)
+            for i in 0..<Int(header.pointee.nameCount) {
+                let bits = raw.loadUnaligned(fromByteOffset: i * 8, as: UInt.self)
+                Unmanaged<GenAINames>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!).release()
+            }
+        }
+    }
+
+    var count: Int { Int(header.count) }
+    var resolved: Bool { header.resolved }
+
+    /// Memory held: the object header, `PackedGenAIHeader`, the elements, and malloc's overhead (16-byte granules).
     var accountedBytes: Int {
-        48 + bytes.capacity + arrayAllocationOverhead + names.capacity * MemoryLayout<GenAINames>.stride + arrayAllocationOverhead
+        let size = 16 + MemoryLayout<PackedGenAIHeader>.stride + Int(header.nameCount) * 8 + Int(header.byteCount)
+        return (size + 16 + 15) & ~15
     }
 
     func decoded() -> (spans: [GenAISpan], counted: [SIMD8<Int64>]?) {
+        let h = header
         var spans: [GenAISpan] = []
-        spans.reserveCapacity(count)
+        spans.reserveCapacity(Int(h.count))
         var counted: [SIMD8<Int64>] = []
-        if resolved { counted.reserveCapacity(count) }
-        bytes.withUnsafeBytes { raw in
+        if h.resolved { counted.reserveCapacity(Int(h.count)) }
+        withUnsafeMutablePointerToElements { elements in
+            let base = UnsafeRawPointer(elements)
+            var names: [GenAINames] = []
+            names.reserveCapacity(Int(h.nameCount))
+            for i in 0..<Int(h.nameCount) {
+                let bits = base.loadUnaligned(fromByteOffset: i * 8, as: UInt.self)
+                names.append(Unmanaged<GenAINames>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!).takeUnretainedValue())
+            }
+            let raw = UnsafeRawBufferPointer(start: base.advanced(by: Int(h.nameCount) * 8), count: Int(h.byteCount))
             var o = 0
             func fixed() -> UInt64 {
                 defer { o += 8 }
@@ -279,18 +316,18 @@ final class PackedGenAISpans: Sendable {
                 for lane in 0..<8 where mask & (1 << lane) != 0 { tokens[lane] = Int64(bitPattern: varint()) }
                 return tokens
             }
-            for _ in 0..<count {
+            for _ in 0..<Int(h.count) {
                 let id = fixed(), parent = fixed()
                 let flags = raw[o]
                 o += 1
-                let names = self.names[Int(varint())]
+                let names = names[Int(varint())]
                 let duration = varint()
                 let tokens = lanes()
                 spans.append(GenAISpan(spanID: id, parentSpanID: parent, role: flags & 1 != 0 ? .aggregate : .inference,
                                        names: names, statusError: flags & 2 != 0, durationNanos: duration, tokens: tokens))
-                if resolved { counted.append(lanes()) }
+                if h.resolved { counted.append(lanes()) }
             }
         }
-        return (spans, resolved ? counted : nil)
+        return (spans, h.resolved ? counted : nil)
     }
 }

@@ -722,6 +722,10 @@ final class TraceEntry: @unchecked Sendable {
     var walSince: UInt64 = .max
     /// An item of this trace is in the shard's spill queue.
     var spillQueued = false
+    /// An item of this trace is in the shard's `arrival` queue (traces whose spans may be in memory).
+    var queuedInMemory = true
+    /// An item of this trace is in the shard's `spilledArrival` queue.
+    var queuedSpilled = false
     /// Being rebuilt from the store at start.
     var restoring = false
     /// Pass-through headers (`HeaderSets` ID) of the first request of the trace that had any.
@@ -927,6 +931,10 @@ struct ShardState {
     var deadlines = Heap<DeadlineItem>()
     /// Traces in creation order (with generation), for deciding the oldest first under memory pressure.
     var arrival: Deque<(TraceID, UInt64)> = []
+    /// Traces that `relieve` found or made spilled, in the order it did (about arrival order): kept apart so that
+    /// relieving memory never walks them again (it did, for every request, once the budget was full of spilled
+    /// traces: quadratic).
+    var spilledArrival: Deque<(TraceID, UInt64)> = []
     var bytes = 0
     var nextGeneration: UInt64 = 1
     var kept: DecisionCache
@@ -1027,7 +1035,13 @@ struct ShardState {
             }
             if entry.planGeneration != request.planGeneration { entry.planGeneration = nil }
             entry.summary.add(span, genAI: request.genAI(of: span))
-            if entry.spans.isEmpty, let w = walSegment { entry.walSince = min(entry.walSince, w) }
+            if entry.spans.isEmpty {
+                if let w = walSegment { entry.walSince = min(entry.walSince, w) }
+                if !entry.queuedInMemory {  // spilled, now in memory again: spillable under pressure
+                    entry.queuedInMemory = true
+                    arrival.append((span.traceID, entry.generation))
+                }
+            }
             entry.spans.append(span, scope: scope, body: body)
             if hasStore && !entry.spillQueued {
                 entry.spillQueued = true
@@ -1106,20 +1120,39 @@ struct ShardState {
         guard bytes > budget else { return }
         while bytes > budget, let id = retainedOrder.popFirst() { forget(id) }
         if store != nil {
-            var attempts = arrival.count
-            while bytes > budget, attempts > 0, let (id, generation) = arrival.popFirst() {
-                attempts -= 1
+            while bytes > budget, let (id, generation) = arrival.popFirst() {
                 guard let entry = traces[id], entry.generation == generation else { continue }
                 if entry.spans.isEmpty || spill(entry, now) {
-                    arrival.append((id, generation))  // stays undecided, behind the traces still in memory
+                    // Stays undecided; its spans are on disk until it gets new ones (then back in `arrival`).
+                    entry.queuedInMemory = false
+                    if !entry.queuedSpilled {
+                        entry.queuedSpilled = true
+                        spilledArrival.append((id, generation))
+                    }
                     continue
                 }
                 decided.append(decide(entry, .memoryPressure, now, decider))  // the store is full
             }
         }
-        while bytes > budget, let (id, generation) = arrival.popFirst() {
-            guard let entry = traces[id], entry.generation == generation else { continue }
+        while bytes > budget, let entry = popOldest() {
             decided.append(decide(entry, .memoryPressure, now, decider))
+        }
+    }
+
+    /// The live trace that arrived first, taken off the queues that hold it (stale items are skipped).
+    mutating func popOldest() -> TraceEntry? {
+        while true {
+            let fromSpilled: Bool
+            switch (arrival.first, spilledArrival.first) {
+            case (nil, nil): return nil
+            case (nil, _?): fromSpilled = true
+            case (_?, nil): fromSpilled = false
+            case let (a?, s?): fromSpilled = s.1 < a.1  // generations grow with arrival
+            }
+            let (id, generation) = fromSpilled ? spilledArrival.removeFirst() : arrival.removeFirst()
+            guard let entry = traces[id], entry.generation == generation else { continue }
+            if fromSpilled { entry.queuedSpilled = false } else { entry.queuedInMemory = false }
+            return entry
         }
     }
 
@@ -1301,6 +1334,10 @@ struct ShardState {
             entry.summary.add(span, genAI: request.genAI(of: span))
             if span.isRoot && span.endTime != 0 && entry.rootArrived == 0 { entry.rootArrived = mono(timing.lastSeen) }
             if ref == nil {
+                if !entry.queuedInMemory {
+                    entry.queuedInMemory = true
+                    arrival.append((trace, entry.generation))
+                }
                 entry.spans.append(span, scope: request.scopes[Int(span.scope)], body: body)
                 if let w = store?.walSegment { entry.walSince = min(entry.walSince, w) }
             }
@@ -1396,12 +1433,14 @@ struct ShardState {
         while let (id, generation) = arrival.first, traces[id]?.generation != generation {
             arrival.removeFirst()
         }
+        while let (id, generation) = spilledArrival.first, traces[id]?.generation != generation {
+            spilledArrival.removeFirst()
+        }
     }
 
     mutating func decideAll(trigger: DecisionTrigger, now: UInt64, decider: any TraceDecider, into out: inout [DecidedTrace]) {
         // Oldest first, so output order follows arrival.
-        while let (id, generation) = arrival.popFirst() {
-            guard let entry = traces[id], entry.generation == generation else { continue }
+        while let entry = popOldest() {
             out.append(decide(entry, trigger, now, decider))
         }
         for entry in Array(traces.values) {

@@ -46,7 +46,7 @@ func directoryBytes(_ dir: String) -> Int {
 }
 
 @MainActor
-func runStoreBenchmarks(policies: PolicySet, idleSpans: Int) {
+func runStoreBenchmarks(policies: PolicySet, idleSpans: Int, idleOnly: Bool = false) {
     let logger = Logger(label: "bench")
     let runtime = PolicyRuntime(policies, generation: 1)
     var chunks = AgentChunks(chunk: 4000)
@@ -80,6 +80,48 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int) {
         c.durability = durability
         c.maxDiskBytes = 64 << 30
         return try! DiskTraceStore(configuration: c, logger: logger)
+    }
+
+    // 5. Resident memory holding idle agent runs far beyond the memory budget (256 MiB): spans wait on disk.
+    func idleRuns() {
+        let dir = storeDirectory()
+        let s = store(dir: dir)
+        let budget = 256 << 20
+        let (b, _) = buffer(store: s, waitAfterRoot: .seconds(3600), memory: budget)
+        var c = AgentChunks(seed: 9000, chunk: 4000)
+        let rss0 = rss()
+        var held = 0, wire = 0, early = 0
+        let start = ContinuousClock.now
+        while held < idleSpans {
+            for r in c.next() {
+                var sc = ScannedRequest()
+                r.withUnsafeBytes {
+                    try! runtime.scanner.scan($0, into: &sc)
+                    let out = b.insert(sc, body: $0)
+                    held += out.buffered
+                    early += out.decided.count
+                }
+                wire += r.count
+            }
+        }
+        let t = seconds(ContinuousClock.now - start)
+        say(String(format: "idle runs: %.1f M spans (%d traces, %.0f MiB wire) held with a %d MiB memory budget in %.0f s: accounted %.0f MiB, RSS %.0f → %.0f MiB, store %.0f MiB on disk, %d traces decided early",
+                     Double(held) / 1e6, b.bufferedTraces, Double(wire) / 1048576, budget >> 20, t, Double(b.bufferedBytes) / 1048576,
+                     Double(rss0) / 1048576, Double(rss()) / 1048576, Double(directoryBytes(dir)) / 1048576, early))
+        if idleOnly {
+            // Alone in the process (`store-idle`), the growth is this benchmark's own.
+            say(String(format: "  RSS growth %.0f B per held trace (accounted %.0f B)", Double(rss() - rss0) / Double(max(b.bufferedTraces, 1)),
+                         Double(b.bufferedBytes) / Double(max(b.bufferedTraces, 1))))
+        }
+        for (part, bytes) in b.memoryBreakdown() {
+            say(String(format: "  %@ %.0f B per held trace", part.padding(toLength: 42, withPad: " ", startingAt: 0), Double(bytes) / Double(max(b.bufferedTraces, 1))))
+        }
+        s.close(decisions: [])
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+    if idleOnly {
+        idleRuns()
+        return
     }
 
     // 1. CPU per span of the normal flow (insert, then decide once every trace's window closed), store off / on.
@@ -178,36 +220,5 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int) {
         try? FileManager.default.removeItem(atPath: dir)
     }
 
-    // 5. Resident memory holding idle agent runs far beyond the memory budget (256 MiB): spans wait on disk.
-    do {
-        let dir = storeDirectory()
-        let s = store(dir: dir)
-        let budget = 256 << 20
-        let (b, _) = buffer(store: s, waitAfterRoot: .seconds(3600), memory: budget)
-        var c = AgentChunks(seed: 9000, chunk: 4000)
-        let rss0 = rss()
-        var held = 0, wire = 0, early = 0
-        let start = ContinuousClock.now
-        while held < idleSpans {
-            for r in c.next() {
-                var sc = ScannedRequest()
-                r.withUnsafeBytes {
-                    try! runtime.scanner.scan($0, into: &sc)
-                    let out = b.insert(sc, body: $0)
-                    held += out.buffered
-                    early += out.decided.count
-                }
-                wire += r.count
-            }
-        }
-        let t = seconds(ContinuousClock.now - start)
-        say(String(format: "idle runs: %.1f M spans (%d traces, %.0f MiB wire) held with a %d MiB memory budget in %.0f s: accounted %.0f MiB, RSS %.0f → %.0f MiB, store %.0f MiB on disk, %d traces decided early",
-                     Double(held) / 1e6, b.bufferedTraces, Double(wire) / 1048576, budget >> 20, t, Double(b.bufferedBytes) / 1048576,
-                     Double(rss0) / 1048576, Double(rss()) / 1048576, Double(directoryBytes(dir)) / 1048576, early))
-        for (part, bytes) in b.memoryBreakdown() {
-            say(String(format: "  %@ %.0f B per held trace", part.padding(toLength: 42, withPad: " ", startingAt: 0), Double(bytes) / Double(max(b.bufferedTraces, 1))))
-        }
-        s.close(decisions: [])
-        try? FileManager.default.removeItem(atPath: dir)
-    }
+    idleRuns()
 }

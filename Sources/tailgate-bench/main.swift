@@ -48,7 +48,7 @@ var results: [Result] = []
 @MainActor
 func measure(_ name: String, unit: String = "ns/span", items: Int, rounds: Int = 5, note: String = "", setup: () -> Void = {}, _ body: () -> Void) {
     // `tailgate-bench memory` (only the memory of held agent runs, section 10) and `profile-agents` measure nothing.
-    guard !["memory", "profile-agents"].contains(CommandLine.arguments.dropFirst().first) else { return }
+    guard !["memory", "profile-agents", "store-idle"].contains(CommandLine.arguments.dropFirst().first) else { return }
     var best = Double.infinity
     for _ in 0..<rounds {
         setup()
@@ -75,9 +75,11 @@ var scannedAll: [ScannedRequest] = requests.map { req in
     return s
 }
 
-// `tailgate-bench store [IDLE_SPANS]`: the durable store's benchmarks only (StoreBench.swift).
-if CommandLine.arguments.dropFirst().first == "store" {
-    runStoreBenchmarks(policies: policies, idleSpans: CommandLine.arguments.dropFirst(2).first.flatMap { Int($0) } ?? 10_000_000)
+// `tailgate-bench store [IDLE_SPANS]`: the durable store's benchmarks only (StoreBench.swift); `store-idle [IDLE_SPANS]`:
+// only the idle runs held beyond the memory budget, alone in the process (so that its RSS growth is its own).
+if let mode = CommandLine.arguments.dropFirst().first, mode == "store" || mode == "store-idle" {
+    runStoreBenchmarks(policies: policies, idleSpans: CommandLine.arguments.dropFirst(2).first.flatMap { Int($0) } ?? 10_000_000,
+                       idleOnly: mode == "store-idle")
     exit(0)
 }
 

@@ -189,6 +189,35 @@ func spanIDs(_ spans: BufferedSpans?) -> Set<UInt64> {
         #expect(decided.allSatisfy { $0.summary.spanCount == 9 && $0.summary.trigger != .memoryPressure })
     }
 
+    /// When the budget holds nothing but spilled traces' summaries, the oldest traces are decided early, oldest
+    /// first in each shard; relieving memory keeps the spilled traces out of its queue of traces in memory, so it does
+    /// not walk them again for every request (it did: quadratic time once the budget was full).
+    @Test func summariesBeyondTheBudgetDecideTheOldestFirstWithoutWalkingSpilledTraces() throws {
+        let f = try Fixture(memory: 64 << 10)  // 4 shards × 16 KiB: ~20 summaries each
+        var early = Set<TraceID>()
+        for t in 1...400 as ClosedRange<UInt64> {
+            for d in f.insert((2...4).map { span(t, $0, parent: 1, bytes: 300) }).decided {
+                #expect(d.summary.trigger == .memoryPressure)
+                early.insert(d.summary.traceID)
+            }
+        }
+        #expect(early.count > 200)
+        #expect(f.buffer.bufferedTraces + early.count == 400)
+        #expect(f.buffer.bufferedBytes <= 64 << 10)
+        // In each shard, every trace decided early arrived before every trace still waiting.
+        for shard in 0..<f.buffer.shards.count {
+            let ids = (1...400 as ClosedRange<UInt64>).filter { f.buffer.shardIndex(tid($0)) == shard }
+            let decided = ids.filter { early.contains(tid($0)) }, waiting = ids.filter { !early.contains(tid($0)) }
+            #expect(!waiting.isEmpty && (decided.max() ?? 0) < waiting.min()!)
+        }
+        // The in-memory queue holds only the traces that still have spans in memory (at most the last one per shard).
+        let queued = f.buffer.shards.map { $0.state.withLock { ($0.arrival.count, $0.spilledArrival.count, $0.traces.count) } }
+        for (inMemory, spilled, live) in queued {
+            #expect(inMemory <= 1, "arrival \(inMemory), spilled \(spilled), live \(live)")
+            #expect(spilled >= live - 1)
+        }
+    }
+
     @Test(arguments: [true, false])
     func aFullDiskFallsBackToEarlyDecisions(direct: Bool) throws {
         let f = try Fixture(memory: 64 << 10, files: FullDisk(limit: 100 << 10, direct: direct))
