@@ -21,7 +21,8 @@ REC=$OUT/agents-50k.tgrec
 [ -f "$REC" ] || $BIN generate --traces 50000 --seed 7 --rate 500 -o "$REC"
 
 echo "== 1. in process (release build)"
-.build/release/tailgate-bench store "$IDLE" | tee "$OUT/store-bench.txt"
+.build/release/tailgate-bench store | tee "$OUT/store-bench.txt"
+.build/release/tailgate-bench store-idle "$IDLE" | tee -a "$OUT/store-bench.txt"  # alone: its RSS growth is its own
 
 DATA=$(mktemp -d)
 cleanup() { pkill -f "tailgate serve --grpc-listen 127.0.0.1:$PROXY_PORT" 2>/dev/null || true; rm -rf "$DATA"; }

@@ -46,7 +46,7 @@ func directoryBytes(_ dir: String) -> Int {
 }
 
 @MainActor
-func runStoreBenchmarks(policies: PolicySet, idleSpans: Int, idleOnly: Bool = false) {
+func runStoreBenchmarks(policies: PolicySet, idleSpans: Int, idle: Bool) {
     let logger = Logger(label: "bench")
     let runtime = PolicyRuntime(policies, generation: 1)
     var chunks = AgentChunks(chunk: 4000)
@@ -108,7 +108,7 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int, idleOnly: Bool = fa
         say(String(format: "idle runs: %.1f M spans (%d traces, %.0f MiB wire) held with a %d MiB memory budget in %.0f s: accounted %.0f MiB, RSS %.0f → %.0f MiB, store %.0f MiB on disk, %d traces decided early",
                      Double(held) / 1e6, b.bufferedTraces, Double(wire) / 1048576, budget >> 20, t, Double(b.bufferedBytes) / 1048576,
                      Double(rss0) / 1048576, Double(rss()) / 1048576, Double(directoryBytes(dir)) / 1048576, early))
-        if idleOnly {
+        do {
             // Alone in the process (`store-idle`), the growth is this benchmark's own.
             say(String(format: "  RSS growth %.0f B per held trace (accounted %.0f B)", Double(rss() - rss0) / Double(max(b.bufferedTraces, 1)),
                          Double(b.bufferedBytes) / Double(max(b.bufferedTraces, 1))))
@@ -119,7 +119,7 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int, idleOnly: Bool = fa
         s.close(decisions: [])
         try? FileManager.default.removeItem(atPath: dir)
     }
-    if idleOnly {
+    if idle {
         idleRuns()
         return
     }
@@ -219,6 +219,4 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int, idleOnly: Bool = fa
         s2.close(decisions: [])
         try? FileManager.default.removeItem(atPath: dir)
     }
-
-    idleRuns()
 }

@@ -75,11 +75,11 @@ var scannedAll: [ScannedRequest] = requests.map { req in
     return s
 }
 
-// `tailgate-bench store [IDLE_SPANS]`: the durable store's benchmarks only (StoreBench.swift); `store-idle [IDLE_SPANS]`:
-// only the idle runs held beyond the memory budget, alone in the process (so that its RSS growth is its own).
+// `tailgate-bench store`: the durable store's benchmarks (StoreBench.swift) but the idle runs; `store-idle [IDLE_SPANS]`:
+// only idle runs held beyond the memory budget, alone in the process (so that its RSS growth is its own).
 if let mode = CommandLine.arguments.dropFirst().first, mode == "store" || mode == "store-idle" {
     runStoreBenchmarks(policies: policies, idleSpans: CommandLine.arguments.dropFirst(2).first.flatMap { Int($0) } ?? 10_000_000,
-                       idleOnly: mode == "store-idle")
+                       idle: mode == "store-idle")
     exit(0)
 }
 
