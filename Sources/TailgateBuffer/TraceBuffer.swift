@@ -396,6 +396,7 @@ package final class TraceBuffer: Sendable {
                 parts["span bytes (used)", default: 0] += entry.spans.payloadBytes
                 parts["span refs, array headers, spare capacity", default: 0] += entry.spans.accountedBytes - entry.spans.payloadBytes
                 parts["seen/missing span IDs", default: 0] += entry.seen.accountedBytes + entry.missing.accountedBytes
+                    + (entry.spilledIDs.isEmpty ? 0 : entry.spilledIDs.capacity * 8 + arrayAllocationOverhead)
                 parts["GenAI ledger", default: 0] += entry.summary.genAI?.accountedBytes ?? 0
                 parts["per-trace overhead", default: 0] += traceOverheadBytes
             }
@@ -716,8 +717,15 @@ final class TraceEntry: @unchecked Sendable {
     var missingLocal = 0
     /// Records of the trace's spans in the store, in log order (`spans` holds the spans that arrived since).
     var diskRefs: [SpillRef] = []
-    /// False after a spill: `seen` then lacks the IDs of the spans on disk, read back at the trace's next span.
+    /// Sorted IDs of spans moved to the store since `seen` last held them all (8 bytes a span instead of a map entry
+    /// with its parent). Enough to recognise duplicates and arrived parents, so a span reaching a spilled trace does
+    /// not read the trace back; the parents themselves are read back only when the token rule needs them.
+    var spilledIDs: [UInt64] = []
+    /// `seen` and `spilledIDs` hold every span of the trace. False after a restart from the index (which has no
+    /// span IDs): read back at the trace's next span.
     var seenComplete = true
+    /// `seen` has every span with its parent.
+    var linksInMemory: Bool { seenComplete && spilledIDs.isEmpty }
     /// Sync durability: the oldest write-ahead segment holding spans of `spans` (`.max`: none).
     var walSince: UInt64 = .max
     /// An item of this trace is in the shard's spill queue.
@@ -743,8 +751,33 @@ final class TraceEntry: @unchecked Sendable {
     }
 
     var accountedBytes: Int {
-        spans.accountedBytes + traceOverheadBytes
-            + seen.accountedBytes + missing.accountedBytes + (summary.genAI?.accountedBytes ?? 0)
+        spans.accountedBytes + traceOverheadBytes + seen.accountedBytes + missing.accountedBytes
+            + (spilledIDs.isEmpty ? 0 : spilledIDs.capacity * 8 + arrayAllocationOverhead) + (summary.genAI?.accountedBytes ?? 0)
+    }
+
+    /// The spans in memory went to the store: their IDs join `spilledIDs` (exact capacity) and `seen` is emptied.
+    func moveSeenToSpilledIDs() {
+        guard !seen.isEmpty else { return }
+        var ids = spilledIDs
+        ids.append(contentsOf: seen.entries.lazy.map { $0.0 })
+        ids.sort()
+        spilledIDs = ids.withUnsafeBufferPointer { Array($0) }
+        seen = SmallIDMap()
+    }
+
+    /// A span with this ID has arrived (in memory or stored).
+    @inline(__always)
+    func hasSpan(_ id: UInt64) -> Bool {
+        if seen[id] != nil { return true }
+        guard !spilledIDs.isEmpty else { return false }
+        return spilledIDs.withUnsafeBufferPointer { ids in
+            var lo = 0, hi = ids.count
+            while lo < hi {
+                let mid = (lo + hi) >> 1
+                if ids[mid] < id { lo = mid + 1 } else { hi = mid }
+            }
+            return lo < ids.count && ids[lo] == id
+        }
     }
 
     /// A root has arrived and no span waits for a parent.
@@ -752,10 +785,10 @@ final class TraceEntry: @unchecked Sendable {
 
     /// Records a span's IDs; false when the trace already has a span with this ID (a duplicate delivery).
     func record(spanID: UInt64, parent: UInt64, parentIsRemote: Bool?) -> Bool {
-        guard seen[spanID] == nil else { return false }
+        guard !hasSpan(spanID) else { return false }
         seen.set(spanID, parent)
         if let was = missing.remove(spanID), was == .local { missingLocal -= 1 }
-        if parent != 0 && seen[parent] == nil {
+        if parent != 0 && !hasSpan(parent) {
             let locality: ParentLocality = parentIsRemote.map { $0 ? .remote : .local } ?? .unknown
             // One span of its own process saying "local" settles it, whichever span named the parent first (a callee
             // in another service names the same span as its remote parent, and often exports first).
@@ -1185,8 +1218,7 @@ struct ShardState {
         entry.diskRefs.append(ref)
         storedBytes += Int(ref.length)
         entry.spans = BufferedSpans()
-        entry.seen = SmallIDMap()
-        entry.seenComplete = false
+        entry.moveSeenToSpilledIDs()
         entry.walSince = .max
         entry.summary.genAI?.pack()  // the trace waits: its ledger shrinks to a quarter until its next GenAI span
         bytes += entry.accountedBytes - before
@@ -1208,22 +1240,25 @@ struct ShardState {
         storedBytes += Int(ref.length) - entry.storedBytes
         entry.diskRefs = [ref]
         entry.spans = BufferedSpans()
-        entry.seen = SmallIDMap()
-        entry.seenComplete = false
+        entry.moveSeenToSpilledIDs()
         entry.walSince = .max
         entry.summary.genAI?.pack()  // the trace waits: its ledger shrinks to a quarter until its next GenAI span
         bytes += entry.accountedBytes - before
         return Int(ref.length)
     }
 
-    /// Reads back the IDs of a spilled trace's stored spans, so that duplicates and parents are recognised.
+    /// Reads back the IDs and parents of a spilled trace's stored spans into `seen`.
     mutating func rehydrate(_ entry: TraceEntry) {
         entry.seenComplete = true
-        guard let store, !entry.diskRefs.isEmpty else { return }
+        guard let store, !entry.diskRefs.isEmpty else {
+            entry.spilledIDs = []
+            return
+        }
         let before = entry.accountedBytes
         var stored = BufferedSpans()
         _ = store.read(entry.diskRefs, into: &stored)
         for (id, parent) in stored.spanLinks() { entry.seen.set(id, parent) }
+        entry.spilledIDs = []
         bytes += entry.accountedBytes - before
     }
 
@@ -1253,7 +1288,7 @@ struct ShardState {
         if entry.summary.genAI != nil {
             entry.summary.genAI!.unpack()
             // The token rule walks the span tree: a spilled trace's IDs and parents are read back first.
-            if entry.summary.genAI!.needsAncestry && !entry.seenComplete { rehydrate(entry) }
+            if entry.summary.genAI!.needsAncestry && !entry.linksInMemory { rehydrate(entry) }
             let seen = entry.seen
             entry.summary.genAI!.resolve { seen[$0] }
         }
@@ -1380,10 +1415,7 @@ struct ShardState {
         for entry in traces.values where entry.restoring {
             entry.restoring = false
             let before = entry.accountedBytes
-            if entry.spans.isEmpty && !entry.diskRefs.isEmpty {
-                entry.seen = SmallIDMap()
-                entry.seenComplete = false
-            }
+            if entry.spans.isEmpty && !entry.diskRefs.isEmpty { entry.moveSeenToSpilledIDs() }
             bytes += entry.accountedBytes - before
             let (deadline, _) = entry.deadline(timing)
             entry.scheduled = deadline

@@ -32,7 +32,11 @@ private final class MemoryTraceStore: TraceStore, @unchecked Sendable {
         return SpillRef(segment: 1, offset: UInt64(index), length: UInt32(bytes.count))
     }
 
+    /// Calls of `read`.
+    let reads = Atomic<Int>(0)
+
     func read(_ refs: [SpillRef], into spans: inout BufferedSpans) -> Bool {
+        reads.add(1, ordering: .relaxed)
         for ref in refs {
             let bytes = records.withLock { $0[Int(ref.offset)] }
             guard let decoded = try? bytes.withUnsafeBytes({ try BufferedSpans.decode($0) }) else { return false }
@@ -295,5 +299,37 @@ private let remoteParent: UInt32 = 0x300
         a.decidedAt = 42
         #expect(a == Decision(keep: true, policy: 0))
         #expect(a != Decision(keep: false, policy: 0))
+    }
+}
+
+@Suite struct SpilledTraceTests {
+    /// A span reaching a spilled trace is checked against the stored spans' IDs kept in memory, without reading the
+    /// trace back (under memory pressure an agent run is spilled again and again while its spans keep coming): a
+    /// duplicate of a stored span is recognised, and a parent on disk is not waited for.
+    @Test func spansReachingASpilledTraceDoNotReadItBack() throws {
+        let clock = ManualClock()
+        let store = MemoryTraceStore()
+        let buffer = TraceBuffer(configuration: configuration(), decider: ErrorDecider(), clock: clock, store: store)
+        _ = insert(buffer, [TestSpan(trace: tid(1), span: 2, parent: 1), TestSpan(trace: tid(1), span: 3, parent: 2)])
+        clock.advance(by: .seconds(11))
+        #expect(buffer.decideExpired().isEmpty)
+        #expect(store.recordCount == 1 && buffer.inspect(tid(1))?.pending?.spansInMemory == 0)
+
+        let out = insert(buffer, [TestSpan(trace: tid(1), span: 3, parent: 2), TestSpan(trace: tid(1), span: 4, parent: 3)])
+        #expect(out.duplicates == 1 && out.buffered == 1)
+        #expect(store.reads.load(ordering: .relaxed) == 0)
+        // Spilled again, then the root: nothing is missing, so the trace is decided 5 s after the root (not at the
+        // 120 s maximum age, as it would be if a stored parent counted as missing).
+        clock.advance(by: .seconds(11))
+        _ = buffer.decideExpired()
+        #expect(store.recordCount == 2)
+        _ = insert(buffer, [TestSpan(trace: tid(1), span: 1, status: .error)])
+        #expect(store.reads.load(ordering: .relaxed) == 0)
+        let p = try #require(buffer.inspect(tid(1))?.pending)
+        #expect(p.missingLocal == 0 && p.missingUnknown == 0 && p.missingRemote == 0)
+        clock.advance(by: .seconds(5))
+        let decided = buffer.decideExpired()
+        #expect(decided.count == 1 && decided.first?.summary.trigger == .root)
+        #expect(decided.first?.spans?.count == 4)
     }
 }
