@@ -211,50 +211,66 @@ struct PackedGenAIHeader {
 /// One allocation: the header, the references to the distinct names (retained, released in `deinit`), then the
 /// packed spans.
 final class PackedGenAISpans: ManagedBuffer<PackedGenAIHeader, UInt8> {
+    /// Packs `spans` (and `counted`, when given) in two passes: sizes and distinct names, then the bytes written in
+    /// place (every dropped trace retained for the revise window is packed, so this runs for most traces).
     static func make(_ spans: [GenAISpan], counted: [SIMD8<Int64>]?) -> PackedGenAISpans {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(spans.count * 32)
+        @inline(__always) func varintSize(_ v: UInt64) -> Int { v < 0x80 ? 1 : (64 - v.leadingZeroBitCount + 6) / 7 }
+        @inline(__always) func lanesSize(_ t: SIMD8<Int64>) -> Int {
+            var n = 1
+            for lane in 0..<8 where t[lane] != 0 { n += varintSize(UInt64(bitPattern: t[lane])) }
+            return n
+        }
+        // A run repeats a handful of names, the latest most often: searched from the end.
+        func index(_ names: [GenAINames], _ n: GenAINames) -> Int? { names.lastIndex { $0 === n } }
         var names: [GenAINames] = []
-        func varint(_ value: UInt64) {
-            var v = value
-            while v >= 0x80 {
-                bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)
-                v >>= 7
-            }
-            bytes.append(UInt8(v))
-        }
-        func fixed(_ value: UInt64) {
-            withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
-        }
-        func lanes(_ tokens: SIMD8<Int64>) {
-            var mask: UInt8 = 0
-            for lane in 0..<8 where tokens[lane] != 0 { mask |= 1 << lane }
-            bytes.append(mask)
-            for lane in 0..<8 where mask & (1 << lane) != 0 { varint(UInt64(bitPattern: tokens[lane])) }
-        }
+        var size = 0
         for (i, span) in spans.enumerated() {
-            fixed(span.spanID)
-            fixed(span.parentSpanID)
-            bytes.append((span.role == .aggregate ? 1 : 0) | (span.statusError ? 2 : 0))
-            // A run repeats a handful of names, the latest most often: searched from the end.
-            let index = names.lastIndex { $0 === span.names } ?? {
-                names.append(span.names)
-                return names.count - 1
-            }()
-            varint(UInt64(index))
-            varint(span.durationNanos)
-            lanes(span.tokens)
-            if let counted { lanes(counted[i]) }
+            let k: Int
+            if let found = index(names, span.names) { k = found } else { k = names.count; names.append(span.names) }
+            size += 17 + varintSize(UInt64(k)) + varintSize(span.durationNanos) + lanesSize(span.tokens)
+            if let counted { size += lanesSize(counted[i]) }
         }
-        let header = PackedGenAIHeader(count: Int32(spans.count), nameCount: Int32(names.count), byteCount: Int32(bytes.count),
+        let header = PackedGenAIHeader(count: Int32(spans.count), nameCount: Int32(names.count), byteCount: Int32(size),
                                        resolved: counted != nil)
-        let made = unsafeDowncast(create(minimumCapacity: names.count * 8 + bytes.count) { _ in header }, to: PackedGenAISpans.self)
+        let made = unsafeDowncast(create(minimumCapacity: names.count * 8 + size) { _ in header }, to: PackedGenAISpans.self)
         made.withUnsafeMutablePointerToElements { elements in
             let raw = UnsafeMutableRawPointer(elements)
             for (i, n) in names.enumerated() {
                 raw.storeBytes(of: UInt(bitPattern: Unmanaged.passRetained(n).toOpaque()), toByteOffset: i * 8, as: UInt.self)
             }
-            bytes.withUnsafeBytes { raw.advanced(by: names.count * 8).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            var p = raw.advanced(by: names.count * 8).assumingMemoryBound(to: UInt8.self)
+            @inline(__always) func varint(_ value: UInt64) {
+                var v = value
+                while v >= 0x80 {
+                    p.pointee = UInt8(truncatingIfNeeded: v) | 0x80
+                    p += 1
+                    v >>= 7
+                }
+                p.pointee = UInt8(v)
+                p += 1
+            }
+            @inline(__always) func fixed(_ value: UInt64) {
+                UnsafeMutableRawPointer(p).storeBytes(of: value.littleEndian, as: UInt64.self)
+                p += 8
+            }
+            @inline(__always) func lanes(_ tokens: SIMD8<Int64>) {
+                var mask: UInt8 = 0
+                for lane in 0..<8 where tokens[lane] != 0 { mask |= 1 << lane }
+                p.pointee = mask
+                p += 1
+                for lane in 0..<8 where mask & (1 << lane) != 0 { varint(UInt64(bitPattern: tokens[lane])) }
+            }
+            for (i, span) in spans.enumerated() {
+                fixed(span.spanID)
+                fixed(span.parentSpanID)
+                p.pointee = (span.role == .aggregate ? 1 : 0) | (span.statusError ? 2 : 0)
+                p += 1
+                varint(UInt64(index(names, span.names)!))
+                varint(span.durationNanos)
+                lanes(span.tokens)
+                if let counted { lanes(counted[i]) }
+            }
+            precondition(p == raw.advanced(by: names.count * 8 + size).assumingMemoryBound(to: UInt8.self), "packed size")
         }
         return made
     }
