@@ -86,7 +86,7 @@ package struct GenAILedger: Sendable, Equatable {
         updateAllocation()
     }
 
-    /// Bytes held, for the buffer's memory accounting (strings of up to 15 bytes are stored inline).
+    /// Bytes held, for the buffer's memory accounting: the arrays' allocations, or the packed form's one.
     package var accountedBytes: Int { allocated }
 
     /// Whether the rule needs the trace's span tree: an aggregate span reports usage and another span does too.
