@@ -1249,16 +1249,14 @@ struct ShardState {
 
     /// Reads back the IDs and parents of a spilled trace's stored spans into `seen`.
     mutating func rehydrate(_ entry: TraceEntry) {
-        entry.seenComplete = true
-        guard let store, !entry.diskRefs.isEmpty else {
-            entry.spilledIDs = []
-            return
-        }
         let before = entry.accountedBytes
-        var stored = BufferedSpans()
-        _ = store.read(entry.diskRefs, into: &stored)
-        for (id, parent) in stored.spanLinks() { entry.seen.set(id, parent) }
-        entry.spilledIDs = []
+        entry.seenComplete = true
+        entry.spilledIDs = []  // `seen` gets them back, with their parents
+        if let store, !entry.diskRefs.isEmpty {
+            var stored = BufferedSpans()
+            _ = store.read(entry.diskRefs, into: &stored)
+            for (id, parent) in stored.spanLinks() { entry.seen.set(id, parent) }
+        }
         bytes += entry.accountedBytes - before
     }
 

@@ -82,7 +82,7 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int, idle: Bool) {
         return try! DiskTraceStore(configuration: c, logger: logger)
     }
 
-    // 5. Resident memory holding idle agent runs far beyond the memory budget (256 MiB): spans wait on disk.
+    // `store-idle`: resident memory holding idle agent runs far beyond the memory budget (256 MiB): spans wait on disk.
     func idleRuns() {
         let dir = storeDirectory()
         let s = store(dir: dir)
@@ -108,11 +108,9 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int, idle: Bool) {
         say(String(format: "idle runs: %.1f M spans (%d traces, %.0f MiB wire) held with a %d MiB memory budget in %.0f s: accounted %.0f MiB, RSS %.0f → %.0f MiB, store %.0f MiB on disk, %d traces decided early",
                      Double(held) / 1e6, b.bufferedTraces, Double(wire) / 1048576, budget >> 20, t, Double(b.bufferedBytes) / 1048576,
                      Double(rss0) / 1048576, Double(rss()) / 1048576, Double(directoryBytes(dir)) / 1048576, early))
-        do {
-            // Alone in the process (`store-idle`), the growth is this benchmark's own.
-            say(String(format: "  RSS growth %.0f B per held trace (accounted %.0f B)", Double(rss() - rss0) / Double(max(b.bufferedTraces, 1)),
-                         Double(b.bufferedBytes) / Double(max(b.bufferedTraces, 1))))
-        }
+        // Alone in its process (`store-idle`), the growth is this benchmark's own.
+        say(String(format: "  RSS growth %.0f B per held trace (accounted %.0f B)", Double(rss() - rss0) / Double(max(b.bufferedTraces, 1)),
+                     Double(b.bufferedBytes) / Double(max(b.bufferedTraces, 1))))
         for (part, bytes) in b.memoryBreakdown() {
             say(String(format: "  %@ %.0f B per held trace", part.padding(toLength: 42, withPad: " ", startingAt: 0), Double(bytes) / Double(max(b.bufferedTraces, 1))))
         }

@@ -47,7 +47,8 @@ var results: [Result] = []
 
 @MainActor
 func measure(_ name: String, unit: String = "ns/span", items: Int, rounds: Int = 5, note: String = "", setup: () -> Void = {}, _ body: () -> Void) {
-    // `tailgate-bench memory` (only the memory of held agent runs, section 10) and `profile-agents` measure nothing.
+    // `tailgate-bench memory` (only the memory of held agent runs, section 10), `profile-agents` and `store-idle`
+    // time nothing here.
     guard !["memory", "profile-agents", "store-idle"].contains(CommandLine.arguments.dropFirst().first) else { return }
     var best = Double.infinity
     for _ in 0..<rounds {
