@@ -211,6 +211,11 @@ package protocol TraceDecider: Sendable {
     /// A dropped trace with late spans: the keep a deterministic policy now gives it, or nil (see
     /// `BufferConfiguration.reviseWindow`).
     func revise(_ trace: TraceSummary) -> Decision?
+    /// Scans an encoded request as ingest does (a cold trace's records read back, to rebuild its summary); false when
+    /// the bytes do not scan. A decider that returns false from `canRescan` never sees a trace go cold.
+    func rescan(_ body: UnsafeRawBufferPointer, into request: inout ScannedRequest) -> Bool
+    /// Whether `rescan` works: only then may a spilled trace's summary leave memory (`ColdTrace`).
+    var canRescan: Bool { get }
 }
 
 extension TraceDecider {
@@ -218,6 +223,8 @@ extension TraceDecider {
     package func policyName(_ decision: Decision) -> String { decision.policy >= 0 ? "policy \(decision.policy)" : "" }
     package func reaggregate(_ summary: inout TraceSummary, spans: BufferedSpans) {}
     package func revise(_ trace: TraceSummary) -> Decision? { nil }
+    package func rescan(_ body: UnsafeRawBufferPointer, into request: inout ScannedRequest) -> Bool { false }
+    package var canRescan: Bool { false }
 }
 
 /// A span kept encoded: which scope it came from and where its payload sits in `BufferedSpans.data`.
@@ -388,6 +395,11 @@ package final class TraceBuffer: Sendable {
     /// Traces currently buffered.
     package var bufferedTraces: Int { tracesGauge.load(ordering: .relaxed) }
 
+    /// Undecided traces that are cold (`ColdTrace`: only their records' places and timers in memory).
+    package var coldTraces: Int {
+        shards.reduce(0) { $0 + $1.state.withLock { $0.cold.count } }
+    }
+
     /// Where the undecided traces' accounted memory goes (benchmarks): bytes per part, summed over every trace.
     package func memoryBreakdown() -> [(part: String, bytes: Int)] {
         var parts: [String: Int] = [:]
@@ -399,6 +411,9 @@ package final class TraceBuffer: Sendable {
                     + (entry.spilledIDs.isEmpty ? 0 : entry.spilledIDs.capacity * 8 + arrayAllocationOverhead)
                 parts["GenAI ledger", default: 0] += entry.summary.genAI?.accountedBytes ?? 0
                 parts["per-trace overhead", default: 0] += traceOverheadBytes
+            }
+            for c in state.cold.values {
+                parts["cold traces (record places, timers)", default: 0] += c.accountedBytes
             }
         }
         return parts.sorted { $0.value > $1.value }.map { ($0.key, $0.value) }
@@ -512,6 +527,7 @@ package final class TraceBuffer: Sendable {
         var out: [DecidedTrace] = []
         var persisted = 0
         eachShard { state in
+            persisted += state.cold.count  // on disk already
             for entry in Array(state.traces.values) {
                 if entry.spans.isEmpty || state.spill(entry, now) {
                     persisted += 1
@@ -534,6 +550,9 @@ package final class TraceBuffer: Sendable {
                     let p = min(entry.diskRefs.first?.segment ?? .max, entry.walSince)
                     if p != .max { m = min(m ?? p, p) }
                 }
+                for c in state.cold.values {
+                    if let p = c.refs.first?.segment { m = min(m ?? p, p) }
+                }
                 if let p = state.retainedPins.keys.min() { m = min(m ?? p, p) }
                 return m
             }
@@ -553,6 +572,11 @@ package final class TraceBuffer: Sendable {
                 let p = min(entry.diskRefs.first?.segment ?? .max, entry.walSince)
                 guard p < segment else { continue }
                 guard let n = state.consolidate(entry, now) else { return }
+                written += n
+            }
+            for (id, c) in Array(state.cold) where written < maxBytes {
+                guard let p = c.refs.first?.segment, p < segment else { continue }
+                guard let n = state.consolidateCold(id, now) else { return }
                 written += n
             }
         }
@@ -594,6 +618,18 @@ package final class TraceBuffer: Sendable {
                                             refs: entry.diskRefs, headers: headerSets.pairs(entry.headers),
                                             aggregatesCurrent: entry.planGeneration == plan))
                 }
+                for (id, c) in state.cold {
+                    var summary = TraceSummary(traceID: id)
+                    summary.spanCount = Int(c.spanCount)
+                    let timing = SpillTiming(firstSeen: state.wall(c.firstSeen, now: now, wallNow: wall),
+                                             lastSeen: state.wall(c.lastSeen, now: now, wallNow: wall),
+                                             rootArrived: state.wall(c.rootArrived, now: now, wallNow: wall))
+                    var t = IndexedTrace(summary: summary, timing: timing, missing: [], refs: c.refs,
+                                         headers: headerSets.pairs(c.headers), aggregatesCurrent: false)
+                    t.cold = true
+                    t.deadline = state.wall(c.scheduled, now: now, wallNow: wall)
+                    out.append(t)
+                }
                 return true
             }
             if !ok { return nil }
@@ -623,7 +659,7 @@ package final class TraceBuffer: Sendable {
     package func restoreDecision(trace: TraceID, decision: Decision) {
         let now = clock.now()
         shards[shardIndex(trace)].state.withLock { state in
-            guard state.traces[trace] == nil else { return }
+            guard state.traces[trace] == nil, state.cold[trace] == nil else { return }
             if decision.keep { state.kept.insert(trace, decision, now: now) } else { state.dropped.insert(trace, decision, now: now) }
         }
     }
@@ -915,6 +951,32 @@ final class RetainedTrace: @unchecked Sendable {
 /// Memory counted per retained dropped trace (its summary and index entries).
 let retainedOverheadBytes = 384
 
+/// A spilled trace whose summary left memory too, when the memory bound was reached with every span already on disk:
+/// only where its records are and its timers. Its summary, span IDs, missing parents and GenAI ledger are rebuilt
+/// from the records (read back and scanned as at recovery) when a span of it arrives or when it is due; its decision
+/// is the one it would have had. About 240 B a trace where a spilled one keeps ~1.4 KiB, so that waiting agent runs
+/// in the hundreds of thousands fit a memory bound of a few hundred MiB.
+struct ColdTrace {
+    /// The trace's records, in log order.
+    var refs: [SpillRef]
+    let generation: UInt64
+    /// Deadline of the trace's live heap item: the decision it is due for (computed when it went cold).
+    var scheduled: UInt64
+    var firstSeen: UInt64
+    var lastSeen: UInt64
+    var rootArrived: UInt64
+    var headers: UInt32
+    /// Spans the trace had (those that cannot be read back are reported as unreadable at the decision).
+    var spanCount: UInt32
+
+    var accountedBytes: Int { coldTraceOverheadBytes + refs.capacity * MemoryLayout<SpillRef>.stride + arrayAllocationOverhead }
+    var storedBytes: Int { refs.reduce(0) { $0 + Int($1.length) } }
+}
+
+/// Memory counted per cold trace besides its records' places: its dictionary slot (key and 56-byte value at the
+/// table's load factor), its deadline heap item and its `coldArrival` item, with their arrays' spare capacity.
+let coldTraceOverheadBytes = 176
+
 struct DeadlineItem: Comparable {
     var deadline: UInt64
     var id: TraceID
@@ -968,6 +1030,9 @@ struct ShardState {
     /// relieving memory never walks them again (it did, for every request, once the budget was full of spilled
     /// traces: quadratic).
     var spilledArrival: Deque<(TraceID, UInt64)> = []
+    /// Cold traces (`ColdTrace`): spilled traces whose summary left memory too, and the order they went cold in.
+    var cold: [TraceID: ColdTrace] = [:]
+    var coldArrival: Deque<(TraceID, UInt64)> = []
     var bytes = 0
     var nextGeneration: UInt64 = 1
     var kept: DecisionCache
@@ -985,9 +1050,9 @@ struct ShardState {
     /// Retained traces by the segment of their first record: the oldest segment they pin, without walking them all.
     var retainedPins: [UInt64: Int] = [:]
 
-    var snapshot: TraceBuffer.Delta { .init(traces: traces.count, bytes: bytes, storedBytes: storedBytes, storedTraces: storedTraces) }
+    var snapshot: TraceBuffer.Delta { .init(traces: traces.count + cold.count, bytes: bytes, storedBytes: storedBytes, storedTraces: storedTraces) }
     func delta(since s: TraceBuffer.Delta) -> TraceBuffer.Delta {
-        .init(traces: traces.count - s.traces, bytes: bytes - s.bytes, storedBytes: storedBytes - s.storedBytes,
+        .init(traces: traces.count + cold.count - s.traces, bytes: bytes - s.bytes, storedBytes: storedBytes - s.storedBytes,
               storedTraces: storedTraces - s.storedTraces)
     }
 
@@ -1020,6 +1085,8 @@ struct ShardState {
                 entry = c
             } else if let found = traces[span.traceID] {
                 entry = found
+            } else if !cold.isEmpty, let thawed = thaw(span.traceID, decider) {
+                entry = thawed
             } else if let decision = kept[span.traceID] {
                 if let g = request.genAI(of: span) { outcome.lateGenAI.append(g) }
                 if let last = outcome.lateKept.indices.last, lastLateTrace == span.traceID {
@@ -1164,12 +1231,105 @@ struct ShardState {
                     }
                     continue
                 }
-                decided.append(decide(entry, .memoryPressure, now, decider))  // the store is full
+                arrival.prepend((id, generation))  // the store is full: spilled traces go cold first, then early decisions
+                break
+            }
+            // Spilled traces' summaries leave memory too, the longest-spilled first.
+            if decider.canRescan {
+                while bytes > budget, let (id, generation) = spilledArrival.popFirst() {
+                    guard let entry = traces[id], entry.generation == generation else { continue }
+                    entry.queuedSpilled = false
+                    if entry.spans.isEmpty && !entry.diskRefs.isEmpty && !entry.restoring { freeze(entry) }
+                }
             }
         }
         while bytes > budget, let entry = popOldest() {
             decided.append(decide(entry, .memoryPressure, now, decider))
         }
+        // Only cold traces left, and still over: the oldest of them are decided early.
+        while bytes > budget, let (id, generation) = coldArrival.popFirst() {
+            guard cold[id]?.generation == generation, let entry = thaw(id, decider) else { continue }
+            decided.append(decide(entry, .memoryPressure, now, decider))
+        }
+    }
+
+    /// A spilled trace (no span in memory) goes cold: its summary and span IDs leave memory; `ColdTrace` keeps where
+    /// its records are and its timers.
+    mutating func freeze(_ entry: TraceEntry) {
+        let id = entry.summary.traceID
+        traces.removeValue(forKey: id)
+        bytes -= entry.accountedBytes
+        var scheduled = entry.scheduled
+        // The decision it is due for now, so that no earlier heap item makes it read back before then.
+        let (due, _) = entry.deadline(timing)
+        if due > scheduled {
+            scheduled = due
+            deadlines.insert(DeadlineItem(deadline: due, id: id, generation: entry.generation))
+        }
+        let c = ColdTrace(refs: entry.diskRefs.withUnsafeBufferPointer { Array($0) }, generation: entry.generation,
+                          scheduled: scheduled, firstSeen: entry.firstSeen, lastSeen: entry.lastSeen,
+                          rootArrived: entry.rootArrived, headers: entry.headers,
+                          spanCount: UInt32(clamping: entry.summary.spanCount))
+        cold[id] = c
+        coldArrival.append((id, entry.generation))
+        bytes += c.accountedBytes
+    }
+
+    /// A cold trace back in memory, as it was when it went cold (spilled); nil when it is not cold.
+    mutating func thaw(_ id: TraceID, _ decider: any TraceDecider) -> TraceEntry? {
+        guard let c = cold.removeValue(forKey: id) else { return nil }
+        bytes -= c.accountedBytes
+        let entry = rebuild(id, c, decider)
+        traces[id] = entry
+        bytes += entry.accountedBytes
+        // Spilled again: it may go cold again under pressure (after the traces that have waited longer).
+        entry.queuedSpilled = true
+        spilledArrival.append((id, c.generation))
+        return entry
+    }
+
+    /// The in-memory state of a cold trace, rebuilt from its records with the decider's scanner (as at recovery).
+    /// Spans that cannot be read back still count in `spanCount` (reported as unreadable at the decision).
+    func rebuild(_ id: TraceID, _ c: ColdTrace, _ decider: any TraceDecider) -> TraceEntry {
+        let entry = TraceEntry(id: id, generation: c.generation, now: c.firstSeen, scheduled: c.scheduled,
+                               planGeneration: decider.planGeneration)
+        entry.lastSeen = c.lastSeen
+        entry.rootArrived = c.rootArrived
+        entry.headers = c.headers
+        entry.diskRefs = c.refs
+        entry.queuedInMemory = false
+        var stored = BufferedSpans()
+        if let store { _ = store.read(c.refs, into: &stored) }
+        var request = ScannedRequest()
+        let scanned = stored.isEmpty ? false : stored.encodeRequest().withUnsafeBytes { decider.rescan($0, into: &request) }
+        if scanned {
+            if request.planGeneration != decider.planGeneration { entry.planGeneration = nil }
+            for span in request.spans where span.traceID == id {
+                guard entry.record(spanID: span.spanID, parent: span.parentSpanID, parentIsRemote: span.parentIsRemote) else { continue }
+                entry.summary.add(span, genAI: request.genAI(of: span))
+            }
+        }
+        entry.summary.spanCount = max(entry.summary.spanCount, Int(c.spanCount))
+        entry.moveSeenToSpilledIDs()
+        entry.summary.genAI?.pack()
+        return entry
+    }
+
+    /// Rewrites a cold trace's records as one (see `consolidate(_:_:)`); the bytes written, nil when there is no room.
+    mutating func consolidateCold(_ id: TraceID, _ now: UInt64) -> Int? {
+        guard let store, var c = cold[id] else { return nil }
+        var all = BufferedSpans()
+        _ = store.read(c.refs, into: &all)
+        let wallNow = store.wallNow()
+        let t = SpillTiming(firstSeen: wall(c.firstSeen, now: now, wallNow: wallNow), lastSeen: wall(c.lastSeen, now: now, wallNow: wallNow),
+                            rootArrived: wall(c.rootArrived, now: now, wallNow: wallNow))
+        guard let ref = store.append(trace: id, spans: all, timing: t, supersedes: true, headers: headerSets.pairs(c.headers)) else { return nil }
+        bytes -= c.accountedBytes
+        storedBytes += Int(ref.length) - c.storedBytes
+        c.refs = [ref]
+        cold[id] = c
+        bytes += c.accountedBytes
+        return Int(ref.length)
     }
 
     /// The live trace that arrived first, taken off the queues that hold it (stale items are skipped).
@@ -1386,7 +1546,22 @@ struct ShardState {
     mutating func importIndexed(_ t: IndexedTrace, planGeneration: UInt64, headers: UInt32, now: UInt64, wall: UInt64) {
         func mono(_ w: UInt64) -> UInt64 { self.mono(w, now: now, wallNow: wall) }
         let id = t.summary.traceID
-        guard traces[id] == nil else { return }
+        guard traces[id] == nil, cold[id] == nil else { return }
+        if t.cold {
+            // The deadline is in the future (unlike the other times): as far ahead of this clock as of the wall clock.
+            let scheduled = t.deadline > wall ? now &+ (t.deadline - wall) : mono(t.deadline)
+            let c = ColdTrace(refs: t.refs, generation: nextGeneration, scheduled: scheduled, firstSeen: mono(t.timing.firstSeen),
+                              lastSeen: mono(t.timing.lastSeen), rootArrived: mono(t.timing.rootArrived), headers: headers,
+                              spanCount: UInt32(clamping: t.summary.spanCount))
+            nextGeneration += 1
+            cold[id] = c
+            coldArrival.append((id, c.generation))
+            deadlines.insert(DeadlineItem(deadline: c.scheduled, id: id, generation: c.generation))
+            bytes += c.accountedBytes
+            storedTraces += 1
+            storedBytes += c.storedBytes
+            return
+        }
         let entry = TraceEntry(id: id, generation: nextGeneration, now: mono(t.timing.firstSeen), scheduled: .max,
                                planGeneration: planGeneration)
         nextGeneration += 1
@@ -1429,7 +1604,13 @@ struct ShardState {
     mutating func decideExpired(now: UInt64, decider: any TraceDecider, into out: inout [DecidedTrace]) {
         while let top = deadlines.min, top.deadline <= now {
             _ = deadlines.removeMin()
-            guard let entry = traces[top.id], entry.generation == top.generation, entry.scheduled == top.deadline else {
+            var found = traces[top.id]
+            var wasCold = false
+            if found == nil, let c = cold[top.id], c.generation == top.generation, c.scheduled == top.deadline {
+                found = thaw(top.id, decider)
+                wasCold = true
+            }
+            guard let entry = found, entry.generation == top.generation, entry.scheduled == top.deadline else {
                 continue  // decided already, or a superseded item
             }
             let (deadline, trigger) = entry.deadline(timing)
@@ -1438,6 +1619,7 @@ struct ShardState {
             } else {
                 entry.scheduled = deadline
                 deadlines.insert(DeadlineItem(deadline: deadline, id: top.id, generation: top.generation))
+                if wasCold { freeze(entry) }
             }
         }
         // Traces quiet for `spillAfter` move to the store.
@@ -1466,6 +1648,9 @@ struct ShardState {
         while let (id, generation) = spilledArrival.first, traces[id]?.generation != generation {
             spilledArrival.removeFirst()
         }
+        while let (id, generation) = coldArrival.first, cold[id]?.generation != generation {
+            coldArrival.removeFirst()
+        }
     }
 
     mutating func decideAll(trigger: DecisionTrigger, now: UInt64, decider: any TraceDecider, into out: inout [DecidedTrace]) {
@@ -1475,6 +1660,13 @@ struct ShardState {
         }
         for entry in Array(traces.values) {
             out.append(decide(entry, trigger, now, decider))
+        }
+        // Cold traces, oldest first, each read back to be decided.
+        while let (id, _) = coldArrival.popFirst() {
+            if let entry = thaw(id, decider) { out.append(decide(entry, trigger, now, decider)) }
+        }
+        for id in Array(cold.keys) {
+            if let entry = thaw(id, decider) { out.append(decide(entry, trigger, now, decider)) }
         }
         deadlines = Heap()
         spillQueue = Heap()

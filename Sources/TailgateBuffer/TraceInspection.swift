@@ -74,7 +74,8 @@ extension TraceBuffer {
         let now = clock.now()
         let decider = self.decider
         return shards[shardIndex(id)].state.withLock { state -> TraceInspection? in
-            if let entry = state.traces[id] {
+            // A cold trace is rebuilt from its records for the look (it stays cold).
+            if let entry = state.traces[id] ?? state.cold[id].map({ state.rebuild(id, $0, decider) }) {
                 var summary = entry.summary
                 let (deadline, trigger) = entry.deadline(state.timing)
                 var reaggregated = false

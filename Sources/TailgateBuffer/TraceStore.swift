@@ -46,6 +46,11 @@ package struct IndexedTrace: Sendable {
     package var headers: [(String, String)]
     /// The summary's plan-dependent aggregates were computed under one plan (not mixed across a reload).
     package var aggregatesCurrent: Bool
+    /// A cold trace: the buffer held only its records' places and times (`summary` has just the trace ID and span
+    /// count, `missing` is empty); it is rebuilt from its records when a span arrives or at `deadline`.
+    package var cold = false
+    /// Cold traces: when the trace is due for a decision, wall-clock nanoseconds.
+    package var deadline: UInt64 = 0
 
     package init(summary: TraceSummary, timing: SpillTiming, missing: [(UInt64, UInt8)], refs: [SpillRef],
                 headers: [(String, String)], aggregatesCurrent: Bool) {

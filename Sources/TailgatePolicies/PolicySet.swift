@@ -206,6 +206,12 @@ package struct PolicyRuntime: TraceDecider {
         return decision
     }
 
+    package func rescan(_ body: UnsafeRawBufferPointer, into request: inout ScannedRequest) -> Bool {
+        (try? scanner.scan(body, into: &request)) != nil
+    }
+
+    package var canRescan: Bool { true }
+
     package func revise(_ trace: TraceSummary) -> Decision? {
         guard !dryRun, var decision = engine.revise(trace) else { return nil }
         decision.generation = generation

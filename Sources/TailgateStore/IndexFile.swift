@@ -12,7 +12,9 @@ import TailgateWire
 /// count u32, traces, decision count u32, decisions (as decision records), CRC-32 of everything before it u32.
 enum IndexFile {
     static let magic: [UInt8] = Array("TGINDEX".utf8) + [0]
-    static let version: UInt32 = 2
+    /// 3: the flags byte after the timing may say the trace is cold (bit 1), followed by its deadline (u64, wall
+    /// clock). Version 2 files (no cold traces) are read too.
+    static let version: UInt32 = 3
 
     struct Contents {
         var planKey: UInt64
@@ -48,7 +50,8 @@ enum IndexFile {
             w.u64(t.timing.firstSeen)
             w.u64(t.timing.lastSeen)
             w.u64(t.timing.rootArrived)
-            w.bytes.append(t.aggregatesCurrent ? 1 : 0)
+            w.bytes.append((t.aggregatesCurrent ? 1 : 0) | (t.cold ? 2 : 0))
+            if t.cold { w.u64(t.deadline) }
             w.u32(UInt32(t.missing.count))
             for (id, locality) in t.missing {
                 w.u64(id)
@@ -76,7 +79,7 @@ enum IndexFile {
         let crc = bytes.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: bytes.count - 4, as: UInt32.self)) }
         guard SegmentLog.checksum(body) == crc else { return nil }
         var r = Reader(bytes: body, offset: 8)
-        guard let version = r.u32(), version == Self.version, let planKey = r.u64(), let lastSegment = r.u64(),
+        guard let version = r.u32(), version == Self.version || version == 2, let planKey = r.u64(), let lastSegment = r.u64(),
               let lastSize = r.u64(), let count = r.u32() else { return nil }
         var traces: [IndexedTrace] = []
         traces.reserveCapacity(Int(count))
@@ -94,7 +97,7 @@ enum IndexFile {
                 s.sums[i] = Int64(bitPattern: v)
             }
             guard let es = r.u64(), let le = r.u64(), let rootSeen = r.u8(), let spanBytes = r.u64(), let rv = r.u64(),
-                  let conversation = r.u64(), let genAI = r.genAI(), let first = r.u64(), let last = r.u64(), let root = r.u64(), let current = r.u8(), let nMissing = r.u32()
+                  let conversation = r.u64(), let genAI = r.genAI(), let first = r.u64(), let last = r.u64(), let root = r.u64(), let current = r.u8()
             else { return nil }
             s.earliestStart = es
             s.latestEnd = le
@@ -103,6 +106,12 @@ enum IndexFile {
             s.randomness = rv
             s.conversation = conversation
             s.genAI = genAI.isEmpty ? nil : GenAILedger(spans: genAI)
+            var deadline: UInt64 = 0
+            if current & 2 != 0 {
+                guard let d = r.u64() else { return nil }
+                deadline = d
+            }
+            guard let nMissing = r.u32() else { return nil }
             var missing: [(UInt64, UInt8)] = []
             for _ in 0..<nMissing {
                 guard let pid = r.u64(), let l = r.u8() else { return nil }
@@ -117,7 +126,9 @@ enum IndexFile {
             guard let (headers, next) = DiskTraceStore.headers(in: body, at: r.offset) else { return nil }
             r.offset = next
             traces.append(IndexedTrace(summary: s, timing: SpillTiming(firstSeen: first, lastSeen: last, rootArrived: root),
-                                       missing: missing, refs: refs, headers: headers, aggregatesCurrent: current != 0))
+                                       missing: missing, refs: refs, headers: headers, aggregatesCurrent: current & 1 != 0))
+            traces[traces.count - 1].cold = current & 2 != 0
+            traces[traces.count - 1].deadline = deadline
         }
         guard let nDecisions = r.u32() else { return nil }
         var decisions: [(TraceID, Bool, KeepWeight, String)] = []

@@ -84,7 +84,8 @@ struct Fixture {
     let plan: AttributePlan
 
     init(dir: String = temporaryDirectory(), durability: StoreConfiguration.Durability = .buffered, maxDisk: Int = 1 << 30,
-         segmentBytes: Int = 64 << 20, memory: Int = 1 << 30, files: any StoreFiles = POSIXStoreFiles()) throws {
+         segmentBytes: Int = 64 << 20, memory: Int = 1 << 30, files: any StoreFiles = POSIXStoreFiles(),
+         decider: any TraceDecider = ErrorKeeper()) throws {
         self.dir = dir
         var config = StoreConfiguration(directory: dir)
         config.durability = durability
@@ -100,7 +101,7 @@ struct Fixture {
         b.maxTraceAge = .seconds(600)
         b.spillAfter = .seconds(10)
         b.maxBufferedBytes = memory
-        buffer = TraceBuffer(configuration: b, decider: ErrorKeeper(), clock: clock, store: store)
+        buffer = TraceBuffer(configuration: b, decider: decider, clock: clock, store: store)
         plan = AttributePlan()
     }
 
