@@ -149,7 +149,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "tailgate-bench", dependencies: [
-            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateLoadtest", "TailgateStore",
+            "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateLoadtest", "TailgateStore", "CTailgateSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
 

@@ -361,6 +361,7 @@ package final class TraceBuffer: Sendable {
     private let bytesGauge = Atomic<Int>(0)
     private let storedBytesGauge = Atomic<Int>(0)
     private let storedTracesGauge = Atomic<Int>(0)
+    private let coldGauge = Atomic<Int>(0)
     /// The on-disk tier, if any.
     package let store: (any TraceStore)?
     /// Pass-through header sets of traces (written with their records in the store).
@@ -396,9 +397,7 @@ package final class TraceBuffer: Sendable {
     package var bufferedTraces: Int { tracesGauge.load(ordering: .relaxed) }
 
     /// Undecided traces that are cold (`ColdTrace`: only their records' places and timers in memory).
-    package var coldTraces: Int {
-        shards.reduce(0) { $0 + $1.state.withLock { $0.cold.count } }
-    }
+    package var coldTraces: Int { coldGauge.load(ordering: .relaxed) }
 
     /// Where the undecided traces' accounted memory goes (benchmarks): bytes per part, summed over every trace.
     package func memoryBreakdown() -> [(part: String, bytes: Int)] {
@@ -418,6 +417,27 @@ package final class TraceBuffer: Sendable {
         }
         return parts.sorted { $0.value > $1.value }.map { ($0.key, $0.value) }
     }
+    /// Sizes of the shards' bookkeeping (benchmarks): entries and capacity of the trace tables, queues and heaps,
+    /// summed over the shards.
+    package func bookkeeping() -> [(part: String, count: Int, capacity: Int)] {
+        var out: [String: (Int, Int)] = [:]
+        func add(_ part: String, _ count: Int, _ capacity: Int) {
+            out[part, default: (0, 0)].0 += count
+            out[part, default: (0, 0)].1 += capacity
+        }
+        eachShard { state in
+            add("traces", state.traces.count, state.traces.capacity)
+            add("cold", state.cold.count, state.cold.capacity)
+            add("deadline heap", state.deadlines.count, state.deadlines.count)
+            add("spill heap", state.spillQueue.count, state.spillQueue.count)
+            add("arrival", state.arrival.count, state.arrival.count)
+            add("spilledArrival", state.spilledArrival.count, state.spilledArrival.count)
+            add("coldArrival", state.coldArrival.count, state.coldArrival.count)
+            add("retained", state.retained.count, state.retained.capacity)
+        }
+        return out.sorted { $0.key < $1.key }.map { ($0.key, $0.value.0, $0.value.1) }
+    }
+
     /// Bytes currently buffered (span payloads plus index).
     package var bufferedBytes: Int { bytesGauge.load(ordering: .relaxed) }
     /// Bytes of undecided traces' records in the store.
@@ -479,13 +499,14 @@ package final class TraceBuffer: Sendable {
         apply(delta)
     }
 
-    struct Delta { var traces: Int; var bytes: Int; var storedBytes: Int; var storedTraces: Int }
+    struct Delta { var traces: Int; var bytes: Int; var storedBytes: Int; var storedTraces: Int; var cold: Int }
 
     private func apply(_ delta: Delta) {
         if delta.traces != 0 { tracesGauge.add(delta.traces, ordering: .relaxed) }
         if delta.bytes != 0 { bytesGauge.add(delta.bytes, ordering: .relaxed) }
         if delta.storedBytes != 0 { storedBytesGauge.add(delta.storedBytes, ordering: .relaxed) }
         if delta.storedTraces != 0 { storedTracesGauge.add(delta.storedTraces, ordering: .relaxed) }
+        if delta.cold != 0 { coldGauge.add(delta.cold, ordering: .relaxed) }
     }
 
     /// Runs `body` on every shard's state under its lock, keeping the gauges right.
@@ -551,7 +572,7 @@ package final class TraceBuffer: Sendable {
                     if p != .max { m = min(m ?? p, p) }
                 }
                 for c in state.cold.values {
-                    if let p = c.refs.first?.segment { m = min(m ?? p, p) }
+                    if let p = c.firstSegment { m = min(m ?? p, p) }
                 }
                 if let p = state.retainedPins.keys.min() { m = min(m ?? p, p) }
                 return m
@@ -575,7 +596,7 @@ package final class TraceBuffer: Sendable {
                 written += n
             }
             for (id, c) in Array(state.cold) where written < maxBytes {
-                guard let p = c.refs.first?.segment, p < segment else { continue }
+                guard let p = c.firstSegment, p < segment else { continue }
                 guard let n = state.consolidateCold(id, now) else { return }
                 written += n
             }
@@ -957,8 +978,9 @@ let retainedOverheadBytes = 384
 /// is the one it would have had. About 240 B a trace where a spilled one keeps ~1.4 KiB, so that waiting agent runs
 /// in the hundreds of thousands fit a memory bound of a few hundred MiB.
 struct ColdTrace {
-    /// The trace's records, in log order.
-    var refs: [SpillRef]
+    /// The trace's records, in log order, packed.
+    var packedRefs: [PackedSpillRef]
+    var refs: [SpillRef] { packedRefs.map(\.ref) }
     let generation: UInt64
     /// Deadline of the trace's live heap item: the decision it is due for (computed when it went cold).
     var scheduled: UInt64
@@ -969,13 +991,34 @@ struct ColdTrace {
     /// Spans the trace had (those that cannot be read back are reported as unreadable at the decision).
     var spanCount: UInt32
 
-    var accountedBytes: Int { coldTraceOverheadBytes + refs.capacity * MemoryLayout<SpillRef>.stride + arrayAllocationOverhead }
-    var storedBytes: Int { refs.reduce(0) { $0 + Int($1.length) } }
+    var accountedBytes: Int { coldTraceOverheadBytes + packedRefs.capacity * MemoryLayout<PackedSpillRef>.stride + arrayAllocationOverhead }
+    var storedBytes: Int { packedRefs.reduce(0) { $0 + Int($1.length) } }
+    var firstSegment: UInt64? { packedRefs.first.map { UInt64($0.segment) } }
+
+    /// The records' places packed, with exact capacity; nil when one does not fit (the trace then stays warm).
+    static func pack(_ refs: [SpillRef]) -> [PackedSpillRef]? {
+        guard refs.allSatisfy({ $0.segment <= UInt32.max && $0.offset <= UInt32.max }) else { return nil }
+        return [PackedSpillRef](unsafeUninitializedCapacity: refs.count) { out, count in
+            for (i, r) in refs.enumerated() {
+                out[i] = PackedSpillRef(segment: UInt32(r.segment), offset: UInt32(r.offset), length: r.length)
+            }
+            count = refs.count
+        }
+    }
 }
 
-/// Memory counted per cold trace besides its records' places: its dictionary slot (key and 56-byte value at the
-/// table's load factor), its deadline heap item and its `coldArrival` item, with their arrays' spare capacity.
-let coldTraceOverheadBytes = 176
+/// A `SpillRef` in 12 bytes instead of 24 (segment numbers and offsets within a segment below 2³²).
+struct PackedSpillRef {
+    var segment: UInt32
+    var offset: UInt32
+    var length: UInt32
+    var ref: SpillRef { SpillRef(segment: UInt64(segment), offset: UInt64(offset), length: length) }
+}
+
+/// Memory counted per cold trace besides its records' places: its dictionary slot (16-byte key and 56-byte value at
+/// the table's typical load, ~128 B), its deadline heap item and its `coldArrival` item with their arrays' spare
+/// capacity (~48 and ~32 B).
+let coldTraceOverheadBytes = 208
 
 struct DeadlineItem: Comparable {
     var deadline: UInt64
@@ -1050,10 +1093,12 @@ struct ShardState {
     /// Retained traces by the segment of their first record: the oldest segment they pin, without walking them all.
     var retainedPins: [UInt64: Int] = [:]
 
-    var snapshot: TraceBuffer.Delta { .init(traces: traces.count + cold.count, bytes: bytes, storedBytes: storedBytes, storedTraces: storedTraces) }
+    var snapshot: TraceBuffer.Delta {
+        .init(traces: traces.count + cold.count, bytes: bytes, storedBytes: storedBytes, storedTraces: storedTraces, cold: cold.count)
+    }
     func delta(since s: TraceBuffer.Delta) -> TraceBuffer.Delta {
         .init(traces: traces.count + cold.count - s.traces, bytes: bytes - s.bytes, storedBytes: storedBytes - s.storedBytes,
-              storedTraces: storedTraces - s.storedTraces)
+              storedTraces: storedTraces - s.storedTraces, cold: cold.count - s.cold)
     }
 
     init(timing: Timing, store: (any TraceStore)?, headerSets: HeaderSets) {
@@ -1256,6 +1301,7 @@ struct ShardState {
     /// A spilled trace (no span in memory) goes cold: its summary and span IDs leave memory; `ColdTrace` keeps where
     /// its records are and its timers.
     mutating func freeze(_ entry: TraceEntry) {
+        guard let packed = ColdTrace.pack(entry.diskRefs) else { return }
         let id = entry.summary.traceID
         traces.removeValue(forKey: id)
         bytes -= entry.accountedBytes
@@ -1266,7 +1312,7 @@ struct ShardState {
             scheduled = due
             deadlines.insert(DeadlineItem(deadline: due, id: id, generation: entry.generation))
         }
-        let c = ColdTrace(refs: entry.diskRefs.withUnsafeBufferPointer { Array($0) }, generation: entry.generation,
+        let c = ColdTrace(packedRefs: packed, generation: entry.generation,
                           scheduled: scheduled, firstSeen: entry.firstSeen, lastSeen: entry.lastSeen,
                           rootArrived: entry.rootArrived, headers: entry.headers,
                           spanCount: UInt32(clamping: entry.summary.spanCount))
@@ -1323,10 +1369,12 @@ struct ShardState {
         let wallNow = store.wallNow()
         let t = SpillTiming(firstSeen: wall(c.firstSeen, now: now, wallNow: wallNow), lastSeen: wall(c.lastSeen, now: now, wallNow: wallNow),
                             rootArrived: wall(c.rootArrived, now: now, wallNow: wallNow))
-        guard let ref = store.append(trace: id, spans: all, timing: t, supersedes: true, headers: headerSets.pairs(c.headers)) else { return nil }
+        // (Should the new place not pack, the old records stay in use: they hold the same spans.)
+        guard let ref = store.append(trace: id, spans: all, timing: t, supersedes: true, headers: headerSets.pairs(c.headers)),
+              let packed = ColdTrace.pack([ref]) else { return nil }
         bytes -= c.accountedBytes
         storedBytes += Int(ref.length) - c.storedBytes
-        c.refs = [ref]
+        c.packedRefs = packed
         cold[id] = c
         bytes += c.accountedBytes
         return Int(ref.length)
@@ -1547,10 +1595,10 @@ struct ShardState {
         func mono(_ w: UInt64) -> UInt64 { self.mono(w, now: now, wallNow: wall) }
         let id = t.summary.traceID
         guard traces[id] == nil, cold[id] == nil else { return }
-        if t.cold {
+        if t.cold, let packed = ColdTrace.pack(t.refs) {  // (`IndexFile` rejects an index whose cold places do not pack)
             // The deadline is in the future (unlike the other times): as far ahead of this clock as of the wall clock.
             let scheduled = t.deadline > wall ? now &+ (t.deadline - wall) : mono(t.deadline)
-            let c = ColdTrace(refs: t.refs, generation: nextGeneration, scheduled: scheduled, firstSeen: mono(t.timing.firstSeen),
+            let c = ColdTrace(packedRefs: packed, generation: nextGeneration, scheduled: scheduled, firstSeen: mono(t.timing.firstSeen),
                               lastSeen: mono(t.timing.lastSeen), rootArrived: mono(t.timing.rootArrived), headers: headers,
                               spanCount: UInt32(clamping: t.summary.spanCount))
             nextGeneration += 1

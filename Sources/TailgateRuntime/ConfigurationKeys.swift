@@ -193,9 +193,13 @@ extension TailgateConfiguration {
             }, render: { ($0.onShutdown ?? .persist).rawValue }),
             .duration("spill_after", \.buffer.spillAfter, "a trace this long without a new span moves its spans to disk"),
             .duration("revise_window", \.buffer.reviseWindow, "dropped traces' spans kept on disk for late errors; 0 = off"),
-            .value("segment_bytes", ["size of one segment file"], read: { v, p in
+            .value("segment_bytes", ["size of one segment file (64KiB to 1GiB)"], read: { v, p in
                 guard let n = p.reader.size(v, what: "segment_bytes") else { return }
-                if n >= 1 << 16 { p.config.store.segmentBytes = n } else { p.reader.error(v, "store.segment_bytes must be at least 64KiB") }
+                if n >= 1 << 16 && n <= 1 << 30 {
+                    p.config.store.segmentBytes = n
+                } else {
+                    p.reader.error(v, "store.segment_bytes must be between 64KiB and 1GiB")
+                }
             }, render: { formatSize($0.store.segmentBytes) }),
         ]),
         .section("limits", [

@@ -565,6 +565,7 @@ extension DebugRoutes {
                 ("disk_bytes", .int(store.diskBytes)),
                 ("max_disk_bytes", .int(store.configuration.maxDiskBytes)),
                 ("traces", .int(buffer.storedTraces)),
+                ("cold_traces", .int(buffer.coldTraces)),
                 ("trace_bytes", .int(buffer.storedBytes)),
             ])
         }

@@ -257,6 +257,7 @@ package final class Pipeline: TraceIngestHandler, Sendable {
         metrics.bytesBuffered.record(buffer.bufferedBytes)
         if store != nil {
             metrics.storeTraces.record(buffer.storedTraces)
+            metrics.storeColdTraces.record(buffer.coldTraces)
             metrics.storeTraceBytes.record(buffer.storedBytes)
         }
     }

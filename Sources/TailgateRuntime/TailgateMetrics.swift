@@ -76,6 +76,7 @@ package final class TailgateMetrics: Sendable, ForwarderObserver {
     let storeDiskBytes: CoreMetrics.Gauge
     let storeDiskBudget: CoreMetrics.Gauge
     let storeTraces: CoreMetrics.Gauge
+    let storeColdTraces: CoreMetrics.Gauge
     let storeTraceBytes: CoreMetrics.Gauge
     let storeRecoveredTraces: CoreMetrics.Gauge
     let storeRecoveredRecords: CoreMetrics.Gauge
@@ -179,6 +180,7 @@ package final class TailgateMetrics: Sendable, ForwarderObserver {
         storeDiskBytes = CoreMetrics.Gauge(label: "tailgate_store_disk_bytes", factory: factory)
         storeDiskBudget = CoreMetrics.Gauge(label: "tailgate_store_disk_budget_bytes", factory: factory)
         storeTraces = CoreMetrics.Gauge(label: "tailgate_store_traces", factory: factory)
+        storeColdTraces = CoreMetrics.Gauge(label: "tailgate_store_cold_traces", factory: factory)
         storeTraceBytes = CoreMetrics.Gauge(label: "tailgate_store_trace_bytes", factory: factory)
         storeRecoveredTraces = CoreMetrics.Gauge(label: "tailgate_store_recovered_traces", factory: factory)
         storeRecoveredRecords = CoreMetrics.Gauge(label: "tailgate_store_recovered_records", factory: factory)

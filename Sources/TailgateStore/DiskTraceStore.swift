@@ -23,7 +23,8 @@ package struct StoreConfiguration: Sendable, Equatable {
     package var maxDiskBytes: Int = 10 << 30
     /// Default `buffered`.
     package var durability: Durability = .buffered
-    /// A segment file is closed and a new one started past this size. Default 64 MiB.
+    /// A segment file is closed and a new one started past this size: 64 KiB to 1 GiB (record places are kept in 32
+    /// bits for cold traces). Default 64 MiB.
     package var segmentBytes: Int = 64 << 20
     /// Appends are written to the file in chunks of this size (or every second). Default 256 KiB.
     package var writeBufferBytes: Int = 256 << 10

@@ -127,6 +127,8 @@ enum IndexFile {
             r.offset = next
             traces.append(IndexedTrace(summary: s, timing: SpillTiming(firstSeen: first, lastSeen: last, rootArrived: root),
                                        missing: missing, refs: refs, headers: headers, aggregatesCurrent: current & 1 != 0))
+            // A cold trace's places must fit the buffer's packed form (they always do: segments are at most 1 GiB).
+            if current & 2 != 0 && !refs.allSatisfy({ $0.segment <= UInt32.max && $0.offset <= UInt32.max }) { return nil }
             traces[traces.count - 1].cold = current & 2 != 0
             traces[traces.count - 1].deadline = deadline
         }

@@ -1,5 +1,6 @@
 // `tailgate-bench store [SPANS]`: what the durable store costs and how fast it moves, in a release build. Prints numbers;
 // asserts nothing about time. Uses the system's temporary directory (each run cleans up after itself).
+import CTailgateSupport
 import Foundation
 import Logging
 import TailgateBuffer
@@ -90,10 +91,13 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int, idle: Bool) {
         let (b, _) = buffer(store: s, waitAfterRoot: .seconds(3600), memory: budget)
         var c = AgentChunks(seed: 9000, chunk: 4000)
         let rss0 = rss()
-        var held = 0, wire = 0, early = 0
+        var held = 0, wire = 0, early = 0, requests = 0
         let start = ContinuousClock.now
         while held < idleSpans {
             for r in c.next() {
+                // The server's decision tick (the clock stands still, so nothing is due): it tidies the queues.
+                requests += 1
+                if requests % 10 == 0 { early += b.decideExpired().count }
                 var sc = ScannedRequest()
                 r.withUnsafeBytes {
                     try! runtime.scanner.scan($0, into: &sc)
@@ -113,6 +117,12 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int, idle: Bool) {
                      Double(b.bufferedBytes) / Double(max(b.bufferedTraces, 1))))
         for (part, bytes) in b.memoryBreakdown() {
             say(String(format: "  %@ %.0f B per held trace", part.padding(toLength: 42, withPad: " ", startingAt: 0), Double(bytes) / Double(max(b.bufferedTraces, 1))))
+        }
+        // As the server does every few seconds: memory freed but held by the allocator goes back to the system.
+        _ = tailgate_trim_malloc()
+        say(String(format: "  RSS after the allocator's trim: %.0f MiB", Double(rss()) / 1048576))
+        for (part, count, capacity) in b.bookkeeping() {
+            say("  \(part.padding(toLength: 16, withPad: " ", startingAt: 0)) \(count) entries (capacity \(capacity))")
         }
         s.close(decisions: [])
         try? FileManager.default.removeItem(atPath: dir)

@@ -600,6 +600,67 @@ def test_memory_budget_spills_idle_traces_to_disk(env, receiver):
     assert not wrong, f"{len(wrong)} traces decided or delivered wrongly:\n  " + "\n  ".join(wrong[:15])
 
 
+COLD_CONFIG = BUDGET_CONFIG.replace("max_buffered_bytes: 4MiB", "max_buffered_bytes: 1MiB")
+
+
+def test_runs_beyond_the_memory_budget_go_cold_and_decide_as_before(env, receiver):
+    """2,000 waiting runs whose spilled summaries alone (~1.4 KiB each) are ~3x a 1 MiB budget: the longest-spilled
+    go cold (only their records' places and timers stay in memory) instead of being decided early. A root reaching a
+    cold run brings it back and the run is decided wait_after_root later, whole; the rest are decided at shutdown,
+    each rebuilt from disk, exactly as the policies would have decided them in memory."""
+    policies = env.policies(ERRORS_AND_BASELINE_POLICIES)
+    tg = env.start(COLD_CONFIG, receiver.port, policies)
+    rng = random.Random(4404)
+    traces = idle_traces(rng, n=2000, spans_per_trace=4, payload=200)
+    ids = list(traces)
+    poster = Poster(tg.traces_url)
+    statuses: Counter = Counter()
+    for g in range(0, len(ids), 200):
+        for r in range(2):  # each run's spans in two requests, the second after the first was spilled
+            statuses[poster.post(build_request([s for tid in ids[g:g + 200] for s in traces[tid][0][r * 2:(r + 1) * 2]]))] += 1
+            time.sleep(0.3)
+    assert statuses == Counter({200: 20}), f"ingest answered {dict(statuses)}"
+    assert wait_for(lambda: tg.sample("tailgate_store_traces") == len(ids), 10), \
+        f"tailgate_store_traces = {tg.sample('tailgate_store_traces')}, want {len(ids)}"
+    cold = tg.sample("tailgate_store_cold_traces")
+    assert cold >= 1000, f"only {cold} of {len(ids)} runs went cold"
+    assert tg.sample("tailgate_traces_decided_total") == 0, "traces were decided before their time"
+    assert tg.sample("tailgate_traces_buffered") == len(ids)
+    assert tg.sample("tailgate_buffered_bytes") <= 1 * MiB + BUFFER_SLACK
+
+    # Roots arrive for the first 60 runs (10 of them with an error): decided wait_after_root later, whole.
+    roots = {}
+    for i, tid in enumerate(ids[:60]):
+        specs, err = traces[tid]
+        roots[tid] = SpanSpec(tid, specs[0].parent_span_id, "", "root", error=(i < 10), flags=FLAG_HAS_IS_REMOTE)
+        traces[tid] = (specs + [roots[tid]], err or i < 10)
+    assert poster.post(build_request(list(roots.values()))) == 200
+    assert wait_for(lambda: tg.sample("tailgate_traces_decided_total") == 60, 15), \
+        f"decided {tg.sample('tailgate_traces_decided_total')} of the 60 runs whose root arrived"
+    assert tg.sample("tailgate_traces_decided_by_trigger_total", trigger="root") == 60
+    assert tg.sample("tailgate_traces_decided_by_trigger_total", trigger="memory_pressure") == 0
+
+    code = tg.terminate(timeout=120)
+    assert code == 0, f"exit code {code}\n{tg.log_tail()}"
+    stop = stopped_line(tg)
+    assert stop.get("spans_lost") == "0", stop
+    keep = {tid for tid, (_, err) in traces.items() if err or hash_selected(tid)}
+    assert any(not traces[t][1] for t in keep) and len(keep) < len(ids), "seed covers too little"
+    received = receiver.traces()
+    wrong = []
+    for tid, (specs, err) in traces.items():
+        got = Counter(s.span_id for s in received.get(tid, []))
+        want = {s.span_id for s in specs} if tid in keep else set()
+        if set(got) != want or any(n > 1 for n in got.values()):
+            wrong.append(f"{tid} error={err} hash_selected={hash_selected(tid)}: {len(got)} distinct spans "
+                         f"({sum(got.values())} received), want {len(want)}")
+        policy = {s.attributes.get(POLICY) for s in received.get(tid, [])}
+        if tid in keep and policy != {"errors" if err else "baseline"}:
+            wrong.append(f"{tid}: tailgate.policy {policy}")
+    assert not wrong, f"{len(wrong)} traces decided or delivered wrongly:\n  " + "\n  ".join(wrong[:15])
+    print(f"cold runs: {cold:.0f} of {len(ids)} cold; {len(keep)} kept, all whole")
+
+
 # --------------------------------------------------------------------------
 # 4 and 5. Downstream outages: the forward queue overflows to disk; it survives a restart
 
