@@ -947,30 +947,45 @@ struct SmallIDMap<Value> {
 }
 
 /// A dropped trace whose spans are kept in the store for the revise window.
+///
+/// With a decider that can rescan records (the real policies), it is compact: no summary is kept, only where its
+/// records are. The first late span rebuilds the summary from them (read back and scanned, the token rule resolved
+/// over the whole tree), as the decision saw it; late spans are rare, and a dropped trace is most of the traffic.
 final class RetainedTrace: @unchecked Sendable {
-    var summary: TraceSummary
+    /// The summary as decided (or rebuilt at the first late span), with late spans added; nil while compact.
+    var summaryBox: SummaryBox?
     var refs: [SpillRef]
     /// Late spans that arrived since the drop.
     var late = BufferedSpans()
     let expires: UInt64
     let headers: UInt32
-    init(summary: TraceSummary, refs: [SpillRef], expires: UInt64, headers: UInt32) {
-        self.summary = summary
+    let firstSeen: UInt64
+    init(summary: TraceSummary?, refs: [SpillRef], expires: UInt64, headers: UInt32, firstSeen: UInt64) {
+        summaryBox = summary.map(SummaryBox.init)
         self.refs = refs
         self.expires = expires
         self.headers = headers
+        self.firstSeen = firstSeen
     }
 
-    /// Memory counted against the buffer's bound: the fixed overhead, the GenAI ledger the summary carries (kept so
-    /// that a late span can revise the drop on a token budget), and late spans held since the drop.
+    /// Memory counted against the buffer's bound: the fixed overhead, the summary with the GenAI ledger it carries
+    /// (kept so that a late span can revise the drop on a token budget) unless compact, and late spans held since the
+    /// drop.
     var accountedBytes: Int {
-        retainedOverheadBytes + (summary.genAI?.accountedBytes ?? 0) + late.accountedBytes
-            + refs.capacity * MemoryLayout<SpillRef>.stride
+        (summaryBox.map { retainedSummaryBytes + ($0.summary.genAI?.accountedBytes ?? 0) } ?? 0) + retainedOverheadBytes
+            + late.accountedBytes + refs.capacity * MemoryLayout<SpillRef>.stride + arrayAllocationOverhead
     }
 }
 
-/// Memory counted per retained dropped trace (its summary and index entries).
-let retainedOverheadBytes = 384
+final class SummaryBox {
+    var summary: TraceSummary
+    init(_ summary: TraceSummary) { self.summary = summary }
+}
+
+/// Memory counted per retained dropped trace: the object, its dictionary slot and its `retainedOrder` item.
+let retainedOverheadBytes = 176
+/// … and for its summary, when it has one (a decider that cannot rescan records, or after a late span).
+let retainedSummaryBytes = 224
 
 /// A spilled trace whose summary left memory too, when the memory bound was reached with every span already on disk:
 /// only where its records are and its timers. Its summary, span IDs, missing parents and GenAI ledger are rebuilt
@@ -1148,7 +1163,8 @@ struct ShardState {
                 if let g = request.genAI(of: span) { outcome.lateGenAI.append(g) }
                 if let r = retained[span.traceID], r.expires > now {
                     let before = r.accountedBytes
-                    r.summary.add(span, genAI: request.genAI(of: span))
+                    let box = r.summaryBox ?? materialize(span.traceID, r, decider)
+                    box.summary.add(span, genAI: request.genAI(of: span))
                     r.late.append(span, scope: scope, body: body)
                     bytes += r.accountedBytes - before
                     // Counted as dropped only if the trace is not revised (below).
@@ -1220,13 +1236,13 @@ struct ShardState {
     /// Late spans reached a retained dropped trace: kept (whole, from the store) if a deterministic policy keeps it now.
     /// True when the trace was revised (kept).
     mutating func revise(_ id: TraceID, _ now: UInt64, _ decider: any TraceDecider, _ outcome: inout InsertOutcome) -> Bool {
-        guard let r = retained[id] else { return false }
-        guard var decision = decider.revise(r.summary) else {
+        guard let r = retained[id], let box = r.summaryBox else { return false }
+        guard var decision = decider.revise(box.summary) else {
             let before = r.accountedBytes
-            r.summary.genAI?.pack()  // a late GenAI span unpacked it
+            box.summary.genAI?.pack()  // a late GenAI span unpacked it
             bytes += r.accountedBytes - before
             // The late spans stay with the trace (a later span may still revise it), within the span limit.
-            if r.summary.spanCount > timing.maxSpans { forget(id) }
+            if box.summary.spanCount > timing.maxSpans { forget(id) }
             return false
         }
         decision.keep = true
@@ -1236,7 +1252,7 @@ struct ShardState {
         _ = store?.read(r.refs, into: &spans)
         spans.append(contentsOf: r.late)
         forget(id)
-        var summary = r.summary
+        var summary = box.summary
         summary.genAI?.unpack()
         summary.trigger = .revised
         summary.decidedAt = now
@@ -1247,6 +1263,32 @@ struct ShardState {
         outcome.decided.append(DecidedTrace(summary: summary, decision: decision, spans: spans,
                                             unreadableSpans: max(0, summary.spanCount - spans.count), headers: r.headers))
         return true
+    }
+
+    /// A compact retained trace's summary, rebuilt from its records (and kept from now on, with the late spans).
+    mutating func materialize(_ id: TraceID, _ r: RetainedTrace, _ decider: any TraceDecider) -> SummaryBox {
+        let before = r.accountedBytes
+        let box = SummaryBox(retainedSummary(id, r, decider))
+        box.summary.genAI?.pack()
+        r.summaryBox = box
+        bytes += r.accountedBytes - before
+        return box
+    }
+
+    /// The summary of a retained dropped trace as it was decided: kept, or rebuilt from its records with the token
+    /// rule resolved over the whole tree. Late spans since the drop are in a kept one only.
+    func retainedSummary(_ id: TraceID, _ r: RetainedTrace, _ decider: any TraceDecider) -> TraceSummary {
+        if let box = r.summaryBox { return box.summary }
+        let entry = TraceEntry(id: id, generation: 0, now: r.firstSeen, scheduled: 0, planGeneration: decider.planGeneration)
+        scanRecords(r.refs, into: entry, decider)
+        var summary = entry.summary
+        summary.firstSeenAt = r.firstSeen
+        summary.complete = summary.rootSeen && entry.missing.isEmpty
+        if summary.genAI != nil {
+            let seen = entry.seen
+            summary.genAI!.resolve { seen[$0] }
+        }
+        return summary
     }
 
     /// Stops retaining a dropped trace.
@@ -1344,21 +1386,27 @@ struct ShardState {
         entry.headers = c.headers
         entry.diskRefs = c.refs
         entry.queuedInMemory = false
-        var stored = BufferedSpans()
-        if let store { _ = store.read(c.refs, into: &stored) }
-        var request = ScannedRequest()
-        let scanned = stored.isEmpty ? false : stored.encodeRequest().withUnsafeBytes { decider.rescan($0, into: &request) }
-        if scanned {
-            if request.planGeneration != decider.planGeneration { entry.planGeneration = nil }
-            for span in request.spans where span.traceID == id {
-                guard entry.record(spanID: span.spanID, parent: span.parentSpanID, parentIsRemote: span.parentIsRemote) else { continue }
-                entry.summary.add(span, genAI: request.genAI(of: span))
-            }
-        }
+        scanRecords(c.refs, into: entry, decider)
         entry.summary.spanCount = max(entry.summary.spanCount, Int(c.spanCount))
         entry.moveSeenToSpilledIDs()
         entry.summary.genAI?.pack()
         return entry
+    }
+
+    /// Reads a trace's records back and adds their spans to `entry` (IDs, parents, summary), scanned with the
+    /// decider's scanner as at ingest. Spans that cannot be read or scanned are left out.
+    func scanRecords(_ refs: [SpillRef], into entry: TraceEntry, _ decider: any TraceDecider) {
+        var stored = BufferedSpans()
+        if let store { _ = store.read(refs, into: &stored) }
+        guard !stored.isEmpty else { return }
+        var request = ScannedRequest()
+        guard stored.encodeRequest().withUnsafeBytes({ decider.rescan($0, into: &request) }) else { return }
+        if request.planGeneration != decider.planGeneration { entry.planGeneration = nil }
+        let id = entry.summary.traceID
+        for span in request.spans where span.traceID == id {
+            guard entry.record(spanID: span.spanID, parent: span.parentSpanID, parentIsRemote: span.parentIsRemote) else { continue }
+            entry.summary.add(span, genAI: request.genAI(of: span))
+        }
     }
 
     /// Rewrites a cold trace's records as one (see `consolidate(_:_:)`); the bytes written, nil when there is no room.
@@ -1520,14 +1568,14 @@ struct ShardState {
         } else {
             dropped.insert(entry.summary.traceID, decision, now: now)
             // The decision record follows the retained spans' record, so that a restart does not resurrect them.
-            recordDecision(retained: retain(entry, now))
+            recordDecision(retained: retain(entry, now, compact: decider.canRescan))
             return DecidedTrace(summary: entry.summary, decision: decision, spans: nil, headers: entry.headers)
         }
     }
 
     /// Keeps a dropped trace's spans in the store for the revise window (its in-memory spans are written first).
     @discardableResult
-    mutating func retain(_ entry: TraceEntry, _ now: UInt64) -> Bool {
+    mutating func retain(_ entry: TraceEntry, _ now: UInt64, compact: Bool) -> Bool {
         guard let store, timing.reviseWindow > 0, entry.summary.trigger != .shutdown else { return false }
         var refs = entry.diskRefs
         if !entry.spans.isEmpty {
@@ -1538,9 +1586,13 @@ struct ShardState {
         }
         let id = entry.summary.traceID
         if retained[id] != nil { forget(id) }
-        var summary = entry.summary
-        summary.genAI?.pack()  // with what the decision counted, so that a revision counts the same
-        let r = RetainedTrace(summary: summary, refs: refs, expires: now &+ timing.reviseWindow, headers: entry.headers)
+        var summary: TraceSummary? = nil
+        if !compact {
+            summary = entry.summary
+            summary!.genAI?.pack()  // with what the decision counted, so that a revision counts the same
+        }
+        let r = RetainedTrace(summary: summary, refs: refs, expires: now &+ timing.reviseWindow, headers: entry.headers,
+                              firstSeen: entry.firstSeen)
         retained[id] = r
         retainedOrder.append(id)
         if let segment = refs.first?.segment { retainedPins[segment, default: 0] += 1 }

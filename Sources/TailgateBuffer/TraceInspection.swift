@@ -117,7 +117,7 @@ extension TraceBuffer {
             }
             if let decision = state.dropped[id] {
                 if let r = state.retained[id], r.expires > now {
-                    return TraceInspection(state: .retainedAfterDrop, traceID: id, now: now, summary: r.summary,
+                    return TraceInspection(state: .retainedAfterDrop, traceID: id, now: now, summary: state.retainedSummary(id, r, decider),
                                            decision: decision, retainedUntil: r.expires, lateSpans: r.late.count)
                 }
                 return TraceInspection(state: .dropped, traceID: id, now: now, decision: decision)

@@ -500,8 +500,25 @@ final class DropThenErrors: TraceDecider {
     func revise(_ trace: TraceSummary) -> Decision? { trace.has(.error) ? Decision(keep: true, policy: 0) : nil }
 }
 
+/// `DropThenErrors` that can rescan records (so retained traces are compact); it also revises a trace whose tokens
+/// reach `tokenBudget`.
+final class RescanningDropThenErrors: TraceDecider {
+    let scanner = OTLPScanner(plan: AttributePlan())
+    let tokenBudget: Int64
+    init(tokenBudget: Int64 = .max) { self.tokenBudget = tokenBudget }
+    func decide(_ trace: TraceSummary) -> Decision { Decision(keep: false, policy: -1) }
+    func revise(_ trace: TraceSummary) -> Decision? {
+        DropThenErrors().revise(trace) ?? (trace.totalTokens() >= tokenBudget ? Decision(keep: true, policy: 1) : nil)
+    }
+    func rescan(_ body: UnsafeRawBufferPointer, into request: inout ScannedRequest) -> Bool {
+        (try? scanner.scan(body, into: &request)) != nil
+    }
+    var canRescan: Bool { true }
+}
+
 @Suite struct RevisedDropTests {
-    func fixture(window: Duration = .seconds(300), segmentBytes: Int = 64 << 20) throws -> (TraceBuffer, ManualClock, DiskTraceStore) {
+    func fixture(window: Duration = .seconds(300), segmentBytes: Int = 64 << 20,
+                 decider: any TraceDecider = DropThenErrors()) throws -> (TraceBuffer, ManualClock, DiskTraceStore) {
         var config = StoreConfiguration(directory: temporaryDirectory())
         config.writeBufferBytes = 4096
         config.segmentBytes = segmentBytes
@@ -511,7 +528,7 @@ final class DropThenErrors: TraceDecider {
         b.waitAfterRoot = .seconds(5)
         b.reviseWindow = window
         let clock = ManualClock()
-        return (TraceBuffer(configuration: b, decider: DropThenErrors(), clock: clock, store: store), clock, store)
+        return (TraceBuffer(configuration: b, decider: decider, clock: clock, store: store), clock, store)
     }
 
     func insert(_ buffer: TraceBuffer, _ spans: [TestSpan]) -> InsertOutcome {
@@ -523,12 +540,18 @@ final class DropThenErrors: TraceDecider {
         }
     }
 
-    @Test func aLateErrorWithinTheWindowRevisesTheDropAndForwardsTheWholeTrace() throws {
-        let (buffer, clock, _) = try fixture()
+    /// `compact`: the decider can rescan records (as the real policies can), so the retained trace keeps no summary
+    /// in memory; the late span rebuilds it from the records.
+    @Test(arguments: [false, true])
+    func aLateErrorWithinTheWindowRevisesTheDropAndForwardsTheWholeTrace(compact: Bool) throws {
+        let (buffer, clock, _) = try fixture(decider: compact ? RescanningDropThenErrors() : DropThenErrors())
         _ = insert(buffer, [span(1, 2, parent: 1), span(1, 1)])
         clock.advance(by: .seconds(5))
         let first = buffer.decideExpired()
         #expect(first.count == 1 && first[0].decision.keep == false)
+        let hasSummary = buffer.shards.map { $0.state.withLock { $0.retained[tid(1)].map { $0.summaryBox != nil } } }.compactMap { $0 }
+        #expect(hasSummary == [!compact])
+        #expect(buffer.bufferedBytes < (compact ? 400 : 800), "\(buffer.bufferedBytes) B for one retained trace")
         clock.advance(by: .seconds(60))
         _ = buffer.decideExpired()
         let late = insert(buffer, [span(1, 3, parent: 1, error: true)])
@@ -536,6 +559,7 @@ final class DropThenErrors: TraceDecider {
         let revised = try #require(late.decided.first)
         #expect(revised.decision.keep)
         #expect(revised.summary.trigger == .revised)
+        #expect(revised.summary.spanCount == 3 && revised.summary.has(.error) && revised.summary.rootSeen)
         #expect(spanIDs(revised.spans) == [1, 2, 3])
         // From now on the trace's late spans follow the keep.
         #expect(insert(buffer, [span(1, 4, parent: 1)]).lateKeptCount == 1)
@@ -604,6 +628,31 @@ final class DropThenErrors: TraceDecider {
         clock.advance(by: .seconds(61))
         _ = buffer.decideExpired()
         #expect(buffer.bufferedBytes < packed.accountedBytes)
+    }
+
+    /// A compact retained trace keeps no GenAI ledger in memory; a late model call rebuilds it from the records (the
+    /// calls counted as the decision counted them) and crosses the token budget: the whole trace is kept.
+    @Test func aCompactRetainedTracesTokensAreRebuiltFromItsRecordsForALateCall() throws {
+        let (buffer, clock, _) = try fixture(window: .seconds(60), decider: RescanningDropThenErrors(tokenBudget: 2_000))
+        func chat(_ id: UInt64, tokens: Int64) -> TestSpan {
+            TestSpan(trace: tid(1), span: id, parent: 1, attributes: [
+                ("gen_ai.operation.name", .string("chat")), ("gen_ai.request.model", .string("m")),
+                ("gen_ai.usage.input_tokens", .int(tokens)), ("gen_ai.usage.output_tokens", .int(0))])
+        }
+        _ = insert(buffer, (2...19).map { chat($0, tokens: 100) } + [span(1, 1)])
+        clock.advance(by: .seconds(5))
+        let dropped = buffer.decideExpired()
+        #expect(dropped.count == 1 && dropped[0].decision.keep == false)
+        #expect(dropped[0].summary.totalTokens() == 1_800)
+        #expect(buffer.bufferedBytes < 400, "the retained trace keeps no ledger: \(buffer.bufferedBytes) B")
+        // Inspection rebuilds the summary without keeping it.
+        #expect(buffer.inspect(tid(1))?.summary?.totalTokens() == 1_800)
+        #expect(buffer.bufferedBytes < 400)
+        let late = insert(buffer, [chat(20, tokens: 300)])
+        let revised = try #require(late.decided.first)
+        #expect(revised.decision.keep && revised.summary.trigger == .revised)
+        #expect(revised.summary.totalTokens() == 2_100)
+        #expect(spanIDs(revised.spans) == Set(1...20))
     }
 
     /// A spilled trace's GenAI ledger waits packed (a quarter of the memory) and decides as it would have in memory:
