@@ -429,7 +429,8 @@ package final class TraceBuffer: Sendable {
             add("traces", state.traces.count, state.traces.capacity)
             add("cold", state.cold.count, state.cold.capacity)
             add("deadline heap", state.deadlines.count, state.deadlines.count)
-            add("spill heap", state.spillQueue.count, state.spillQueue.count)
+            add("spill queue", state.spillQueue.count, state.spillQueue.count)
+            add("spill heap", state.spillLater.count, state.spillLater.count)
             add("arrival", state.arrival.count, state.arrival.count)
             add("spilledArrival", state.spilledArrival.count, state.spilledArrival.count)
             add("coldArrival", state.coldArrival.count, state.coldArrival.count)
@@ -562,7 +563,18 @@ package final class TraceBuffer: Sendable {
 
     /// The oldest store segment an undecided trace still needs (its records, or in sync mode the write-ahead
     /// records of its in-memory spans); nil when none does. Segments before it hold nothing live.
-    package func oldestPinnedSegment() -> UInt64? {
+    ///
+    /// `floor`: the oldest segment there is. When retained dropped traces (counted per segment, so cheap to look at)
+    /// already pin it, nothing can be deleted and it is returned without walking every undecided trace — the common
+    /// case while the revise window is on, and this runs every second under the shard locks.
+    package func oldestPinnedSegment(floor: UInt64? = nil) -> UInt64? {
+        if let floor {
+            var pinned: UInt64? = nil
+            for shard in shards {
+                if let p = shard.state.withLock({ $0.retainedPins.keys.min() }) { pinned = min(pinned ?? p, p) }
+            }
+            if let pinned, pinned <= floor { return pinned }
+        }
         var oldest: UInt64? = nil
         for shard in shards {
             let m = shard.state.withLock { state -> UInt64? in
@@ -1098,7 +1110,11 @@ struct ShardState {
     let store: (any TraceStore)?
     let headerSets: HeaderSets
     /// Traces whose spans wait for `spillAfter` of quiet before moving to the store.
-    var spillQueue = Heap<DeadlineItem>()
+    /// Items of traces' first spans, due `spillAfter` later: appended in clock order, so a queue (no heap work per
+    /// trace; most traces are decided before theirs comes up).
+    var spillQueue = Deque<DeadlineItem>()
+    /// Items due at other times (a trace still active when its first item came up, restored traces), in a heap.
+    var spillLater = Heap<DeadlineItem>()
     /// Record bytes of undecided traces in the store, and how many traces have any.
     var storedBytes = 0
     var storedTraces = 0
@@ -1206,7 +1222,7 @@ struct ShardState {
             entry.spans.append(span, scope: scope, body: body)
             if hasStore && !entry.spillQueued {
                 entry.spillQueued = true
-                spillQueue.insert(DeadlineItem(deadline: now &+ timing.spillAfter, id: span.traceID, generation: entry.generation))
+                spillQueue.append(DeadlineItem(deadline: now &+ timing.spillAfter, id: span.traceID, generation: entry.generation))
             }
             bytes += entry.accountedBytes - before
             entry.lastSeen = now
@@ -1695,7 +1711,7 @@ struct ShardState {
             deadlines.insert(DeadlineItem(deadline: deadline, id: entry.summary.traceID, generation: entry.generation))
             if !entry.spans.isEmpty && store != nil && !entry.spillQueued {
                 entry.spillQueued = true
-                spillQueue.insert(DeadlineItem(deadline: entry.lastSeen &+ timing.spillAfter, id: entry.summary.traceID,
+                spillLater.insert(DeadlineItem(deadline: entry.lastSeen &+ timing.spillAfter, id: entry.summary.traceID,
                                                generation: entry.generation))
             }
         }
@@ -1723,12 +1739,19 @@ struct ShardState {
             }
         }
         // Traces quiet for `spillAfter` move to the store.
-        while let top = spillQueue.min, top.deadline <= now {
-            _ = spillQueue.removeMin()
+        while true {
+            let top: DeadlineItem
+            if let q = spillQueue.first, q.deadline <= now, spillLater.min.map({ $0.deadline >= q.deadline }) ?? true {
+                top = spillQueue.removeFirst()
+            } else if let l = spillLater.min, l.deadline <= now {
+                top = spillLater.removeMin()
+            } else {
+                break
+            }
             guard let entry = traces[top.id], entry.generation == top.generation else { continue }
             let due = entry.lastSeen &+ timing.spillAfter
             if due > now {
-                spillQueue.insert(DeadlineItem(deadline: due, id: top.id, generation: top.generation))
+                spillLater.insert(DeadlineItem(deadline: due, id: top.id, generation: top.generation))
                 continue
             }
             entry.spillQueued = false
@@ -1769,6 +1792,7 @@ struct ShardState {
             if let entry = thaw(id, decider) { out.append(decide(entry, trigger, now, decider)) }
         }
         deadlines = Heap()
-        spillQueue = Heap()
+        spillQueue = Deque()
+        spillLater = Heap()
     }
 }

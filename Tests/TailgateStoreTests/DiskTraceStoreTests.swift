@@ -160,6 +160,22 @@ func spanIDs(_ spans: BufferedSpans?) -> Set<UInt64> {
         #expect(f.buffer.storedTraces == 0 && f.buffer.storedBytes == 0)
     }
 
+    /// A trace still active when its first spill time comes is spilled `spill_after` after its last span, not
+    /// before; traces that were quiet spill on time around it.
+    @Test func anActiveTraceSpillsSpillAfterItsLastSpan() throws {
+        let f = try Fixture()
+        f.insert([span(1, 2, parent: 1)])
+        f.clock.advance(by: .seconds(8))
+        f.insert([span(1, 3, parent: 1)])
+        f.insert([span(2, 2, parent: 1)])  // a trace of its own, first seen at 8 s
+        f.clock.advance(by: .seconds(3))  // 11 s: trace 1's first item is due, but its last span is 3 s old
+        _ = f.buffer.decideExpired()
+        #expect(f.buffer.storedTraces == 0)
+        f.clock.advance(by: .seconds(7))  // 18 s: 10 s after both traces' last spans
+        _ = f.buffer.decideExpired()
+        #expect(f.buffer.storedTraces == 2)
+    }
+
     @Test func aDuplicateOfASpilledSpanIsRecognised() throws {
         let f = try Fixture()
         f.insert([span(1, 2, parent: 1)])
@@ -579,6 +595,9 @@ final class RescanningDropThenErrors: TraceDecider {
             clock.advance(by: .seconds(5))
             #expect(buffer.decideExpired().count == 1)
             #expect(buffer.oldestPinnedSegment() == recount())
+            // Asked with the oldest segment there is as the floor, it answers from the retained traces' counts.
+            let floor = try #require(store.traceLog.oldestSegment)
+            #expect(buffer.oldestPinnedSegment(floor: floor) == recount())
         }
         #expect(store.traceLog.segmentCount > 5)
         let first = try #require(recount())
