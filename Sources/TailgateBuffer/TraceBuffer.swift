@@ -1002,8 +1002,8 @@ let retainedSummaryBytes = 224
 /// A spilled trace whose summary left memory too, when the memory bound was reached with every span already on disk:
 /// only where its records are and its timers. Its summary, span IDs, missing parents and GenAI ledger are rebuilt
 /// from the records (read back and scanned as at recovery) when a span of it arrives or when it is due; its decision
-/// is the one it would have had. About 240 B a trace where a spilled one keeps ~1.4 KiB, so that waiting agent runs
-/// in the hundreds of thousands fit a memory bound of a few hundred MiB.
+/// is the one it would have had. About 270–320 B a trace (with a handful of records) where a spilled one keeps
+/// ~1.4 KiB, so that waiting agent runs in the hundreds of thousands fit a memory bound of a few hundred MiB.
 struct ColdTrace {
     /// The trace's records, in log order, packed.
     var packedRefs: [PackedSpillRef]
@@ -1342,7 +1342,13 @@ struct ShardState {
                 while bytes > budget, let (id, generation) = spilledArrival.popFirst() {
                     guard let entry = traces[id], entry.generation == generation else { continue }
                     entry.queuedSpilled = false
-                    if entry.spans.isEmpty && !entry.diskRefs.isEmpty && !entry.restoring { freeze(entry) }
+                    // (One with spans in memory again is in `arrival` already.)
+                    guard entry.spans.isEmpty, !entry.diskRefs.isEmpty, !entry.restoring else { continue }
+                    if !freeze(entry) && !entry.queuedInMemory {
+                        // It cannot go cold (its records' places do not pack): it waits to be decided early.
+                        entry.queuedInMemory = true
+                        arrival.append((id, generation))
+                    }
                 }
             }
         }
@@ -1358,8 +1364,9 @@ struct ShardState {
 
     /// A spilled trace (no span in memory) goes cold: its summary and span IDs leave memory; `ColdTrace` keeps where
     /// its records are and its timers.
-    mutating func freeze(_ entry: TraceEntry) {
-        guard let packed = ColdTrace.pack(entry.diskRefs) else { return }
+    @discardableResult
+    mutating func freeze(_ entry: TraceEntry) -> Bool {
+        guard let packed = ColdTrace.pack(entry.diskRefs) else { return false }
         let id = entry.summary.traceID
         traces.removeValue(forKey: id)
         bytes -= entry.accountedBytes
@@ -1377,6 +1384,7 @@ struct ShardState {
         cold[id] = c
         coldArrival.append((id, entry.generation))
         bytes += c.accountedBytes
+        return true
     }
 
     /// A cold trace back in memory, as it was when it went cold (spilled); nil when it is not cold.
