@@ -535,6 +535,23 @@ def idle_traces(rng: random.Random, n: int, spans_per_trace: int, payload: int) 
     return out
 
 
+def assert_decided_whole(receiver, traces: dict[str, tuple[list[SpanSpec], bool]], keep: set[str]) -> None:
+    """Every trace in `keep` arrived whole, once, with the policy that should keep it (errors, else the baseline
+    sample); no span of any other trace arrived."""
+    received = receiver.traces()
+    wrong = []
+    for tid, (specs, err) in traces.items():
+        got = Counter(s.span_id for s in received.get(tid, []))
+        want = {s.span_id for s in specs} if tid in keep else set()
+        if set(got) != want or any(n > 1 for n in got.values()):
+            wrong.append(f"{tid} error={err} hash_selected={hash_selected(tid)}: {len(got)} distinct spans "
+                         f"({sum(got.values())} received), want {len(want)}")
+        policy = {s.attributes.get(POLICY) for s in received.get(tid, [])}
+        if tid in keep and policy != {"errors" if err else "baseline"}:
+            wrong.append(f"{tid}: tailgate.policy {policy}")
+    assert not wrong, f"{len(wrong)} traces decided or delivered wrongly:\n  " + "\n  ".join(wrong[:15])
+
+
 def test_memory_budget_spills_idle_traces_to_disk(env, receiver):
     policies = env.policies(ERRORS_AND_BASELINE_POLICIES)
     tg = env.start(BUDGET_CONFIG, receiver.port, policies)
@@ -586,18 +603,7 @@ def test_memory_budget_spills_idle_traces_to_disk(env, receiver):
     assert stop.get("spans_lost") == "0" and stop.get("persisted_traces") == "0", stop
     keep = {tid for tid, (_, err) in traces.items() if err or hash_selected(tid)}
     assert any(traces[t][1] for t in keep) and any(not traces[t][1] for t in keep), "seed covers too little"
-    received = receiver.traces()
-    wrong = []
-    for tid, (specs, err) in traces.items():
-        got = Counter(s.span_id for s in received.get(tid, []))
-        want = {s.span_id for s in specs} if tid in keep else set()
-        if set(got) != want or any(n > 1 for n in got.values()):
-            wrong.append(f"{tid} error={err} hash_selected={hash_selected(tid)}: {len(got)} distinct spans "
-                         f"({sum(got.values())} received), want {len(want)}")
-        policy = {s.attributes.get(POLICY) for s in received.get(tid, [])}
-        if tid in keep and policy != {"errors" if err else "baseline"}:
-            wrong.append(f"{tid}: tailgate.policy {policy}")
-    assert not wrong, f"{len(wrong)} traces decided or delivered wrongly:\n  " + "\n  ".join(wrong[:15])
+    assert_decided_whole(receiver, traces, keep)
 
 
 COLD_CONFIG = BUDGET_CONFIG.replace("max_buffered_bytes: 4MiB", "max_buffered_bytes: 1MiB")
@@ -646,18 +652,7 @@ def test_runs_beyond_the_memory_budget_go_cold_and_decide_as_before(env, receive
     assert stop.get("spans_lost") == "0", stop
     keep = {tid for tid, (_, err) in traces.items() if err or hash_selected(tid)}
     assert any(not traces[t][1] for t in keep) and len(keep) < len(ids), "seed covers too little"
-    received = receiver.traces()
-    wrong = []
-    for tid, (specs, err) in traces.items():
-        got = Counter(s.span_id for s in received.get(tid, []))
-        want = {s.span_id for s in specs} if tid in keep else set()
-        if set(got) != want or any(n > 1 for n in got.values()):
-            wrong.append(f"{tid} error={err} hash_selected={hash_selected(tid)}: {len(got)} distinct spans "
-                         f"({sum(got.values())} received), want {len(want)}")
-        policy = {s.attributes.get(POLICY) for s in received.get(tid, [])}
-        if tid in keep and policy != {"errors" if err else "baseline"}:
-            wrong.append(f"{tid}: tailgate.policy {policy}")
-    assert not wrong, f"{len(wrong)} traces decided or delivered wrongly:\n  " + "\n  ".join(wrong[:15])
+    assert_decided_whole(receiver, traces, keep)
     print(f"cold runs: {cold:.0f} of {len(ids)} cold; {len(keep)} kept, all whole")
 
 
