@@ -158,6 +158,11 @@ let package = Package(
         .testTarget(name: "TailgateWireTests", dependencies: ["TailgateWire", "TailgateTestSupport"]),
         .testTarget(name: "TailgateBufferTests", dependencies: ["TailgateBuffer", "TailgateWire", "TailgateTestSupport"]),
         .testTarget(name: "TailgatePoliciesTests", dependencies: ["TailgatePolicies", "TailgateBuffer", "TailgateWire", "TailgateConfig", "TailgateImport", "TailgateTestSupport"]),
+        .testTarget(name: "TailgateConfigTests", dependencies: ["TailgateConfig", "Yams"]),
+        .testTarget(name: "TailgateRecordingTests", dependencies: [
+            "TailgateRecording",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "TailgateImportTests", dependencies: ["TailgateImport", "TailgatePolicies", "TailgateConfig", "TailgateTestSupport"]),
         .testTarget(name: "TailgateHTTPServerTests", dependencies: [
             "TailgateHTTPServer",

@@ -97,17 +97,3 @@ import TailgateConfig
         #expect(diagnostics(text).contains { $0.contains("more than 64 attribute conditions") })
     }
 }
-
-@Suite struct ValueParsingTests {
-    @Test(arguments: [("500ms", 0.5), ("5s", 5.0), ("1m30s", 90.0), ("2h", 7200.0), ("0", 0.0), ("1.5s", 1.5)])
-    func durations(text: String, seconds: Double) {
-        let d = parseDuration(text)!
-        #expect(abs(Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 - seconds) < 1e-9)
-    }
-
-    @Test(arguments: ["", "5", "5x", "ms", "-1s"])
-    func badDurations(text: String) { #expect(parseDuration(text) == nil) }
-
-    @Test(arguments: [("4MiB", 4 << 20), ("64MB", 64_000_000), ("1024", 1024), ("512KiB", 512 << 10), ("1GiB", 1 << 30)])
-    func sizes(text: String, bytes: Int) { #expect(parseSize(text) == bytes) }
-}
