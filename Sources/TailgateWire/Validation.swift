@@ -197,6 +197,10 @@ enum OTLPValidator {
             if i < end {
                 let b = byte(i)
                 if b < 0x80 { i += 1; return UInt64(b) }
+                if i + 1 < end {
+                    let b1 = byte(i + 1)
+                    if b1 < 0x80 { i += 2; return UInt64(b & 0x7F) | UInt64(b1) << 7 }
+                }
             }
             return slowVarint(p, &i, end)
         }
@@ -221,6 +225,8 @@ enum OTLPValidator {
                 i = r.upperBound
                 if code == codeString {
                     guard isValidUTF8(base, r) else { return false }
+                } else if code == codeAttribute, depth + 2 < maxDepth, let verdict = simpleAttribute(p, base, r) {
+                    guard verdict else { return false }
                 } else if code >= codeMessage {
                     guard depth < maxDepth, let nested = Message(rawValue: code & 0x0F),
                           isValid(nested, base, r, depth: depth + 1) else { return false }
@@ -238,6 +244,63 @@ enum OTLPValidator {
             }
         }
         return true
+    }
+
+    /// The code of a KeyValue field (attributes of spans, events, links, resources, scopes).
+    static let codeAttribute = codeMessage | Message.keyValue.rawValue
+
+    /// The verdict of `isValid(.keyValue, …)` for an attribute of the common shape — a key, then a value that is
+    /// empty or holds one string, bool, int or double — read inline with no recursion; nil for any other shape
+    /// (fields in another order, repeated or unknown fields, nested values, 3-byte lengths), which the general path
+    /// then decides. Most of a span's bytes are attributes, so this is the bulk of validation
+    /// (`OTLPValidatorTests` checks that both verdicts agree).
+    @inline(__always)
+    static func simpleAttribute(_ p: UnsafeRawPointer, _ base: UnsafeRawBufferPointer, _ range: Range<Int>) -> Bool? {
+        let end = range.upperBound
+        @inline(__always) func byte(_ i: Int) -> UInt8 { p.load(fromByteOffset: i, as: UInt8.self) }
+        /// A length of one or two bytes that fits before `end`, or nil.
+        @inline(__always) func length(_ i: inout Int) -> Int? {
+            guard i < end else { return nil }
+            let b0 = byte(i)
+            var n = Int(b0)
+            if b0 < 0x80 {
+                i += 1
+            } else {
+                guard i + 1 < end else { return nil }
+                let b1 = byte(i + 1)
+                guard b1 < 0x80 else { return nil }
+                n = Int(b0 & 0x7F) | Int(b1) << 7
+                i += 2
+            }
+            return n <= end - i ? n : nil
+        }
+        var i = range.lowerBound
+        guard i < end, byte(i) == 0x0A else { return nil }  // key (field 1, length-delimited)
+        i += 1
+        guard let keyLength = length(&i) else { return nil }
+        let key = i..<(i + keyLength)
+        i = key.upperBound
+        guard i < end, byte(i) == 0x12 else { return nil }  // value (field 2, length-delimited)
+        i += 1
+        guard let valueLength = length(&i), i + valueLength == end else { return nil }
+        if i == end { return isValidUTF8(base, key) }  // an empty AnyValue
+        let tag = byte(i)
+        i += 1
+        switch tag {
+        case 0x0A:  // string_value
+            guard let n = length(&i), i + n == end else { return nil }
+            return isValidUTF8(base, key) && isValidUTF8(base, i..<end)
+        case 0x10, 0x18:  // bool_value, int_value: a varint of at most 9 bytes ending the value
+            var k = i
+            while k < end && byte(k) >= 0x80 { k += 1 }
+            guard k + 1 == end, k - i < 9 else { return nil }
+            return isValidUTF8(base, key)
+        case 0x21:  // double_value
+            guard end - i == 8 else { return nil }
+            return isValidUTF8(base, key)
+        default:
+            return nil
+        }
     }
 
     /// A varint of 2 to 10 bytes (or a 1-byte one at the end), or nil when it is truncated or too long.

@@ -365,6 +365,63 @@ private let invalidUTF8: [UInt8] = [0x66, 0x6F, 0xC3, 0x28]   // "fo" + a lead b
         #expect(rejected > 1000)  // the mutations do hit
     }
 
+    /// The inline path for attributes of the common shapes gives the general path's verdict, or declines (nil):
+    /// attributes of every simple kind, with 1- and 2-byte lengths, empty values, invalid UTF-8, and random
+    /// mutations of each.
+    @Test func simpleAttributePathAgreesWithTheGeneralOne() {
+        var state: UInt64 = 7
+        func next() -> UInt64 { state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407; return state >> 33 }
+        func attribute(_ key: [UInt8], _ value: [UInt8]) -> [UInt8] {
+            var w = ProtoWriter()
+            w.appendBytesField(1, key)
+            w.appendBytesField(2, value)
+            return w.bytes
+        }
+        let long = String(repeating: "prompt ", count: 40)  // a value of 280 bytes: 2-byte lengths
+        let seeds: [[UInt8]] = [
+            attribute(Array("gen_ai.request.model".utf8), TestValue.string("gpt-4o").encoded),
+            attribute(Array("gen_ai.prompt".utf8), TestValue.string(long).encoded),
+            attribute(Array(String(repeating: "k", count: 200).utf8), TestValue.string("v").encoded),
+            attribute(Array("gen_ai.usage.input_tokens".utf8), TestValue.int(1234).encoded),
+            attribute(Array("negative".utf8), TestValue.int(-1).encoded),  // a 10-byte varint: declined
+            attribute(Array("ok".utf8), TestValue.bool(true).encoded),
+            attribute(Array("ratio".utf8), TestValue.double(0.25).encoded),
+            attribute(Array("empty".utf8), []),
+            attribute([0x61, 0xFF], TestValue.string("x").encoded),  // invalid UTF-8 in the key
+            attribute(Array("s".utf8), [0x0A, 0x02, 0xC3, 0x28]),  // invalid UTF-8 in the value
+            attribute(Array("b".utf8), TestValue.bytes([0xFF]).encoded),  // bytes_value: declined
+        ]
+        var agreed = 0, declined = 0, rejected = 0
+        for seed in seeds {
+            for round in 0..<2_000 {
+                var bytes = seed
+                if round > 0 {
+                    for _ in 0..<(1 + Int(next() % 2)) where !bytes.isEmpty {
+                        let i = Int(next() % UInt64(bytes.count))
+                        switch next() % 3 {
+                        case 0: bytes[i] = UInt8(truncatingIfNeeded: next())
+                        case 1: bytes[i] ^= 1 << UInt8(next() % 8)
+                        default: bytes.remove(at: i)
+                        }
+                    }
+                }
+                bytes.withUnsafeBytes { raw in
+                    let general = OTLPValidator.isValid(.keyValue, raw, 0..<raw.count, depth: 4)
+                    guard let base = raw.baseAddress, let fast = OTLPValidator.simpleAttribute(base, raw, 0..<raw.count) else {
+                        declined += 1
+                        return
+                    }
+                    #expect(fast == general, "\(bytes)")
+                    if fast == general { agreed += 1 }
+                    if !fast { rejected += 1 }
+                }
+            }
+        }
+        #expect(agreed > 4_000)  // the unmutated shapes and many mutations take the inline path
+        #expect(rejected > 500)  // … and it does refuse some
+        #expect(declined > 1_000)
+    }
+
     // MARK: UTF-8
 
     @Test(arguments: [
