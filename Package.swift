@@ -5,7 +5,6 @@ import PackageDescription
 //   TailgateWire → TailgateBuffer → TailgatePolicies → TailgateIngest / TailgateExport → TailgateStore → TailgateRuntime → tailgate
 // Beside the path, each with one concern:
 //   TailgateConfig: YAML with positions and hints, durations, sizes, host:port (Policies, Export, Runtime, the CLI).
-//   TailgateGRPCCodec: the raw-bytes gRPC codec (OTLP over gRPC without generated code) of the downstream client.
 //   TailgateHTTPServer: a small HTTP/1.1 server that knows nothing of OTLP (imports no Tailgate module), for Ingest's
 //     OTLP/HTTP receiver and Runtime's admin listener (/metrics, probes, /debug, the status page).
 //   TailgateRecording: the `.tgrec` format and its rotating writer (Runtime tees requests into it; Loadtest replays).
@@ -30,13 +29,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", exact: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", exact: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
-        .package(url: "https://github.com/grpc/grpc-swift-2.git", exact: "2.4.3"),
-        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", exact: "2.9.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", exact: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", exact: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", exact: "6.2.2"),
-        // Already in the graph through grpc-swift-nio-transport; named here for the gRPC receiver (HTTP/2, quiescing),
-        // TLS (NIOSSL) and certificate reloading.
+        // HTTP/2 for the gRPC receiver and the gRPC downstream (both written on NIOHTTP2: see OTLPGRPCServer.swift and
+        // GRPCDownstream.swift), TLS (NIOSSL), quiescing and certificate reloading.
         .package(url: "https://github.com/apple/swift-nio-http2.git", exact: "1.46.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", exact: "2.37.6"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", exact: "1.35.2"),
@@ -71,10 +68,6 @@ let package = Package(
         // policies file (`tailgate import-otel`).
         .target(name: "TailgateImport", dependencies: ["TailgatePolicies", "TailgateConfig", "Yams"]),
 
-        // The raw-bytes gRPC codec (OTLP over gRPC without generated code), shared by the receiver and the downstream.
-        .target(name: "TailgateGRPCCodec", dependencies: [
-            .product(name: "GRPCCore", package: "grpc-swift-2"),
-        ]),
 
         // A small HTTP/1.1 server on SwiftNIO (bounded bodies, connection cap, timeouts, an optional in-flight byte
         // budget, TLS), knowing nothing of OTLP: the OTLP/HTTP receiver and the admin listener both run on it.
@@ -101,12 +94,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TailgateExport", dependencies: [
-            "TailgateWire", "TailgateBuffer", "TailgateGRPCCodec", "TailgateConfig",
+            "TailgateWire", "TailgateBuffer", "TailgateConfig",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
-            .product(name: "GRPCCore", package: "grpc-swift-2"),
-            .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+            .product(name: "NIOHPACK", package: "swift-nio-http2"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "DequeModule", package: "swift-collections"),
@@ -179,8 +172,8 @@ let package = Package(
         ]),
         .testTarget(name: "TailgateExportTests", dependencies: [
             "TailgateExport", "TailgateBuffer", "TailgateWire", "TailgateTestSupport", "TailgateIngest",
-            .product(name: "GRPCCore", package: "grpc-swift-2"),
-            .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
         ]),

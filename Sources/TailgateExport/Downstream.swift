@@ -125,6 +125,8 @@ package struct DownstreamTLS: Sendable, Equatable {
 package struct DownstreamOptions: Sendable {
     /// Compress requests with gzip.
     package var gzip: Bool
+    /// gzip level, 1 (fastest) to 9 (smallest), for gRPC downstreams and HTTP ones alike.
+    package var compressionLevel = 1
     /// Per-request timeout.
     package var timeout: Duration
     /// How long a gRPC connection waits before redialling a downstream that went away (see `GRPCDownstream`).
@@ -158,18 +160,20 @@ extension DownstreamAddress {
         let client: any Downstream
         switch self {
         case .grpc(let host, let port):
-            client = try GRPCDownstream(host: host, port: port, gzip: options.gzip, timeout: options.timeout,
-                                        reconnectBackoff: options.reconnectBackoff, headers: options.headers)
+            client = try GRPCDownstream(host: host, port: port, gzip: options.gzip, compressionLevel: options.compressionLevel,
+                                        timeout: options.timeout, reconnectBackoff: options.reconnectBackoff,
+                                        headers: options.headers)
         case .grpcs(let host, let port):
-            client = try GRPCDownstream(host: host, port: port, gzip: options.gzip, timeout: options.timeout,
-                                        reconnectBackoff: options.reconnectBackoff, headers: options.headers,
-                                        tls: options.tls ?? DownstreamTLS())
+            client = try GRPCDownstream(host: host, port: port, gzip: options.gzip, compressionLevel: options.compressionLevel,
+                                        timeout: options.timeout, reconnectBackoff: options.reconnectBackoff,
+                                        headers: options.headers, tls: options.tls ?? DownstreamTLS())
         case .http(let host, let port, let path):
             client = HTTPDownstream(host: host, port: port, path: path, gzip: options.gzip, timeout: options.timeout,
-                                    headers: options.headers)
+                                    headers: options.headers, compressionLevel: options.compressionLevel)
         case .https(let host, let port, let path):
             client = try HTTPDownstream(host: host, port: port, path: path, gzip: options.gzip, timeout: options.timeout,
-                                        headers: options.headers, tls: options.tls ?? DownstreamTLS())
+                                        headers: options.headers, tls: options.tls ?? DownstreamTLS(),
+                                        compressionLevel: options.compressionLevel)
         case .file(let path):
             client = try FileDownstream(path: path)
         }

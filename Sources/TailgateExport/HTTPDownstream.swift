@@ -22,6 +22,7 @@ package final class HTTPDownstream: Downstream {
     package let target: String
     private let hostHeader: String
     private let gzip: Bool
+    private let compressionLevel: Int32
     private let timeout: TimeAmount
     private let client: HTTPClient
     /// The URL of each signal's path (`https://NAME:PORT/…` with a server name override: see `init`).
@@ -43,28 +44,29 @@ package final class HTTPDownstream: Downstream {
     }
 
     package convenience init(host: String, port: Int, path: String, gzip: Bool, timeout: Duration,
-                            group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, headers: [String: String] = [:]) {
+                            group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, headers: [String: String] = [:],
+                            compressionLevel: Int = 1) {
         self.init(host: host, port: port, path: path, gzip: gzip, timeout: timeout, group: group, headers: headers,
-                  tlsConfiguration: nil, serverName: nil)
+                  tlsConfiguration: nil, serverName: nil, compressionLevel: compressionLevel)
     }
 
     /// Over TLS (`https://`); throws when the CA, certificate or key cannot be loaded.
     package convenience init(host: String, port: Int, path: String, gzip: Bool, timeout: Duration,
                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, headers: [String: String] = [:],
-                            tls: DownstreamTLS) throws {
+                            tls: DownstreamTLS, compressionLevel: Int = 1) throws {
         let configuration = try Self.tlsConfiguration(tls)
         // The client makes its contexts lazily, on the first connection: load the files now, so that a bad CA,
         // certificate or key fails the start instead of every send.
         _ = try NIOSSLContext(configuration: configuration)
         // SNI takes names only; a literal IP address is verified against the certificate's IP addresses.
         let name = tls.serverName ?? host
-        let isLiteral = name.contains(":") || name.split(separator: ".").allSatisfy({ UInt8($0) != nil })
         self.init(host: host, port: port, path: path, gzip: gzip, timeout: timeout, group: group, headers: headers,
-                  tlsConfiguration: configuration, serverName: isLiteral ? nil : name)
+                  tlsConfiguration: configuration, serverName: isIPLiteral(name) ? nil : name, compressionLevel: compressionLevel)
     }
 
     private init(host: String, port: Int, path: String, gzip: Bool, timeout: Duration, group: any EventLoopGroup,
-                 headers: [String: String], tlsConfiguration: TLSConfiguration?, serverName: String?) {
+                 headers: [String: String], tlsConfiguration: TLSConfiguration?, serverName: String?, compressionLevel: Int) {
+        self.compressionLevel = Int32(min(9, max(1, compressionLevel)))
         extraHeaders = headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         hostHeader = "\(formatHost(host)):\(port)"
         self.gzip = gzip
@@ -171,7 +173,7 @@ package final class HTTPDownstream: Downstream {
         headers.add(name: "User-Agent", value: "tailgate")
         for (name, value) in extraHeaders { headers.replaceOrAdd(name: name, value: value) }
         for (name, value) in passed { headers.replaceOrAdd(name: name, value: value) }
-        let body = gzip ? Gzip.compress(request) : request
+        let body = gzip ? request.withUnsafeBytes { Gzip.compress($0, level: compressionLevel) } : request
         if gzip { headers.add(name: "Content-Encoding", value: "gzip") }
         httpRequest.headers = headers  // Content-Length: set by the client from the body
         httpRequest.body = .bytes(ByteBuffer(bytes: body))

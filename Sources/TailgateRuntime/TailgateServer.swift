@@ -37,9 +37,11 @@ package struct TailgateServer: Sendable {
     /// The forwarder's client for `address` (built by `DownstreamAddress.makeDownstream`, as the load tester's are).
     package static func makeDownstream(_ address: DownstreamAddress, forwarder: ForwarderConfiguration,
                                       headers: [String: String] = [:], tls: DownstreamTLS? = nil) throws -> any Downstream {
-        try address.makeDownstream(DownstreamOptions(
+        var options = DownstreamOptions(
             gzip: forwarder.gzip, timeout: forwarder.timeout, reconnectBackoff: (forwarder.initialBackoff, forwarder.maxBackoff),
-            headers: headers, tls: tls))
+            headers: headers, tls: tls)
+        options.compressionLevel = forwarder.compressionLevel
+        return try address.makeDownstream(options)
     }
 
     /// Runs until SIGINT/SIGTERM; returns a summary of what was lost (0 is the expected figure). Throws when a

@@ -1,6 +1,6 @@
 import Foundation
-import GRPCCore
-import GRPCNIOTransportHTTP2
+import NIOCore
+import NIOPosix
 import Synchronization
 import TailgateIngest
 import TailgateTestSupport
@@ -8,33 +8,29 @@ import TailgateWire
 import Testing
 @testable import TailgateExport
 
-/// A name that resolves to whatever the test says, counting how often it is resolved.
-struct TestName: ResolvableTarget {}
-
-final class TestResolver: NameResolverFactory, Sendable {
-    typealias Target = TestName
+/// A name that resolves to whatever the test says (IPv4 loopback addresses on the given ports), counting how often it
+/// is resolved.
+final class TestResolver: Resolver, Sendable {
     let ports: Mutex<[Int]>
     let resolutions = Atomic<Int>(0)
-    init(ports: [Int]) { self.ports = Mutex(ports) }
-
-    struct Names: AsyncSequence, Sendable {
-        let resolver: TestResolver
-        struct AsyncIterator: AsyncIteratorProtocol {
-            let resolver: TestResolver
-            mutating func next() async throws -> NameResolutionResult? {
-                resolver.resolutions.add(1, ordering: .relaxed)
-                // As the transport's DNS resolver answers: one endpoint holding every address of the name.
-                let addresses = resolver.ports.withLock { $0 }.map { SocketAddress.ipv4(host: "127.0.0.1", port: $0) }
-                return NameResolutionResult(endpoints: [Endpoint(addresses: addresses)], serviceConfig: nil)
-            }
-        }
-        func makeAsyncIterator() -> AsyncIterator { AsyncIterator(resolver: resolver) }
+    let eventLoop: any EventLoop
+    init(ports: [Int], eventLoop: any EventLoop) {
+        self.ports = Mutex(ports)
+        self.eventLoop = eventLoop
     }
 
-    func resolver(for target: TestName) -> NameResolver {
-        // Pull: asked again whenever the channel needs addresses (first connect, reconnect).
-        NameResolver(names: RPCAsyncSequence(wrapping: Names(resolver: self)), updateMode: .pull)
+    func initiateAQuery(host: String, port: Int) -> EventLoopFuture<[SocketAddress]> {
+        resolutions.add(1, ordering: .relaxed)
+        // As DNS answers a name with several addresses: every one of them, in order.
+        let addresses = ports.withLock { $0 }.compactMap { try? SocketAddress(ipAddress: "127.0.0.1", port: $0) }
+        return eventLoop.makeSucceededFuture(addresses)
     }
+
+    func initiateAAAAQuery(host: String, port: Int) -> EventLoopFuture<[SocketAddress]> {
+        eventLoop.makeSucceededFuture([])
+    }
+
+    func cancelQueries() {}
 }
 
 /// Counts the spans it is sent.
@@ -47,17 +43,11 @@ final class CountingHandler: TraceIngestHandler {
     func refused(transport: IngestTransport, reason: RefusalReason) {}
 }
 
+/// A loopback port free a moment ago (bound, read, closed).
 func freePort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = 0
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-    return Int(UInt16(bigEndian: addr.sin_port))
+    let channel = try! ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).wait()
+    defer { try? channel.close().wait() }
+    return channel.localAddress!.port!
 }
 
 @Suite(.serialized) struct GRPCResolutionTests {
@@ -72,7 +62,8 @@ func freePort() -> Int {
     func deliver(_ downstream: GRPCDownstream) async -> Bool {
         let request = exportRequest(spans: [TestSpan(trace: tid(1), span: 1)])
         for _ in 0..<100 {
-            if case .delivered = await downstream.send(request) { return true }
+            let outcome = await downstream.send(request)
+            if case .delivered = outcome { return true }
             try? await Task.sleep(for: .milliseconds(50))
         }
         return false
@@ -80,12 +71,14 @@ func freePort() -> Int {
 
     @Test func aNameWithSeveralAddressesReachesTheOneThatAnswers() async throws {
         let dead = freePort(), live = freePort()
-        let names = TestResolver(ports: [dead, live])
-        var registry = NameResolverRegistry()
-        registry.registerFactory(names)
+        let names = Mutex<[TestResolver]>([])
         let downstream = try GRPCDownstream(host: "collector.test", port: 4317, gzip: false, timeout: .seconds(5),
                                             reconnectBackoff: (.milliseconds(20), .milliseconds(200)),
-                                            resolution: (TestName(), registry))
+                                            resolver: { loop in
+                                                let r = TestResolver(ports: [dead, live], eventLoop: loop)
+                                                names.withLock { $0.append(r) }
+                                                return r
+                                            })
         let connections = Task { try await downstream.run() }
         defer { downstream.close(); connections.cancel() }
         let handler = CountingHandler()
@@ -93,6 +86,7 @@ func freePort() -> Int {
         defer { server.beginGracefulShutdown(); task.cancel() }
         #expect(await deliver(downstream))
         #expect(handler.requests.load(ordering: .relaxed) >= 1)  // through the second address: the first refuses
-        #expect(names.resolutions.load(ordering: .relaxed) >= 1)  // the name went through the injected resolver
+        // The name went through the injected resolver.
+        #expect(names.withLock { $0.reduce(0) { $0 + $1.resolutions.load(ordering: .relaxed) } } >= 1)
     }
 }
