@@ -386,6 +386,7 @@ final class GRPCClientConnection: ChannelInboundHandler {
     private struct Call {
         var promise: EventLoopPromise<GRPCCallResult>
         var timer: Scheduled<Void>?
+        var started: NIODeadline
         var status: Int? = nil
         var encoding: String? = nil
         var body = ByteBuffer()
@@ -404,6 +405,8 @@ final class GRPCClientConnection: ChannelInboundHandler {
     private var unreturned = 0
     /// Why the connection failed, for the calls it ends.
     private var failure: String? = nil
+    /// When a frame was last read.
+    private var lastRead = NIODeadline.now()
     /// Whether HTTP/2 has started (its preface sent): calls before that wait in `queued`.
     private var active = false
     private var queued: [(GRPCConnectionPool.PendingCall, Duration)] = []
@@ -469,7 +472,7 @@ final class GRPCClientConnection: ChannelInboundHandler {
         let timer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(millis * 1_000_000)) { [weak self] () -> Void in
             self?.expire(id)
         }
-        calls[id] = Call(promise: call.promise, timer: timer)
+        calls[id] = Call(promise: call.promise, timer: timer, started: .now())
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: fields)))), promise: nil)
         let written = context.eventLoop.makePromise(of: Void.self)
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(call.message), endStream: true)))),
@@ -488,6 +491,7 @@ final class GRPCClientConnection: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
+        lastRead = .now()
         switch frame.payload {
         case .headers(let payload):
             guard var call = calls[frame.streamID] else { return }
@@ -560,9 +564,15 @@ final class GRPCClientConnection: ChannelInboundHandler {
     }
 
     private func expire(_ id: HTTP2StreamID) {
-        guard calls[id] != nil else { return }
+        guard let call = calls[id] else { return }
         end(id, GRPCCallResult(code: .deadlineExceeded, message: "no answer within the timeout"))
         context?.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.cancel))), promise: nil)
+        // Not a byte read since the call started: the connection may be dead without having said so (a peer gone, a
+        // middlebox that dropped it). Its other calls fail retryable and the next call connects afresh.
+        if lastRead < call.started {
+            failure = "nothing read from the downstream for longer than the timeout"
+            context?.close(promise: nil)
+        }
     }
 
     /// The call's status from its trailers (or its HTTP status), and its message.

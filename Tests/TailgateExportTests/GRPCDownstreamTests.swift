@@ -21,9 +21,13 @@ final class ScriptedHandler: TraceIngestHandler {
     func refused(transport: IngestTransport, reason: RefusalReason) {}
 }
 
-/// An HTTP/2 server that takes calls and never answers them.
+/// Swallows everything: with no HTTP/2 handler before it, not even the connection preface is answered.
 final class SilentHandler: ChannelInboundHandler, Sendable {
-    typealias InboundIn = HTTP2Frame
+    typealias InboundIn = ByteBuffer
+    final class Count: Sendable { let value = Atomic<Int>(0) }
+    let accepted: Count
+    init(_ accepted: Count) { self.accepted = accepted }
+    func channelActive(context: ChannelHandlerContext) { accepted.value.add(1, ordering: .relaxed) }
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }
 
@@ -81,12 +85,14 @@ final class SilentHandler: ChannelInboundHandler, Sendable {
         #expect(reason.hasPrefix("unimplemented"))
     }
 
+    /// A peer that accepts the connection and then says nothing (dead, or a middlebox that dropped it): the call
+    /// ends at its deadline, and the connection is given up, so the next call dials again.
     @Test func aServerThatNeverAnswersTimesOut() async throws {
+        let accepted = SilentHandler.Count()
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(NIOHTTP2Handler(mode: .server))
-                    try channel.pipeline.syncOperations.addHandler(SilentHandler())
+                    try channel.pipeline.syncOperations.addHandler(SilentHandler(accepted))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -98,6 +104,8 @@ final class SilentHandler: ChannelInboundHandler, Sendable {
         guard case .retryable(let reason, _) = outcome else { Issue.record("\(outcome)"); return }
         #expect(reason.hasPrefix("deadline exceeded"))
         #expect(ContinuousClock.now - started < .seconds(5))
+        _ = await downstream.send(request)
+        #expect(accepted.value.load(ordering: .relaxed) == 2)
     }
 
     @Test func aDownstreamThatComesUpLaterIsReached() async throws {
