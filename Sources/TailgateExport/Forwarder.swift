@@ -20,8 +20,9 @@ package struct ForwarderConfiguration: Sendable, Equatable {
     package var concurrency: Int = 2
     /// Compress requests with gzip. Default on (as the Collector's exporter does).
     package var gzip: Bool = true
-    /// gzip level, 1 (fastest) to 9 (smallest). Default 1: on generated OTLP agent traffic it compresses 2.2 times
-    /// faster than zlib's default level 6, to 5.4 : 1 instead of 5.8 : 1.
+    /// gzip level, 1 (fastest) to 9 (smallest), of libdeflate. Default 1: on OTLP batches of generated agent traffic it
+    /// compresses at 406 MB/s to 5.5 : 1, against 94 MB/s to 5.8 : 1 for zlib's default level 6 (what a general
+    /// gRPC client uses).
     package var compressionLevel: Int = 1
     /// Per-request timeout. Default 10 s.
     package var timeout: Duration = .seconds(10)

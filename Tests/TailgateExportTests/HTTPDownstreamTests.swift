@@ -3,6 +3,11 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+// The socket structs below are declared by the C headers NIO's shim module includes too; with NIO in this test target
+// their fields are found through that module.
+#if canImport(CNIOLinux)
+import CNIOLinux
+#endif
 import Foundation
 import Synchronization
 import Testing

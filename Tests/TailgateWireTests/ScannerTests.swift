@@ -1,3 +1,4 @@
+import CZlib
 import Testing
 import TailgateTestSupport
 @testable import TailgateWire
@@ -280,6 +281,37 @@ func exportRequestWithRawSpan(_ span: [UInt8]) -> [UInt8] {
         #expect { try Gzip.decompress(Array(good.prefix(good.count - 6)), limit: 1000) } throws: { ($0 as? Gzip.Failure)?.description.contains("invalid gzip") == true }
         #expect { try Gzip.decompress([0x1F, 0x8B, 0x08, 0x00, 0xFF, 0xFF], limit: 1000) } throws: { $0 is Gzip.Failure }
         #expect { try Gzip.decompress(Array("not gzip at all".utf8), limit: 1000) } throws: { $0 is Gzip.Failure }
+    }
+
+    @Test(arguments: [1, 6, 12] as [Int32])
+    func everyLevelRoundTripsAndEmptyBodiesToo(level: Int32) throws {
+        let input = (0..<50_000).map { UInt8(truncatingIfNeeded: $0 / 3 % 97) }
+        let compressed = input.withUnsafeBytes { Gzip.compress($0, level: level) }
+        #expect(try Gzip.decompress(compressed, limit: input.count) == input)
+        let empty = [UInt8]().withUnsafeBytes { Gzip.compress($0, level: level) }
+        #expect(try Gzip.decompress(empty, limit: 0) == [])
+    }
+
+    /// What libdeflate's one-shot path does not take goes to zlib's streaming path: the same answers either way.
+    @Test func concatenatedMembersZlibFramingAndLyingTrailersAreHandled() throws {
+        let a = Array("first member ".utf8), b = Array("second member".utf8)
+        // Two gzip members one after the other (allowed by the format): both, in order.
+        #expect(try Gzip.decompress(Gzip.compress(a) + Gzip.compress(b), limit: 100) == a + b)
+        // zlib framing (gRPC's `deflate` encoding).
+        var zlib = [UInt8](repeating: 0, count: 256)
+        var zlibLength = UInt(zlib.count)
+        #expect(compress2(&zlib, &zlibLength, a, UInt(a.count), 6) == Z_OK)
+        #expect(try Gzip.decompress(Array(zlib.prefix(Int(zlibLength))), limit: 100) == a)
+        // A trailer that understates the size: never more than the limit comes out.
+        let zeros = [UInt8](repeating: 0, count: 4 << 20)
+        var lying = Gzip.compress(zeros)
+        lying.replaceSubrange((lying.count - 4)..., with: [0x10, 0, 0, 0])  // "16 bytes"
+        #expect(throws: Gzip.Failure.tooLarge(limit: 1 << 20)) { try Gzip.decompress(lying, limit: 1 << 20) }
+        #expect { try Gzip.decompress(lying, limit: 8 << 20) } throws: { ($0 as? Gzip.Failure)?.description.contains("invalid gzip") == true }
+        // A trailer that overstates it (beyond the limit): refused at the limit, not trusted.
+        var overstated = Gzip.compress(a)
+        overstated.replaceSubrange((overstated.count - 4)..., with: [0xFF, 0xFF, 0xFF, 0x7F])
+        #expect { try Gzip.decompress(overstated, limit: 1000) } throws: { $0 is Gzip.Failure }
     }
 }
 
