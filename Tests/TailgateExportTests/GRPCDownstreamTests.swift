@@ -119,12 +119,7 @@ final class SilentHandler: ChannelInboundHandler, Sendable {
         let handler = ScriptedHandler()
         let (server, serving) = try await receiver(port: port, handler)
         defer { server.beginGracefulShutdown(); serving.cancel() }
-        var delivered = false
-        for _ in 0..<100 where !delivered {
-            delivered = await downstream.send(request) == .delivered
-            if !delivered { try await Task.sleep(for: .milliseconds(20)) }
-        }
-        #expect(delivered)
+        #expect(await deliver(request, to: downstream))
     }
 
     @Test func aRestartedDownstreamIsReachedOnANewConnection() async throws {
@@ -139,12 +134,7 @@ final class SilentHandler: ChannelInboundHandler, Sendable {
         let second = ScriptedHandler()
         let (again, servingAgain) = try await receiver(port: port, second)
         defer { again.beginGracefulShutdown(); servingAgain.cancel() }
-        var delivered = false
-        for _ in 0..<100 where !delivered {
-            delivered = await downstream.send(request) == .delivered
-            if !delivered { try await Task.sleep(for: .milliseconds(20)) }
-        }
-        #expect(delivered)
+        #expect(await deliver(request, to: downstream))
         #expect(first.bodies.withLock { $0.count } == 1)
         #expect(second.bodies.withLock { $0.count } >= 1)
     }

@@ -33,6 +33,16 @@ final class TestResolver: Resolver, Sendable {
     func cancelQueries() {}
 }
 
+/// Sends until delivered, at most 100 times 50 ms apart: a connection may need a moment to find a working address or
+/// a downstream that is coming up.
+func deliver(_ request: [UInt8], to downstream: GRPCDownstream) async -> Bool {
+    for _ in 0..<100 {
+        if await downstream.send(request) == .delivered { return true }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return false
+}
+
 /// Counts the spans it is sent.
 final class CountingHandler: TraceIngestHandler {
     let requests = Atomic<Int>(0)
@@ -58,16 +68,6 @@ func freePort() -> Int {
         return (server, task)
     }
 
-    /// Sends until delivered (bounded): the connection may need a moment to find a working address.
-    func deliver(_ downstream: GRPCDownstream) async -> Bool {
-        let request = exportRequest(spans: [TestSpan(trace: tid(1), span: 1)])
-        for _ in 0..<100 {
-            let outcome = await downstream.send(request)
-            if case .delivered = outcome { return true }
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        return false
-    }
 
     @Test func aNameWithSeveralAddressesReachesTheOneThatAnswers() async throws {
         let dead = freePort(), live = freePort()
@@ -84,7 +84,7 @@ func freePort() -> Int {
         let handler = CountingHandler()
         let (server, task) = try await receiver(port: live, handler: handler)
         defer { server.beginGracefulShutdown(); task.cancel() }
-        #expect(await deliver(downstream))
+        #expect(await deliver(exportRequest(spans: [TestSpan(trace: tid(1), span: 1)]), to: downstream))
         #expect(handler.requests.load(ordering: .relaxed) >= 1)  // through the second address: the first refuses
         // The name went through the injected resolver.
         #expect(names.withLock { $0.reduce(0) { $0 + $1.resolutions.load(ordering: .relaxed) } } >= 1)

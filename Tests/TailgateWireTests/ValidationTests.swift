@@ -337,8 +337,7 @@ private let invalidUTF8: [UInt8] = [0x66, 0x6F, 0xC3, 0x28]   // "fo" + a lead b
     }
 
     @Test func fastAndThoroughPassesAgreeOnMutatedSpans() {
-        var state: UInt64 = 42
-        func next() -> UInt64 { state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407; return state >> 33 }
+        var mutator = Mutator(state: 42)
         let events = field(11) { ev in ev.appendFixed64Field(1, 5); ev.appendStringField(2, "ev"); appendRawAttribute(&ev, 3, "a", .kvlist([("b", .strings(["x", "y"]))])) }
         let links = field(13) { l in l.appendBytesField(1, tid(3).bytes); l.appendStringField(3, "k=v"); l.appendFixed32Field(6, 1) }
         let seed = span(1, raw: events + links, attributes: [("s", .string("héllo")), ("d", .double(1.5)), ("b", .bytes([0xFF])),
@@ -346,14 +345,7 @@ private let invalidUTF8: [UInt8] = [0x66, 0x6F, 0xC3, 0x28]   // "fo" + a lead b
         var disagreements = 0, rejected = 0
         for _ in 0..<20_000 {
             var bytes = seed
-            for _ in 0..<(1 + Int(next() % 3)) {
-                let i = Int(next() % UInt64(bytes.count))
-                switch next() % 3 {
-                case 0: bytes[i] = UInt8(truncatingIfNeeded: next())
-                case 1: bytes[i] ^= 1 << UInt8(next() % 8)
-                default: bytes.remove(at: i)
-                }
-            }
+            mutator.mutate(&bytes, upTo: 3)
             bytes.withUnsafeBytes { raw in
                 let fast = OTLPValidator.isValid(.span, raw, 0..<raw.count, depth: 3)
                 let thorough = (try? OTLPValidator.validate(.span, raw, 0..<raw.count, depth: 3, root: true)) != nil
@@ -369,8 +361,7 @@ private let invalidUTF8: [UInt8] = [0x66, 0x6F, 0xC3, 0x28]   // "fo" + a lead b
     /// attributes of every simple kind, with 1- and 2-byte lengths, empty values, invalid UTF-8, and random
     /// mutations of each.
     @Test func simpleAttributePathAgreesWithTheGeneralOne() {
-        var state: UInt64 = 7
-        func next() -> UInt64 { state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407; return state >> 33 }
+        var mutator = Mutator(state: 7)
         func attribute(_ key: [UInt8], _ value: [UInt8]) -> [UInt8] {
             var w = ProtoWriter()
             w.appendBytesField(1, key)
@@ -395,16 +386,7 @@ private let invalidUTF8: [UInt8] = [0x66, 0x6F, 0xC3, 0x28]   // "fo" + a lead b
         for seed in seeds {
             for round in 0..<2_000 {
                 var bytes = seed
-                if round > 0 {
-                    for _ in 0..<(1 + Int(next() % 2)) where !bytes.isEmpty {
-                        let i = Int(next() % UInt64(bytes.count))
-                        switch next() % 3 {
-                        case 0: bytes[i] = UInt8(truncatingIfNeeded: next())
-                        case 1: bytes[i] ^= 1 << UInt8(next() % 8)
-                        default: bytes.remove(at: i)
-                        }
-                    }
-                }
+                if round > 0 { mutator.mutate(&bytes, upTo: 2) }
                 bytes.withUnsafeBytes { raw in
                     let general = OTLPValidator.isValid(.keyValue, raw, 0..<raw.count, depth: 4)
                     guard let base = raw.baseAddress, let fast = OTLPValidator.simpleAttribute(base, raw, 0..<raw.count) else {
@@ -452,6 +434,25 @@ private let invalidUTF8: [UInt8] = [0x66, 0x6F, 0xC3, 0x28]   // "fo" + a lead b
             let padded = [0x20, 0x20, 0x20] + bytes + [0x80]
             #expect(bytes.withUnsafeBytes { isValidUTF8($0, 0..<$0.count) } == expected, "\(bytes)")
             #expect(padded.withUnsafeBytes { isValidUTF8($0, 3..<(3 + bytes.count)) } == expected, "\(bytes)")
+        }
+    }
+}
+
+/// Seeded random mutations of encoded bytes: 1 to `upTo` times, a byte replaced, a bit flipped or a byte removed.
+private struct Mutator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        return state >> 33
+    }
+    mutating func mutate(_ bytes: inout [UInt8], upTo: UInt64) {
+        for _ in 0..<(1 + Int(next() % upTo)) where !bytes.isEmpty {
+            let i = Int(next() % UInt64(bytes.count))
+            switch next() % 3 {
+            case 0: bytes[i] = UInt8(truncatingIfNeeded: next())
+            case 1: bytes[i] ^= 1 << UInt8(next() % 8)
+            default: bytes.remove(at: i)
+            }
         }
     }
 }
