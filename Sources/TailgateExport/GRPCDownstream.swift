@@ -311,8 +311,7 @@ final class GRPCConnectionPool: @unchecked Sendable {
 
     private func connect() {
         var bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(.nanoseconds(min(Int64(timeout.components.seconds) * 1_000_000_000
-                                             + timeout.components.attoseconds / 1_000_000_000, 10_000_000_000)))
+            .connectTimeout(.nanoseconds(Int64(min(timeout.nanosecondsClamped, 10_000_000_000))))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [sslContext, serverHostname] channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -368,8 +367,7 @@ final class GRPCConnectionPool: @unchecked Sendable {
     private func failConnecting(_ pending: [PendingCall], _ reason: String) {
         let wait = nextBackoff
         nextBackoff = min(backoff.max, nextBackoff * 1.6)
-        state = .waiting(until: .now() + .nanoseconds(Int64(wait.components.seconds) * 1_000_000_000
-                                                     + wait.components.attoseconds / 1_000_000_000), reason: reason)
+        state = .waiting(until: .now() + .nanoseconds(Int64(wait.nanosecondsClamped)), reason: reason)
         for call in pending { call.promise.succeed(GRPCCallResult(code: .unavailable, message: reason)) }
     }
 }
@@ -464,7 +462,7 @@ final class GRPCClientConnection: ChannelInboundHandler {
         fields.add(name: ":scheme", value: scheme)
         fields.add(name: ":path", value: call.path)
         fields.add(name: ":authority", value: authority)
-        let millis = max(1, Int64(timeout.components.seconds) * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let millis = max(1, Int64(timeout.nanosecondsClamped / 1_000_000))
         fields.add(name: "grpc-timeout", value: millis < 100_000_000 ? "\(millis)m" : "\(min(99_999_999, millis / 1000))S")
         for (name, value) in headers where !call.headers.contains(where: { $0.0 == name }) {
             fields.add(name: name, value: value)
