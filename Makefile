@@ -7,13 +7,13 @@
 SWIFT ?= swift
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libxxhash-dev zlib1g-dev libdeflate-dev pkg-config python3-venv prometheus nghttp2-client nginx
+APT_PACKAGES := libxxhash-dev zlib1g-dev libdeflate-dev libgoogle-perftools-dev pkg-config python3-venv prometheus nghttp2-client nginx
 
 .PHONY: run test unit e2e soak fuzz perf-smoke bench deps venv build
 
-# System libraries the build links (libxxhash, zlib, libdeflate); installed only when missing.
+# System libraries the build links (libxxhash, zlib, libdeflate, tcmalloc); installed only when missing.
 deps:
-	@if ! pkg-config --exists libxxhash zlib libdeflate 2>/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null || ! command -v promtool >/dev/null || ! command -v h2load >/dev/null || ! command -v nginx >/dev/null; then \
+	@if ! pkg-config --exists libxxhash zlib libdeflate libtcmalloc_minimal 2>/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null || ! command -v promtool >/dev/null || ! command -v h2load >/dev/null || ! command -v nginx >/dev/null; then \
 		echo "installing $(APT_PACKAGES)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \

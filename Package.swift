@@ -15,6 +15,12 @@ import PackageDescription
 // `TraceStore` protocol); Policies reads nothing but its own file (`PolicySet.load`). HTTPServer, Ingest, Export,
 // Store, Recording's writer and Runtime do the I/O. Every downstream client, in serve and in the load tester alike, is
 // built by one factory in Export: `DownstreamAddress.makeDownstream`.
+// The two programs allocate through tcmalloc (gperftools; Debian libgoogle-perftools-dev to build, libtcmalloc-minimal4
+// to run): a buffered trace's arrays are 1-8 KiB, past glibc's per-thread cache, and glibc's malloc/free with its
+// chunk unlinking were ~15 % of the proxy's CPU. Side by side at 60k spans/s (loadtest/ab.sh) the proxy used 12 % less
+// CPU per span with it (jemalloc 9 %, mimalloc 6 %). The library modules and the tests keep the system allocator.
+let allocator: [LinkerSetting] = [.linkedLibrary("tcmalloc_minimal", .when(platforms: [.linux]))]
+
 let package = Package(
     name: "tailgate",
     platforms: [.macOS(.v15)],
@@ -143,11 +149,11 @@ let package = Package(
         .executableTarget(name: "tailgate", dependencies: [
             "TailgateRuntime", "TailgatePolicies", "TailgateBuffer", "TailgateLoadtest", "TailgateRecording", "TailgateConfig", "TailgateImport", "CTailgateSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
+        ], linkerSettings: allocator),
         .executableTarget(name: "tailgate-bench", dependencies: [
             "TailgateWire", "TailgateBuffer", "TailgatePolicies", "TailgateLoadtest", "TailgateStore", "CTailgateSupport",
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], linkerSettings: allocator),
 
         // Builders of OTLP test requests, shared by the test targets.
         .target(name: "TailgateTestSupport", dependencies: ["TailgateWire"], path: "Tests/TailgateTestSupport"),

@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "tailgate_support.h"
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <string.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -13,11 +15,25 @@ void tailgate_tune_malloc(void) {
 }
 
 int tailgate_trim_malloc(void) {
+    // Looked up rather than linked: the library modules (and their tests) do not depend on tcmalloc.
+    void (*release)(void) = (void (*)(void))dlsym(RTLD_DEFAULT, "MallocExtension_ReleaseFreeMemory");
+    if (release) {
+        release();
+        return 1;
+    }
 #if defined(__GLIBC__)
     return malloc_trim(0);
 #else
     return 0;
 #endif
+}
+
+const char *tailgate_allocator(void) {
+    Dl_info info;
+    void *symbol = dlsym(RTLD_DEFAULT, "malloc");
+    if (!symbol || !dladdr(symbol, &info) || !info.dli_fname) return "unknown";
+    const char *slash = strrchr(info.dli_fname, '/');  // the loader's string, valid while the library is loaded
+    return slash ? slash + 1 : info.dli_fname;
 }
 
 #ifndef TAILGATE_COMMIT

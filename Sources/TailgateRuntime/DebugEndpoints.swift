@@ -635,6 +635,7 @@ extension DebugRoutes {
         let body: DebugJSON = .object([
             ("version", .string(TailgateVersion.current)),
             ("commit", .string(String(cString: tailgate_build_commit()))),
+            ("allocator", .string(String(cString: tailgate_allocator()))),
             ("started_at", .string(DebugRoutes.rfc3339(context.startedWall))),
             ("uptime_seconds", .number(Double(now &- min(context.startedMono, now)) / 1e9, places: 1)),
             ("readiness", .string(readiness.current.rawValue)),

@@ -345,10 +345,11 @@ extension TailgateMetrics {
     func infoAndProcessMetrics() -> String {
         let hash = policiesHashValue.withLock { $0 }
         let commit = String(cString: tailgate_build_commit())
+        let allocator = String(cString: tailgate_allocator())
         var out = """
-        # HELP tailgate_build_info Version and commit of the running binary.
+        # HELP tailgate_build_info Version and commit of the running binary, and the library its malloc comes from.
         # TYPE tailgate_build_info gauge
-        tailgate_build_info{version="\(TailgateVersion.current)",commit="\(commit)"} 1
+        tailgate_build_info{version="\(TailgateVersion.current)",commit="\(commit)",allocator="\(allocator)"} 1
         # HELP tailgate_policies_info The loaded policies file, by its XXH3 hash (hex).
         # TYPE tailgate_policies_info gauge
         tailgate_policies_info{hash="\(String(hash, radix: 16))"} 1

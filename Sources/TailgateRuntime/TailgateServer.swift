@@ -1,4 +1,5 @@
 package import Logging
+import CTailgateSupport
 import NIOCore
 import Synchronization
 import NIOPosix
@@ -193,6 +194,7 @@ package struct TailgateServer: Sendable {
             readiness.markReady()
             logger.info("tailgate started", metadata: [
                 "version": "\(TailgateVersion.current)",
+                "allocator": "\(String(cString: tailgate_allocator()))",
                 "listening": "\(listening.joined(separator: " "))",
                 "downstream": "\(config.downstream)",
                 "mode": "\(config.dryRun ? "dry run (everything forwarded)" : "sampling")",

@@ -68,7 +68,7 @@ def test_dockerfile_structure():
         assert ":" in image and not image.endswith(":latest"), image
     assert "swift build -c release --static-swift-stdlib" in text
     runtime = text[text.rindex("\nFROM "):]
-    assert "libxxhash0" in runtime and "zlib1g" in runtime and "libdeflate0" in runtime
+    assert "libxxhash0" in runtime and "zlib1g" in runtime and "libdeflate0" in runtime and "libtcmalloc-minimal4" in runtime
     user = re.findall(r"^USER\s+(\S+)", runtime, re.M)
     assert user and user[-1].split(":")[0] not in ("root", "0")
     assert set(re.findall(r"^EXPOSE\s+(.+)$", runtime, re.M)[0].split()) == {"4317", "4318", "9464"}

@@ -6,10 +6,16 @@
 /// for reuse, so the proxy does not pay page faults and page zeroing per request. No-op outside glibc.
 void tailgate_tune_malloc(void);
 
-/// Returns free heap memory to the system (glibc's malloc_trim): called every few seconds, so that memory taken by a
-/// burst (large requests, a full buffer) is given back once the burst is over, despite the trim threshold above.
-/// Returns 1 when memory was released. No-op outside glibc.
+/// Returns free heap memory to the system: called every few seconds, so that memory taken by a burst (large requests,
+/// a full buffer) is given back once the burst is over. Under tcmalloc (the programs link it, see Package.swift),
+/// `MallocExtension_ReleaseFreeMemory`; under glibc's allocator, `malloc_trim` (despite the trim threshold above).
+/// Returns 1 when memory was released (always 1 under tcmalloc, which does not say). No-op elsewhere.
 int tailgate_trim_malloc(void);
+
+/// The file name of the shared library that provides the process's `malloc` (for example "libtcmalloc_minimal.so.4"
+/// or "libc.so.6"), found at run time: which allocator is in effect, whatever was linked or preloaded. "unknown" when
+/// it cannot be told.
+const char *tailgate_allocator(void);
 
 /// The git commit the binary was built from: the TAILGATE_COMMIT macro (`make` passes
 /// `-Xcc -DTAILGATE_COMMIT=\"<sha>\"`), else "unknown".
