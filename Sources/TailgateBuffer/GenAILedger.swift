@@ -15,9 +15,19 @@ package import TailgateWire
 /// Cache-read and cache-creation tokens are part of input tokens, reasoning tokens part of output tokens: they are
 /// never added on top. A span that reports only a total counts it as `totalOnly`.
 package struct GenAILedger: Sendable, Equatable {
-    /// The GenAI spans, in arrival order (decoded from `packed` while the ledger is packed).
-    package var spans: [GenAISpan] { packed?.decoded().spans ?? expanded }
+    /// The GenAI spans, in arrival order (decoded from the encoded forms while the ledger holds one).
+    package var spans: [GenAISpan] {
+        if let packed { return packed.decoded().spans }
+        if appendedCount > 0 { return decodeAppended().spans }
+        return expanded
+    }
     private var expanded: [GenAISpan] = []
+    /// While the trace buffers: its spans encoded as they arrive (`GenAIEncoding`, ~30 bytes a span where a
+    /// `GenAISpan` takes 112), decoded once, when the decision resolves the ledger (`unpack`). Its names are the
+    /// distinct `GenAINames` of those spans. Holds spans only while `expanded` is empty and nothing is packed.
+    private var appended: [UInt8] = []
+    private var appendedNames: [GenAINames] = []
+    private var appendedCount = 0
     /// While a trace waits on disk: its spans in a compact form (see `pack`); `expanded` is then empty.
     /// (Immutable once made; `ManagedBuffer` cannot declare itself `Sendable`.)
     nonisolated(unsafe) private var packed: PackedGenAISpans? = nil
@@ -43,6 +53,7 @@ package struct GenAILedger: Sendable, Equatable {
         func allocation(_ capacity: Int, _ stride: Int) -> Int { capacity == 0 ? 0 : capacity * stride + arrayAllocationOverhead }
         allocated = allocation(expanded.capacity, MemoryLayout<GenAISpan>.stride)
             + allocation(expandedCounted.capacity, MemoryLayout<SIMD8<Int64>>.stride) + (packed?.accountedBytes ?? 0)
+            + allocation(appended.capacity, 1) + allocation(appendedNames.capacity, MemoryLayout<GenAINames>.stride)
     }
 
     package static func == (a: GenAILedger, b: GenAILedger) -> Bool {
@@ -50,25 +61,60 @@ package struct GenAILedger: Sendable, Equatable {
     }
 
     /// The number of GenAI spans.
-    package var count: Int { packed?.count ?? expanded.count }
+    package var count: Int { packed?.count ?? (appendedCount > 0 ? appendedCount : expanded.count) }
     /// The spans are held packed (see `pack`).
     package var isPacked: Bool { packed != nil }
 
     package mutating func append(_ span: GenAISpan) {
-        unpack()
-        guard expanded.count < Self.maxSpans else { return }
-        BufferedSpans.grow(&expanded, by: 1)
-        expanded.append(span)
+        if packed != nil { unpack() }
+        guard count < Self.maxSpans else { return }
         resolved = false
+        if expanded.isEmpty {
+            let name: Int
+            if let last = appendedNames.indices.last, appendedNames[last] === span.names {
+                name = last
+            } else if let found = appendedNames.lastIndex(where: { $0 === span.names }) {
+                name = found
+            } else {
+                name = appendedNames.count
+                appendedNames.append(span.names)
+            }
+            let size = GenAIEncoding.size(span, name: name, counted: nil)
+            if appended.isEmpty { appended.reserveCapacity(max(96, size)) }
+            BufferedSpans.grow(&appended, by: size)
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: size) { buffer in
+                var p = buffer.baseAddress!
+                GenAIEncoding.write(span, name: name, counted: nil, to: &p)
+                appended.append(contentsOf: buffer)
+            }
+            appendedCount += 1
+        } else {
+            // Spans after a resolve (late spans of a decided trace) join the decoded ones.
+            BufferedSpans.grow(&expanded, by: 1)
+            expanded.append(span)
+        }
         updateAllocation()
     }
 
+    private func decodeAppended() -> (spans: [GenAISpan], counted: [SIMD8<Int64>]?) {
+        appended.withUnsafeBytes { GenAIEncoding.decode(names: appendedNames, raw: $0, count: appendedCount, resolved: false) }
+    }
+
     /// Packs the spans (and what `resolve` counted, if it ran) for a trace that waits, on disk or retained after a
-    /// drop: 112 bytes per span (plus spare capacity, plus 64 per counted span) become ~30, and that decides how many
-    /// idle runs the memory budget holds while their spans are on disk. Whatever reads the ledger next gets the same
-    /// spans and counts back (`unpack`).
+    /// drop: 112 bytes per span (plus spare capacity, plus 64 per counted span) become ~30, in one allocation of the
+    /// exact size, and that decides how many idle runs the memory budget holds while their spans are on disk. Whatever
+    /// reads the ledger next gets the same spans and counts back (`unpack`).
     package mutating func pack() {
-        guard packed == nil, !expanded.isEmpty else { return }
+        guard packed == nil else { return }
+        if appendedCount > 0 {
+            packed = PackedGenAISpans.make(names: appendedNames, encoded: appended, count: appendedCount)
+            appended = []
+            appendedNames = []
+            appendedCount = 0
+            updateAllocation()
+            return
+        }
+        guard !expanded.isEmpty else { return }
         resolved = resolved && expandedCounted.count == expanded.count
         packed = PackedGenAISpans.make(expanded, counted: resolved ? expandedCounted : nil)
         expanded = []
@@ -76,13 +122,21 @@ package struct GenAILedger: Sendable, Equatable {
         updateAllocation()
     }
 
-    /// Undoes `pack` (`append` and `resolve` do it themselves).
+    /// Undoes `pack`, and decodes the spans encoded as they arrived (`append` and `resolve` do it themselves).
     package mutating func unpack() {
-        guard let p = packed else { return }
-        let back = p.decoded()
-        expanded = back.spans
-        expandedCounted = back.counted ?? []
-        packed = nil
+        if let p = packed {
+            let back = p.decoded()
+            expanded = back.spans
+            expandedCounted = back.counted ?? []
+            packed = nil
+        } else if appendedCount > 0 {
+            expanded = decodeAppended().spans
+            appended = []
+            appendedNames = []
+            appendedCount = 0
+        } else {
+            return
+        }
         updateAllocation()
     }
 
@@ -192,11 +246,106 @@ package struct GenAILedger: Sendable, Equatable {
     }
 }
 
-/// GenAI spans packed for a trace that waits (see `GenAILedger.pack`). Per span, in order: span ID and parent span ID
-/// (8 bytes each, little-endian); a flags byte (bit 0: aggregate role, bit 1: ERROR status); the index of its names
-/// in `names` and its duration as varints; its tokens as a byte with one bit per lane that is not zero followed by
-/// each such lane's bit pattern as a varint; when the ledger was resolved, what the span counts for in the same form.
-/// Exact for every value.
+/// One GenAI span as bytes, the form of the ledger's spans while a trace buffers (`GenAILedger.append`) and of
+/// `PackedGenAISpans`: span ID and parent span ID (8 bytes each, little-endian); a flags byte (bit 0: aggregate role,
+/// bit 1: ERROR status); the index of its names (in the names that go with the bytes) and its duration as varints;
+/// its tokens as a byte with one bit per lane that is not zero followed by each such lane's bit pattern as a varint;
+/// when the ledger was resolved, what the span counts for in the same form. Exact for every value.
+enum GenAIEncoding {
+    @inline(__always) static func varintSize(_ v: UInt64) -> Int { v < 0x80 ? 1 : (64 - v.leadingZeroBitCount + 6) / 7 }
+
+    @inline(__always) static func lanesSize(_ t: SIMD8<Int64>) -> Int {
+        var n = 1
+        for lane in 0..<8 where t[lane] != 0 { n += varintSize(UInt64(bitPattern: t[lane])) }
+        return n
+    }
+
+    /// Bytes `write` takes for `span`.
+    @inline(__always) static func size(_ span: GenAISpan, name: Int, counted: SIMD8<Int64>?) -> Int {
+        17 + varintSize(UInt64(name)) + varintSize(span.durationNanos) + lanesSize(span.tokens) + (counted.map(lanesSize) ?? 0)
+    }
+
+    /// Writes `span` at `p` (which must have `size` bytes) and moves `p` past it.
+    @inline(__always) static func write(_ span: GenAISpan, name: Int, counted: SIMD8<Int64>?, to p: inout UnsafeMutablePointer<UInt8>) {
+        @inline(__always) func varint(_ value: UInt64) {
+            var v = value
+            while v >= 0x80 {
+                p.pointee = UInt8(truncatingIfNeeded: v) | 0x80
+                p += 1
+                v >>= 7
+            }
+            p.pointee = UInt8(v)
+            p += 1
+        }
+        @inline(__always) func fixed(_ value: UInt64) {
+            UnsafeMutableRawPointer(p).storeBytes(of: value.littleEndian, as: UInt64.self)
+            p += 8
+        }
+        @inline(__always) func lanes(_ tokens: SIMD8<Int64>) {
+            var mask: UInt8 = 0
+            for lane in 0..<8 where tokens[lane] != 0 { mask |= 1 << lane }
+            p.pointee = mask
+            p += 1
+            for lane in 0..<8 where mask & (1 << lane) != 0 { varint(UInt64(bitPattern: tokens[lane])) }
+        }
+        fixed(span.spanID)
+        fixed(span.parentSpanID)
+        p.pointee = (span.role == .aggregate ? 1 : 0) | (span.statusError ? 2 : 0)
+        p += 1
+        varint(UInt64(name))
+        varint(span.durationNanos)
+        lanes(span.tokens)
+        if let counted { lanes(counted) }
+    }
+
+    /// The `count` spans written in `raw` (with what they count for, when `resolved`).
+    static func decode(names: [GenAINames], raw: UnsafeRawBufferPointer, count: Int, resolved: Bool)
+        -> (spans: [GenAISpan], counted: [SIMD8<Int64>]?)
+    {
+        var spans: [GenAISpan] = []
+        spans.reserveCapacity(count)
+        var counted: [SIMD8<Int64>] = []
+        if resolved { counted.reserveCapacity(count) }
+        var o = 0
+        func fixed() -> UInt64 {
+            defer { o += 8 }
+            return UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt64.self))
+        }
+        func varint() -> UInt64 {
+            var v: UInt64 = 0
+            var shift: UInt64 = 0
+            while true {
+                let b = raw[o]
+                o += 1
+                v |= UInt64(b & 0x7F) << shift
+                if b < 0x80 { return v }
+                shift += 7
+            }
+        }
+        func lanes() -> SIMD8<Int64> {
+            let mask = raw[o]
+            o += 1
+            var tokens = SIMD8<Int64>()
+            for lane in 0..<8 where mask & (1 << lane) != 0 { tokens[lane] = Int64(bitPattern: varint()) }
+            return tokens
+        }
+        for _ in 0..<count {
+            let id = fixed(), parent = fixed()
+            let flags = raw[o]
+            o += 1
+            let names = names[Int(varint())]
+            let duration = varint()
+            let tokens = lanes()
+            spans.append(GenAISpan(spanID: id, parentSpanID: parent, role: flags & 1 != 0 ? .aggregate : .inference,
+                                   names: names, statusError: flags & 2 != 0, durationNanos: duration, tokens: tokens))
+            if resolved { counted.append(lanes()) }
+        }
+        precondition(o == raw.count, "GenAI encoding: \(raw.count - o) bytes left over")
+        return (spans, resolved ? counted : nil)
+    }
+}
+
+/// GenAI spans packed for a trace that waits (see `GenAILedger.pack`), in `GenAIEncoding`.
 struct PackedGenAIHeader {
     /// Spans packed.
     var count: Int32
@@ -212,14 +361,8 @@ struct PackedGenAIHeader {
 /// packed spans.
 final class PackedGenAISpans: ManagedBuffer<PackedGenAIHeader, UInt8> {
     /// Packs `spans` (and `counted`, when given) in two passes: sizes and distinct names, then the bytes written in
-    /// place (every dropped trace retained for the revise window is packed, so this runs for most traces).
+    /// place.
     static func make(_ spans: [GenAISpan], counted: [SIMD8<Int64>]?) -> PackedGenAISpans {
-        @inline(__always) func varintSize(_ v: UInt64) -> Int { v < 0x80 ? 1 : (64 - v.leadingZeroBitCount + 6) / 7 }
-        @inline(__always) func lanesSize(_ t: SIMD8<Int64>) -> Int {
-            var n = 1
-            for lane in 0..<8 where t[lane] != 0 { n += varintSize(UInt64(bitPattern: t[lane])) }
-            return n
-        }
         // A run repeats a handful of names, the latest most often: searched from the end.
         func index(_ names: [GenAINames], _ n: GenAINames) -> Int? { names.lastIndex { $0 === n } }
         var names: [GenAINames] = []
@@ -227,50 +370,35 @@ final class PackedGenAISpans: ManagedBuffer<PackedGenAIHeader, UInt8> {
         for (i, span) in spans.enumerated() {
             let k: Int
             if let found = index(names, span.names) { k = found } else { k = names.count; names.append(span.names) }
-            size += 17 + varintSize(UInt64(k)) + varintSize(span.durationNanos) + lanesSize(span.tokens)
-            if let counted { size += lanesSize(counted[i]) }
+            size += GenAIEncoding.size(span, name: k, counted: counted?[i])
         }
-        let header = PackedGenAIHeader(count: Int32(spans.count), nameCount: Int32(names.count), byteCount: Int32(size),
-                                       resolved: counted != nil)
-        let made = unsafeDowncast(create(minimumCapacity: names.count * 8 + size) { _ in header }, to: PackedGenAISpans.self)
+        return make(names: names, count: spans.count, byteCount: size, resolved: counted != nil) { start in
+            var p = start
+            for (i, span) in spans.enumerated() {
+                GenAIEncoding.write(span, name: index(names, span.names)!, counted: counted?[i], to: &p)
+            }
+            precondition(p == start + size, "packed size")
+        }
+    }
+
+    /// Packs spans already encoded (unresolved) with their names: a copy of the bytes (the trace buffered them so).
+    static func make(names: [GenAINames], encoded: [UInt8], count: Int) -> PackedGenAISpans {
+        make(names: names, count: count, byteCount: encoded.count, resolved: false) { start in
+            encoded.withUnsafeBufferPointer { start.update(from: $0.baseAddress!, count: $0.count) }
+        }
+    }
+
+    private static func make(names: [GenAINames], count: Int, byteCount: Int, resolved: Bool,
+                             write: (UnsafeMutablePointer<UInt8>) -> Void) -> PackedGenAISpans {
+        let header = PackedGenAIHeader(count: Int32(count), nameCount: Int32(names.count), byteCount: Int32(byteCount),
+                                       resolved: resolved)
+        let made = unsafeDowncast(create(minimumCapacity: names.count * 8 + byteCount) { _ in header }, to: PackedGenAISpans.self)
         made.withUnsafeMutablePointerToElements { elements in
             let raw = UnsafeMutableRawPointer(elements)
             for (i, n) in names.enumerated() {
                 raw.storeBytes(of: UInt(bitPattern: Unmanaged.passRetained(n).toOpaque()), toByteOffset: i * 8, as: UInt.self)
             }
-            var p = raw.advanced(by: names.count * 8).assumingMemoryBound(to: UInt8.self)
-            @inline(__always) func varint(_ value: UInt64) {
-                var v = value
-                while v >= 0x80 {
-                    p.pointee = UInt8(truncatingIfNeeded: v) | 0x80
-                    p += 1
-                    v >>= 7
-                }
-                p.pointee = UInt8(v)
-                p += 1
-            }
-            @inline(__always) func fixed(_ value: UInt64) {
-                UnsafeMutableRawPointer(p).storeBytes(of: value.littleEndian, as: UInt64.self)
-                p += 8
-            }
-            @inline(__always) func lanes(_ tokens: SIMD8<Int64>) {
-                var mask: UInt8 = 0
-                for lane in 0..<8 where tokens[lane] != 0 { mask |= 1 << lane }
-                p.pointee = mask
-                p += 1
-                for lane in 0..<8 where mask & (1 << lane) != 0 { varint(UInt64(bitPattern: tokens[lane])) }
-            }
-            for (i, span) in spans.enumerated() {
-                fixed(span.spanID)
-                fixed(span.parentSpanID)
-                p.pointee = (span.role == .aggregate ? 1 : 0) | (span.statusError ? 2 : 0)
-                p += 1
-                varint(UInt64(index(names, span.names)!))
-                varint(span.durationNanos)
-                lanes(span.tokens)
-                if let counted { lanes(counted[i]) }
-            }
-            precondition(p == raw.advanced(by: names.count * 8 + size).assumingMemoryBound(to: UInt8.self), "packed size")
+            write(raw.advanced(by: names.count * 8).assumingMemoryBound(to: UInt8.self))
         }
         return made
     }
@@ -296,11 +424,7 @@ final class PackedGenAISpans: ManagedBuffer<PackedGenAIHeader, UInt8> {
 
     func decoded() -> (spans: [GenAISpan], counted: [SIMD8<Int64>]?) {
         let h = header
-        var spans: [GenAISpan] = []
-        spans.reserveCapacity(Int(h.count))
-        var counted: [SIMD8<Int64>] = []
-        if h.resolved { counted.reserveCapacity(Int(h.count)) }
-        withUnsafeMutablePointerToElements { elements in
+        return withUnsafeMutablePointerToElements { elements in
             let base = UnsafeRawPointer(elements)
             var names: [GenAINames] = []
             names.reserveCapacity(Int(h.nameCount))
@@ -309,41 +433,7 @@ final class PackedGenAISpans: ManagedBuffer<PackedGenAIHeader, UInt8> {
                 names.append(Unmanaged<GenAINames>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!).takeUnretainedValue())
             }
             let raw = UnsafeRawBufferPointer(start: base.advanced(by: Int(h.nameCount) * 8), count: Int(h.byteCount))
-            var o = 0
-            func fixed() -> UInt64 {
-                defer { o += 8 }
-                return UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt64.self))
-            }
-            func varint() -> UInt64 {
-                var v: UInt64 = 0
-                var shift: UInt64 = 0
-                while true {
-                    let b = raw[o]
-                    o += 1
-                    v |= UInt64(b & 0x7F) << shift
-                    if b < 0x80 { return v }
-                    shift += 7
-                }
-            }
-            func lanes() -> SIMD8<Int64> {
-                let mask = raw[o]
-                o += 1
-                var tokens = SIMD8<Int64>()
-                for lane in 0..<8 where mask & (1 << lane) != 0 { tokens[lane] = Int64(bitPattern: varint()) }
-                return tokens
-            }
-            for _ in 0..<Int(h.count) {
-                let id = fixed(), parent = fixed()
-                let flags = raw[o]
-                o += 1
-                let names = names[Int(varint())]
-                let duration = varint()
-                let tokens = lanes()
-                spans.append(GenAISpan(spanID: id, parentSpanID: parent, role: flags & 1 != 0 ? .aggregate : .inference,
-                                       names: names, statusError: flags & 2 != 0, durationNanos: duration, tokens: tokens))
-                if h.resolved { counted.append(lanes()) }
-            }
+            return GenAIEncoding.decode(names: names, raw: raw, count: Int(h.count), resolved: h.resolved)
         }
-        return (spans, h.resolved ? counted : nil)
     }
 }

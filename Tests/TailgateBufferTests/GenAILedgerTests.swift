@@ -164,6 +164,36 @@ import TailgateWire
         #expect(ledger.spans == Self.variedSpans + [extra])
     }
 
+    /// Spans appended one at a time (as a buffering trace gets them) are held encoded; every reader sees them as if
+    /// they had been held decoded, before and after packing, and resolving counts the same tokens.
+    @Test func appendedSpansAreHeldEncodedAndReadBackTheSame() {
+        let spans = Self.variedSpans
+        var appended = GenAILedger()
+        for span in spans { appended.append(span) }
+        let decoded = GenAILedger(spans: spans)
+        #expect(appended.count == 40 && !appended.isPacked && !appended.resolved)
+        #expect(appended.spans == spans && appended == decoded)
+        #expect(appended.needsAncestry == decoded.needsAncestry)
+        // ~30 bytes a span (plus spare capacity) where a decoded span takes 112.
+        #expect(appended.accountedBytes * 2 < decoded.accountedBytes, "\(appended.accountedBytes) of \(decoded.accountedBytes)")
+
+        var packed = appended
+        packed.pack()
+        #expect(packed.isPacked && packed.spans == spans && packed.accountedBytes <= appended.accountedBytes)
+
+        var resolvedAppended = appended, resolvedDecoded = decoded, resolvedPacked = packed
+        resolvedAppended.resolve()
+        resolvedDecoded.resolve()
+        resolvedPacked.resolve()
+        #expect(resolvedAppended == resolvedDecoded && resolvedPacked == resolvedDecoded)
+        #expect(resolvedAppended.totalTokens() == resolvedDecoded.totalTokens())
+
+        // A span after the resolve (a late span) joins the decoded ones, in arrival order.
+        let late = Self.chat(999, parent: 1, 5, 5)
+        resolvedAppended.append(late)
+        #expect(!resolvedAppended.resolved && resolvedAppended.spans == spans + [late])
+    }
+
     @Test func anEmptyLedgerStaysUnpacked() {
         var ledger = GenAILedger()
         ledger.pack()
