@@ -103,7 +103,12 @@ package struct TraceSummary: Sendable, Equatable {
     /// The conversation (`SpanFacts.conversation`) of the first span that named one; 0 when none did.
     package var conversation: UInt64 = 0
     /// The trace's GenAI spans (model calls, agents, tools) and the tokens each counts for; nil when it has none.
-    package var genAI: GenAILedger? = nil
+    package var genAI: GenAILedger? = nil {
+        didSet { genAIAccountedBytes = genAI?.accountedBytes ?? 0 }
+    }
+    /// `genAI`'s `accountedBytes`, kept up to date with it: the buffer reads it twice per span, and reading it through
+    /// the optional ledger copied the ledger (retaining and releasing each of its arrays) every time.
+    package private(set) var genAIAccountedBytes = 0
 
     package init(traceID: TraceID) {
         self.traceID = traceID
@@ -408,7 +413,7 @@ package final class TraceBuffer: Sendable {
                 parts["span refs, array headers, spare capacity", default: 0] += entry.spans.accountedBytes - entry.spans.payloadBytes
                 parts["seen/missing span IDs", default: 0] += entry.seen.accountedBytes + entry.missing.accountedBytes
                     + (entry.spilledIDs.isEmpty ? 0 : entry.spilledIDs.capacity * 8 + arrayAllocationOverhead)
-                parts["GenAI ledger", default: 0] += entry.summary.genAI?.accountedBytes ?? 0
+                parts["GenAI ledger", default: 0] += entry.summary.genAIAccountedBytes
                 parts["per-trace overhead", default: 0] += traceOverheadBytes
             }
             for c in state.cold.values {
@@ -821,7 +826,7 @@ final class TraceEntry: @unchecked Sendable {
 
     var accountedBytes: Int {
         spans.accountedBytes + traceOverheadBytes + seen.accountedBytes + missing.accountedBytes
-            + (spilledIDs.isEmpty ? 0 : spilledIDs.capacity * 8 + arrayAllocationOverhead) + (summary.genAI?.accountedBytes ?? 0)
+            + (spilledIDs.isEmpty ? 0 : spilledIDs.capacity * 8 + arrayAllocationOverhead) + summary.genAIAccountedBytes
     }
 
     /// The spans in memory went to the store: their IDs join `spilledIDs` (exact capacity) and `seen` is emptied.
@@ -837,7 +842,21 @@ final class TraceEntry: @unchecked Sendable {
     /// A span with this ID has arrived (in memory or stored).
     @inline(__always)
     func hasSpan(_ id: UInt64) -> Bool {
-        if seen[id] != nil { return true }
+        seen[id] != nil || hasSpilled(id)
+    }
+
+    /// A root has arrived and no span waits for a parent.
+    var isComplete: Bool { rootArrived != 0 && missing.isEmpty }
+
+    /// Whether spans with these IDs have arrived (one pass over `seen` for both while it is small).
+    @inline(__always)
+    func hasSpans(_ a: UInt64, _ b: UInt64) -> (Bool, Bool) {
+        let (inA, inB) = seen.contains(a, b)
+        return (inA || hasSpilled(a), inB || hasSpilled(b))
+    }
+
+    @inline(__always)
+    func hasSpilled(_ id: UInt64) -> Bool {
         guard !spilledIDs.isEmpty else { return false }
         return spilledIDs.withUnsafeBufferPointer { ids in
             var lo = 0, hi = ids.count
@@ -849,21 +868,24 @@ final class TraceEntry: @unchecked Sendable {
         }
     }
 
-    /// A root has arrived and no span waits for a parent.
-    var isComplete: Bool { rootArrived != 0 && missing.isEmpty }
-
-    /// Records a span's IDs; false when the trace already has a span with this ID (a duplicate delivery).
+    /// Records a span's IDs; false when the trace already has a span with this ID (a duplicate delivery). On the
+    /// insert path of every span: `seen` and `missing` are each walked once (while small) for the span and its parent.
     func record(spanID: UInt64, parent: UInt64, parentIsRemote: Bool?) -> Bool {
-        guard !hasSpan(spanID) else { return false }
-        seen.set(spanID, parent)
-        if let was = missing.remove(spanID), was == .local { missingLocal -= 1 }
-        if parent != 0 && !hasSpan(parent) {
+        let (duplicate, parentArrived) = hasSpans(spanID, parent)
+        guard !duplicate else { return false }
+        seen.insertNew(spanID, parent)
+        let (was, parentMissing) = missing.isEmpty ? (nil, nil) : missing.find(spanID, parent)
+        if was != nil {
+            missing.remove(spanID)
+            if was == .local { missingLocal -= 1 }
+        }
+        if parent != 0 && parent != spanID && !parentArrived {
             let locality: ParentLocality = parentIsRemote.map { $0 ? .remote : .local } ?? .unknown
             // One span of its own process saying "local" settles it, whichever span named the parent first (a callee
             // in another service names the same span as its remote parent, and often exports first).
-            switch missing[parent] {
+            switch parentMissing {
             case nil:
-                missing.set(parent, locality)
+                missing.insertNew(parent, locality)
                 if locality == .local { missingLocal += 1 }
             case .remote?, .unknown?:
                 if locality == .local {
@@ -916,16 +938,57 @@ struct SmallIDMap<Value> {
         return nil
     }
 
+    /// Whether `a` and `b` are keys, in one pass while small.
+    @inline(__always)
+    func contains(_ a: UInt64, _ b: UInt64) -> (Bool, Bool) {
+        if let large { return (large[a] != nil, large[b] != nil) }
+        var inA = false, inB = false
+        small.withUnsafeBufferPointer { entries in
+            for entry in entries {
+                if entry.id == a { inA = true }
+                if entry.id == b { inB = true }
+            }
+        }
+        return (inA, inB)
+    }
+
+    /// The values of `a` and `b`, in one pass while small.
+    @inline(__always)
+    func find(_ a: UInt64, _ b: UInt64) -> (Value?, Value?) {
+        if let large { return (large[a], large[b]) }
+        var va: Value? = nil, vb: Value? = nil
+        for entry in small {
+            if entry.id == a { va = entry.value }
+            if entry.id == b { vb = entry.value }
+        }
+        return (va, vb)
+    }
+
+    /// Adds a key that is known not to be there (no search).
+    mutating func insertNew(_ id: UInt64, _ value: Value) {
+        if large != nil {
+            large![id] = value
+            updateAllocation()
+            return
+        }
+        append(id, value)
+    }
+
     mutating func set(_ id: UInt64, _ value: Value) {
-        defer { updateAllocation() }
         if large != nil {
             large?[id] = value
+            updateAllocation()
             return
         }
         if let i = small.firstIndex(where: { $0.id == id }) {
             small[i].value = value
             return
         }
+        append(id, value)
+    }
+
+    private mutating func append(_ id: UInt64, _ value: Value) {
+        defer { updateAllocation() }
         if small.isEmpty { small.reserveCapacity(8) }
         small.append((id, value))
         if small.count > Self.limit {
@@ -984,7 +1047,7 @@ final class RetainedTrace: @unchecked Sendable {
     /// (kept so that a late span can revise the drop on a token budget) unless compact, and late spans held since the
     /// drop.
     var accountedBytes: Int {
-        (summaryBox.map { retainedSummaryBytes + ($0.summary.genAI?.accountedBytes ?? 0) } ?? 0) + retainedOverheadBytes
+        (summaryBox.map { retainedSummaryBytes + $0.summary.genAIAccountedBytes } ?? 0) + retainedOverheadBytes
             + late.accountedBytes + refs.capacity * MemoryLayout<SpillRef>.stride + arrayAllocationOverhead
     }
 }

@@ -27,6 +27,10 @@ package final class GenAIMetrics: Sendable {
         var values: [String: Set<String>] = [:]
         /// Series by the names spans carry .
         var groups: [GroupKey: Group] = [:]
+        /// The same by the identity of a span's interned names (the object is held, so its identity is not reused):
+        /// one pointer hashed per span instead of three strings, and whether its operation is a model call's.
+        /// Emptied when it reaches `namesCacheLimit` (names beyond the interner's table are made per request).
+        var byNames: [NamesKey: (names: GenAINames, group: Group, inferenceOperation: Bool)] = [:]
         var named: [NamedKey: (Label, CoreMetrics.Counter)] = [:]
     }
 
@@ -90,6 +94,20 @@ package final class GenAIMetrics: Sendable {
         var overflowed: Bool
     }
 
+    struct NamesKey: Hashable {
+        var names: ObjectIdentifier
+        var unknownOperation: Bool
+    }
+
+    static let namesCacheLimit = 4096
+
+    /// Token lanes counted as `tailgate_gen_ai_tokens_total{type}` and `tailgate_gen_ai_token_details_total{type}`,
+    /// with the slot of their counter in `Group`.
+    static let tokenTypes: [(slot: Int, lane: Int, type: String)] =
+        [(0, GenAISpan.Lane.input, "input"), (1, GenAISpan.Lane.output, "output"), (2, GenAISpan.Lane.totalOnly, "unspecified")]
+    static let detailTypes: [(slot: Int, lane: Int, type: String)] =
+        [(0, GenAISpan.Lane.cacheRead, "cache_read"), (1, GenAISpan.Lane.cacheCreation, "cache_creation"), (2, GenAISpan.Lane.reasoning, "reasoning")]
+
     struct GroupKey: Hashable {
         var provider: String, model: String, operation: String
         /// No operation but usage: operation label `unknown` (not admitted as a value).
@@ -97,9 +115,25 @@ package final class GenAIMetrics: Sendable {
     }
 
     private func count(_ span: GenAISpan, tokens t: SIMD8<Int64>, pricing: PriceTable, _ s: inout State) {
-        typealias L = GenAISpan.Lane
-        let key = GroupKey(provider: span.provider, model: span.model, operation: span.operation,
-                           unknownOperation: span.operation.isEmpty && span.hasUsage)
+        let unknownOperation = span.operation.isEmpty && span.hasUsage
+        let namesKey = NamesKey(names: ObjectIdentifier(span.names), unknownOperation: unknownOperation)
+        let g: Group
+        let inferenceOperation: Bool
+        if let cached = s.byNames[namesKey] {
+            g = cached.group
+            inferenceOperation = cached.inferenceOperation
+        } else {
+            g = group(span, unknownOperation: unknownOperation, &s)
+            inferenceOperation = GenAIKeys.inferenceOperations.contains(span.operation)
+            if s.byNames.count >= Self.namesCacheLimit { s.byNames.removeAll(keepingCapacity: true) }
+            s.byNames[namesKey] = (span.names, g, inferenceOperation)
+        }
+        count(span, group: g, isModelCall: inferenceOperation || unknownOperation, tokens: t, pricing: pricing, &s)
+    }
+
+    /// The series of the span's provider, model and operation.
+    private func group(_ span: GenAISpan, unknownOperation: Bool, _ s: inout State) -> Group {
+        let key = GroupKey(provider: span.provider, model: span.model, operation: span.operation, unknownOperation: unknownOperation)
         let g: Group
         if let found = s.groups[key] {
             g = found
@@ -111,18 +145,22 @@ package final class GenAIMetrics: Sendable {
             g = Group(provider: provider, model: model, operation: operation)
             s.groups[key] = g
         }
+        return g
+    }
+
+    private func count(_ span: GenAISpan, group g: Group, isModelCall: Bool, tokens t: SIMD8<Int64>, pricing: PriceTable, _ s: inout State) {
         if g.provider.overflowed { overflow("provider", &s) }
         if g.model.overflowed { overflow("model", &s) }
         let provider = g.provider.value, model = g.model.value
         if t != SIMD8() {
-            for (slot, lane, type) in [(0, L.input, "input"), (1, L.output, "output"), (2, L.totalOnly, "unspecified")] where t[lane] > 0 {
+            for (slot, lane, type) in Self.tokenTypes where t[lane] > 0 {
                 // A span that reported only a total cannot be split into input and output.
                 if g.tokens[slot] == nil {
                     g.tokens[slot] = counter("tailgate_gen_ai_tokens_total", [("type", type), ("provider", provider), ("model", model)], &s)
                 }
                 g.tokens[slot]!.increment(by: Int(t[lane]))
             }
-            for (slot, lane, type) in [(0, L.cacheRead, "cache_read"), (1, L.cacheCreation, "cache_creation"), (2, L.reasoning, "reasoning")] where t[lane] > 0 {
+            for (slot, lane, type) in Self.detailTypes where t[lane] > 0 {
                 if g.details[slot] == nil {
                     g.details[slot] = counter("tailgate_gen_ai_token_details_total", [("type", type), ("provider", provider), ("model", model)], &s)
                 }
@@ -143,7 +181,7 @@ package final class GenAIMetrics: Sendable {
             }
             g.duration!.recordNanoseconds(Int64(clamping: span.durationNanos))
         }
-        if span.isModelCall {
+        if isModelCall {
             if g.calls == nil {
                 g.calls = counter("tailgate_gen_ai_calls_total", [("operation", g.operation?.value ?? ""), ("provider", provider), ("model", model)], &s)
             }

@@ -85,6 +85,28 @@ import TailgateWire
         #expect(sample(text, #"tailgate_gen_ai_agent_runs_total{agent="x",outcome="error"}"#) == 3)
     }
 
+    /// Series are found by the identity of a span's interned names, through a cache emptied at its limit: counts stay
+    /// exact past the limit, and the same names with no operation count as a call only when the span reports usage.
+    @Test func seriesFoundByNamesStayExactPastTheCacheLimit() {
+        let metrics = TailgateMetrics()
+        let genAI = GenAIMetrics(registry: metrics.registry, maxLabelValues: 10_000)
+        let n = GenAIMetrics.namesCacheLimit + 500
+        var spans = (0..<n).map { i in
+            GenAISpan(spanID: UInt64(i + 1), role: .aggregate, operation: "execute_tool", toolName: "t\(i)")
+        }
+        let withUsage = GenAISpan(spanID: 900_001, role: .inference, provider: "p", model: "m", tokens: SIMD8(5, 0, 0, 0, 0, 0, 0, 0))
+        let without = GenAISpan(spanID: 900_002, role: .inference, provider: "p", model: "m")
+        #expect(withUsage.names === without.names)
+        spans += [withUsage, without]
+        for _ in 0..<2 { genAI.record(GenAILedger(spans: spans), pricing: PriceTable()) }
+        let text = exposition(metrics)
+        #expect(sample(text, #"tailgate_gen_ai_tool_calls_total{tool="t0"}"#) == 2)
+        #expect(sample(text, #"tailgate_gen_ai_tool_calls_total{tool="t\#(n - 1)"}"#) == 2)
+        #expect(sample(text, #"tailgate_gen_ai_calls_total{operation="unknown",provider="p",model="m"}"#) == 2)
+        #expect(sample(text, #"tailgate_gen_ai_tokens_total{type="input",provider="p",model="m"}"#) == 10)
+        #expect(!text.contains(#"tailgate_gen_ai_calls_total{operation="",provider="p""#))
+    }
+
     @Test func lateSpansCountTheirCallsButNotAnAggregate() {
         let metrics = TailgateMetrics()
         let genAI = GenAIMetrics(registry: metrics.registry)

@@ -314,18 +314,3 @@ func exportRequestWithRawSpan(_ span: [UInt8]) -> [UInt8] {
         #expect { try Gzip.decompress(overstated, limit: 1000) } throws: { $0 is Gzip.Failure }
     }
 }
-
-@Suite struct TraceIDTests {
-    @Test func hexRoundTripAndHash() {
-        let id = TraceID(hex: "4bf92f3577b34da6a3ce929d0e0e4736")!
-        #expect(id.description == "4bf92f3577b34da6a3ce929d0e0e4736")
-        #expect(id.bytes.count == 16 && id.bytes[0] == 0x4B && id.bytes[15] == 0x36)
-        #expect(TraceID(hex: "4BF92F3577B34DA6A3CE929D0E0E4736") == id)
-        #expect(TraceID(hex: "4bf92f") == nil)
-        #expect(TraceID(hex: "zz" + String(repeating: "0", count: 30)) == nil)
-        // XXH3-64 of the 16 wire bytes; expected values computed independently with python-xxhash.
-        #expect(id.xxh3() == 519_413_188_669_670_458)
-        #expect(id.xxh3(seed: 1) == 5_271_800_383_191_573_569)
-        #expect(xxh3("salt") == 11_229_228_473_275_659_907)
-    }
-}
