@@ -109,7 +109,8 @@ package struct KeepAnnotation: Sendable, Equatable {
     /// Whether the span may carry attributes of Tailgate's (a quick byte search, true on a match anywhere).
     package static func mayCarryOwnAttributes(_ payload: UnsafeRawBufferPointer) -> Bool {
         guard payload.count >= 9, let base = payload.baseAddress else { return false }
-        // "tailgate." — find each 't' with memchr, then compare the rest.
+        // "tailgate." — find each 't' with memchr, then compare the rest. (Comparing 16 positions at a time with
+        // Swift's SIMD16 compiled to one lane at a time through memory: 28 % of the proxy's CPU. Measured, reverted.)
         let needle = ownKeyTail
         var offset = 0
         while offset <= payload.count - 9, let hit = memchr(base + offset, 0x74, payload.count - 8 - offset) {

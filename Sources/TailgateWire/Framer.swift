@@ -21,6 +21,8 @@ package struct RequestFramer: Sendable {
     /// so identifiers stay unique while it lives.
     private var scopeByIdentity: [ObjectIdentifier: (Int, Int)] = [:]
     private var retained: [ScopeOrigin] = []
+    /// The origin of the last span appended, with its group (its object is in `retained`).
+    private var lastGroup: (id: ObjectIdentifier, group: (Int, Int))? = nil
 
     /// The last annotation suffix computed for a probabilistic keep, by the span's raw trace_state: spans of one trace
     /// (and usually of one service) share it, and merging a tracestate is far dearer than comparing bytes.
@@ -79,7 +81,12 @@ package struct RequestFramer: Sendable {
 
     private mutating func group(for scope: ScopeOrigin) -> (Int, Int) {
         let id = ObjectIdentifier(scope)
-        if let hit = scopeByIdentity[id] { return hit }
+        // Consecutive spans (a trace's, a request's) mostly share their origin: no table lookup for those.
+        if let last = lastGroup, last.id == id { return last.group }
+        if let hit = scopeByIdentity[id] {
+            lastGroup = (id, hit)
+            return hit
+        }
         let r: Int
         if let existing = resourceByHeader[scope.resource.key] {
             r = existing
@@ -97,6 +104,7 @@ package struct RequestFramer: Sendable {
             resources[r].scopeByHeader[scope.key] = s
         }
         scopeByIdentity[id] = (r, s)
+        lastGroup = (id, (r, s))
         retained.append(scope)
         return (r, s)
     }

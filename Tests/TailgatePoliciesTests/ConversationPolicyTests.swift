@@ -6,22 +6,11 @@ import TailgateTestSupport
 
 /// Synthetic multi-turn traffic and the Horvitz–Thompson check shared by the conversation and check-warning tests.
 enum Conversations {
-    struct SplitMix {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     /// `traces` turns: conversations of 1–8 turns (10 % of the traces name no conversation), up to 64 conversations
     /// going on at once with their turns interleaved, random trace IDs, 1–20 spans, `errorPercent` % of turns with an
     /// ERROR span, one trace decided every 0.5 ms of decision clock.
     static func population(traces: Int = 100_000, seed: UInt64 = 0xC0_11E5, errorPercent: UInt64 = 5) -> [TraceSummary] {
-        var rng = SplitMix(state: seed)
+        var rng = SplitMix64(seed: seed)
         var active: [(conversation: UInt64, turnsLeft: Int)] = []
         var out: [TraceSummary] = []
         out.reserveCapacity(traces)

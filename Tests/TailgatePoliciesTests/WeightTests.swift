@@ -12,14 +12,8 @@ import TailgateTestSupport
 
     /// Synthetic traces: random IDs (SplitMix64), 5 % errors, 1–20 spans, one decided every 0.5 ms of decision clock.
     static func population() -> [TraceSummary] {
-        var state: UInt64 = 0x5EED
-        func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var rng = SplitMix64(seed: 0x5EED)
+        func next() -> UInt64 { rng.next() }
         return (0..<traces).map { i in
             var s = TraceSummary(traceID: TraceID(hi: next(), lo: next()))
             s.spanCount = Int(1 + next() % 20)

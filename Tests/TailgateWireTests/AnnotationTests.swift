@@ -101,3 +101,35 @@ import FoundationEssentials
         #expect(text.contains("tier2") && !text.contains("tier1"))
     }
 }
+
+@Suite struct OwnAttributeSearchTests {
+    /// The search for "tailgate." agrees with a byte-by-byte one: the key planted at every offset of
+    /// payloads of every length up to 80 bytes, near misses (each byte of the key changed), and seeded random bytes.
+    @Test func findsTheKeyAtEveryOffsetAndNothingElse() {
+        let key = Array("tailgate.".utf8)
+        func naive(_ bytes: [UInt8]) -> Bool {
+            bytes.count >= 9 && (0...(bytes.count - 9)).contains { Array(bytes[$0..<($0 + 9)]) == key }
+        }
+        func check(_ bytes: [UInt8]) {
+            let found = bytes.withUnsafeBytes { KeepAnnotation.mayCarryOwnAttributes($0) }
+            #expect(found == naive(bytes), "\(bytes)")
+        }
+        var rng = SplitMix64(seed: 0x7A11)
+        for length in 0...80 {
+            // Filler full of 't', 'a' and '.' so that candidates are frequent.
+            let filler = (0..<length).map { _ in [0x74, 0x61, 0x2E, 0x67, 0x00, 0xFF][Int(rng.next() % 6)] as UInt8 }
+            check(filler)
+            guard length >= 9 else { continue }
+            for offset in 0...(length - 9) {
+                var planted = filler
+                planted.replaceSubrange(offset..<(offset + 9), with: key)
+                check(planted)
+                for k in 0..<9 {
+                    var miss = planted
+                    miss[offset + k] ^= 0x20
+                    check(miss)
+                }
+            }
+        }
+    }
+}

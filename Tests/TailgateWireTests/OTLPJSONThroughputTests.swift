@@ -4,20 +4,16 @@
 
 import Foundation
 import Testing
+import TailgateTestSupport
 import TailgateWire
 
 /// Builds OTLP/JSON bodies shaped like real exporters write them.
 enum OTLPJSONCorpus {
-    /// SplitMix64, so every run transcodes the same bytes.
+    /// Seeded, so every run transcodes the same bytes.
     struct Random {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var generator: SplitMix64
+        init(state: UInt64) { generator = SplitMix64(seed: state) }
+        mutating func next() -> UInt64 { generator.next() }
         mutating func hex(_ bytes: Int) -> String {
             var s = ""
             for _ in 0..<bytes { s += String(format: "%02x", next() & 0xFF) }
