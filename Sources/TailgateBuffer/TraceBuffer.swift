@@ -110,6 +110,15 @@ package struct TraceSummary: Sendable, Equatable {
     /// the optional ledger copied the ledger (retaining and releasing each of its arrays) every time.
     package private(set) var genAIAccountedBytes = 0
 
+    /// Runs `body` on the ledger, when there is one, in place: moved out and back. (Optional chaining through the
+    /// observed property, `genAI?.pack()`, copied the ledger first.)
+    @inline(__always)
+    package mutating func withGenAI(_ body: (inout GenAILedger) -> Void) {
+        guard var ledger = genAI.take() else { return }
+        body(&ledger)
+        genAI = ledger
+    }
+
     package init(traceID: TraceID) {
         self.traceID = traceID
     }
@@ -142,8 +151,10 @@ package struct TraceSummary: Sendable, Equatable {
     package mutating func add(_ span: SpanFacts, genAI facts: GenAISpan?) {
         add(span)
         if let facts {
-            if genAI == nil { genAI = GenAILedger() }
-            genAI!.append(facts)
+            // Moved out and back (`genAI == nil` and `genAI!.append` each copied the ledger, retaining its arrays).
+            var ledger = genAI.take() ?? GenAILedger()
+            ledger.append(facts)
+            genAI = ledger
         }
     }
 
@@ -1318,7 +1329,7 @@ struct ShardState {
         guard let r = retained[id], let box = r.summaryBox else { return false }
         guard var decision = decider.revise(box.summary) else {
             let before = r.accountedBytes
-            box.summary.genAI?.pack()  // a late GenAI span unpacked it
+            box.summary.withGenAI { $0.pack() }  // a late GenAI span unpacked it
             bytes += r.accountedBytes - before
             // The late spans stay with the trace (a later span may still revise it), within the span limit.
             if box.summary.spanCount > timing.maxSpans { forget(id) }
@@ -1332,7 +1343,7 @@ struct ShardState {
         spans.append(contentsOf: r.late)
         forget(id)
         var summary = box.summary
-        summary.genAI?.unpack()
+        summary.withGenAI { $0.unpack() }
         summary.trigger = .revised
         summary.decidedAt = now
         kept.insert(id, decision, now: now)
@@ -1348,7 +1359,7 @@ struct ShardState {
     mutating func materialize(_ id: TraceID, _ r: RetainedTrace, _ decider: any TraceDecider) -> SummaryBox {
         let before = r.accountedBytes
         let box = SummaryBox(retainedSummary(id, r, decider))
-        box.summary.genAI?.pack()
+        box.summary.withGenAI { $0.pack() }
         r.summaryBox = box
         bytes += r.accountedBytes - before
         return box
@@ -1363,10 +1374,8 @@ struct ShardState {
         var summary = entry.summary
         summary.firstSeenAt = r.firstSeen
         summary.complete = summary.rootSeen && entry.missing.isEmpty
-        if summary.genAI != nil {
-            let seen = entry.seen
-            summary.genAI!.resolve { seen[$0] }
-        }
+        let seen = entry.seen
+        summary.withGenAI { $0.resolve { seen[$0] } }
         return summary
     }
 
@@ -1476,7 +1485,7 @@ struct ShardState {
         scanRecords(c.refs, into: entry, decider)
         entry.summary.spanCount = max(entry.summary.spanCount, Int(c.spanCount))
         entry.moveSeenToSpilledIDs()
-        entry.summary.genAI?.pack()
+        entry.summary.withGenAI { $0.pack() }
         return entry
     }
 
@@ -1563,7 +1572,7 @@ struct ShardState {
         entry.spans = BufferedSpans()
         entry.moveSeenToSpilledIDs()
         entry.walSince = .max
-        entry.summary.genAI?.pack()  // the trace waits: its ledger shrinks to a quarter until its next GenAI span
+        entry.summary.withGenAI { $0.pack() }  // the trace waits: its ledger shrinks until its next GenAI span
         bytes += entry.accountedBytes - before
         return true
     }
@@ -1585,7 +1594,7 @@ struct ShardState {
         entry.spans = BufferedSpans()
         entry.moveSeenToSpilledIDs()
         entry.walSince = .max
-        entry.summary.genAI?.pack()  // the trace waits: its ledger shrinks to a quarter until its next GenAI span
+        entry.summary.withGenAI { $0.pack() }  // the trace waits: its ledger shrinks until its next GenAI span
         bytes += entry.accountedBytes - before
         return Int(ref.length)
     }
@@ -1626,12 +1635,13 @@ struct ShardState {
             readAll()
             decider.reaggregate(&entry.summary, spans: spans)
         }
-        if entry.summary.genAI != nil {
-            entry.summary.genAI!.unpack()
+        if var ledger = entry.summary.genAI.take() {
+            ledger.unpack()
             // The token rule walks the span tree: a spilled trace's IDs and parents are read back first.
-            if entry.summary.genAI!.needsAncestry && !entry.linksInMemory { rehydrate(entry) }
+            if ledger.needsAncestry && !entry.linksInMemory { rehydrate(entry) }
             let seen = entry.seen
-            entry.summary.genAI!.resolve { seen[$0] }
+            ledger.resolve { seen[$0] }
+            entry.summary.genAI = ledger
         }
         var decision = decider.decide(entry.summary)
         decision.trigger = trigger
@@ -1676,7 +1686,7 @@ struct ShardState {
         var summary: TraceSummary? = nil
         if !compact {
             summary = entry.summary
-            summary!.genAI?.pack()  // with what the decision counted, so that a revision counts the same
+            summary!.withGenAI { $0.pack() }  // with what the decision counted, so that a revision counts the same
         }
         let r = RetainedTrace(summary: summary, refs: refs, expires: now &+ timing.reviseWindow, headers: entry.headers,
                               firstSeen: entry.firstSeen)
