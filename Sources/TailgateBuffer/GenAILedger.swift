@@ -70,10 +70,9 @@ package struct GenAILedger: Sendable, Equatable {
         guard count < Self.maxSpans else { return }
         resolved = false
         if expanded.isEmpty {
+            // A run repeats a handful of names, the latest most often: searched from the end.
             let name: Int
-            if let last = appendedNames.indices.last, appendedNames[last] === span.names {
-                name = last
-            } else if let found = appendedNames.lastIndex(where: { $0 === span.names }) {
+            if let found = appendedNames.lastIndex(where: { $0 === span.names }) {
                 name = found
             } else {
                 name = appendedNames.count

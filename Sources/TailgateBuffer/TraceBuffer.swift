@@ -850,22 +850,17 @@ final class TraceEntry: @unchecked Sendable {
         seen = SmallIDMap()
     }
 
-    /// A span with this ID has arrived (in memory or stored).
-    @inline(__always)
-    func hasSpan(_ id: UInt64) -> Bool {
-        seen[id] != nil || hasSpilled(id)
-    }
-
     /// A root has arrived and no span waits for a parent.
     var isComplete: Bool { rootArrived != 0 && missing.isEmpty }
 
     /// Whether spans with these IDs have arrived (one pass over `seen` for both while it is small).
     @inline(__always)
     func hasSpans(_ a: UInt64, _ b: UInt64) -> (Bool, Bool) {
-        let (inA, inB) = seen.contains(a, b)
-        return (inA || hasSpilled(a), inB || hasSpilled(b))
+        let (inA, inB) = seen.find(a, b)
+        return (inA != nil || hasSpilled(a), inB != nil || hasSpilled(b))
     }
 
+    /// A span with this ID went to the store (binary search of `spilledIDs`).
     @inline(__always)
     func hasSpilled(_ id: UInt64) -> Bool {
         guard !spilledIDs.isEmpty else { return false }
@@ -947,20 +942,6 @@ struct SmallIDMap<Value> {
         if let large { return large[id] }
         for entry in small where entry.id == id { return entry.value }
         return nil
-    }
-
-    /// Whether `a` and `b` are keys, in one pass while small.
-    @inline(__always)
-    func contains(_ a: UInt64, _ b: UInt64) -> (Bool, Bool) {
-        if let large { return (large[a] != nil, large[b] != nil) }
-        var inA = false, inB = false
-        small.withUnsafeBufferPointer { entries in
-            for entry in entries {
-                if entry.id == a { inA = true }
-                if entry.id == b { inB = true }
-            }
-        }
-        return (inA, inB)
     }
 
     /// The values of `a` and `b`, in one pass while small.

@@ -46,13 +46,6 @@ package struct TraceID: Hashable, Sendable, Comparable, CustomStringConvertible 
 
     package var description: String { hex64(hi) + hex64(lo) }
 
-    package static func == (a: TraceID, b: TraceID) -> Bool { a.hi == b.hi && a.lo == b.lo }
-
-    package func hash(into hasher: inout Hasher) {
-        hasher.combine(hi)
-        hasher.combine(lo)
-    }
-
     /// What dictionaries and sets of trace IDs hash with (the buffer's trace tables, decision caches): XXH3 of the 16
     /// bytes, seeded with the table's own seed (random per process, as Swift's SipHash would be, so a client cannot
     /// aim IDs at one bucket), in place of SipHash-1-3 and its `Hasher` state: ~2 % of the proxy's CPU at 60k spans/s
