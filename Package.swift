@@ -52,6 +52,8 @@ let package = Package(
         // libdeflate: one-shot gzip, about twice zlib's speed each way (ingest bodies, forwarded batches); zlib stays
         // for streams libdeflate cannot take whole (concatenated members, a size it cannot trust).
         .systemLibrary(name: "CLibDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
+        // One inline function, the compiler's prefetch hint (no library): the buffer's insert path.
+        .systemLibrary(name: "CPrefetch"),
         // TAILGATE_COMMIT in the environment of the build (make run, the Dockerfile) names the commit in
         // tailgate_build_info; only this small C target is rebuilt when it changes.
         .target(name: "CTailgateSupport", cSettings: Context.environment["TAILGATE_COMMIT"].map {
@@ -61,7 +63,7 @@ let package = Package(
         // Pure stages.
         .target(name: "TailgateWire", dependencies: ["CXXHash", "CZlib", "CLibDeflate"]),
         .target(name: "TailgateBuffer", dependencies: [
-            "TailgateWire",
+            "TailgateWire", "CPrefetch",
             .product(name: "HeapModule", package: "swift-collections"),
             .product(name: "DequeModule", package: "swift-collections"),
         ], swiftSettings: [

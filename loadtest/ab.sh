@@ -5,6 +5,7 @@
 # policies, gRPC, 8 connections, generated agent traffic. The load generator is the same binary for both (LOADGEN,
 # default .build/release/tailgate), so only the proxy differs. Prints each round and the median of the ratios B / A.
 # Usage: loadtest/ab.sh BIN_A BIN_B [RATE] [ROUNDS] [SECONDS_PER_RUN]   (default 20000 5 15)
+# BUFFER_A / BUFFER_B: extra `buffer:` keys for one side (e.g. BUFFER_B='shards: 64'), to compare settings of one binary.
 # Example, the working tree against a commit:
 #   git worktree add /tmp/base <commit> && (cd /tmp/base && swift build -c release --product tailgate)
 #   swift build -c release --product tailgate && loadtest/ab.sh /tmp/base/.build/release/tailgate .build/release/tailgate
@@ -21,7 +22,8 @@ trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; true' EXIT
 
 start_proxy() {  # $1: a | b, $2: binary, $3: proxy port, $4: receiver port, $5: metrics port; sets STARTED_PID
   rm -rf "$OUT/data-$1"
-  printf 'policies_reload_interval: 0s\ndata_dir: %s\nbuffer: {wait_after_root: 2s, idle_timeout: 5s}\n' "$PWD/$OUT/data-$1" > "$OUT/proxy-$1.yaml"
+  local extra; [ "$1" = a ] && extra=${BUFFER_A:-} || extra=${BUFFER_B:-}
+  printf 'policies_reload_interval: 0s\ndata_dir: %s\nbuffer: {wait_after_root: 2s, idle_timeout: 5s%s}\n' "$PWD/$OUT/data-$1" "${extra:+, $extra}" > "$OUT/proxy-$1.yaml"
   "$2" serve --grpc-listen 127.0.0.1:$3 --http-listen off --metrics-listen 127.0.0.1:$5 \
       --config "$OUT/proxy-$1.yaml" --downstream grpc://127.0.0.1:$4 --log-level warning > "$OUT/proxy-$1.log" 2>&1 &
   STARTED_PID=$!

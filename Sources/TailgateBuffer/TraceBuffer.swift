@@ -935,6 +935,12 @@ struct SmallIDMap<Value> {
 
     var isEmpty: Bool { large?.isEmpty ?? small.isEmpty }
 
+    /// See `TraceEntry.prefetch`.
+    @inline(__always)
+    func prefetch() {
+        if large == nil { small.prefetchStorage() }
+    }
+
     /// Every (ID, value), in no particular order.
     var entries: [(UInt64, Value)] { large.map { $0.map { ($0.key, $0.value) } } ?? small.map { ($0.id, $0.value) } }
 
@@ -1216,6 +1222,7 @@ struct ShardState {
                 entry = c
             } else if let found = traces[span.traceID] {
                 entry = found
+                entry.prefetch()
             } else if !cold.isEmpty, let thawed = thaw(span.traceID, decider) {
                 entry = thawed
             } else if let decision = kept[span.traceID] {
