@@ -5,7 +5,8 @@
 # policies, gRPC, 8 connections, generated agent traffic. The load generator is the same binary for both (LOADGEN,
 # default .build/release/tailgate), so only the proxy differs. Prints each round and the median of the ratios B / A.
 # Usage: loadtest/ab.sh BIN_A BIN_B [RATE] [ROUNDS] [SECONDS_PER_RUN]   (default 20000 5 15)
-# BUFFER_A / BUFFER_B: extra `buffer:` keys for one side (e.g. BUFFER_B='shards: 64'), to compare settings of one binary.
+# BUFFER_A / BUFFER_B: extra `buffer:` keys for one side (e.g. BUFFER_B='shards: 64'); LOADTEST_A / LOADTEST_B: extra
+# loadtest options for one side (e.g. LOADTEST_B=--gzip). With the same binary twice, they compare settings or traffic.
 # Example, the working tree against a commit:
 #   git worktree add /tmp/base <commit> && (cd /tmp/base && swift build -c release --product tailgate)
 #   swift build -c release --product tailgate && loadtest/ab.sh /tmp/base/.build/release/tailgate .build/release/tailgate
@@ -31,8 +32,9 @@ start_proxy() {  # $1: a | b, $2: binary, $3: proxy port, $4: receiver port, $5:
 }
 
 loadtest() {  # $1: a | b, $2: proxy port, $3: receiver port, $4: proxy pid; prints "ns_per_span ack_p99_ms"
-  local report
-  report=$($LOADGEN loadtest --target grpc://127.0.0.1:$2 --connections 8 --duration ${SECS}s --rate "$RATE" \
+  local report extra; [ "$1" = a ] && extra=${LOADTEST_A:-} || extra=${LOADTEST_B:-}
+  # shellcheck disable=SC2086
+  report=$($LOADGEN loadtest --target grpc://127.0.0.1:$2 --connections 8 --duration ${SECS}s --rate "$RATE" $extra \
       --receiver 127.0.0.1:$3 --proxy-pid "$4" --settle 8s --json "$OUT/$1.json" --html "$OUT/$1.html" "$REC")
   grep -q "verification  PASS" <<<"$report" || { echo "verification failed ($1)" >&2; echo "$report" | tail -30 >&2; exit 1; }
   echo "$(grep -o '= [0-9]* ns/span' <<<"$report" | grep -o '[0-9]*') $(grep -A1 'ack latency' <<<"$report" | tail -1 | awk '{print $4}')"
