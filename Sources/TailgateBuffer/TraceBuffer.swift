@@ -1787,6 +1787,9 @@ struct ShardState {
     }
 
     mutating func decideExpired(now: UInt64, decider: any TraceDecider, into out: inout [DecidedTrace]) {
+        // The traces due are gathered first and decided after, each while the next one's arrays are prefetched
+        // (`TraceEntry.prefetch`): a trace due has waited seconds, so its arrays have left the caches.
+        var due: [(TraceEntry, DecisionTrigger)] = []
         while let top = deadlines.min, top.deadline <= now {
             _ = deadlines.removeMin()
             var found = traces[top.id]
@@ -1800,12 +1803,16 @@ struct ShardState {
             }
             let (deadline, trigger) = entry.deadline(timing)
             if deadline <= now {
-                out.append(decide(entry, trigger, now, decider))
+                due.append((entry, trigger))
             } else {
                 entry.scheduled = deadline
                 deadlines.insert(DeadlineItem(deadline: deadline, id: top.id, generation: top.generation))
                 if wasCold { freeze(entry) }
             }
+        }
+        for i in due.indices {
+            if i + 1 < due.count { due[i + 1].0.prefetch() }
+            out.append(decide(due[i].0, due[i].1, now, decider))
         }
         // Traces quiet for `spillAfter` move to the store.
         while true {
