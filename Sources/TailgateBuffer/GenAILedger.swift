@@ -65,13 +65,6 @@ package struct GenAILedger: Sendable, Equatable {
     /// The spans are held packed (see `pack`).
     package var isPacked: Bool { packed != nil }
 
-    /// The arrays `append` reads and writes (see `TraceEntry.prefetch`).
-    @inline(__always)
-    func prefetch() {
-        appended.prefetchStorage()
-        appendedNames.prefetchStorage()
-    }
-
     package mutating func append(_ span: GenAISpan) {
         if packed != nil { unpack() }
         guard count < Self.maxSpans else { return }

@@ -252,7 +252,7 @@ package struct SpanRef: Sendable {
 
 /// Spans held as their original bytes, with the scopes (and so resources) they came from.
 package struct BufferedSpans: Sendable {
-    package private(set) var origins: [ScopeOrigin] = []
+    package internal(set) var origins: [ScopeOrigin] = []
     var refs: [SpanRef] = []
     var data: [UInt8] = []
 
@@ -937,8 +937,8 @@ struct SmallIDMap<Value> {
 
     /// See `TraceEntry.prefetch`.
     @inline(__always)
-    func prefetch() {
-        if large == nil { small.prefetchStorage() }
+    mutating func prefetch() {
+        if large == nil { prefetchArray(at: &small) }
     }
 
     /// Every (ID, value), in no particular order.
