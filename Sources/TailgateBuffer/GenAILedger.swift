@@ -65,6 +65,22 @@ package struct GenAILedger: Sendable, Equatable {
     /// The spans are held packed (see `pack`).
     package var isPacked: Bool { packed != nil }
 
+    /// Prefetches the arrays `append` reads and writes, of the ledger stored at `ledger` (see `TraceEntry.prefetch`):
+    /// the storage of a `GenAILedger?`, whose payload is at its start. When the optional is nil the addresses read are
+    /// meaningless, and the hints harmless.
+    @inline(__always)
+    static func prefetch(at ledger: UnsafeMutableRawPointer) {
+        let (bytes, names) = arrayOffsets
+        prefetchArray(at: (ledger + bytes).assumingMemoryBound(to: [UInt8].self))
+        prefetchArray(at: (ledger + names).assumingMemoryBound(to: [GenAINames].self))
+    }
+    /// Where `appended` and `appendedNames` sit in a ledger.
+    static let arrayOffsets = (MemoryLayout<GenAILedger>.offset(of: \GenAILedger.appended)!,
+                                       MemoryLayout<GenAILedger>.offset(of: \GenAILedger.appendedNames)!)
+
+    /// The storage references of `appended` and `appendedNames`, as bits (tests).
+    var arrayStorageBits: (UInt, UInt) { (unsafeBitCast(appended, to: UInt.self), unsafeBitCast(appendedNames, to: UInt.self)) }
+
     package mutating func append(_ span: GenAISpan) {
         if packed != nil { unpack() }
         guard count < Self.maxSpans else { return }

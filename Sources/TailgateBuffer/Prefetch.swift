@@ -30,5 +30,6 @@ extension TraceEntry {
         spans.prefetch()
         seen.prefetch()
         missing.prefetch()
+        summary.prefetchGenAI()
     }
 }

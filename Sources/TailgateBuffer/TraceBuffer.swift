@@ -103,9 +103,15 @@ package struct TraceSummary: Sendable, Equatable {
     /// The conversation (`SpanFacts.conversation`) of the first span that named one; 0 when none did.
     package var conversation: UInt64 = 0
     /// The trace's GenAI spans (model calls, agents, tools) and the tokens each counts for; nil when it has none.
-    package var genAI: GenAILedger? = nil {
-        didSet { genAIAccountedBytes = genAI?.accountedBytes ?? 0 }
+    package var genAI: GenAILedger? {
+        _read { yield storedGenAI }
+        _modify {
+            defer { genAIAccountedBytes = storedGenAI?.accountedBytes ?? 0 }
+            yield &storedGenAI
+        }
     }
+    /// `genAI`'s storage: a plain stored property, so that it can be addressed in place (`prefetchGenAI`).
+    private var storedGenAI: GenAILedger? = nil
     /// `genAI`'s `accountedBytes`, kept up to date with it: the buffer reads it twice per span, and reading it through
     /// the optional ledger copied the ledger (retaining and releasing each of its arrays) every time.
     package private(set) var genAIAccountedBytes = 0
@@ -121,6 +127,13 @@ package struct TraceSummary: Sendable, Equatable {
 
     package init(traceID: TraceID) {
         self.traceID = traceID
+    }
+
+    /// See `TraceEntry.prefetch`.
+    @inline(__always)
+    mutating func prefetchGenAI() {
+        // Addressed as memory: testing or unwrapping the optional copied the ledger, retaining each of its arrays.
+        withUnsafeMutablePointer(to: &storedGenAI) { GenAILedger.prefetch(at: UnsafeMutableRawPointer($0)) }
     }
 
     /// Earliest start to latest end, in nanoseconds (0 when unknown).

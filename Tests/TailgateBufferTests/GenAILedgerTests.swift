@@ -194,6 +194,41 @@ import TailgateWire
         #expect(!resolvedAppended.resolved && resolvedAppended.spans == spans + [late])
     }
 
+    /// The summary keeps the ledger's accounted bytes beside it through every way the ledger changes: set, changed in
+    /// place, taken out, cleared.
+    @Test func theSummaryKeepsTheLedgersBytesBesideIt() {
+        var summary = TraceSummary(traceID: TraceID(hi: 1, lo: 2))
+        #expect(summary.genAI == nil && summary.genAIAccountedBytes == 0)
+        summary.genAI = GenAILedger()
+        summary.genAI!.append(Self.variedSpans[0])
+        #expect(summary.genAIAccountedBytes == summary.genAI!.accountedBytes && summary.genAIAccountedBytes > 0)
+        summary.withGenAI { for span in Self.variedSpans.dropFirst() { $0.append(span) } }
+        #expect(summary.genAI!.count == Self.variedSpans.count)
+        #expect(summary.genAIAccountedBytes == summary.genAI!.accountedBytes)
+        summary.withGenAI { $0.pack() }
+        #expect(summary.genAI!.isPacked && summary.genAIAccountedBytes == summary.genAI!.accountedBytes)
+        let taken = summary.genAI.take()
+        #expect(taken?.count == Self.variedSpans.count && summary.genAI == nil && summary.genAIAccountedBytes == 0)
+        summary.prefetchGenAI()  // nil: the hints read meaningless addresses, harmlessly
+    }
+
+    /// The prefetch hints are read from where the arrays' storage references really are: the bits it reads at the
+    /// offsets it uses are the storage of the ledger's arrays.
+    @Test func thePrefetchReadsTheArraysStorage() {
+        var ledger = GenAILedger()
+        for span in Self.variedSpans { ledger.append(span) }
+        var held: GenAILedger? = ledger
+        let (bytes, names) = withUnsafeMutablePointer(to: &held) { p in
+            let raw = UnsafeRawPointer(p)
+            return (raw.load(fromByteOffset: GenAILedger.arrayOffsets.0, as: UInt.self),
+                    raw.load(fromByteOffset: GenAILedger.arrayOffsets.1, as: UInt.self))
+        }
+        let expected = ledger.arrayStorageBits
+        #expect(expected.0 != expected.1 && expected.0 != 0 && expected.1 != 0)
+        #expect(bytes == expected.0 && names == expected.1)
+        withUnsafeMutablePointer(to: &held) { GenAILedger.prefetch(at: UnsafeMutableRawPointer($0)) }
+    }
+
     @Test func anEmptyLedgerStaysUnpacked() {
         var ledger = GenAILedger()
         ledger.pack()
