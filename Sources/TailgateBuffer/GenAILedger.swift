@@ -76,7 +76,7 @@ package struct GenAILedger: Sendable, Equatable {
     }
     /// Where `appended` and `appendedNames` sit in a ledger.
     static let arrayOffsets = (MemoryLayout<GenAILedger>.offset(of: \GenAILedger.appended)!,
-                                       MemoryLayout<GenAILedger>.offset(of: \GenAILedger.appendedNames)!)
+                               MemoryLayout<GenAILedger>.offset(of: \GenAILedger.appendedNames)!)
 
     /// The storage references of `appended` and `appendedNames`, as bits (tests).
     var arrayStorageBits: (UInt, UInt) { (unsafeBitCast(appended, to: UInt.self), unsafeBitCast(appendedNames, to: UInt.self)) }

@@ -11,16 +11,6 @@ func prefetchArray<T>(at array: UnsafeMutablePointer<[T]>) {
     tailgate_prefetch(storage + 32)  // the first elements
 }
 
-extension BufferedSpans {
-    /// The arrays that appending a span reads and writes (see `TraceEntry.prefetch`).
-    @inline(__always)
-    mutating func prefetch() {
-        prefetchArray(at: &refs)
-        prefetchArray(at: &data)
-        prefetchArray(at: &origins)
-    }
-}
-
 extension TraceEntry {
     /// The trace's arrays are asked for at once, so that their cache misses (a trace waits long enough between requests
     /// to have left the caches) overlap, instead of each waiting for the one before it as the code reaches it. Called

@@ -265,7 +265,7 @@ package struct SpanRef: Sendable {
 
 /// Spans held as their original bytes, with the scopes (and so resources) they came from.
 package struct BufferedSpans: Sendable {
-    package internal(set) var origins: [ScopeOrigin] = []
+    package private(set) var origins: [ScopeOrigin] = []
     var refs: [SpanRef] = []
     var data: [UInt8] = []
 
@@ -322,6 +322,14 @@ package struct BufferedSpans: Sendable {
         refs.append(SpanRef(origin: UInt32(origin), offset: UInt32(data.count), length: UInt32(span.bytes.count)))
         data.append(contentsOf: UnsafeRawBufferPointer(rebasing: body[span.bytes]))
         updateAllocation()
+    }
+
+    /// The arrays that appending a span reads and writes (see `TraceEntry.prefetch`).
+    @inline(__always)
+    mutating func prefetch() {
+        prefetchArray(at: &refs)
+        prefetchArray(at: &data)
+        prefetchArray(at: &origins)
     }
 
     /// Calls `body` with each span's scope and payload, in arrival order.
