@@ -52,8 +52,9 @@ let package = Package(
         // libdeflate: one-shot gzip, about twice zlib's speed each way (ingest bodies, forwarded batches); zlib stays
         // for streams libdeflate cannot take whole (concatenated members, a size it cannot trust).
         .systemLibrary(name: "CLibDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
-        // One inline function, the compiler's prefetch hint (no library): the buffer's insert path.
-        .systemLibrary(name: "CPrefetch"),
+        // Two inline C helpers for the hot path (no library of its own): the compiler's prefetch hint (the buffer) and
+        // the C library's memmem (the framer's annotation check).
+        .systemLibrary(name: "CHelpers"),
         // TAILGATE_COMMIT in the environment of the build (make run, the Dockerfile) names the commit in
         // tailgate_build_info; only this small C target is rebuilt when it changes.
         .target(name: "CTailgateSupport", cSettings: Context.environment["TAILGATE_COMMIT"].map {
@@ -61,9 +62,9 @@ let package = Package(
         } ?? []),
 
         // Pure stages.
-        .target(name: "TailgateWire", dependencies: ["CXXHash", "CZlib", "CLibDeflate"]),
+        .target(name: "TailgateWire", dependencies: ["CXXHash", "CZlib", "CLibDeflate", "CHelpers"]),
         .target(name: "TailgateBuffer", dependencies: [
-            "TailgateWire", "CPrefetch",
+            "TailgateWire", "CHelpers",
             .product(name: "HeapModule", package: "swift-collections"),
             .product(name: "DequeModule", package: "swift-collections"),
         ], swiftSettings: [

@@ -1,4 +1,4 @@
-internal import CPrefetch
+internal import CHelpers
 
 /// Asks for the cache lines of the header (reference count, count, capacity) and first elements of the array stored at
 /// `array`, without waiting for them. The array's storage reference is read as bits, not retained: a retain is an

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
+internal import CHelpers
 
 // Marks kept spans with why they were kept, by appending fields to their original bytes: protobuf lets a later
 // occurrence of a scalar field (trace_state) replace an earlier one and appends repeated fields (attributes),
@@ -103,22 +104,14 @@ package struct KeepAnnotation: Sendable, Equatable {
         return keys
     }
 
-    /// "ailgate." as a little-endian integer (the bytes after the 't' of "tailgate.").
-    static let ownKeyTail = UInt64(littleEndian: Array("ailgate.".utf8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
-
     /// Whether the span may carry attributes of Tailgate's (a quick byte search, true on a match anywhere).
     package static func mayCarryOwnAttributes(_ payload: UnsafeRawBufferPointer) -> Bool {
         guard payload.count >= 9, let base = payload.baseAddress else { return false }
-        // "tailgate." — find each 't' with memchr, then compare the rest. (Comparing 16 positions at a time with
-        // Swift's SIMD16 compiled to one lane at a time through memory: 28 % of the proxy's CPU. Measured, reverted.)
-        let needle = ownKeyTail
-        var offset = 0
-        while offset <= payload.count - 9, let hit = memchr(base + offset, 0x74, payload.count - 8 - offset) {
-            let i = base.distance(to: UnsafeRawPointer(hit))
-            if UInt64(littleEndian: payload.loadUnaligned(fromByteOffset: i + 1, as: UInt64.self)) == needle { return true }
-            offset = i + 1
-        }
-        return false
+        // "tailgate." with the C library's memmem. (Finding each 't' with memchr and comparing the rest stopped at every
+        // 't' of the span's keys and values: 1.4 % of the proxy's CPU at 60k spans/s. Comparing 16 positions at a time
+        // with Swift's SIMD16 compiled to one lane at a time through memory: 28 %. Both measured.)
+        let key: StaticString = "tailgate."
+        return tailgate_memmem(base, payload.count, key.utf8Start, key.utf8CodeUnitCount) != nil
     }
 
     /// The span without the attributes this annotation is about to write; nil when it has none of them.
