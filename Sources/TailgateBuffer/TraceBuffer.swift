@@ -499,6 +499,7 @@ package final class TraceBuffer: Sendable {
         let decider = self.decider
 
         if shards.count == 1 {
+            shards[0].state.withLock { $0.traces.prefetchEntries(spans.lazy.map(\.traceID)) }
             apply(shard: 0, indices: Array(spans.indices)[...], request, body, now, decider, &outcome)
             return outcome
         }
@@ -517,6 +518,12 @@ package final class TraceBuffer: Sendable {
             let s = Int(shardOf[i])
             order[fill[s]] = i
             fill[s] += 1
+        }
+        // Every shard's traces of the request are looked up and their entries asked for before any is touched, so that
+        // their cache misses overlap (a trace waits long enough between requests to have left the caches).
+        for s in 0..<shards.count where starts[s] < starts[s + 1] {
+            let slice = order[starts[s]..<starts[s + 1]]
+            shards[s].state.withLock { $0.traces.prefetchEntries(slice.lazy.map { spans[$0].traceID }) }
         }
         for s in 0..<shards.count where starts[s] < starts[s + 1] {
             apply(shard: s, indices: order[starts[s]..<starts[s + 1]], request, body, now, decider, &outcome)
@@ -1174,7 +1181,8 @@ struct DecisionCache {
 
 struct ShardState {
     let timing: Timing
-    var traces: [TraceID: TraceEntry] = [:]
+    /// Undecided traces in memory (see `TraceTable`).
+    let traces = TraceTable()
     var deadlines = Heap<DeadlineItem>()
     /// Traces in creation order (with generation), for deciding the oldest first under memory pressure.
     var arrival: Deque<(TraceID, UInt64)> = []
