@@ -520,28 +520,48 @@ package final class TraceBuffer: Sendable {
             fill[s] += 1
         }
         // Every shard's traces of the request are looked up and their entries asked for before any is touched, so that
-        // their cache misses overlap (a trace waits long enough between requests to have left the caches).
+        // their cache misses overlap (a trace waits long enough between requests to have left the caches). Only a
+        // hint: a shard whose lock is busy is passed over.
         for s in 0..<shards.count where starts[s] < starts[s + 1] {
             let slice = order[starts[s]..<starts[s + 1]]
-            shards[s].state.withLock { $0.traces.prefetchEntries(slice.lazy.map { spans[$0].traceID }) }
+            _ = shards[s].state.withLockIfAvailable { $0.traces.prefetchEntries(slice.lazy.map { spans[$0].traceID }) }
         }
+        // Shards whose lock is busy (the decision tick deciding in one, another request inserting) are done after the
+        // others rather than waited for at once: waiting for a lock held that long ends in the kernel (a futex wait
+        // and a context switch each way).
+        var busy: [Int] = []
         for s in 0..<shards.count where starts[s] < starts[s + 1] {
-            apply(shard: s, indices: order[starts[s]..<starts[s + 1]], request, body, now, decider, &outcome)
+            if !apply(shard: s, indices: order[starts[s]..<starts[s + 1]], request, body, now, decider, &outcome, wait: false) {
+                busy.append(s)
+            }
+        }
+        for s in busy {
+            apply(shard: s, indices: order[starts[s]..<starts[s + 1]], request, body, now, decider, &outcome, wait: true)
         }
         return outcome
     }
 
+    /// Inserts a shard's spans of a request. Without `wait`, only if the shard's lock is free (returns whether it was).
+    @discardableResult
     private func apply(
         shard s: Int, indices: ArraySlice<Int>, _ request: ScannedRequest, _ body: UnsafeRawBufferPointer,
-        _ now: UInt64, _ decider: any TraceDecider, _ outcome: inout InsertOutcome
-    ) {
+        _ now: UInt64, _ decider: any TraceDecider, _ outcome: inout InsertOutcome, wait: Bool = true
+    ) -> Bool {
         let budget = configuration.maxBufferedBytes / shards.count
-        let delta = shards[s].state.withLock { state -> Delta in
+        func insert(_ state: inout ShardState) -> Delta {
             let before = state.snapshot
             state.insert(indices: indices, request, body, now, budget, decider, &outcome)
             return state.delta(since: before)
         }
+        let delta: Delta
+        if wait {
+            delta = shards[s].state.withLock { insert(&$0) }
+        } else {
+            guard let d = shards[s].state.withLockIfAvailable({ insert(&$0) }) else { return false }
+            delta = d
+        }
         apply(delta)
+        return true
     }
 
     struct Delta { var traces: Int; var bytes: Int; var storedBytes: Int; var storedTraces: Int; var cold: Int }

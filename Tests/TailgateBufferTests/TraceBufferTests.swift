@@ -1,3 +1,5 @@
+import Dispatch
+import Glibc
 import Synchronization
 import Testing
 import TailgateTestSupport
@@ -188,6 +190,51 @@ private func insert(_ buffer: TraceBuffer, _ spans: [TestSpan], service: String 
         let all = buffer.decideAll()
         #expect(all.count == 200)
         #expect(all.allSatisfy { $0.summary.spanCount == 4 && $0.spans?.count == 4 })
+    }
+
+    /// A request's spans for a shard whose lock is held (here by a decision blocked inside the decider) are inserted
+    /// after the other shards' spans, not waited for first; then they are inserted too.
+    @Test func aBusyShardIsInsertedAfterTheOthers() throws {
+        var c = config(shards: 4)
+        c.shardSeed = 42
+        let clock = ManualClock()
+        let entered = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
+        let blocking = Atomic<Bool>(true)
+        let decider = RecordingDecider(keep: { _ in
+            if blocking.exchange(false, ordering: .relaxed) {
+                entered.signal()
+                release.wait()
+            }
+            return true
+        })
+        let buffer = TraceBuffer(configuration: c, decider: decider, clock: clock)
+        // Traces by shard: the held one is shard 0, which a request's inserts would reach first.
+        var byShard: [Int: [TraceID]] = [:]
+        for n in 1...400 { byShard[buffer.shardIndex(tid(UInt64(n))), default: []].append(tid(UInt64(n))) }
+        let held = try #require(byShard[0]?.first)
+        _ = insert(buffer, [TestSpan(trace: held, span: 1)])  // a root: due after wait_after_root
+        clock.advance(by: .seconds(6))
+        let group = DispatchGroup()
+        DispatchQueue.global().async(group: group) { _ = buffer.decideExpired() }
+        entered.wait()  // shard 0's lock is held now, until `release`
+        let others = (1..<4).map { byShard[$0]![0] }
+        let newInHeld = byShard[0]![1]
+        let request = ([newInHeld] + others).enumerated().map { TestSpan(trace: $1, span: UInt64(10 + $0), parent: 1) }
+        let inserted = Mutex<InsertOutcome?>(nil)
+        DispatchQueue.global().async(group: group) {
+            let outcome = insert(buffer, request)
+            inserted.withLock { $0 = outcome }
+        }
+        // The other shards' traces arrive while shard 0 is held (bounded wait; the old order blocked on shard 0 first).
+        let deadline = ContinuousClock.now + .seconds(10)
+        while buffer.bufferedTraces < 1 + others.count && ContinuousClock.now < deadline { sched_yield() }
+        #expect(buffer.bufferedTraces == 1 + others.count)  // the held trace (being decided) and the three others
+        #expect(inserted.withLock { $0 } == nil)  // still waiting for shard 0
+        release.signal()
+        group.wait()
+        #expect(inserted.withLock { $0?.buffered } == 4)
+        let all = buffer.decideAll()
+        #expect(Set(all.map(\.summary.traceID)) == Set([newInHeld] + others))
     }
 
     @Test func decisionCacheForgetsTheOldestBeyondItsCapacity() {
