@@ -447,10 +447,11 @@ private func insert(_ buffer: TraceBuffer, _ spans: [TestSpan], service: String 
         for i in 0..<20 {
             ledger.append(GenAISpan(spanID: UInt64(i + 1), role: .inference, operation: "chat", tokens: SIMD8(10, 1, 0, 0, 0, 0, 0, 0)))
             // Held encoded: IDs 16 bytes, flags 1, names index 1, duration 1, the lane mask and two one-byte lanes 3;
-            // plus spare capacity (at least 96 bytes, then growing by half) and the names array, each with its header.
+            // plus spare capacity (at least `initialEncodedCapacity`, then growing by half) and the names array, each
+            // with its header.
             let encoded = 22 * (i + 1)
             #expect(ledger.accountedBytes >= encoded + 2 * arrayAllocationOverhead)
-            #expect(ledger.accountedBytes <= max(96, encoded * 3 / 2) + 2 * arrayAllocationOverhead + 64, "\(i): \(ledger.accountedBytes)")
+            #expect(ledger.accountedBytes <= max(GenAILedger.initialEncodedCapacity, encoded * 3 / 2) + 2 * arrayAllocationOverhead + 64, "\(i): \(ledger.accountedBytes)")
             #expect(ledger.accountedBytes >= previous)
             previous = ledger.accountedBytes
         }
