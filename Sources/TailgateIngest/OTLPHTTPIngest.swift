@@ -120,16 +120,23 @@ package struct OTLPHTTPIngest: Sendable {
                 result = request.body.withUnsafeReadableBytes { handler.ingest($0, transport: .http, headers: passed) }
             }
         case .json:
-            let json = decompressed ?? Array(request.body.readableBytesView)
-            let protobuf: [UInt8]
+            // Transcoded straight from the request's bytes, and the protobuf ingested where the transcoder wrote it.
             var malformedIDs = OTLPJSON.MalformedIDs()
-            do {
-                protobuf = try OTLPJSON.protobufFromJSON(json, malformedIDs: &malformedIDs)
-            } catch {
+            let transcode = { (json: UnsafeRawBufferPointer) in
+                Result { () throws(OTLPJSONError) -> IngestResult in
+                    try OTLPJSON.withProtobuf(fromJSON: json, malformedIDs: &malformedIDs) {
+                        handler.ingest($0, transport: .http, headers: passed)
+                    }
+                }
+            }
+            let transcoded = decompressed.map { $0.withUnsafeBytes(transcode) } ?? request.body.withUnsafeReadableBytes(transcode)
+            switch transcoded {
+            case .success(let ingested):
+                result = ingested
+            case .failure(let error):
                 handler.refused(transport: .http, reason: .malformedJSON)
                 return self.error(.badRequest, Self.invalidArgument, "malformed OTLP/JSON: \(error)", encoding)
             }
-            result = protobuf.withUnsafeBytes { handler.ingest($0, transport: .http, headers: passed) }
             // A malformed ID reached the scanner as bytes of a wrong length, rejecting its span as for protobuf;
             // the scanner's reason says only that, so the answer also names the ID as the client wrote it.
             if let first = malformedIDs.first, case .partiallyAccepted(let rejected, let message) = result {

@@ -45,29 +45,37 @@ package enum OTLPJSON {
 
     /// `protobufFromJSON(_:)`, also telling which span IDs were malformed (set when the transcoding succeeds).
     package static func protobufFromJSON(_ json: [UInt8], malformedIDs: inout MalformedIDs) throws(OTLPJSONError) -> [UInt8] {
-        malformedIDs = MalformedIDs()
-        let result: Result<[UInt8], OTLPJSONError> = json.withUnsafeBufferPointer { buffer -> Result<[UInt8], OTLPJSONError> in
-            guard let base = buffer.baseAddress, !buffer.isEmpty else {
-                return .failure(OTLPJSONError(path: "", message: "invalid JSON: unexpected end of input, expected a JSON object at character 0"))
-            }
-            var transcoder = Transcoder(base, buffer.count, outputCapacity: buffer.count + 64)
-            defer { transcoder.free() }
-            do throws(TranscodeFailure) {
-                try transcoder.document()
-                malformedIDs = transcoder.malformedIDs
-                return .success(Array(UnsafeBufferPointer(start: transcoder.out.base, count: transcoder.out.count)))
-            } catch {
-                guard !error.isSyntax else { return .failure(error.error) }
-                // A parse-then-walk reports a syntax error anywhere in the document before any schema error.
-                do throws(TranscodeFailure) {
-                    try transcoder.validateDocument()
-                } catch let syntax {
-                    return .failure(syntax.error)
-                }
-                return .failure(error.error)
-            }
+        let result = json.withUnsafeBytes { raw in
+            Result { () throws(OTLPJSONError) in try withProtobuf(fromJSON: raw, malformedIDs: &malformedIDs) { [UInt8]($0) } }
         }
         return try result.get()
+    }
+
+    /// `protobufFromJSON`, without copying the document in or the protobuf out: `body` sees the protobuf bytes,
+    /// which live only for the call (what ingest needs, since the buffer copies the spans it keeps).
+    package static func withProtobuf<Result>(
+        fromJSON json: UnsafeRawBufferPointer, malformedIDs: inout MalformedIDs, _ body: (UnsafeRawBufferPointer) -> Result
+    ) throws(OTLPJSONError) -> Result {
+        malformedIDs = MalformedIDs()
+        guard let base = json.baseAddress?.assumingMemoryBound(to: UInt8.self), !json.isEmpty else {
+            throw OTLPJSONError(path: "", message: "invalid JSON: unexpected end of input, expected a JSON object at character 0")
+        }
+        var transcoder = Transcoder(base, json.count, outputCapacity: json.count + 64)
+        defer { transcoder.free() }
+        do throws(TranscodeFailure) {
+            try transcoder.document()
+        } catch {
+            guard !error.isSyntax else { throw error.error }
+            // A parse-then-walk reports a syntax error anywhere in the document before any schema error.
+            do throws(TranscodeFailure) {
+                try transcoder.validateDocument()
+            } catch let syntax {
+                throw syntax.error
+            }
+            throw error.error
+        }
+        malformedIDs = transcoder.malformedIDs
+        return body(UnsafeRawBufferPointer(start: transcoder.out.base, count: transcoder.out.count))
     }
 
     /// Transcode protobuf ExportTraceServiceRequest bytes into one line of OTLP/JSON (no trailing newline),

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import TailgateTestSupport
 @testable import TailgateWire
@@ -505,6 +506,45 @@ struct OTLPJSONStreamingTests {
                          attributes: [("host", .string("h")), ("n", .int(3))]),
             TestResource(service: "agent", spans: [spans[4]], attributes: values),
         ])
+    }
+
+    /// The transcoder reserves one byte for a message's length and moves the content when the length needs more:
+    /// spans whose lengths take 1, 2 and 3 bytes in varying order (and scopes and resources of different sizes
+    /// around them) must come out exactly as a builder writes them (minimal lengths), and so must the same request
+    /// with keys out of order, whose fields the transcoder re-sorts by reading back the lengths it wrote.
+    @Test(arguments: [
+        [0, 1, 2, 1, 0, 2, 0, 0, 1, 1, 2, 2],
+        [2, 0, 2, 1, 0, 1],
+        [1],
+        [0, 2],
+    ])
+    func lengthWidthsGrowAndShrink(widths: [Int]) throws {
+        // Name lengths giving encoded spans of about 40 bytes, 1 KiB and 20 KiB: 1-, 2- and 3-byte lengths.
+        let nameLengths = [8, 1_000, 20_000]
+        var resources: [TestResource] = []
+        var spanNumber: UInt64 = 1
+        for (r, chunk) in stride(from: 0, to: widths.count, by: 3).map({ Array(widths[$0..<min($0 + 3, widths.count)]) }).enumerated() {
+            var scopes: [(String, [TestSpan])] = []
+            for (k, width) in chunk.enumerated() {
+                // Scope k of a resource holds k + 1 spans of the same size class.
+                let spans = (0...k).map { _ -> TestSpan in
+                    defer { spanNumber += 1 }
+                    return TestSpan(trace: tid(spanNumber), span: spanNumber, name: String(repeating: "n", count: nameLengths[width]))
+                }
+                scopes.append(("scope-\(r)-\(k)", spans))
+            }
+            resources.append(TestResource(service: "service-\(r)", scopes: scopes))
+        }
+        let request = exportRequest(resources)
+        let json = try OTLPJSON.jsonFromProtobuf(request)
+        #expect(try OTLPJSON.protobufFromJSON(json) == request)
+        // A key of a later field first (an empty schemaUrl, which writes nothing) makes the transcoder re-sort the
+        // fields of every resource and scope, reading back the lengths it wrote for their children.
+        let text = String(decoding: json, as: UTF8.self)
+        let reordered = text.replacingOccurrences(of: #"{"resource":"#, with: #"{"schemaUrl":"","resource":"#)
+            .replacingOccurrences(of: #"{"scope":"#, with: #"{"schemaUrl":"","scope":"#)
+        #expect(reordered.count == text.count + 15 * (resources.count + resources.reduce(0) { $0 + $1.scopes.count }))
+        #expect(try OTLPJSON.protobufFromJSON(Array(reordered.utf8)) == request)
     }
 
     @Test func roundTripOfBuilderMadeRequests() throws {
