@@ -174,93 +174,116 @@ extension BufferedSpans {
     /// merged by content (the XXH3 keys computed at ingest, then the bytes), so that the record holds one
     /// ResourceSpans per distinct resource and one ScopeSpans per distinct scope within it — not one per request.
     package struct RequestEncoding {
-        struct Scope {
-            /// Origins (indices into `origins`) with this scope header, in order of first arrival.
-            var origins: [Int]
-            var size: Int
-        }
-        struct Resource {
-            var resource: ResourceOrigin
-            var scopes: [Scope]
-            var size: Int
-        }
         let spans: BufferedSpans
-        /// Span indices grouped by origin, `starts[i]..<starts[i + 1]` being origin `i`'s; nil when the spans are
-        /// grouped by origin already (the common case), in which case `starts` indexes `refs`.
+        /// Span indices grouped by origin, nil when the spans are grouped by origin already (the common case):
+        /// origin `i`'s spans are `starts[i]..<starts[i + 1]` of this, or of `spans.refs` when nil.
         let order: [Int]?
-        let starts: [Int]
-        let resources: [Resource]
+        /// The whole layout in one allocation (this runs for every trace written to disk), with `n` origins:
+        /// - `0...n`: `starts`;
+        /// - from `n + 1`: the origins that have spans, in writing order (by resource, then scope, then arrival);
+        /// - from `2n + 1`: per scope, in writing order, (end of its origins in the list above, the origin whose
+        ///   header it writes, its size);
+        /// - from `5n + 1`: per resource, in writing order, (end of its scopes, the origin whose resource header it
+        ///   writes, its size).
+        let plan: [Int]
+        let resourceCount: Int
         /// Bytes `write(to:)` writes.
         package let size: Int
 
         package init(_ spans: BufferedSpans) {
             self.spans = spans
             let origins = spans.origins
-            // The common case since origins are interned at ingest: one origin, no grouping to do.
-            if origins.count == 1 {
-                var spanBytes = 0
-                spans.refs.withUnsafeBufferPointer { refs in
-                    for ref in refs { spanBytes += 1 + ProtoWriter.varintSize(UInt64(ref.length)) + Int(ref.length) }
-                }
-                let origin = origins[0]
-                let scope = Scope(origins: [0], size: origin.header.count + spanBytes)
-                let resourceSize = origin.resource.header.count + 1 + ProtoWriter.varintSize(UInt64(scope.size)) + scope.size
-                order = nil
-                starts = [0, spans.refs.count]
-                resources = [Resource(resource: origin.resource, scopes: [scope], size: resourceSize)]
-                size = 1 + ProtoWriter.varintSize(UInt64(resourceSize)) + resourceSize
-                return
-            }
-            // Span counts and bytes per origin, and whether the spans already come grouped by origin.
-            var starts = [Int](repeating: 0, count: origins.count + 1)
-            var spanBytes = [Int](repeating: 0, count: origins.count)
+            let n = origins.count
             var grouped = true
-            spans.refs.withUnsafeBufferPointer { refs in
-                var previous: UInt32 = 0
-                for ref in refs {
-                    let o = Int(ref.origin)
-                    starts[o + 1] += 1
-                    spanBytes[o] += 1 + ProtoWriter.varintSize(UInt64(ref.length)) + Int(ref.length)
-                    if ref.origin < previous { grouped = false }
-                    previous = ref.origin
+            var plan = [Int](repeating: 0, count: 8 * n + 1)
+            var resourceCount = 0
+            var size = 0
+            // Scratch per origin: span bytes, scope; per scope (in order of creation): header origin, size,
+            // resource; per resource: header origin.
+            withUnsafeTemporaryAllocation(of: Int.self, capacity: 6 * max(n, 1)) { scratch in
+                let spanBytes = scratch.baseAddress!, scopeOf = spanBytes + n
+                let scopeHeader = scopeOf + n, scopeSize = scopeHeader + n, scopeResource = scopeSize + n
+                let resourceHeader = scopeResource + n
+                spanBytes.initialize(repeating: 0, count: n)
+                plan.withUnsafeMutableBufferPointer { plan in
+                    // Span counts (into `starts`) and bytes per origin, and whether the spans come grouped by origin.
+                    spans.refs.withUnsafeBufferPointer { refs in
+                        var previous: UInt32 = 0
+                        for ref in refs {
+                            let o = Int(ref.origin)
+                            plan[o + 1] += 1
+                            spanBytes[o] += 1 + ProtoWriter.varintSize(UInt64(ref.length)) + Int(ref.length)
+                            if ref.origin < previous { grouped = false }
+                            previous = ref.origin
+                        }
+                    }
+                    for i in 0..<n { plan[i + 1] += plan[i] }
+                    // Origins merged by content: one resource per distinct resource, one scope per distinct scope
+                    // within it, each in order of first arrival.
+                    var scopes = 0
+                    for (i, origin) in origins.enumerated() {
+                        scopeOf[i] = -1
+                        guard plan[i + 1] > plan[i] else { continue }
+                        var r = 0
+                        while r < resourceCount {
+                            let other = origins[resourceHeader[r]].resource
+                            if other === origin.resource || other.key == origin.resource.key { break }
+                            r += 1
+                        }
+                        if r == resourceCount {
+                            resourceHeader[r] = i
+                            resourceCount += 1
+                        }
+                        var g = 0
+                        while g < scopes && !(scopeResource[g] == r && origins[scopeHeader[g]].key == origin.key) { g += 1 }
+                        if g == scopes {
+                            scopeHeader[g] = i
+                            scopeSize[g] = origin.header.count
+                            scopeResource[g] = r
+                            scopes += 1
+                        }
+                        scopeOf[i] = g
+                        scopeSize[g] += spanBytes[i]
+                    }
+                    // The writing order and the sizes of scopes and resources.
+                    var emit = n + 1, scopeEntry = 2 * n + 1, scopeIndex = 0
+                    for r in 0..<resourceCount {
+                        var resourceSize = origins[resourceHeader[r]].resource.header.count
+                        for g in 0..<scopes where scopeResource[g] == r {
+                            for i in 0..<n where scopeOf[i] == g {
+                                plan[emit] = i
+                                emit += 1
+                            }
+                            plan[scopeEntry] = emit
+                            plan[scopeEntry + 1] = scopeHeader[g]
+                            plan[scopeEntry + 2] = scopeSize[g]
+                            scopeEntry += 3
+                            scopeIndex += 1
+                            resourceSize += 1 + ProtoWriter.varintSize(UInt64(scopeSize[g])) + scopeSize[g]
+                        }
+                        let resourceEntry = 5 * n + 1 + 3 * r
+                        plan[resourceEntry] = scopeIndex
+                        plan[resourceEntry + 1] = resourceHeader[r]
+                        plan[resourceEntry + 2] = resourceSize
+                        size += 1 + ProtoWriter.varintSize(UInt64(resourceSize)) + resourceSize
+                    }
                 }
             }
-            for i in 0..<origins.count { starts[i + 1] += starts[i] }
             if grouped {
                 order = nil
             } else {
                 // A counting sort: grouped by origin, in arrival order within each.
                 var sorted = [Int](repeating: 0, count: spans.refs.count)
-                var fill = starts
+                var fill = Array(plan[0..<n])
                 for (k, ref) in spans.refs.enumerated() {
                     sorted[fill[Int(ref.origin)]] = k
                     fill[Int(ref.origin)] += 1
                 }
                 order = sorted
             }
-            var resources: [Resource] = []
-            for (i, origin) in origins.enumerated() where starts[i + 1] > starts[i] {
-                let r: Int
-                if let found = resources.firstIndex(where: { $0.resource === origin.resource || $0.resource.key == origin.resource.key }) {
-                    r = found
-                } else {
-                    resources.append(Resource(resource: origin.resource, scopes: [], size: origin.resource.header.count))
-                    r = resources.count - 1
-                }
-                if let g = resources[r].scopes.firstIndex(where: { origins[$0.origins[0]].key == origin.key }) {
-                    resources[r].scopes[g].origins.append(i)
-                    resources[r].scopes[g].size += spanBytes[i]
-                } else {
-                    resources[r].scopes.append(Scope(origins: [i], size: origin.header.count + spanBytes[i]))
-                }
-            }
-            for r in resources.indices {
-                resources[r].size = resources[r].resource.header.count
-                    + resources[r].scopes.reduce(0) { $0 + 1 + ProtoWriter.varintSize(UInt64($1.size)) + $1.size }
-            }
-            self.starts = starts
-            self.resources = resources
-            size = resources.reduce(0) { $0 + 1 + ProtoWriter.varintSize(UInt64($1.size)) + $1.size }
+            self.plan = plan
+            self.resourceCount = resourceCount
+            self.size = size
         }
 
         /// Writes the request into `out` (at least `size` bytes).
@@ -268,19 +291,28 @@ extension BufferedSpans {
             precondition(out.count >= size)
             var w = RawProtoWriter(out.baseAddress!)
             let origins = spans.origins, refs = spans.refs
+            let n = origins.count
             spans.data.withUnsafeBytes { raw in
-                for r in resources {
-                    w.lengthDelimitedHeader(1, r.size)
-                    w.bytes(r.resource.header)
-                    for scope in r.scopes {
-                        w.lengthDelimitedHeader(2, scope.size)
-                        w.bytes(origins[scope.origins[0]].header)
-                        for i in scope.origins {
-                            for n in starts[i]..<starts[i + 1] {
-                                let ref = refs[order?[n] ?? n]
-                                w.lengthDelimitedHeader(2, Int(ref.length))
-                                w.bytes(UnsafeRawBufferPointer(rebasing: raw[Int(ref.offset)..<Int(ref.offset) + Int(ref.length)]))
+                plan.withUnsafeBufferPointer { plan in
+                    var emit = n + 1, scope = 0
+                    for r in 0..<resourceCount {
+                        let resourceEntry = 5 * n + 1 + 3 * r
+                        w.lengthDelimitedHeader(1, plan[resourceEntry + 2])
+                        w.bytes(origins[plan[resourceEntry + 1]].resource.header)
+                        while scope < plan[resourceEntry] {
+                            let scopeEntry = 2 * n + 1 + 3 * scope
+                            w.lengthDelimitedHeader(2, plan[scopeEntry + 2])
+                            w.bytes(origins[plan[scopeEntry + 1]].header)
+                            while emit < plan[scopeEntry] {
+                                let i = plan[emit]
+                                for k in plan[i]..<plan[i + 1] {
+                                    let ref = refs[order?[k] ?? k]
+                                    w.lengthDelimitedHeader(2, Int(ref.length))
+                                    w.bytes(UnsafeRawBufferPointer(rebasing: raw[Int(ref.offset)..<Int(ref.offset) + Int(ref.length)]))
+                                }
+                                emit += 1
                             }
+                            scope += 1
                         }
                     }
                 }

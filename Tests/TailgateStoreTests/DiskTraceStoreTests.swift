@@ -786,6 +786,73 @@ final class RescanningDropThenErrors: TraceDecider {
     }
 }
 
+extension RecordEncodingTests {
+    /// Model test of the record layout: spans of several requests (each with its own resource and scope objects,
+    /// some of equal content), appended in a random interleaving, must be written as one ResourceSpans per distinct
+    /// resource and one ScopeSpans per distinct scope within it, each in order of first arrival, with the spans of
+    /// each scope object (a request's) together, in arrival order, those objects in order of first arrival.
+    @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 8] as [UInt64])
+    func recordsGroupByContentInOrderOfFirstArrival(seed: UInt64) throws {
+        var rng = SplitMix64(seed: seed)
+        let services = ["agent", "tools", "retriever"], scopeNames = ["llm", "http", "db"]
+        var pieces: [(ScopeOrigin, [UInt8])] = []
+        var spanNumber: UInt64 = 1
+        for _ in 0..<Int.random(in: 1...12, using: &rng) {
+            var resources: [TestResource] = []
+            for service in services.shuffled(using: &rng).prefix(Int.random(in: 1...3, using: &rng)) {
+                var scopes: [(name: String, spans: [TestSpan])] = []
+                for scope in scopeNames.shuffled(using: &rng).prefix(Int.random(in: 1...3, using: &rng)) {
+                    let spans = (0..<Int.random(in: 1...4, using: &rng)).map { _ -> TestSpan in
+                        defer { spanNumber += 1 }
+                        return TestSpan(trace: tid(1), span: spanNumber, parent: 1, strings: [("k", "v\(spanNumber)")])
+                    }
+                    scopes.append((scope, spans))
+                }
+                resources.append(TestResource(service: service, scopes: scopes))
+            }
+            let decoded = try exportRequest(resources).withUnsafeBytes { try BufferedSpans.decode($0) }
+            decoded.forEach { scope, bytes in pieces.append((scope, Array(bytes))) }
+        }
+        pieces.shuffle(using: &rng)
+        var trace = BufferedSpans()
+        for (scope, bytes) in pieces { bytes.withUnsafeBytes { trace.appendRaw(scope: scope, bytes: $0) } }
+
+        // The model: resources by header content in order of first arrival, scopes likewise within each, scope
+        // objects likewise within each scope.
+        typealias Objects = [(object: ScopeOrigin, spans: [[UInt8]])]
+        var model: [(resource: [UInt8], scopes: [(scope: [UInt8], objects: Objects)])] = []
+        for (scope, bytes) in pieces {
+            let r = model.firstIndex { $0.resource == scope.resource.header } ?? {
+                model.append((scope.resource.header, []))
+                return model.count - 1
+            }()
+            let g = model[r].scopes.firstIndex { $0.scope == scope.header } ?? {
+                model[r].scopes.append((scope.header, []))
+                return model[r].scopes.count - 1
+            }()
+            if let o = model[r].scopes[g].objects.firstIndex(where: { $0.object === scope }) {
+                model[r].scopes[g].objects[o].spans.append(bytes)
+            } else {
+                model[r].scopes[g].objects.append((scope, [bytes]))
+            }
+        }
+        let expected = model.flatMap { r in
+            r.scopes.flatMap { g in g.objects.flatMap { o in o.spans.map { (r.resource, g.scope, $0) } } }
+        }
+
+        let encoding = BufferedSpans.RequestEncoding(trace)
+        let encoded = trace.encodeRequest()
+        #expect(encoded.count == encoding.size)
+        let back = try encoded.withUnsafeBytes { try BufferedSpans.decode($0) }
+        var got: [([UInt8], [UInt8], [UInt8])] = []
+        back.forEach { scope, bytes in got.append((scope.resource.header, scope.header, Array(bytes))) }
+        #expect(got.count == expected.count)
+        #expect(zip(got, expected).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 && $0.2 == $1.2 })
+        // One ScopeSpans per distinct scope: as many origins as the model has scopes.
+        #expect(back.origins.count == model.reduce(0) { $0 + $1.scopes.count })
+    }
+}
+
 @Suite struct ChecksumTests {
     @Test func crc32cMatchesTheStandardCheckValue() {
         // The CRC-32C check value of "123456789" (RFC 3720), and the same in pieces of every split.
