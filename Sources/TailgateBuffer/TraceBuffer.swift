@@ -332,6 +332,14 @@ package struct BufferedSpans: Sendable {
         prefetchArray(at: &origins)
     }
 
+    /// The spans' payloads, one after the other (`forEachRange` tells where each lies).
+    package var bytes: [UInt8] { data }
+
+    /// Calls `body` with each span's scope and where its payload lies in `bytes`, in arrival order.
+    package func forEachRange(_ body: (ScopeOrigin, _ offset: Int, _ length: Int) -> Void) {
+        for ref in refs { body(origins[Int(ref.origin)], Int(ref.offset), Int(ref.length)) }
+    }
+
     /// Calls `body` with each span's scope and payload, in arrival order.
     package func forEach(_ body: (ScopeOrigin, UnsafeRawBufferPointer) -> Void) {
         data.withUnsafeBytes { raw in

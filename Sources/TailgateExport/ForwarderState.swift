@@ -153,12 +153,14 @@ struct ForwarderState: Sendable {
         if !framer.isEmpty && framerHeaders != headers, let s = seal() { sealed.append(s) }
         framerHeaders = headers
         if framer.isEmpty { batchStarted = now }
-        spans.forEach { scope, bytes in
-            if !framer.isEmpty && framer.spanBytes + bytes.count > maxBatchBytes, let s = seal() {
+        // The framer holds the trace's bytes until the batch is encoded, which writes each span once.
+        let source = spans.bytes
+        spans.forEachRange { scope, offset, length in
+            if !framer.isEmpty && framer.spanBytes + length > maxBatchBytes, let s = seal() {
                 sealed.append(s)
                 batchStarted = now
             }
-            framer.append(scope: scope, span: bytes, annotation: annotation)
+            framer.append(scope: scope, source: source, offset: offset, length: length, annotation: annotation)
             if framer.spanCount >= maxBatchSpans || framer.spanBytes >= maxBatchBytes, let s = seal() {
                 sealed.append(s)
             }

@@ -3,10 +3,23 @@
 // share one ResourceSpans / ScopeSpans in the output.
 
 package struct RequestFramer: Sendable {
+    /// One span of a scope: where its payload lies, and the annotation suffix written after it.
+    struct Piece: Sendable {
+        /// Index into `sources`, or `Piece.copied` for `copies`.
+        var source: UInt32
+        var offset: UInt32
+        var length: UInt32
+        /// Index into `suffixes`, or `Piece.noSuffix`.
+        var suffix: UInt32
+        static let copied = UInt32.max
+        static let noSuffix = UInt32.max
+    }
+
     struct ScopeGroup: Sendable {
         var header: [UInt8]
-        /// Concatenated `spans` fields (tag, length, payload).
-        var spans: [UInt8] = []
+        var pieces: [Piece] = []
+        /// Encoded size of the `spans` fields (tag, length, payload, suffix).
+        var spanFieldBytes = 0
     }
 
     struct ResourceGroup: Sendable {
@@ -24,6 +37,17 @@ package struct RequestFramer: Sendable {
     /// The origin of the last span appended, with its group (its object is in `retained`).
     private var lastGroup: (id: ObjectIdentifier, group: (Int, Int))? = nil
 
+    /// The arrays that spans appended with `append(scope:source:…)` lie in (a kept trace's own bytes), held until the
+    /// framer is encoded instead of copied: `encode` writes each span once. The last one's address (its bits: the
+    /// framer is Sendable), to add an array once for all its spans.
+    private var sources: [[UInt8]] = []
+    private var lastSource = 0
+    /// Spans appended by pointer, copied.
+    private var copies: [UInt8] = []
+    /// Annotation suffixes, and the last one's address (spans of a trace share one).
+    private var suffixes: [[UInt8]] = []
+    private var lastSuffix = 0
+
     /// The last annotation suffix computed for a probabilistic keep, by the span's raw trace_state: spans of one trace
     /// (and usually of one service) share it, and merging a tracestate is far dearer than comparing bytes.
     private var suffixCache: (annotation: KeepAnnotation, traceState: [UInt8], suffix: [UInt8])? = nil
@@ -36,47 +60,80 @@ package struct RequestFramer: Sendable {
 
     package var isEmpty: Bool { spanCount == 0 }
 
-    /// Appends one span with an annotation appended to its bytes (see `KeepAnnotation`).
-    package mutating func append(scope: ScopeOrigin, span: UnsafeRawBufferPointer, annotation: KeepAnnotation?) {
-        guard let annotation else { return append(scope: scope, span: span) }
-        // A span that already carries what the annotation writes (a second tier): replaced, not repeated (rare).
-        if KeepAnnotation.mayCarryOwnAttributes(span), annotation.withoutOwnAttributes(span) != nil {
-            let annotated = annotation.annotate(span)
-            return annotated.withUnsafeBytes { append(scope: scope, span: $0) }
-        }
-        let suffix: [UInt8]
-        if annotation.weight.isCertain {
-            suffix = annotation.suffix(for: span)  // constant, precomputed
-        } else {
-            let state = KeepAnnotation.rawTraceState(of: span)
-            if let cached = suffixCache, cached.annotation == annotation, cached.traceState == state {
-                suffix = cached.suffix
-            } else {
-                suffix = annotation.suffix(for: span)
-                suffixCache = (annotation, state, suffix)
+    /// Appends one span lying in `source` at `offset..<offset + length`, with an annotation appended to its bytes (see
+    /// `KeepAnnotation`). `source` is held, not copied, until `encode`.
+    package mutating func append(scope: ScopeOrigin, source: [UInt8], offset: Int, length: Int, annotation: KeepAnnotation?) {
+        source.withUnsafeBytes { raw in
+            let span = UnsafeRawBufferPointer(rebasing: raw[offset..<offset + length])
+            var suffix: [UInt8]? = nil
+            if let annotation {
+                // A span that already carries what the annotation writes (a second tier): replaced, not repeated (rare).
+                if KeepAnnotation.mayCarryOwnAttributes(span), annotation.withoutOwnAttributes(span) != nil {
+                    let annotated = annotation.annotate(span)
+                    annotated.withUnsafeBytes { appendCopy(scope: scope, span: $0) }
+                    return
+                }
+                suffix = self.suffix(annotation, span)
             }
+            let base = Int(bitPattern: raw.baseAddress)
+            if base != lastSource || sources.isEmpty {
+                sources.append(source)
+                lastSource = base
+            }
+            let suffixAt = suffix.map { suffixIndex($0) } ?? Piece.noSuffix
+            append(scope: scope, Piece(source: UInt32(sources.count - 1), offset: UInt32(offset), length: UInt32(length),
+                                       suffix: suffixAt))
         }
-        let (r, s) = group(for: scope)
-        var w = ProtoWriter()
-        swap(&w.bytes, &resources[r].scopes[s].spans)
-        w.appendTag(2, .lengthDelimited)
-        w.appendVarint(UInt64(span.count + suffix.count))
-        w.bytes.append(contentsOf: span)
-        w.bytes.append(contentsOf: suffix)
-        swap(&w.bytes, &resources[r].scopes[s].spans)
-        spanCount += 1
-        spanBytes += span.count + suffix.count
     }
 
-    /// Appends one span (its payload bytes, without tag and length).
+    /// Appends one span with an annotation appended to its bytes (see `KeepAnnotation`), copying it.
+    package mutating func append(scope: ScopeOrigin, span: UnsafeRawBufferPointer, annotation: KeepAnnotation?) {
+        guard let annotation else { return appendCopy(scope: scope, span: span) }
+        if KeepAnnotation.mayCarryOwnAttributes(span), annotation.withoutOwnAttributes(span) != nil {
+            let annotated = annotation.annotate(span)
+            return annotated.withUnsafeBytes { appendCopy(scope: scope, span: $0) }
+        }
+        let suffix = self.suffix(annotation, span)
+        appendCopy(scope: scope, span: span, suffix: suffixIndex(suffix))
+    }
+
+    /// Appends one span (its payload bytes, without tag and length), copying it.
     package mutating func append(scope: ScopeOrigin, span: UnsafeRawBufferPointer) {
+        appendCopy(scope: scope, span: span)
+    }
+
+    private mutating func appendCopy(scope: ScopeOrigin, span: UnsafeRawBufferPointer, suffix: UInt32 = Piece.noSuffix) {
+        let offset = copies.count
+        copies.append(contentsOf: span)
+        append(scope: scope, Piece(source: Piece.copied, offset: UInt32(offset), length: UInt32(span.count), suffix: suffix))
+    }
+
+    private mutating func append(scope: ScopeOrigin, _ piece: Piece) {
+        let suffixLength = piece.suffix == Piece.noSuffix ? 0 : suffixes[Int(piece.suffix)].count
+        let payload = Int(piece.length) + suffixLength
         let (r, s) = group(for: scope)
-        var w = ProtoWriter()
-        swap(&w.bytes, &resources[r].scopes[s].spans)
-        w.appendBytesField(2, span)
-        swap(&w.bytes, &resources[r].scopes[s].spans)
+        resources[r].scopes[s].pieces.append(piece)
+        resources[r].scopes[s].spanFieldBytes += 1 + ProtoWriter.varintSize(UInt64(payload)) + payload
         spanCount += 1
-        spanBytes += span.count
+        spanBytes += payload
+    }
+
+    private mutating func suffix(_ annotation: KeepAnnotation, _ span: UnsafeRawBufferPointer) -> [UInt8] {
+        if annotation.weight.isCertain { return annotation.suffix(for: span) }  // constant, precomputed
+        let state = KeepAnnotation.rawTraceState(of: span)
+        if let cached = suffixCache, cached.annotation == annotation, cached.traceState == state { return cached.suffix }
+        let suffix = annotation.suffix(for: span)
+        suffixCache = (annotation, state, suffix)
+        return suffix
+    }
+
+    private mutating func suffixIndex(_ suffix: [UInt8]) -> UInt32 {
+        let base = suffix.withUnsafeBytes { Int(bitPattern: $0.baseAddress) }
+        if base == 0 || base != lastSuffix || suffixes.isEmpty {
+            suffixes.append(suffix)
+            lastSuffix = base
+        }
+        return UInt32(suffixes.count - 1)
     }
 
     private mutating func group(for scope: ScopeOrigin) -> (Int, Int) {
@@ -109,36 +166,44 @@ package struct RequestFramer: Sendable {
         return (r, s)
     }
 
-    /// The encoded ExportTraceServiceRequest holding every appended span.
+    /// The encoded ExportTraceServiceRequest holding every appended span: sized first, so that every length prefix
+    /// and every span is written once.
     package func encode() -> [UInt8] {
-        // Sizes first, so every length prefix is written once and nothing is copied twice.
-        var scopeSizes: [[Int]] = []
-        var resourceSizes: [Int] = []
         var total = 0
         for resource in resources {
-            var sizes: [Int] = []
-            var rsize = resource.header.count
-            for scope in resource.scopes {
-                let ssize = scope.header.count + scope.spans.count
-                sizes.append(ssize)
-                rsize += 1 + ProtoWriter.varintSize(UInt64(ssize)) + ssize
-            }
-            scopeSizes.append(sizes)
-            resourceSizes.append(rsize)
+            let rsize = resourceSize(resource)
             total += 1 + ProtoWriter.varintSize(UInt64(rsize)) + rsize
         }
-        var w = ProtoWriter(capacity: total)
-        for (i, resource) in resources.enumerated() {
-            w.appendTag(1, .lengthDelimited)
-            w.appendVarint(UInt64(resourceSizes[i]))
-            w.bytes.append(contentsOf: resource.header)
-            for (j, scope) in resource.scopes.enumerated() {
-                w.appendTag(2, .lengthDelimited)
-                w.appendVarint(UInt64(scopeSizes[i][j]))
-                w.bytes.append(contentsOf: scope.header)
-                w.bytes.append(contentsOf: scope.spans)
+        return [UInt8](unsafeUninitializedCapacity: total) { out, count in
+            var w = RawProtoWriter(UnsafeMutableRawPointer(out.baseAddress!))
+            for resource in resources {
+                w.lengthDelimitedHeader(1, resourceSize(resource))
+                w.bytes(resource.header)
+                for scope in resource.scopes {
+                    w.lengthDelimitedHeader(2, scope.header.count + scope.spanFieldBytes)
+                    w.bytes(scope.header)
+                    for piece in scope.pieces {
+                        let suffix = piece.suffix == Piece.noSuffix ? nil : suffixes[Int(piece.suffix)]
+                        w.lengthDelimitedHeader(2, Int(piece.length) + (suffix?.count ?? 0))
+                        let bytes = piece.source == Piece.copied ? copies : sources[Int(piece.source)]
+                        bytes.withUnsafeBytes { raw in
+                            w.bytes(UnsafeRawBufferPointer(rebasing: raw[Int(piece.offset)..<Int(piece.offset) + Int(piece.length)]))
+                        }
+                        if let suffix { w.bytes(suffix) }
+                    }
+                }
             }
+            count = total
+            assert(w.position - UnsafeMutableRawPointer(out.baseAddress!) == total)
         }
-        return w.bytes
+    }
+
+    private func resourceSize(_ resource: ResourceGroup) -> Int {
+        var size = resource.header.count
+        for scope in resource.scopes {
+            let ssize = scope.header.count + scope.spanFieldBytes
+            size += 1 + ProtoWriter.varintSize(UInt64(ssize)) + ssize
+        }
+        return size
     }
 }

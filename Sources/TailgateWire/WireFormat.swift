@@ -247,3 +247,35 @@ package struct ProtoWriter: Sendable {
         appendBytesField(field, inner.bytes)
     }
 }
+
+/// Writes protobuf framing into memory already sized for it (no bounds checks: the caller sized it exactly).
+package struct RawProtoWriter {
+    package var position: UnsafeMutableRawPointer
+
+    package init(_ start: UnsafeMutableRawPointer) { position = start }
+
+    package mutating func varint(_ value: UInt64) {
+        var v = value
+        while v >= 0x80 {
+            position.storeBytes(of: UInt8(truncatingIfNeeded: v) | 0x80, as: UInt8.self)
+            position += 1
+            v >>= 7
+        }
+        position.storeBytes(of: UInt8(v), as: UInt8.self)
+        position += 1
+    }
+
+    /// Tag (wire type 2) and length.
+    package mutating func lengthDelimitedHeader(_ field: UInt32, _ length: Int) {
+        varint(UInt64(field) << 3 | 2)
+        varint(UInt64(length))
+    }
+
+    package mutating func bytes(_ source: UnsafeRawBufferPointer) {
+        guard source.count > 0 else { return }
+        position.copyMemory(from: source.baseAddress!, byteCount: source.count)
+        position += source.count
+    }
+
+    package mutating func bytes(_ source: [UInt8]) { source.withUnsafeBytes { bytes($0) } }
+}

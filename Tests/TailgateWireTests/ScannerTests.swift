@@ -255,6 +255,59 @@ func exportRequestWithRawSpan(_ span: [UInt8]) -> [UInt8] {
         #expect(Set(again.scopes.map { ObjectIdentifier($0.resource) }).count == 2)
     }
 
+    /// Spans held in their trace's array (`append(scope:source:…)`) come out exactly as copies of them would, and as
+    /// their annotations make them: two arrays, two services, certain and weighted keeps (weighted ones with different
+    /// tracestates, so that suffixes differ), a span that already carries an annotation (replaced), spans appended by
+    /// pointer in between, and a caller changing its array after appending (the framer keeps what it was given).
+    @Test func spansHeldInTheirArraysComeOutAsCopiesWould() throws {
+        let origins = try scan(exportRequest([TestResource(service: "agent", spans: [TestSpan(trace: tid(1), span: 1)]),
+                                              TestResource(service: "tools", spans: [TestSpan(trace: tid(1), span: 2)])])).scopes
+        let agent = origins[0], tools = origins[1]
+        let certain = KeepAnnotation(policy: "errors")
+        let weighted = KeepAnnotation(policy: "sample", weight: .hashed(probability: 0.25))
+        let preAnnotated = TestSpan(trace: tid(9), span: 99).encoded.withUnsafeBytes { KeepAnnotation(policy: "tier1").annotate($0) }
+        var payloads: [[UInt8]] = []
+        for i in 1...12 {
+            let state: String? = i % 4 == 0 ? "k=\(i)" : nil
+            let trace = tid(UInt64(i % 3 + 1))
+            payloads.append(TestSpan(trace: trace, span: UInt64(i), name: "span \(i)", traceState: state).encoded)
+        }
+        payloads[5] = preAnnotated
+        // Two arrays holding the payloads back to back, as traces' bytes do.
+        var arrays: [[UInt8]] = [[], []]
+        var place: [(array: Int, offset: Int)] = []
+        for (i, p) in payloads.enumerated() {
+            place.append((i % 2, arrays[i % 2].count))
+            arrays[i % 2] += p
+        }
+        let plan: [(scope: ScopeOrigin, annotation: KeepAnnotation?, byPointer: Bool)] = (0..<payloads.count).map { i in
+            (i % 3 == 0 ? tools : agent, [nil, certain, weighted][i % 3], i % 5 == 4)
+        }
+        var held = RequestFramer(), copied = RequestFramer()
+        for (i, step) in plan.enumerated() {
+            payloads[i].withUnsafeBytes { copied.append(scope: step.scope, span: $0, annotation: step.annotation) }
+            if step.byPointer {
+                payloads[i].withUnsafeBytes { held.append(scope: step.scope, span: $0, annotation: step.annotation) }
+            } else {
+                held.append(scope: step.scope, source: arrays[place[i].array], offset: place[i].offset, length: payloads[i].count,
+                            annotation: step.annotation)
+            }
+        }
+        for a in arrays.indices { for k in arrays[a].indices { arrays[a][k] ^= 0xFF } }  // the caller's copies change
+        #expect(held.spanCount == copied.spanCount && held.spanBytes == copied.spanBytes)
+        let out = held.encode()
+        #expect(out == copied.encode())
+        // And each span is its payload as its annotation makes it, grouped by service in order of arrival.
+        let decoded = try decodeRequest(out)
+        let expected = plan.indices.map { i in
+            (plan[i].scope === tools ? "tools" : "agent",
+             plan[i].annotation.map { a in payloads[i].withUnsafeBytes { a.annotate($0) } } ?? payloads[i])
+        }
+        let grouped = expected.filter { $0.0 == "tools" } + expected.filter { $0.0 == "agent" }  // tools arrived first
+        #expect(decoded.map(\.service) == grouped.map(\.0))
+        #expect(decoded.map(\.payload) == grouped.map(\.1))
+    }
+
     @Test func emptyFramerEncodesAnEmptyRequest() {
         #expect(RequestFramer().encode().isEmpty)
     }
