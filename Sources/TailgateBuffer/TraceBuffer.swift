@@ -171,6 +171,17 @@ package struct TraceSummary: Sendable, Equatable {
         }
     }
 
+    /// Adds one span's facts and, when it has any, its GenAI facts where the request holds them: borrowed, not copied
+    /// out (`request.genAI(of:)` retained the span's names and released them again, for every GenAI span).
+    @inline(__always)
+    package mutating func add(_ span: SpanFacts, in request: ScannedRequest) {
+        add(span)
+        guard span.genAI >= 0 else { return }
+        var ledger = genAI.take() ?? GenAILedger()
+        request.genAI.withUnsafeBufferPointer { ledger.append($0[Int(span.genAI)]) }
+        genAI = ledger
+    }
+
     /// Tokens the trace counts (see `GenAILedger`) over the spans `matching` accepts; 0 without GenAI spans. Resolves
     /// the ledger from its own parent links if the buffer has not.
     package func totalTokens(matching: (GenAISpan) -> Bool = { _ in true }) -> Int64 {
@@ -1299,7 +1310,7 @@ struct ShardState {
                 if let r = retained[span.traceID], r.expires > now {
                     let before = r.accountedBytes
                     let box = r.summaryBox ?? materialize(span.traceID, r, decider)
-                    box.summary.add(span, genAI: request.genAI(of: span))
+                    box.summary.add(span, in: request)
                     r.late.append(span, scope: scope, body: body)
                     bytes += r.accountedBytes - before
                     // Counted as dropped only if the trace is not revised (below).
@@ -1330,7 +1341,7 @@ struct ShardState {
                 continue
             }
             if entry.planGeneration != request.planGeneration { entry.planGeneration = nil }
-            entry.summary.add(span, genAI: request.genAI(of: span))
+            entry.summary.add(span, in: request)
             if entry.spans.isEmpty {
                 if let w = walSegment { entry.walSince = min(entry.walSince, w) }
                 if !entry.queuedInMemory {  // spilled, now in memory again: spillable under pressure
@@ -1546,7 +1557,7 @@ struct ShardState {
         let id = entry.summary.traceID
         for span in request.spans where span.traceID == id {
             guard entry.record(spanID: span.spanID, parent: span.parentSpanID, parentIsRemote: span.parentIsRemote) else { continue }
-            entry.summary.add(span, genAI: request.genAI(of: span))
+            entry.summary.add(span, in: request)
         }
     }
 
@@ -1766,7 +1777,7 @@ struct ShardState {
         for span in request.spans where span.traceID == trace {
             guard entry.record(spanID: span.spanID, parent: span.parentSpanID, parentIsRemote: span.parentIsRemote) else { continue }
             if entry.planGeneration != request.planGeneration { entry.planGeneration = nil }
-            entry.summary.add(span, genAI: request.genAI(of: span))
+            entry.summary.add(span, in: request)
             if span.isRoot && span.endTime != 0 && entry.rootArrived == 0 { entry.rootArrived = mono(timing.lastSeen) }
             if ref == nil {
                 if !entry.queuedInMemory {
