@@ -17,7 +17,9 @@ RATE=${2:-150000}
 OUT=loadtest/out/soak
 mkdir -p "$OUT"
 if [ -n "${TAILGATE_BIN:-}" ]; then BIN=$TAILGATE_BIN; else swift build -c release --product tailgate >/dev/null; BIN=.build/release/tailgate; fi
-PROXY_PORT=${SOAK_PROXY_PORT:-34317}; RECV_PORT=${SOAK_RECV_PORT:-34318}; METRICS_PORT=${SOAK_METRICS_PORT:-34319}
+# Below Linux's ephemeral range (32768-60999): a port in it can be taken by any outgoing connection on the machine
+# (even by a client dialling it before anything listens there: a TCP self-connect).
+PROXY_PORT=${SOAK_PROXY_PORT:-23317}; RECV_PORT=${SOAK_RECV_PORT:-23318}; METRICS_PORT=${SOAK_METRICS_PORT:-23319}
 OUTAGE=$(( DURATION / 6 < 30 ? DURATION / 6 : 30 ))
 HUP_EVERY=$(( DURATION / 6 < 30 ? DURATION / 6 : 30 ))
 

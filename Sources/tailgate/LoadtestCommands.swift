@@ -107,7 +107,9 @@ struct Loadtest: AsyncParsableCommand {
             let r = RecordingReceiver(host: host, port: port, faults: faults)
             receiverServer = r
             receiverTask = Task { try await r.server.serve() }
-            try await Task.sleep(for: .milliseconds(300))
+            // A receiver that cannot listen (its port taken) fails the run here: it used to fail silently, and the
+            // run went on with nothing to verify against.
+            try await r.server.waitUntilListening()
         }
         let cpuBefore = proxyPid.flatMap(cpuSeconds)
         let replayer = Replayer(recording: recording, options: options)
