@@ -195,7 +195,8 @@ let package = Package(
         ]),
         .testTarget(name: "TailgateLoadtestTests", dependencies: [
             "TailgateLoadtest", "TailgateRecording", "TailgateWire", "TailgateRuntime", "TailgatePolicies", "TailgateTestSupport",
-            .product(name: "Logging", package: "swift-log"),
+            "TailgateIngest", "TailgateHTTPServer",
+            .product(name: "Logging", package: "swift-log"), .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .testTarget(name: "TailgateRuntimeTests", dependencies: [
             "TailgateRuntime", "TailgatePolicies", "TailgateBuffer", "TailgateExport", "TailgateWire", "TailgateConfig", "TailgateTestSupport",

@@ -8,6 +8,9 @@ package struct ReplayOptions: Sendable {
     /// Where to send: `grpc://HOST:PORT` or `http://HOST:PORT[/path]`.
     package var target: DownstreamAddress
     package var gzip = false
+    /// Send OTLP/JSON instead of protobuf (HTTP targets only): each request is encoded as it is sent, after its trace
+    /// IDs are made fresh for the pass, so the proxy sees new traces as it would from a JSON exporter.
+    package var json = false
     /// Concurrent connections (one client each, one request in flight per connection).
     package var connections = 4
     /// Target spans per second; nil sends as fast as acknowledgements allow.
@@ -84,6 +87,9 @@ package final class Replayer: Sendable {
         guard Self.schemes.contains(options.target.scheme) else {
             throw ReplayError("a load test needs a grpc:// or http:// target")
         }
+        if options.json && options.target.scheme != "http" {
+            throw ReplayError("OTLP/JSON is sent only to an http:// target (gRPC carries protobuf)")
+        }
         return try options.target.makeDownstream(DownstreamOptions(gzip: options.gzip, timeout: options.timeout))
     }
 
@@ -156,8 +162,18 @@ package final class Replayer: Sendable {
                 }
                 try? await Task.sleep(until: due, clock: .continuous)
             }
-            let bytes = recording.request(index, pass: pass)
             let spans = recording.spanCounts[index]
+            let bytes: [UInt8]
+            do { bytes = try body(index, pass: pass) } catch {
+                // Not sent: counted as a failed request with the reason (the recording was checked when prepared, so
+                // this would be a bug in the encoder, not something to skip quietly).
+                stats.withLock { s in
+                    s.requestsFailed += 1
+                    s.errors[Self.shorten("cannot encode as OTLP/JSON: \(error)"), default: 0] += 1
+                    _ = s.skipped.insert(seq)
+                }
+                continue
+            }
             let sentAt = ContinuousClock.now
             let second = Int((sentAt - started).components.seconds)
             stats.withLock { s in
@@ -167,7 +183,7 @@ package final class Replayer: Sendable {
                 s.spansSent += spans
                 s.bytesSent += bytes.count
             }
-            let outcome = await client.send(bytes)
+            let outcome = options.json ? await client.send(bytes, signal: .traces, json: true) : await client.send(bytes)
             let done = ContinuousClock.now
             let latency = (done - sentAt)
             let ms = Double(latency.components.seconds) * 1000 + Double(latency.components.attoseconds) / 1e15
@@ -190,6 +206,12 @@ package final class Replayer: Sendable {
                 }
             }
         }
+    }
+
+    /// The body of request `index` in pass `pass`, as sent: protobuf, or OTLP/JSON with `json`.
+    func body(_ index: Int, pass: Int) throws -> [UInt8] {
+        let protobuf = recording.request(index, pass: pass)
+        return options.json ? try OTLPJSON.jsonFromProtobuf(protobuf) : protobuf
     }
 
     static func shorten(_ reason: String) -> String {

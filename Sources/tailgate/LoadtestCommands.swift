@@ -44,6 +44,9 @@ struct Loadtest: AsyncParsableCommand {
     @Flag(help: "Compress requests with gzip.")
     var gzip = false
 
+    @Flag(name: .customLong("otlp-json"), help: "Send OTLP/JSON instead of protobuf (http:// targets only).")
+    var otlpJSON = false
+
     @Flag(inversion: .prefixedNo, help: "Give each pass over the recording fresh trace IDs.")
     var freshIds = true
 
@@ -82,6 +85,8 @@ struct Loadtest: AsyncParsableCommand {
         options.recordedTiming = recordedTiming
         options.speed = speed
         options.gzip = gzip
+        options.json = otlpJSON
+        if otlpJSON && address.scheme != "http" { throw ValidationError("--otlp-json needs an http:// target") }
         options.freshTraceIDs = freshIds
         if let duration {
             guard let d = parseDuration(duration) else { throw ValidationError("--duration: not a duration: \(duration)") }

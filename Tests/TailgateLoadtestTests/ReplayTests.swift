@@ -1,5 +1,8 @@
 import Foundation
+import Logging
+import NIOHTTP1
 import Testing
+import TailgateHTTPServer
 @testable import TailgateExport
 @testable import TailgateLoadtest
 @testable import TailgatePolicies
@@ -71,6 +74,66 @@ private func generated(traces: Int, seed: UInt64 = 3) throws -> PreparedRecordin
         receiver.server.beginGracefulShutdown()
         serving.cancel()
     }
+
+    /// `json`: every request reaches a real OTLP/HTTP receiver (the proxy's) as `application/json`, is transcoded back
+    /// to the same spans, and the second pass carries fresh trace IDs there too (so a JSON load test measures new
+    /// traces, not late spans of decided ones).
+    @Test func jsonReplayCarriesTheSameSpansWithFreshIDs() async throws {
+        let recording = try generated(traces: 40)
+        let handler = SpanCollector()
+        let ingest = OTLPHTTPIngest(handler: handler, maxRequestBytes: 64 << 20)
+        let contentTypes = Mutex<[String: Int]>([:])
+        let server = HTTPServer(host: "127.0.0.1", port: 0, maxBodyBytes: 64 << 20, logger: Logger(label: "test"),
+                                tooLarge: { ingest.tooLarge($0, limit: $1) }, route: { request in
+            contentTypes.withLock { $0[request.head.headers.first(name: "content-type") ?? "", default: 0] += 1 }
+            return ingest.handle(request)
+        })
+        let port = try await server.start()
+        var options = ReplayOptions(target: .http(host: "127.0.0.1", port: port, path: "/v1/traces"))
+        options.json = true
+        options.connections = 2
+        options.maxSpans = recording.spans * 2
+        let replayer = Replayer(recording: recording, options: options)
+        let (report, _) = try await replayer.run { _, _ in }
+        await server.stop()
+
+        #expect(report.requestsFailed == 0 && report.errors.isEmpty, "\(report.errors)")
+        #expect(report.spansAcked == recording.spans * 2)
+        #expect(contentTypes.withLock { $0 } == ["application/json": recording.count * 2])
+        var jsonBytes = 0, expected: [String: Int] = [:]
+        for pass in 0..<2 {
+            for i in 0..<recording.count {
+                jsonBytes += try replayer.body(i, pass: pass).count
+                var scanned = ScannedRequest()
+                try recording.request(i, pass: pass).withUnsafeBytes { try OTLPScanner().scan($0, into: &scanned) }
+                for s in scanned.spans { expected["\(s.traceID)/\(s.spanID)", default: 0] += 1 }
+            }
+        }
+        // What was sent is JSON (larger than the protobuf), and what arrived is every span of both passes, once.
+        #expect(report.bytesSent == jsonBytes && jsonBytes > 2 * recording.bytes)
+        let received = handler.spans.withLock { $0 }
+        #expect(expected.count == recording.spans * 2)
+        #expect(received.count == expected.count)
+        #expect(received.filter { expected[$0.key] != $0.value }.count == 0, "spans that arrived not as sent")
+    }
+
+    @Test func jsonNeedsAnHTTPTarget() throws {
+        var options = ReplayOptions(target: .grpc(host: "127.0.0.1", port: 1))
+        options.json = true
+        #expect(throws: Replayer.ReplayError.self) { try Replayer(recording: try generated(traces: 1), options: options).makeClient() }
+    }
+}
+
+/// Counts the spans (trace ID / span ID) of every request that reaches it.
+private final class SpanCollector: TraceIngestHandler {
+    let spans = Mutex<[String: Int]>([:])
+    func ingest(_ body: UnsafeRawBufferPointer, transport: IngestTransport) -> IngestResult {
+        var scanned = ScannedRequest()
+        do { try OTLPScanner().scan(body, into: &scanned) } catch { return .invalid("\(error)") }
+        spans.withLock { for s in scanned.spans { $0["\(s.traceID)/\(s.spanID)", default: 0] += 1 } }
+        return .accepted
+    }
+    func refused(transport: IngestTransport, reason: RefusalReason) {}
 }
 
 import Synchronization
