@@ -7,6 +7,8 @@
 # Usage: loadtest/ab.sh BIN_A BIN_B [RATE] [ROUNDS] [SECONDS_PER_RUN]   (default 20000 5 15)
 # BUFFER_A / BUFFER_B: extra `buffer:` keys for one side (e.g. BUFFER_B='shards: 64'); LOADTEST_A / LOADTEST_B: extra
 # loadtest options for one side (e.g. LOADTEST_B=--gzip). With the same binary twice, they compare settings or traffic.
+# JSON=1: OTLP/JSON over HTTP/1.1 instead of gRPC (the replay harness encodes each request as it sends it, fresh trace
+# IDs in every pass), for the JSON ingest path; without --rate limits (RATE=0) it sends as fast as acknowledged.
 # Example, the working tree against a commit:
 #   git worktree add /tmp/base <commit> && (cd /tmp/base && swift build -c release --product tailgate)
 #   swift build -c release --product tailgate && loadtest/ab.sh /tmp/base/.build/release/tailgate .build/release/tailgate
@@ -25,16 +27,21 @@ start_proxy() {  # $1: a | b, $2: binary, $3: proxy port, $4: receiver port, $5:
   rm -rf "$OUT/data-$1"
   local extra; [ "$1" = a ] && extra=${BUFFER_A:-} || extra=${BUFFER_B:-}
   printf 'policies_reload_interval: 0s\ndata_dir: %s\nbuffer: {wait_after_root: 2s, idle_timeout: 5s%s}\n' "$PWD/$OUT/data-$1" "${extra:+, $extra}" > "$OUT/proxy-$1.yaml"
-  "$2" serve --grpc-listen 127.0.0.1:$3 --http-listen off --metrics-listen 127.0.0.1:$5 \
+  local http=off; [ "${JSON:-0}" = 1 ] && http=127.0.0.1:$(($3 + 100))
+  "$2" serve --grpc-listen 127.0.0.1:$3 --http-listen $http --metrics-listen 127.0.0.1:$5 \
       --config "$OUT/proxy-$1.yaml" --downstream grpc://127.0.0.1:$4 --log-level warning > "$OUT/proxy-$1.log" 2>&1 &
   STARTED_PID=$!
   for _ in $(seq 50); do (echo > /dev/tcp/127.0.0.1/$3) 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 50); do [ "$http" = off ] || (echo > /dev/tcp/127.0.0.1/$(($3 + 100))) 2>/dev/null && break; sleep 0.1; done
 }
 
 loadtest() {  # $1: a | b, $2: proxy port, $3: receiver port, $4: proxy pid; prints "ns_per_span ack_p99_ms"
   local report extra; [ "$1" = a ] && extra=${LOADTEST_A:-} || extra=${LOADTEST_B:-}
+  local target=grpc://127.0.0.1:$2 rate="--rate $RATE"
+  [ "${JSON:-0}" = 1 ] && target="http://127.0.0.1:$(($2 + 100))/v1/traces --otlp-json"
+  [ "$RATE" = 0 ] && rate=
   # shellcheck disable=SC2086
-  report=$($LOADGEN loadtest --target grpc://127.0.0.1:$2 --connections 8 --duration ${SECS}s --rate "$RATE" $extra \
+  report=$($LOADGEN loadtest --target $target --connections 8 --duration ${SECS}s $rate $extra \
       --receiver 127.0.0.1:$3 --proxy-pid "$4" --settle 8s --json "$OUT/$1.json" --html "$OUT/$1.html" "$REC")
   grep -q "verification  PASS" <<<"$report" || { echo "verification failed ($1)" >&2; echo "$report" | tail -30 >&2; exit 1; }
   echo "$(grep -o '= [0-9]* ns/span' <<<"$report" | grep -o '[0-9]*') $(grep -A1 'ack latency' <<<"$report" | tail -1 | awk '{print $4}')"

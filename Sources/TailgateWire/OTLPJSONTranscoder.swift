@@ -262,7 +262,10 @@ extension OTLPJSON {
         let t: Tables
         var out: ByteBuffer
         var scratch: ByteBuffer
-        var path: [PathFrame] = []
+        /// The fields being transcoded, outermost first (for error messages): one frame per message level, so at most
+        /// `OTLPJSON.maxDepth`. A fixed allocation rather than an array: pushed and popped for every field.
+        let path: UnsafeMutablePointer<PathFrame>
+        var pathCount = 0
         var containers: [UInt8] = []
         var chunks: [(number: UInt32, start: Int, end: Int)] = []
         /// Span IDs written malformed for the scanner to reject (see `hexID`).
@@ -274,12 +277,13 @@ extension OTLPJSON {
             self.t = OTLPJSON.tables
             out = ByteBuffer(capacity: outputCapacity)
             scratch = ByteBuffer(capacity: 256)
-            path.reserveCapacity(64)
+            path = .allocate(capacity: OTLPJSON.maxDepth &+ 2)
         }
 
         func free() {
             out.free()
             scratch.free()
+            path.deallocate()
         }
 
         // MARK: Errors
@@ -299,7 +303,7 @@ extension OTLPJSON {
 
         func failure(_ message: String) -> TranscodeFailure {
             var s = ""
-            for frame in path {
+            for frame in UnsafeBufferPointer(start: path, count: pathCount) {
                 if !s.isEmpty { s += "." }
                 s += t.keyName(t.keys[Int(frame.key)])
                 if frame.index >= 0 { s += "[\(frame.index)]" }
@@ -357,10 +361,13 @@ extension OTLPJSON {
             var unordered = false
             let keysLow = t.keyStart[m]
             let keysHigh = t.keyStart[m &+ 1]
+            let keys = t.keys, pool = t.pool
             while true {
                 guard i < n && p[i] == UInt8(ascii: "\"") else { throw unexpected("a string key") }
                 let key = try scanString()
-                let k = lookup(key, keysLow, keysHigh)
+                let k = key.escaped
+                    ? lookupEscaped(key, keysLow, keysHigh)
+                    : Transcoder.lookup(keys, pool, p + key.start, key.count, keysLow, keysHigh)
                 skipWhitespace()
                 guard i < n && p[i] == UInt8(ascii: ":") else { throw unexpected("':'") }
                 i &+= 1
@@ -372,7 +379,8 @@ extension OTLPJSON {
                 } else {
                     let fieldIndex = Int(t.keys[k].field)
                     let field = t.fields[fieldIndex]
-                    path.append(PathFrame(key: Int32(k), index: -1))
+                    path[pathCount] = PathFrame(key: Int32(k), index: -1)
+                    pathCount &+= 1
                     if isOneof {
                         if oneofKey >= 0 && t.keys[Int(oneofKey)].field != Int32(fieldIndex) {
                             let spec = OTLPJSON.schema[m]
@@ -387,7 +395,7 @@ extension OTLPJSON {
                     } else {
                         try value(field, present: isOneof, depth: depth)
                     }
-                    path.removeLast()
+                    pathCount &-= 1
                 }
                 skipWhitespace()
                 guard i < n else { throw unexpected("',' or '}'") }
@@ -404,14 +412,18 @@ extension OTLPJSON {
             if unordered { sortFields(from: contentStart) }
         }
 
+        /// The key entry in `low..<high` spelled as the `count` bytes at `key`, or -1. Static, so that a call from the
+        /// transcoding loop passes what it reads rather than a copy of the transcoder.
         @inline(__always)
-        func lookup(_ key: StringToken, _ low: Int, _ high: Int) -> Int {
-            if key.escaped { return lookupEscaped(key, low, high) }
-            let length = Int32(truncatingIfNeeded: key.count)
+        static func lookup(
+            _ keys: UnsafeMutablePointer<Tables.Key>, _ pool: UnsafeMutablePointer<UInt8>, _ key: UnsafePointer<UInt8>, _ count: Int,
+            _ low: Int, _ high: Int
+        ) -> Int {
+            let length = Int32(truncatingIfNeeded: count)
             var k = low
             while k < high {
-                let entry = t.keys[k]
-                if entry.length == length && memcmp(t.pool + Int(entry.offset), p + key.start, key.count) == 0 { return k }
+                let entry = keys[k]
+                if entry.length == length && memcmp(pool + Int(entry.offset), key, count) == 0 { return k }
                 k &+= 1
             }
             return -1
@@ -439,7 +451,7 @@ extension OTLPJSON {
             }
             var index: Int32 = 0
             while true {
-                path[path.count &- 1].index = index
+                path[pathCount &- 1].index = index
                 if i < n && p[i] == UInt8(ascii: "n") {
                     try literal("null")
                 } else {
@@ -717,37 +729,61 @@ extension OTLPJSON {
         /// Scans the string whose opening quote is at `i`, validating escapes and UTF-8, and moves past it.
         @inline(__always)
         mutating func scanString() throws(TranscodeFailure) -> StringToken {
-            i &+= 1
-            let start = i
+            let start = i &+ 1
+            // The position is kept in a local (a register) and written back only around the rare cases: `i` lives in
+            // `self`, which the loop would otherwise store and reload for every 8 bytes.
+            var j = start
             var escaped = false
-            let ones: UInt64 = 0x0101_0101_0101_0101
-            let highs: UInt64 = 0x8080_8080_8080_8080
             while true {
-                // 8 bytes at a time while none is a quote, a backslash, a control character or non-ASCII.
-                while i &+ 8 <= n {
-                    let w = UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self)
-                    let quote = w ^ (ones &* 0x22)
-                    let backslash = w ^ (ones &* 0x5C)
-                    let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | (w &- ones &* 0x20) | w
-                    if special & highs != 0 { break }
-                    i &+= 8
+                j = Transcoder.plainPrefix(p, from: j, n)
+                guard j < n else {
+                    i = j
+                    throw syntax("unterminated string", at: start &- 1)
                 }
-                guard i < n else { throw syntax("unterminated string", at: start &- 1) }
-                let c = p[i]
+                let c = p[j]
                 if c == UInt8(ascii: "\"") {
-                    i &+= 1
-                    return StringToken(start: start, end: i &- 1, escaped: escaped)
+                    i = j &+ 1
+                    return StringToken(start: start, end: j, escaped: escaped)
                 } else if c == UInt8(ascii: "\\") {
                     escaped = true
+                    i = j
                     try scanEscape()
+                    j = i
                 } else if c < 0x20 {
+                    i = j
                     throw syntax("unescaped control character 0x\(String(c, radix: 16, uppercase: true)) in a string")
                 } else if c >= 0x80 {
+                    i = j
                     try scanUTF8()
+                    j = i
                 } else {
-                    i &+= 1
+                    j &+= 1  // not reached from `plainPrefix` (it stops only at a special byte or the end)
                 }
             }
+        }
+
+        /// The position of the first quote, backslash, control character or non-ASCII byte at or after `from` (or
+        /// `n`), 8 bytes at a time. In each word, the lowest byte flagged is exact (a flag above it may come from a
+        /// borrow), so the scan jumps straight to it.
+        @inline(__always)
+        static func plainPrefix(_ p: UnsafePointer<UInt8>, from: Int, _ n: Int) -> Int {
+            let ones: UInt64 = 0x0101_0101_0101_0101
+            let highs: UInt64 = 0x8080_8080_8080_8080
+            var j = from
+            while j &+ 8 <= n {
+                let w = UnsafeRawPointer(p + j).loadUnaligned(as: UInt64.self)
+                let quote = w ^ (ones &* 0x22)
+                let backslash = w ^ (ones &* 0x5C)
+                let special = (((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | (w &- ones &* 0x20) | w) & highs
+                if special != 0 { return j &+ (special.trailingZeroBitCount &>> 3) }
+                j &+= 8
+            }
+            while j < n {
+                let c = p[j]
+                if c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") || c < 0x20 || c >= 0x80 { return j }
+                j &+= 1
+            }
+            return n
         }
 
         /// Validates the escape sequence at `i` (a backslash) and moves past it. Surrogates must pair up.

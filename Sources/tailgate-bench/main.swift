@@ -50,6 +50,9 @@ func measure(_ name: String, unit: String = "ns/span", items: Int, rounds: Int =
     // `tailgate-bench memory` (only the memory of held agent runs, section 10), `profile-agents` and `store-idle`
     // time nothing here.
     guard !["memory", "profile-agents", "store-idle"].contains(CommandLine.arguments.dropFirst().first) else { return }
+    // `tailgate-bench only TEXT`: only the rows whose names contain TEXT (e.g. `only JSON`).
+    let args = Array(CommandLine.arguments.dropFirst())
+    if args.first == "only", args.count > 1, !name.contains(args[1]) { return }
     var best = Double.infinity
     for _ in 0..<rounds {
         setup()

@@ -261,6 +261,28 @@ struct OTLPJSONStreamingTests {
         }
     }
 
+    /// The string scan reads 8 bytes at a time and jumps to the first special byte of a word: an escape, a non-ASCII
+    /// sequence, a control character or the closing quote at every offset of a word (and across two words) must be
+    /// found where it is.
+    @Test func specialBytesAtEveryOffsetOfAWord() throws {
+        for offset in 0..<20 {
+            let head = String(repeating: "a", count: offset)
+            for (json, text) in [(#"\n"#, "\n"), (#"\""#, "\""), ("é", "é"), ("🚀", "🚀"), (#"\u00e9"#, "é"), ("", "")] {
+                for tail in ["", "b", "bcdefghijk"] {
+                    var expected = ProtoWriter()
+                    // An empty name is the default, not written.
+                    if !(head + text + tail).isEmpty { expected.appendStringField(5, head + text + tail) }
+                    #expect(try Streaming.protobuf(Streaming.requestJSON(spans: #"{"name":"\#(head)\#(json)\#(tail)"}"#))
+                            == Streaming.request(spans: [expected.bytes]), "offset \(offset), \(json), tail \(tail.count)")
+                }
+            }
+            for bad in ["\u{01}", "\u{1F}", "\t"] {
+                Streaming.expectFailure(Array(Streaming.requestJSON(spans: #"{"name":"\#(head)\#(bad)x"}"#).utf8),
+                                        "invalid JSON: unescaped control character")
+            }
+        }
+    }
+
     // MARK: Numbers
 
     @Test(arguments: [
