@@ -261,6 +261,27 @@ struct OTLPJSONStreamingTests {
         }
     }
 
+    /// Key lookup: every key of every message (both spellings) is found, and a key one byte off is not taken for it
+    /// (`dropped_attributes_count` and `dropped_events_count` share their first 8 bytes).
+    @Test func everyKeyIsFoundAndNearMissesAreNot() {
+        let t = OTLPJSON.tables
+        for m in 0..<OTLPJSON.schema.count {
+            let low = t.keyStart[m], high = t.keyStart[m + 1]
+            let names = (low..<high).map { Array(t.keyName(t.keys[$0]).utf8) }
+            func find(_ name: [UInt8]) -> Int {
+                name.withUnsafeBufferPointer { b in OTLPJSON.Transcoder.lookup(t.keys, t.pool, b.baseAddress!, name.count, low, high) }
+            }
+            for (k, name) in names.enumerated() {
+                #expect(find(name) == low + k, "\(String(decoding: name, as: UTF8.self))")
+                var changed = name
+                changed[changed.count - 1] ^= 0x01
+                for near in [changed, Array(name.dropLast()), name + [UInt8(ascii: "x")], [UInt8(ascii: "x")] + name.dropFirst()] {
+                    #expect(find(near) == (names.firstIndex(of: near).map { low + $0 } ?? -1), "\(String(decoding: near, as: UTF8.self))")
+                }
+            }
+        }
+    }
+
     /// The string scan reads 8 bytes at a time and jumps to the first special byte of a word: an escape, a non-ASCII
     /// sequence, a control character or the closing quote at every offset of a word (and across two words) must be
     /// found where it is.
