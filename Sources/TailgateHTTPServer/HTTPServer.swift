@@ -343,7 +343,9 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
                 }
                 reserved = length
             }
-            body = context.channel.allocator.buffer(capacity: 0)
+            // Room for the declared body up front (it is read in chunks, and growing the buffer copies what came so
+            // far each time), but no more than 4 MiB before the bytes arrive: a declared length is only a promise.
+            body = context.channel.allocator.buffer(capacity: min(length ?? 0, 4 << 20))
         case .body(var chunk):
             guard !discarding, let head else { return }
             let size = (body?.readableBytes ?? 0) + chunk.readableBytes
