@@ -31,8 +31,13 @@ package enum Gzip {
     }
 
     /// One gzip member inflated by libdeflate into the size its trailer states, or nil (see `decompress`).
+    ///
+    /// A header with a CRC of its own (flag FHCRC, which exporters do not set) is left to zlib: libdeflate skips that
+    /// CRC, zlib checks it, and a body must not be accepted or refused depending on whether it fits the limit.
     static func inflateWhole(_ input: UnsafeRawBufferPointer, limit: Int) -> [UInt8]? {
-        guard input.count >= 18, let base = input.baseAddress, input[0] == 0x1F, input[1] == 0x8B else { return nil }
+        guard input.count >= 18, let base = input.baseAddress, input[0] == 0x1F, input[1] == 0x8B, input[3] & 0x02 == 0 else {
+            return nil
+        }
         let size = Int(UInt32(littleEndian: input.loadUnaligned(fromByteOffset: input.count - 4, as: UInt32.self)))
         guard size <= limit else { return nil }
         let decompressor = codecs.decompressor()

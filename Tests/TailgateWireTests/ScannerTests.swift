@@ -314,6 +314,32 @@ func exportRequestWithRawSpan(_ span: [UInt8]) -> [UInt8] {
 }
 
 @Suite struct GzipTests {
+    /// A header CRC (FHCRC) is checked whatever the limit: libdeflate's one-shot path skips it and zlib's streaming
+    /// path checks it, so a body with a wrong one was accepted when it fit the limit and refused when it did not (found
+    /// by `fuzz-gzip`). A right one is accepted either way.
+    @Test func headerCRCIsCheckedWhateverTheLimit() throws {
+        let input = Array(repeating: UInt8(ascii: "a"), count: 5000)
+        let plain = Gzip.compress(input)
+        func crc32(_ bytes: [UInt8]) -> UInt32 {
+            var c: UInt32 = 0xFFFF_FFFF
+            for b in bytes {
+                c ^= UInt32(b)
+                for _ in 0..<8 { c = c & 1 != 0 ? (c >> 1) ^ 0xEDB8_8320 : c >> 1 }
+            }
+            return ~c
+        }
+        var header = Array(plain.prefix(10))
+        header[3] |= 0x02
+        let crc = UInt16(truncatingIfNeeded: crc32(header))
+        let good = header + [UInt8(crc & 0xFF), UInt8(crc >> 8)] + plain.dropFirst(10)
+        let bad = header + [UInt8(crc & 0xFF) ^ 0x01, UInt8(crc >> 8)] + plain.dropFirst(10)
+        for limit in [input.count, 1 << 20] {
+            #expect(try Gzip.decompress(good, limit: limit) == input)
+            #expect { try Gzip.decompress(bad, limit: limit) } throws: { ($0 as? Gzip.Failure)?.description.contains("header crc") == true }
+        }
+        #expect(throws: Gzip.Failure.tooLarge(limit: 100)) { try Gzip.decompress(good, limit: 100) }
+    }
+
     @Test func roundTrip() throws {
         let input = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 * 7 % 251) }
         let compressed = Gzip.compress(input)
