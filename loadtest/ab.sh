@@ -8,7 +8,7 @@
 # BUFFER_A / BUFFER_B: extra `buffer:` keys for one side (e.g. BUFFER_B='shards: 64'); LOADTEST_A / LOADTEST_B: extra
 # loadtest options for one side (e.g. LOADTEST_B=--gzip). With the same binary twice, they compare settings or traffic.
 # JSON=1: OTLP/JSON over HTTP/1.1 instead of gRPC (the replay harness encodes each request as it sends it, fresh trace
-# IDs in every pass), for the JSON ingest path; without --rate limits (RATE=0) it sends as fast as acknowledged.
+# IDs in every pass), for the JSON ingest path. RATE=0 (either mode) sends as fast as acknowledgements allow.
 # Example, the working tree against a commit:
 #   git worktree add /tmp/base <commit> && (cd /tmp/base && swift build -c release --product tailgate)
 #   swift build -c release --product tailgate && loadtest/ab.sh /tmp/base/.build/release/tailgate .build/release/tailgate
