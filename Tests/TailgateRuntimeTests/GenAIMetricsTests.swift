@@ -39,6 +39,43 @@ import TailgateWire
         #expect(sample(text, #"tailgate_gen_ai_operation_duration_seconds_bucket{operation="chat",provider="openai",model="gpt-4o",le="0.32"}"#) == 0)
     }
 
+    /// A trace's spans are summed per series before the counters are touched; the totals must be those of counting
+    /// span by span: tokens by type, model calls, and the cost priced span by span (a span reporting more cached
+    /// tokens than input clamps its own plain input at zero, which a price of the summed tokens would not), with
+    /// spans of several series interleaved and a span priced by its request model.
+    @Test func sumsPerSeriesEqualCountingSpanBySpan() {
+        let metrics = TailgateMetrics()
+        let genAI = GenAIMetrics(registry: metrics.registry)
+        let pricing = PriceTable()
+        let kinds: [(provider: String, model: String, requestModel: String)] = [
+            ("openai", "gpt-4o", ""), ("anthropic", "claude-sonnet-4-5", ""), ("openai", "", "gpt-4o-mini"), ("openai", "gpt-4o", "gpt-4o")]
+        var spans: [GenAISpan] = []
+        var expectedInput: [String: Int64] = [:], expectedCalls: [String: Int] = [:], expectedUSD: [String: Double] = [:]
+        for i in 0..<40 {
+            let kind = kinds[(i * 7) % kinds.count]
+            // Every fifth span reports more cached tokens than input (seen from real instrumentations).
+            let tokens = i % 5 == 0 ? SIMD8<Int64>(100, 50, 500, 0, 0, 0, 0, 0) : SIMD8<Int64>(Int64(1000 + i), Int64(200 + i), 0, 0, 0, 0, 0, 0)
+            let span = GenAISpan(spanID: UInt64(i + 1), role: .inference, operation: "chat", provider: kind.provider,
+                                 model: kind.model, requestModel: kind.requestModel, durationNanos: 1_000_000, tokens: tokens)
+            spans.append(span)
+            let key = "\(kind.provider)/\(kind.model.isEmpty ? "unknown" : kind.model)"
+            expectedInput[key, default: 0] += tokens[GenAISpan.Lane.input]
+            expectedCalls[key, default: 0] += 1
+            expectedUSD[key, default: 0] += pricing.price(span)?.cost(tokens) ?? 0
+        }
+        genAI.record(GenAILedger(spans: spans), pricing: pricing)
+        let text = exposition(metrics)
+        #expect(expectedUSD.count == 3)
+        for (key, input) in expectedInput {
+            let parts = key.split(separator: "/").map(String.init)
+            let labels = #"provider="\#(parts[0])",model="\#(parts[1])""#
+            #expect(sample(text, "tailgate_gen_ai_tokens_total{type=\"input\",\(labels)}") == Double(input), "\(key)")
+            #expect(sample(text, "tailgate_gen_ai_calls_total{operation=\"chat\",\(labels)}") == Double(expectedCalls[key]!), "\(key)")
+            let usd = sample(text, "tailgate_gen_ai_cost_usd_total{\(labels)}") ?? 0
+            #expect(usd > 0 && abs(usd - expectedUSD[key]!) < 1e-9, "\(key): \(usd) against \(expectedUSD[key]!)")
+        }
+    }
+
     @Test func labelValuesBeyondTheCapFoldIntoOther() {
         let metrics = TailgateMetrics()
         let genAI = GenAIMetrics(registry: metrics.registry, maxLabelValues: 2)
