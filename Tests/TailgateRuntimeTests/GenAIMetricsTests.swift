@@ -39,10 +39,11 @@ import TailgateWire
         #expect(sample(text, #"tailgate_gen_ai_operation_duration_seconds_bucket{operation="chat",provider="openai",model="gpt-4o",le="0.32"}"#) == 0)
     }
 
-    /// A trace's spans are summed per series before the counters are touched; the totals must be those of counting
-    /// span by span: tokens by type, model calls, and the cost priced span by span (a span reporting more cached
-    /// tokens than input clamps its own plain input at zero, which a price of the summed tokens would not), with
-    /// spans of several series interleaved and a span priced by its request model.
+    /// A trace's totals per series are those of its spans counted one by one: tokens by type, model calls, and the
+    /// cost priced span by span (a span reporting more cached tokens than input clamps its own plain input at zero,
+    /// which pricing a series' summed tokens would not; a batching of the counting was measured and caught by this),
+    /// with spans of several series interleaved, two names objects in one series, and a span priced by its request
+    /// model.
     @Test func sumsPerSeriesEqualCountingSpanBySpan() {
         let metrics = TailgateMetrics()
         let genAI = GenAIMetrics(registry: metrics.registry)
