@@ -14,15 +14,26 @@ void tailgate_tune_malloc(void) {
 #endif
 }
 
-int tailgate_trim_malloc(void) {
+long long tailgate_allocator_free_bytes(void) {
+    // tcmalloc's free pages not yet returned to the system (it returns some on its own, gradually).
+    int (*property)(const char *, size_t *) =
+        (int (*)(const char *, size_t *))dlsym(RTLD_DEFAULT, "MallocExtension_GetNumericProperty");
+    size_t value = 0;
+    if (property && property("tcmalloc.pageheap_free_bytes", &value)) return (long long)value;
+    return -1;
+}
+
+int tailgate_trim_malloc(size_t keep) {
     // Looked up rather than linked: the library modules (and their tests) do not depend on tcmalloc.
-    void (*release)(void) = (void (*)(void))dlsym(RTLD_DEFAULT, "MallocExtension_ReleaseFreeMemory");
-    if (release) {
-        release();
+    void (*release)(size_t) = (void (*)(size_t))dlsym(RTLD_DEFAULT, "MallocExtension_ReleaseToSystem");
+    long long free = tailgate_allocator_free_bytes();
+    if (release && free >= 0) {
+        if ((size_t)free <= keep) return 0;
+        release((size_t)free - keep);
         return 1;
     }
 #if defined(__GLIBC__)
-    return malloc_trim(0);
+    return malloc_trim(keep);
 #else
     return 0;
 #endif

@@ -119,7 +119,7 @@ func runStoreBenchmarks(policies: PolicySet, idleSpans: Int, idle: Bool) {
             say(String(format: "  %@ %.0f B per held trace", part.padding(toLength: 42, withPad: " ", startingAt: 0), Double(bytes) / Double(max(b.bufferedTraces, 1))))
         }
         // As the server does every few seconds: memory freed but held by the allocator goes back to the system.
-        _ = tailgate_trim_malloc()
+        _ = tailgate_trim_malloc(0)
         say(String(format: "  RSS after the allocator's trim: %.0f MiB", Double(rss()) / 1048576))
         for (part, count, capacity) in b.bookkeeping() {
             say("  \(part.padding(toLength: 16, withPad: " ", startingAt: 0)) \(count) entries (capacity \(capacity))")

@@ -6,11 +6,16 @@
 /// for reuse, so the proxy does not pay page faults and page zeroing per request. No-op outside glibc.
 void tailgate_tune_malloc(void);
 
-/// Returns free heap memory to the system: called every few seconds, so that memory taken by a burst (large requests,
-/// a full buffer) is given back once the burst is over. Under tcmalloc (the programs link it, see Package.swift),
-/// `MallocExtension_ReleaseFreeMemory`; under glibc's allocator, `malloc_trim` (despite the trim threshold above).
-/// Returns 1 when memory was released (always 1 under tcmalloc, which does not say). No-op elsewhere.
-int tailgate_trim_malloc(void);
+/// Returns free heap memory to the system beyond `keep` bytes: called every few seconds, so that memory taken by a
+/// burst (large requests, a full buffer) is given back once the burst is over, while a steady load keeps reusing
+/// what it frees (returned pages cost a page fault and zeroing each when taken again). Under tcmalloc (the programs
+/// link it, see Package.swift), `MallocExtension_ReleaseToSystem` of the page heap's free bytes beyond `keep`; under
+/// glibc's allocator, `malloc_trim(keep)`. Returns 1 when memory was released. No-op elsewhere.
+int tailgate_trim_malloc(size_t keep);
+
+/// Free memory the allocator holds and could return to the system: under tcmalloc, its page heap's free bytes;
+/// -1 when the allocator does not say (glibc's).
+long long tailgate_allocator_free_bytes(void);
 
 /// The file name of the shared library that provides the process's `malloc` (for example "libtcmalloc_minimal.so.4"
 /// or "libc.so.6"), found at run time: which allocator is in effect, whatever was linked or preloaded. "unknown" when
