@@ -67,8 +67,9 @@ struct DecisionService: Service {
                     lastUpkeep = .now
                 }
                 // Give memory freed after a burst back to the system (malloc keeps up to 256 MiB otherwise), beyond a
-                // cushion that a steady load reuses: returning all of it every 10 s cost 1.2 % of the proxy's CPU at
-                // 60,000 spans/s in page faults (loadtest/README), the load freeing 30-80 MiB between two trims.
+                // cushion that a steady load reuses: returning all of it every 10 s cost 1-3 % of the proxy's CPU in
+                // page faults (side by side at 20,000 and 60,000 spans/s, loadtest/README), the load freeing 30-80 MiB
+                // between two trims.
                 if ContinuousClock.now - lastTrim >= .seconds(10) {
                     _ = tailgate_trim_malloc(Self.allocatorCushion)
                     lastTrim = .now
