@@ -13,6 +13,7 @@
 #                               a temporary directory, deleted at the end. The committed corpus is never written.
 #   FUZZ_ARGS="..."             extra libFuzzer flags for every target (e.g. "-runs=100000" or "-seed=1")
 #   FUZZ_NO_BUILD=1             use the binaries already in .build-fuzz
+#   FUZZ_REMOVE_BUILD=1         delete .build-fuzz at the end (CI: saves its disk for the builds after it)
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -106,6 +107,7 @@ for t in "${TARGETS[@]}"; do
     fi
 done
 
+if [ -n "${FUZZ_REMOVE_BUILD:-}" ]; then rm -rf "$SCRATCH"; fi
 echo "== summary (${SECONDS_PER_TARGET} s per target)"
 printf '%s\n' "${summary[@]}"
 exit $failed

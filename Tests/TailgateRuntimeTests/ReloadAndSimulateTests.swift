@@ -12,9 +12,7 @@ import TailgateRecording
 import TailgateConfig
 
 func tempFile(_ name: String, _ text: String) -> String {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tailgate-tests-\(UUID().uuidString)")
-    try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    let path = dir.appendingPathComponent(name).path
+    let path = scratchDirectory("tailgate-tests") + "/" + name
     try! text.write(toFile: path, atomically: true, encoding: .utf8)
     return path
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TailgateTestSupport
 import TailgateExport
 import TailgateIngest
 @testable import TailgateRuntime
@@ -11,8 +12,7 @@ struct CertificateFiles {
     let directory: String
 
     init() throws {
-        directory = NSTemporaryDirectory() + "tailgate-tls-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        directory = scratchDirectory("tailgate-tls")
         for name in ["a", "b"] {
             try Self.openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
                               "-subj", "/CN=\(name)", "-keyout", "\(directory)/\(name).key", "-out", "\(directory)/\(name).crt"])

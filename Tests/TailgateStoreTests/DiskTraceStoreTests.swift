@@ -20,12 +20,8 @@ final class ErrorKeeper: TraceDecider {
     func policyName(_ decision: Decision) -> String { decision.policy == 0 ? "errors" : "rest" }
 }
 
-/// A fresh, empty data directory under the system's temporary directory.
-func temporaryDirectory() -> String {
-    let path = NSTemporaryDirectory() + "tailgate-store-\(UUID().uuidString)"
-    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
-}
+/// A fresh, empty data directory under the system's temporary directory (removed when the tests exit).
+func temporaryDirectory() -> String { scratchDirectory("tailgate-store") }
 
 /// The real file layer, failing every write with ENOSPC once `limit` bytes were written (a full disk).
 final class FullDisk: StoreFiles, @unchecked Sendable {

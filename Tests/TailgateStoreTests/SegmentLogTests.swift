@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+import TailgateTestSupport
 @testable import TailgateBuffer
 @testable import TailgateStore
 
@@ -21,7 +22,7 @@ import Testing
     /// A log in a new temporary directory on `FullDisk` (no limit until a test sets one), with a small write
     /// buffer (8 KiB) so that whole-block writes happen often and leave partial blocks behind.
     static func openLog(direct: Bool, segmentBytes: UInt64) throws -> (SegmentLog, FullDisk, String) {
-        let dir = NSTemporaryDirectory() + "tailgate-segmentlog-\(UUID().uuidString)"
+        let dir = scratchDirectory("tailgate-segmentlog")
         let files = FullDisk(limit: .max, direct: direct)
         try files.makeDirectory(dir)
         let log = SegmentLog(directory: dir, prefix: "t", files: files, segmentBytes: segmentBytes, writeBufferBytes: 8 << 10,
