@@ -101,7 +101,7 @@ package final class GRPCDownstream: Downstream {
                  headers: [String: String] = [:], tls: DownstreamTLS? = nil,
                  resolver: (@Sendable (any EventLoop) -> any Resolver & Sendable)? = nil) throws {
         target = "\(tls == nil ? "grpc" : "grpcs")://\(formatHost(host)):\(port)"
-        gzipLevel = gzip ? Int32(min(9, max(1, compressionLevel))) : nil
+        gzipLevel = gzip ? Int32(clamping: compressionLevel) : nil  // Gzip.compress bounds it
         var sslContext: NIOSSLContext? = nil
         var authority = port == 443 && tls != nil ? formatHost(host) : "\(formatHost(host)):\(port)"
         var serverHostname: String? = nil

@@ -66,7 +66,7 @@ package final class HTTPDownstream: Downstream {
 
     private init(host: String, port: Int, path: String, gzip: Bool, timeout: Duration, group: any EventLoopGroup,
                  headers: [String: String], tlsConfiguration: TLSConfiguration?, serverName: String?, compressionLevel: Int) {
-        self.compressionLevel = Int32(min(9, max(1, compressionLevel)))
+        self.compressionLevel = Int32(clamping: compressionLevel)  // Gzip.compress bounds it
         extraHeaders = headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         hostHeader = "\(formatHost(host)):\(port)"
         self.gzip = gzip
