@@ -21,7 +21,8 @@ mkdir -p "$OUT"
 REC=loadtest/out/agents-50k.tgrec
 [ -f "$REC" ] || $LOADGEN generate --traces 50000 --seed 7 --rate 500 -o "$REC"
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; true' EXIT
+# At exit: the proxies stopped, then their data directories (scratch) removed.
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$OUT/data-a" "$OUT/data-b"; true' EXIT
 
 start_proxy() {  # $1: a | b, $2: binary, $3: proxy port, $4: receiver port, $5: metrics port; sets STARTED_PID
   rm -rf "$OUT/data-$1"

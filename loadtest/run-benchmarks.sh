@@ -30,7 +30,12 @@ swift build -c release --product tailgate-bench >/dev/null
 REC=$OUT/agents-50k.tgrec
 [ -f "$REC" ] || $BIN generate --traces 50000 --seed 7 --rate 500 -o "$REC"
 
-cleanup() { [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null || true; stop_nginx "$PWD/$OUT"; }
+# The proxy's data directory is scratch: removed once the proxy is gone.
+cleanup() {
+  [ -n "${PROXY_PID:-}" ] && { kill "$PROXY_PID" 2>/dev/null; wait "$PROXY_PID" 2>/dev/null; } || true
+  stop_nginx "$PWD/$OUT"
+  rm -rf "$OUT/data"
+}
 trap cleanup EXIT
 
 echo "== 1. hot path (release build)"

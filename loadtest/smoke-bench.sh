@@ -17,7 +17,12 @@ command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=nonintera
 swift build -c release --product tailgate 2>&1 | tail -1
 [ -f "$OUT/agents.tgrec" ] || $BIN generate --traces 5000 --seed 7 --rate 500 -o "$OUT/agents.tgrec" >/dev/null
 
-cleanup() { [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null || true; stop_nginx "$PWD/$OUT"; }
+# The proxy's data directory is scratch: removed once the proxy is gone.
+cleanup() {
+  [ -n "${PROXY_PID:-}" ] && { kill "$PROXY_PID" 2>/dev/null; wait "$PROXY_PID" 2>/dev/null; } || true
+  stop_nginx "$PWD/$OUT"
+  rm -rf "$OUT/data"
+}
 trap cleanup EXIT
 
 rm -rf "$OUT/data"

@@ -22,7 +22,8 @@ swift build -c release --product tailgate >/dev/null
 REC=loadtest/out/agents-50k.tgrec
 [ -f "$REC" ] || $BIN generate --traces 50000 --seed 7 --rate 500 -o "$REC"
 PROXY_PID=; PAIR_PIDS=()
-trap '[ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null; for p in "${PAIR_PIDS[@]}"; do kill "$p" 2>/dev/null; done; true' EXIT
+# At exit: the proxies stopped, then their data directories (scratch) removed.
+trap '[ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null; for p in "${PAIR_PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$OUT"/data-*; true' EXIT
 
 start_proxy() {  # $1: off | on, $2: proxy port, $3: receiver port, $4: metrics port; sets STARTED_PID
   rm -rf "$OUT/data-$1"
