@@ -20,7 +20,7 @@ package func scratchDirectory(_ prefix: String) -> String {
 }
 
 /// Removes every directory `scratchDirectory(_:)` made and forgets them.
-package func removeScratchDirectories() {
+private func removeScratchDirectories() {
     let paths = scratchDirectories.withLock { state in
         defer { state.paths = [] }
         return state.paths
