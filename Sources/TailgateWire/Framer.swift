@@ -67,12 +67,7 @@ package struct RequestFramer: Sendable {
             let span = UnsafeRawBufferPointer(rebasing: raw[offset..<offset + length])
             var suffix: [UInt8]? = nil
             if let annotation {
-                // A span that already carries what the annotation writes (a second tier): replaced, not repeated (rare).
-                if KeepAnnotation.mayCarryOwnAttributes(span), annotation.withoutOwnAttributes(span) != nil {
-                    let annotated = annotation.annotate(span)
-                    annotated.withUnsafeBytes { appendCopy(scope: scope, span: $0) }
-                    return
-                }
+                if appendReannotated(scope: scope, span: span, annotation: annotation) { return }
                 suffix = self.suffix(annotation, span)
             }
             let base = Int(bitPattern: raw.baseAddress)
@@ -89,10 +84,7 @@ package struct RequestFramer: Sendable {
     /// Appends one span with an annotation appended to its bytes (see `KeepAnnotation`), copying it.
     package mutating func append(scope: ScopeOrigin, span: UnsafeRawBufferPointer, annotation: KeepAnnotation?) {
         guard let annotation else { return appendCopy(scope: scope, span: span) }
-        if KeepAnnotation.mayCarryOwnAttributes(span), annotation.withoutOwnAttributes(span) != nil {
-            let annotated = annotation.annotate(span)
-            return annotated.withUnsafeBytes { appendCopy(scope: scope, span: $0) }
-        }
+        if appendReannotated(scope: scope, span: span, annotation: annotation) { return }
         let suffix = self.suffix(annotation, span)
         appendCopy(scope: scope, span: span, suffix: suffixIndex(suffix))
     }
@@ -100,6 +92,14 @@ package struct RequestFramer: Sendable {
     /// Appends one span (its payload bytes, without tag and length), copying it.
     package mutating func append(scope: ScopeOrigin, span: UnsafeRawBufferPointer) {
         appendCopy(scope: scope, span: span)
+    }
+
+    /// A span that already carries what the annotation writes (a second tier) is rewritten with its attributes
+    /// replaced, not repeated, and appended as a copy (rare); false for any other span, which takes a suffix.
+    private mutating func appendReannotated(scope: ScopeOrigin, span: UnsafeRawBufferPointer, annotation: KeepAnnotation) -> Bool {
+        guard KeepAnnotation.mayCarryOwnAttributes(span), annotation.withoutOwnAttributes(span) != nil else { return false }
+        annotation.annotate(span).withUnsafeBytes { appendCopy(scope: scope, span: $0) }
+        return true
     }
 
     private mutating func appendCopy(scope: ScopeOrigin, span: UnsafeRawBufferPointer, suffix: UInt32 = Piece.noSuffix) {

@@ -93,12 +93,20 @@ import FoundationEssentials
     @Test func theFramerReplacesToo() throws {
         let original = TestSpan(trace: tid(1), span: 2).encoded
         let first = original.withUnsafeBytes { KeepAnnotation(policy: "tier1").annotate($0) }
-        var framer = RequestFramer()
         let scope = ScopeOrigin(resource: ResourceOrigin(header: []), header: [])
-        first.withUnsafeBytes { framer.append(scope: scope, span: $0, annotation: KeepAnnotation(policy: "tier2")) }
-        let text = String(decoding: try OTLPJSON.jsonFromProtobuf(framer.encode()), as: UTF8.self)
-        #expect(text.components(separatedBy: "tailgate.policy").count == 2)
-        #expect(text.contains("tier2") && !text.contains("tier1"))
+        // Both ways in: a span copied, and a span held in its source array (a kept trace's own bytes), with a span
+        // that is not annotated yet after it in the same source.
+        var copied = RequestFramer()
+        first.withUnsafeBytes { copied.append(scope: scope, span: $0, annotation: KeepAnnotation(policy: "tier2")) }
+        var held = RequestFramer()
+        let source = first + original
+        held.append(scope: scope, source: source, offset: 0, length: first.count, annotation: KeepAnnotation(policy: "tier2"))
+        held.append(scope: scope, source: source, offset: first.count, length: original.count, annotation: KeepAnnotation(policy: "tier2"))
+        for (framer, spans) in [(copied, 1), (held, 2)] {
+            let text = String(decoding: try OTLPJSON.jsonFromProtobuf(framer.encode()), as: UTF8.self)
+            #expect(text.components(separatedBy: "tailgate.policy").count == spans + 1)
+            #expect(text.contains("tier2") && !text.contains("tier1"))
+        }
     }
 }
 
