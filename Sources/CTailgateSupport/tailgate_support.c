@@ -26,10 +26,10 @@ long long tailgate_allocator_free_bytes(void) {
 int tailgate_trim_malloc(size_t keep) {
     // Looked up rather than linked: the library modules (and their tests) do not depend on tcmalloc.
     void (*release)(size_t) = (void (*)(size_t))dlsym(RTLD_DEFAULT, "MallocExtension_ReleaseToSystem");
-    long long free = tailgate_allocator_free_bytes();
-    if (release && free >= 0) {
-        if ((size_t)free <= keep) return 0;
-        release((size_t)free - keep);
+    long long held = tailgate_allocator_free_bytes();  // (not `free`: that would shadow free(3))
+    if (release && held >= 0) {
+        if ((size_t)held <= keep) return 0;
+        release((size_t)held - keep);
         return 1;
     }
 #if defined(__GLIBC__)
